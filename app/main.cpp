@@ -1,0 +1,166 @@
+// netfs: the command line.
+//
+//   netfs mount REMOTE MOUNTPOINT [-o OPT[,OPT...]]... [-f] [--log-file FILE] [-d]
+//   netfs REMOTE MOUNTPOINT -o OPTS        (what mount.fuse3 runs for mount -t fuse.netfs)
+//   netfs unmount MOUNTPOINT               (alias: umount)
+//
+// Exit codes: 0 success, 1 the operation failed, 2 the command line is wrong.
+// Every error is one line on stderr starting with "netfs: ".
+//
+// There is deliberately no QCoreApplication here: `mount` forks the daemon,
+// and nothing may start a thread before that (see mount_command.h).
+// QCommandLineParser::parse() needs no application object.
+#include "app/mount_command.h"
+#include "app/mount_options.h"
+
+#include <QCommandLineParser>
+#include <QDir>
+#include <QStringList>
+
+#include <cstdio>
+
+namespace {
+
+constexpr int kUsageError = 2;
+
+const char* const kUsage =
+    "usage: netfs mount REMOTE MOUNTPOINT [-o OPTIONS] [-f] [--log-file FILE] [-d]\n"
+    "       netfs unmount MOUNTPOINT\n"
+    "       netfs --help | --version\n"
+    "\n"
+    "Commands:\n"
+    "  mount      mount REMOTE (file:///path) on the directory MOUNTPOINT\n"
+    "  unmount    unmount MOUNTPOINT after writing back its data (alias: umount)\n"
+    "\n"
+    "See netfs mount --help for the mount options.\n";
+
+const char* const kMountUsage =
+    "usage: netfs mount REMOTE MOUNTPOINT [-o OPTIONS]... [-f] [--log-file FILE] [-d]\n"
+    "\n"
+    "Mounts REMOTE on the directory MOUNTPOINT and returns once the mount is up;\n"
+    "a daemon serves it until `netfs unmount MOUNTPOINT`.\n"
+    "\n"
+    "  -o OPTIONS        comma-separated mount options (below); may be repeated\n"
+    "  -f, --foreground  stay in the foreground and log to stderr\n"
+    "  --log-file FILE   log here instead of ~/.local/state/netfs/MOUNTPOINT.log\n"
+    "  -d, --debug       log at debug level, every FUSE request included\n"
+    "\n"
+    "REMOTE:\n"
+    "  file:///abs/path  a local directory (options: latency_ms, bandwidth_mbs, faults,\n"
+    "                    rsize, wsize, max_in_flight as ?name=value&...)\n"
+    "\n"
+    "Mount options:\n";
+
+const char* const kUnmountUsage =
+    "usage: netfs unmount MOUNTPOINT\n"
+    "\n"
+    "Unmounts MOUNTPOINT and waits (up to 60 s) until its daemon has written back\n"
+    "all data. Fails if the mount is busy or the data could not be written.\n";
+
+int usage_error(const QString& message) {
+    std::fprintf(stderr, "netfs: %s\n", qPrintable(message));
+    return kUsageError;
+}
+
+// QCommandLineParser's "Unknown option 'x'." as one of our lines.
+QString parser_error(const QCommandLineParser& parser, const char* command) {
+    QString text = parser.errorText();
+    if (text.endsWith('.'))
+        text.chop(1);
+    if (!text.isEmpty())
+        text[0] = text[0].toLower();
+    return QStringLiteral("%1 (see netfs %2 --help)").arg(text, QLatin1String(command));
+}
+
+int mount_main(const QStringList& arguments) {
+    QCommandLineParser parser;
+    const QCommandLineOption help({"h", "help"}, "Show help.");
+    const QCommandLineOption options("o", "Mount options.", "OPTIONS");
+    const QCommandLineOption foreground({"f", "foreground"}, "Stay in the foreground.");
+    const QCommandLineOption log_file("log-file", "Log file.", "FILE");
+    const QCommandLineOption debug({"d", "debug"}, "Debug logging.");
+    parser.addOptions({help, options, foreground, log_file, debug});
+    parser.addPositionalArgument("REMOTE", "The remote.");
+    parser.addPositionalArgument("MOUNTPOINT", "The mount point.");
+
+    if (!parser.parse(QStringList{"netfs"} + arguments))
+        return usage_error(parser_error(parser, "mount"));
+    if (parser.isSet(help)) {
+        std::fputs(kMountUsage, stdout);
+        std::fputs(netfs::kMountOptionsHelp, stdout);
+        return 0;
+    }
+    const QStringList positional = parser.positionalArguments();
+    if (positional.size() < 2)
+        return usage_error("mount needs REMOTE and MOUNTPOINT (see netfs mount --help)");
+    if (positional.size() > 2)
+        return usage_error(QStringLiteral("unexpected argument '%1' (see netfs mount --help)").arg(positional[2]));
+
+    netfs::MountRequest request;
+    request.remote = positional[0].toStdString();
+    request.mountpoint = positional[1].toStdString();
+    for (const QString& list : parser.values(options)) {
+        std::string error;
+        if (!netfs::parse_mount_options(list.toStdString(), request.options, error))
+            return usage_error(QString::fromStdString(error));
+    }
+    if (parser.isSet(debug))
+        request.options.debug = true;
+    request.foreground = parser.isSet(foreground);
+    if (parser.isSet(log_file)) {
+        const QString file = parser.value(log_file);
+        if (file.isEmpty())
+            return usage_error("--log-file needs a file name");
+        request.log_file = QDir::current().absoluteFilePath(file).toStdString();
+    }
+    return netfs::run_mount(request);
+}
+
+int unmount_main(const QStringList& arguments, const char* command) {
+    QCommandLineParser parser;
+    const QCommandLineOption help({"h", "help"}, "Show help.");
+    parser.addOption(help);
+    parser.addPositionalArgument("MOUNTPOINT", "The mount point.");
+    if (!parser.parse(QStringList{"netfs"} + arguments))
+        return usage_error(parser_error(parser, command));
+    if (parser.isSet(help)) {
+        std::fputs(kUnmountUsage, stdout);
+        return 0;
+    }
+    const QStringList positional = parser.positionalArguments();
+    if (positional.isEmpty())
+        return usage_error(QStringLiteral("%1 needs MOUNTPOINT (see netfs %1 --help)").arg(command));
+    if (positional.size() > 1)
+        return usage_error(
+            QStringLiteral("unexpected argument '%1' (see netfs %2 --help)").arg(positional[1], command));
+    return netfs::run_unmount(positional[0].toStdString());
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    QStringList arguments;
+    for (int i = 1; i < argc; ++i)
+        arguments << QString::fromLocal8Bit(argv[i]);
+    if (arguments.isEmpty())
+        return usage_error("missing command (see netfs --help)");
+
+    const QString command = arguments.takeFirst();
+    if (command == "-h" || command == "--help" || command == "help") {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
+    if (command == "-V" || command == "--version") {
+        std::printf("netfs %s\n", NETFS_VERSION);
+        return 0;
+    }
+    if (command == "mount")
+        return mount_main(arguments);
+    // mount -t fuse.netfs REMOTE MP -o OPTS runs mount.fuse3, which runs
+    // `netfs REMOTE MP -o OPTS`.
+    if (command.contains("://"))
+        return mount_main(QStringList{command} + arguments);
+    if (command == "unmount" || command == "umount")
+        return unmount_main(arguments, command == "unmount" ? "unmount" : "umount");
+    return usage_error(QStringLiteral("unknown command '%1' (see netfs --help)").arg(command));
+}

@@ -1,0 +1,172 @@
+// The contract between the engine and a remote (file://, sftp://, nfs://).
+//
+// A remote supplies only RPCs: read and write on an open file, and metadata
+// operations on paths. It knows nothing of folios, readahead, writeback,
+// caching or retries: the engine owns all of that (see docs/ARCHITECTURE.md).
+//
+// Paths are absolute within the remote: "/" is the remote's root (the path
+// in the mount URL), "/a/b" a file below it. They never contain "." or ".."
+// components and never end in "/" (except the root itself).
+//
+// Thread safety: every method may be called concurrently from up to
+// limits().max_in_flight engine threads, on the same or different objects.
+// A remote that needs serialisation does it inside.
+//
+// Errors: an Errc from the closed set in errors.h. A transient one (again,
+// timed_out, unreachable) tells the engine a later attempt may succeed.
+#pragma once
+
+#include "core/errors.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace netfs {
+
+// Attributes of a remote object, as the remote reports them.
+struct Attr {
+    std::uint64_t file_id = 0;  // stable id (inode number, NFS fileid); 0 if the remote has none
+    std::uint32_t mode = 0;     // S_IFMT type bits | permission bits (07777)
+    std::uint32_t nlink = 1;
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::uint64_t rdev = 0;
+    std::uint64_t size = 0;
+    std::uint64_t blocks = 0;   // 512-byte blocks allocated
+    timespec atime{};
+    timespec mtime{};
+    timespec ctime{};
+    std::uint64_t change = 0;   // change attribute (NFSv4); 0 if the remote has none
+};
+
+// What identifies one version of a remote object's content. Cached data is
+// valid only while the remote still reports the same Version.
+struct Version {
+    std::uint64_t file_id = 0;
+    std::uint64_t size = 0;
+    timespec mtime{};
+    timespec ctime{};
+    std::uint64_t change = 0;
+
+    static Version of(const Attr& a) { return {a.file_id, a.size, a.mtime, a.ctime, a.change}; }
+    bool operator==(const Version& o) const {
+        return file_id == o.file_id && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
+               mtime.tv_nsec == o.mtime.tv_nsec && ctime.tv_sec == o.ctime.tv_sec &&
+               ctime.tv_nsec == o.ctime.tv_nsec && change == o.change;
+    }
+};
+
+struct DirEntry {
+    std::string name;  // never "." or ".."
+    Attr attr;
+};
+
+struct StatFs {
+    std::uint64_t block_size = 4096;
+    std::uint64_t blocks = 0;
+    std::uint64_t blocks_free = 0;
+    std::uint64_t blocks_avail = 0;
+    std::uint64_t files = 0;
+    std::uint64_t files_free = 0;
+    std::uint32_t name_max = 255;
+};
+
+// A change to attributes; only the fields named in `mask` apply.
+struct SetAttr {
+    enum : std::uint32_t {
+        kMode = 1u << 0,
+        kUid = 1u << 1,
+        kGid = 1u << 2,
+        kSize = 1u << 3,
+        kAtime = 1u << 4,     // set atime to `atime`
+        kAtimeNow = 1u << 5,  // set atime to the current time
+        kMtime = 1u << 6,
+        kMtimeNow = 1u << 7,
+    };
+    std::uint32_t mask = 0;
+    std::uint32_t mode = 0;
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::uint64_t size = 0;
+    timespec atime{};
+    timespec mtime{};
+};
+
+// What the remote prefers and allows. Constant for the life of the backend.
+struct BackendLimits {
+    std::uint32_t rsize = 1u << 20;      // preferred read size
+    std::uint32_t rsize_max = 1u << 20;  // largest read the remote accepts
+    std::uint32_t wsize = 1u << 20;
+    std::uint32_t wsize_max = 1u << 20;
+    std::uint32_t max_in_flight = 16;    // requests the remote serves well at once
+    bool has_file_id = true;             // Attr::file_id identifies objects (hard links)
+    bool has_change_attr = false;        // Attr::change is maintained
+};
+
+// An open remote file. Destroying it closes the remote handle; call close()
+// first to learn of an error the close reports.
+class BackendFile {
+public:
+    virtual ~BackendFile() = default;
+
+    // Reads up to buf.size() bytes at offset into buf. `transferred` may be
+    // short: 0 means end of file; otherwise the engine asks for the rest.
+    virtual Errc read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) = 0;
+
+    // Writes data at offset. `transferred` may be short; the engine continues.
+    virtual Errc write(std::uint64_t offset, std::span<const std::byte> data,
+                       std::size_t& transferred) = 0;
+
+    // Makes every acknowledged write durable on the remote.
+    virtual Errc fsync(bool datasync) = 0;
+
+    // Attributes through the handle: works after the path was unlinked.
+    virtual Errc getattr(Attr& out) = 0;
+
+    // Changes the size through the handle.
+    virtual Errc truncate(std::uint64_t size) = 0;
+
+    virtual Errc close() = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+
+    // The remote as a user names it, without secrets: "file:///srv/data".
+    virtual std::string describe() const = 0;
+    virtual BackendLimits limits() const = 0;
+
+    // lstat semantics: a symbolic link is reported, not followed.
+    virtual Errc getattr(const std::string& path, Attr& out) = 0;
+    // Every entry but "." and "..", with attributes.
+    virtual Errc readdir(const std::string& path, std::vector<DirEntry>& out) = 0;
+
+    // flags: O_RDONLY/O_WRONLY/O_RDWR, optionally O_TRUNC. Never follows a
+    // symbolic link in the last component.
+    virtual Errc open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) = 0;
+    // Creates a regular file (O_EXCL semantics unless flags lack O_EXCL) and opens it.
+    virtual Errc create(const std::string& path, std::uint32_t mode, int flags,
+                        std::unique_ptr<BackendFile>& out, Attr& attr) = 0;
+    virtual Errc mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev,
+                       Attr& attr) = 0;
+    virtual Errc mkdir(const std::string& path, std::uint32_t mode, Attr& attr) = 0;
+    virtual Errc symlink(const std::string& target, const std::string& path, Attr& attr) = 0;
+    virtual Errc link(const std::string& existing, const std::string& path, Attr& attr) = 0;
+    virtual Errc readlink(const std::string& path, std::string& target) = 0;
+    virtual Errc unlink(const std::string& path) = 0;
+    virtual Errc rmdir(const std::string& path) = 0;
+    // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE (not_supported where the
+    // remote cannot do them atomically).
+    virtual Errc rename(const std::string& from, const std::string& to, unsigned flags) = 0;
+    // Applies `change`; `out` receives the attributes afterwards.
+    virtual Errc setattr(const std::string& path, const SetAttr& change, Attr& out) = 0;
+    virtual Errc statfs(StatFs& out) = 0;
+};
+
+} // namespace netfs

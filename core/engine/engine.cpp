@@ -1,0 +1,858 @@
+// Nodes, paths, attributes and the namespace operations; open and release.
+// The data path lives in read_path.cpp, write_path.cpp and direct_io.cpp.
+#include "core/engine/engine_impl.h"
+
+#include "core/log.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+namespace netfs {
+
+namespace {
+
+constexpr std::size_t kNameMax = 255;
+
+double seconds(std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
+
+bool is_regular(std::uint32_t mode) { return S_ISREG(mode); }
+
+} // namespace
+
+void backoff(const EngineOptions& options, int attempt) {
+    auto delay = options.retry_backoff * (1 << std::min(attempt, 10));
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(delay, std::chrono::milliseconds(2000)));
+}
+
+// ---- construction ---------------------------------------------------------
+
+Engine::Impl::Impl(std::unique_ptr<Backend> b, EngineOptions o)
+    : backend(std::move(b)), options(o), limits(backend->limits()),
+      dirty_limit(std::max<std::uint64_t>(o.folio_budget / 2, 4ull << 20)),
+      dirty_background(std::max<std::uint64_t>(o.folio_budget / 8, 1ull << 20)),
+
+      folio_cache(o.folio_budget) {
+    limits.rsize = std::clamp<std::uint32_t>(limits.rsize, Folio::kMinSize, limits.rsize_max);
+    limits.wsize = std::clamp<std::uint32_t>(limits.wsize, Folio::kMinSize, limits.wsize_max);
+    limits.max_in_flight = std::max<std::uint32_t>(limits.max_in_flight, 1);
+    // Enough to keep every I/O thread busy twice over, and no more: each
+    // byte in flight is a second copy of a dirty byte.
+    writing_limit = std::min<std::uint64_t>(32ull << 20, 2ull * limits.max_in_flight * limits.wsize);
+    auto root = std::make_shared<Node>();
+    root->ino = kRootIno;
+    root->type = S_IFDIR;
+    root->nlookup = 1;  // the kernel holds the root for the life of the mount
+    nodes.emplace(kRootIno, root);
+    pool = std::make_unique<IoPool>(limits.max_in_flight);
+}
+
+Engine::Engine(std::unique_ptr<Backend> backend, EngineOptions options)
+    : impl_(std::make_unique<Impl>(std::move(backend), options)) {}
+
+Engine::~Engine() {
+    if (impl_->writeback_worker.joinable()) {
+        {
+            std::lock_guard lock(impl_->mu);
+            impl_->stopping = true;
+        }
+        impl_->changed.notify_all();
+        impl_->writeback_worker.join();
+    }
+}
+
+const Backend& Engine::backend() const { return *impl_->backend; }
+const EngineOptions& Engine::options() const { return impl_->options; }
+
+Errc Engine::start() {
+    Attr attr;
+    Errc e = impl_->backend->getattr("/", attr);
+    if (e != Errc::ok)
+        return e;
+    if (!S_ISDIR(attr.mode))
+        return Errc::not_dir;
+    {
+        std::lock_guard lock(impl_->mu);
+        impl_->apply_remote_attr_locked(*impl_->nodes.at(kRootIno), attr);
+    }
+    impl_->writeback_worker = std::thread([this] { impl_->writeback_thread(); });
+    return Errc::ok;
+}
+
+Errc Engine::shutdown() {
+    Errc first = Errc::ok;
+    std::unique_lock lock(impl_->mu);
+    std::vector<std::shared_ptr<Node>> dirty;
+    for (auto& [ino, node] : impl_->nodes)
+        if (!node->data.dirty.empty() || !node->data.writing.empty())
+            dirty.push_back(node);
+    for (auto& node : dirty) {
+        Errc e = impl_->writeback_and_wait(lock, node);
+        if (e != Errc::ok) {
+            LOG_ERROR("could not write back %llu bytes of %s at shutdown: %s; they are lost",
+                      static_cast<unsigned long long>(node->data.dirty.bytes()),
+                      impl_->path_locked(*node).c_str(), std::string(describe(e)).c_str());
+            if (first == Errc::ok)
+                first = e;
+        }
+    }
+    impl_->stopping = true;
+    lock.unlock();
+    impl_->changed.notify_all();
+    if (impl_->writeback_worker.joinable())
+        impl_->writeback_worker.join();
+    return first;
+}
+
+void Engine::set_invalidate_hook(std::function<void(Ino, std::uint64_t, std::uint64_t)> hook) {
+    std::lock_guard lock(impl_->mu);
+    impl_->invalidate_hook = std::move(hook);
+}
+
+EngineStats Engine::stats() const {
+    std::lock_guard lock(impl_->mu);
+    EngineStats s = impl_->counters;
+    s.folio_bytes = impl_->folio_cache.used();
+    s.dirty_bytes = impl_->dirty_bytes;
+    return s;
+}
+
+// ---- nodes and paths ------------------------------------------------------
+
+std::shared_ptr<Node> Engine::Impl::node_locked(Ino ino) {
+    auto it = nodes.find(ino);
+    return it == nodes.end() ? nullptr : it->second;
+}
+
+std::string Engine::Impl::path_locked(const Node& node) {
+    if (node.ino == kRootIno)
+        return "/";
+    std::vector<const std::string*> parts;
+    const Node* n = &node;
+    while (n->ino != kRootIno) {
+        if (n->links.empty() || parts.size() > 4096)
+            return {};
+        parts.push_back(&n->links.front().second);
+        auto it = nodes.find(n->links.front().first);
+        if (it == nodes.end())
+            return {};
+        n = it->second.get();
+    }
+    std::string path;
+    for (auto p = parts.rbegin(); p != parts.rend(); ++p) {
+        path += '/';
+        path += **p;
+    }
+    return path;
+}
+
+std::string Engine::Impl::child_path_locked(Ino parent, std::string_view name, Errc& error) {
+    error = Errc::ok;
+    if (name.size() > kNameMax) {
+        error = Errc::name_too_long;
+        return {};
+    }
+    auto p = node_locked(parent);
+    if (!p) {
+        error = Errc::bad_handle;
+        return {};
+    }
+    std::string path = path_locked(*p);
+    if (path.empty()) {
+        error = Errc::not_found;  // the directory was removed under us
+        return {};
+    }
+    if (path != "/")
+        path += '/';
+    path += name;
+    return path;
+}
+
+std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string& name, const Attr& attr) {
+    std::shared_ptr<Node> node;
+    const std::uint32_t type = attr.mode & S_IFMT;
+    if (limits.has_file_id && attr.file_id != 0) {
+        auto it = by_file_id.find(attr.file_id);
+        if (it != by_file_id.end())
+            node = node_locked(it->second);
+        if (node && node->type != type)
+            node.reset();
+    }
+    auto named = by_name.find(std::pair<Ino, std::string>(parent, name));
+    if (!node && named != by_name.end()) {
+        auto candidate = node_locked(named->second);
+        if (candidate && candidate->type == type &&
+            (!limits.has_file_id || candidate->attr.file_id == attr.file_id))
+            node = candidate;
+    }
+    if (!node) {
+        node = std::make_shared<Node>();
+        node->ino = next_ino++;
+        node->type = type;
+        nodes.emplace(node->ino, node);
+        if (is_regular(type)) {
+            node->data.size = attr.size;
+            node->cached_version = Version::of(attr);
+        }
+    }
+    if (limits.has_file_id && attr.file_id != 0)
+        by_file_id[attr.file_id] = node->ino;
+    // (parent, name) now names this node and no other.
+    if (named != by_name.end() && named->second != node->ino) {
+        if (auto old = node_locked(named->second))
+            std::erase(old->links, std::pair<Ino, std::string>(parent, name));
+        named->second = node->ino;
+    } else if (named == by_name.end()) {
+        by_name.emplace(std::pair<Ino, std::string>(parent, name), node->ino);
+    }
+    if (std::find(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name)) ==
+        node->links.end())
+        node->links.emplace_back(parent, name);
+    apply_remote_attr_locked(*node, attr);
+    return node;
+}
+
+void Engine::Impl::unlink_name_locked(Ino parent, const std::string& name) {
+    auto it = by_name.find(std::pair<Ino, std::string>(parent, name));
+    if (it == by_name.end())
+        return;
+    if (auto node = node_locked(it->second)) {
+        std::erase(node->links, std::pair<Ino, std::string>(parent, name));
+        node->attr_expiry = {};  // nlink and ctime changed
+        if (node->links.empty() && node->attr.file_id) {
+            auto f = by_file_id.find(node->attr.file_id);
+            if (f != by_file_id.end() && f->second == node->ino)
+                by_file_id.erase(f);  // the remote may reuse the id for a new object
+        }
+        by_name.erase(it);
+        maybe_drop_locked(node);
+    } else {
+        by_name.erase(it);
+    }
+}
+
+void Engine::Impl::maybe_drop_locked(const std::shared_ptr<Node>& node) {
+    if (node->ino == kRootIno || node->nlookup > 0 || node->open_count > 0 ||
+        !node->data.dirty.empty() || !node->data.writing.empty())
+        return;
+    for (auto& link : node->links) {
+        auto it = by_name.find(link);
+        if (it != by_name.end() && it->second == node->ino)
+            by_name.erase(it);
+    }
+    if (node->attr.file_id) {
+        auto f = by_file_id.find(node->attr.file_id);
+        if (f != by_file_id.end() && f->second == node->ino)
+            by_file_id.erase(f);
+    }
+    while (!node->data.folios.empty())
+        drop_folio_locked(node->data, node->data.folios.begin()->second.get());
+    node->data.writeback_file.reset();
+    nodes.erase(node->ino);
+}
+
+// ---- attributes -----------------------------------------------------------
+
+bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr) {
+    node.attr = attr;
+    node.attr_expiry = Clock::now() + options.attr_timeout;
+    if (!is_regular(node.type))
+        return false;
+    FileData& d = node.data;
+    const Version v = Version::of(attr);
+    if (v == node.cached_version) {
+        node.expect_own_change = false;
+        if (!d.size_is_local)
+            d.size = attr.size;
+        return false;
+    }
+    if (node.expect_own_change || d.size_is_local) {
+        // The remote moved because of our own writes (or will be overwritten
+        // by the ones pending): our folios are still the file's content.
+        node.cached_version = v;
+        if (d.dirty.empty() && d.writing.empty() && !d.truncating) {
+            node.expect_own_change = false;
+            d.size_is_local = false;
+            d.size = attr.size;
+        }
+        return false;
+    }
+    // Another client changed the file: what we hold is stale.
+    node.cached_version = v;
+    d.size = attr.size;
+    drop_clean_folios_locked(d);
+    return true;
+}
+
+Attr Engine::Impl::view_locked(const Node& node) const {
+    Attr a = node.attr;
+    if (is_regular(node.type)) {
+        const FileData& d = node.data;
+        a.size = d.size;
+        if (d.size_is_local) {
+            a.mtime = d.local_mtime;
+            a.ctime = d.local_mtime;
+            a.blocks = std::max<std::uint64_t>(a.blocks, (d.size + 511) / 512);
+        }
+    }
+    return a;
+}
+
+void Engine::Impl::fill_entry_locked(const Node& node, Entry& out) const {
+    out.ino = node.ino;
+    out.attr = view_locked(node);
+    out.attr_timeout = seconds(options.attr_timeout);
+    out.entry_timeout = seconds(options.entry_timeout);
+}
+
+void Engine::Impl::invalidate_kernel_cache(Ino ino, std::uint64_t offset, std::uint64_t length) {
+    // Never from the calling thread: the kernel may hold page locks while it
+    // waits for the very request that asks for the invalidation.
+    if (!invalidate_hook)
+        return;
+    pool->submit(IoPool::Priority::background,
+                 [hook = invalidate_hook, ino, offset, length] { hook(ino, offset, length); });
+}
+
+// ---- namespace operations -------------------------------------------------
+
+Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
+    Errc e;
+    std::string path;
+    {
+        std::lock_guard lock(impl_->mu);
+        path = impl_->child_path_locked(parent, name, e);
+    }
+    if (e != Errc::ok)
+        return e;
+    Attr attr;
+    e = impl_->backend->getattr(path, attr);
+    std::lock_guard lock(impl_->mu);
+    if (e == Errc::not_found) {
+        // A negative entry: the kernel may remember the absence for a while.
+        impl_->unlink_name_locked(parent, std::string(name));
+        out = Entry{};
+        out.entry_timeout = seconds(impl_->options.entry_timeout);
+        return Errc::ok;
+    }
+    if (e != Errc::ok)
+        return e;
+    auto node = impl_->intern_locked(parent, std::string(name), attr);
+    node->nlookup++;
+    impl_->fill_entry_locked(*node, out);
+    return Errc::ok;
+}
+
+void Engine::forget(Ino ino, std::uint64_t nlookup) {
+    std::lock_guard lock(impl_->mu);
+    auto node = impl_->node_locked(ino);
+    if (!node || ino == kRootIno)
+        return;
+    node->nlookup -= std::min(node->nlookup, nlookup);
+    impl_->maybe_drop_locked(node);
+}
+
+Errc Engine::getattr(Ino ino, Attr& out) {
+    std::string path;
+    std::shared_ptr<BackendFile> file;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto node = impl_->node_locked(ino);
+        if (!node)
+            return Errc::bad_handle;
+        if (Clock::now() < node->attr_expiry) {
+            out = impl_->view_locked(*node);
+            return Errc::ok;
+        }
+        path = impl_->path_locked(*node);
+        file = node->data.writeback_file;
+    }
+    Attr attr;
+    Errc e = path.empty() ? Errc::not_found : impl_->backend->getattr(path, attr);
+    if (e == Errc::not_found && file)
+        e = file->getattr(attr);  // open but unlinked
+    std::lock_guard lock(impl_->mu);
+    auto node = impl_->node_locked(ino);
+    if (!node)
+        return Errc::bad_handle;
+    if (e != Errc::ok) {
+        if (e == Errc::not_found && !path.empty() && Clock::now() >= node->attr_expiry &&
+            node->open_count > 0) {
+            out = impl_->view_locked(*node);  // unlinked by someone else; still open here
+            return Errc::ok;
+        }
+        return e;
+    }
+    impl_->apply_remote_attr_locked(*node, attr);
+    out = impl_->view_locked(*node);
+    return Errc::ok;
+}
+
+Errc Engine::setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr& out) {
+    if (impl_->options.read_only)
+        return Errc::read_only;
+    std::shared_ptr<Node> node;
+    std::string path;
+    {
+        std::lock_guard lock(impl_->mu);
+        node = impl_->node_locked(ino);
+        if (!node)
+            return Errc::bad_handle;
+        path = impl_->path_locked(*node);
+    }
+    BackendFile* file = handle ? impl_->handle_of(handle)->file.get() : nullptr;
+    if ((change.mask & SetAttr::kSize) && is_regular(node->type))
+        return impl_->truncate(node, change.size, file, path, change, out);
+    if (change.mask & SetAttr::kSize)
+        return S_ISDIR(node->type) ? Errc::is_dir : Errc::invalid;
+    if (path.empty())
+        return Errc::not_found;
+    Attr attr;
+    Errc e = impl_->backend->setattr(path, change, attr);
+    if (e != Errc::ok)
+        return e;
+    std::lock_guard lock(impl_->mu);
+    node->expect_own_change = true;  // ctime moved; the content did not
+    impl_->apply_remote_attr_locked(*node, attr);
+    if (is_regular(node->type) && node->data.size_is_local && (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)))
+        node->data.local_mtime = attr.mtime;
+    out = impl_->view_locked(*node);
+    return Errc::ok;
+}
+
+Errc Engine::readlink(Ino ino, std::string& target) {
+    std::string path;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto node = impl_->node_locked(ino);
+        if (!node)
+            return Errc::bad_handle;
+        path = impl_->path_locked(*node);
+    }
+    if (path.empty())
+        return Errc::not_found;
+    return impl_->backend->readlink(path, target);
+}
+
+Errc Engine::Impl::finish_create(const Caller& caller, Ino parent, const std::string& name,
+                                 const std::string& path, Attr attr, Entry& out) {
+    if (options.set_owner && (attr.uid != caller.uid || attr.gid != caller.gid)) {
+        SetAttr owner;
+        owner.mask = SetAttr::kUid | SetAttr::kGid;
+        owner.uid = caller.uid;
+        owner.gid = caller.gid;
+        Attr after;
+        Errc e = backend->setattr(path, owner, after);
+        if (e == Errc::ok)
+            attr = after;
+        else
+            LOG_WARN("could not give %s to uid %u: %s", path.c_str(), caller.uid,
+                     std::string(describe(e)).c_str());
+    }
+    std::lock_guard lock(mu);
+    if (auto p = node_locked(parent))
+        p->attr_expiry = {};  // its mtime and nlink changed
+    auto node = intern_locked(parent, name, attr);
+    node->nlookup++;
+    fill_entry_locked(*node, out);
+    return Errc::ok;
+}
+
+std::string Engine::Impl::new_child_path(Ino parent, std::string_view name, Errc& e) {
+    if (options.read_only) {
+        e = Errc::read_only;
+        return {};
+    }
+    std::lock_guard lock(mu);
+    return child_path_locked(parent, name, e);
+}
+
+Errc Engine::mknod(const Caller& caller, Ino parent, std::string_view name, std::uint32_t mode,
+                   std::uint64_t rdev, Entry& out) {
+    Errc e;
+    std::string path = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    Attr attr;
+    if (S_ISREG(mode)) {
+        std::unique_ptr<BackendFile> file;
+        e = impl_->backend->create(path, mode, O_WRONLY | O_EXCL, file, attr);
+        if (file)
+            file->close();
+    } else {
+        e = impl_->backend->mknod(path, mode, rdev, attr);
+    }
+    if (e != Errc::ok)
+        return e;
+    return impl_->finish_create(caller, parent, std::string(name), path, attr, out);
+}
+
+Errc Engine::mkdir(const Caller& caller, Ino parent, std::string_view name, std::uint32_t mode, Entry& out) {
+    Errc e;
+    std::string path = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    Attr attr;
+    e = impl_->backend->mkdir(path, mode, attr);
+    if (e != Errc::ok)
+        return e;
+    return impl_->finish_create(caller, parent, std::string(name), path, attr, out);
+}
+
+Errc Engine::symlink(const Caller& caller, std::string_view target, Ino parent, std::string_view name,
+                     Entry& out) {
+    Errc e;
+    std::string path = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    Attr attr;
+    e = impl_->backend->symlink(std::string(target), path, attr);
+    if (e != Errc::ok)
+        return e;
+    return impl_->finish_create(caller, parent, std::string(name), path, attr, out);
+}
+
+Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out) {
+    Errc e;
+    std::string to = impl_->new_child_path(new_parent, new_name, e);
+    if (e != Errc::ok)
+        return e;
+    std::string from;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto node = impl_->node_locked(ino);
+        if (!node)
+            return Errc::bad_handle;
+        from = impl_->path_locked(*node);
+    }
+    if (from.empty())
+        return Errc::not_found;
+    Attr attr;
+    e = impl_->backend->link(from, to, attr);
+    if (e != Errc::ok)
+        return e;
+    std::lock_guard lock(impl_->mu);
+    auto node = impl_->node_locked(ino);
+    if (!node)
+        return Errc::bad_handle;
+    if (!impl_->limits.has_file_id || attr.file_id == 0) {
+        // Without file ids the new name must still lead to this node.
+        impl_->by_name[{new_parent, std::string(new_name)}] = ino;
+        node->links.emplace_back(new_parent, std::string(new_name));
+    }
+    auto linked = impl_->intern_locked(new_parent, std::string(new_name), attr);
+    linked->nlookup++;
+    if (auto p = impl_->node_locked(new_parent))
+        p->attr_expiry = {};
+    impl_->fill_entry_locked(*linked, out);
+    return Errc::ok;
+}
+
+Errc Engine::unlink(Ino parent, std::string_view name) {
+    Errc e;
+    std::string path = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    e = impl_->backend->unlink(path);
+    if (e != Errc::ok)
+        return e;
+    std::lock_guard lock(impl_->mu);
+    impl_->unlink_name_locked(parent, std::string(name));
+    if (auto p = impl_->node_locked(parent))
+        p->attr_expiry = {};
+    return Errc::ok;
+}
+
+Errc Engine::rmdir(Ino parent, std::string_view name) {
+    Errc e;
+    std::string path = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    e = impl_->backend->rmdir(path);
+    if (e != Errc::ok)
+        return e;
+    std::lock_guard lock(impl_->mu);
+    impl_->unlink_name_locked(parent, std::string(name));
+    if (auto p = impl_->node_locked(parent))
+        p->attr_expiry = {};
+    return Errc::ok;
+}
+
+Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
+                    unsigned flags) {
+    Errc e;
+    std::string from = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    std::string to = impl_->new_child_path(new_parent, new_name, e);
+    if (e != Errc::ok)
+        return e;
+    e = impl_->backend->rename(from, to, flags);
+    if (e != Errc::ok)
+        return e;
+
+    std::lock_guard lock(impl_->mu);
+    auto& by_name = impl_->by_name;
+    const std::pair<Ino, std::string> src(parent, std::string(name));
+    const std::pair<Ino, std::string> dst(new_parent, std::string(new_name));
+    auto s = by_name.find(src);
+    std::shared_ptr<Node> moved = s == by_name.end() ? nullptr : impl_->node_locked(s->second);
+    auto d = by_name.find(dst);
+    std::shared_ptr<Node> target = d == by_name.end() ? nullptr : impl_->node_locked(d->second);
+
+    if (moved && moved == target && !(flags & RENAME_EXCHANGE))
+        return Errc::ok;  // two links of one file: rename(2) does nothing
+    if (flags & RENAME_EXCHANGE) {
+        if (moved)
+            std::replace(moved->links.begin(), moved->links.end(), src, dst);
+        if (target)
+            std::replace(target->links.begin(), target->links.end(), dst, src);
+        if (s != by_name.end())
+            by_name.erase(s);
+        if ((d = by_name.find(dst)) != by_name.end())
+            by_name.erase(d);
+        if (moved)
+            by_name[dst] = moved->ino;
+        if (target)
+            by_name[src] = target->ino;
+    } else {
+        if (target && target != moved)
+            impl_->unlink_name_locked(new_parent, std::string(new_name));
+        if (moved) {
+            by_name.erase(src);
+            std::replace(moved->links.begin(), moved->links.end(), src, dst);
+            by_name[dst] = moved->ino;
+            moved->attr_expiry = {};  // ctime changed
+        }
+    }
+    for (Ino p : {parent, new_parent})
+        if (auto n = impl_->node_locked(p))
+            n->attr_expiry = {};
+    return Errc::ok;
+}
+
+Errc Engine::statfs(StatFs& out) { return impl_->backend->statfs(out); }
+
+// ---- directories ----------------------------------------------------------
+
+Errc Engine::opendir(Ino ino, std::uint64_t& handle) {
+    std::string path;
+    {
+        std::lock_guard lock(impl_->mu);
+        auto node = impl_->node_locked(ino);
+        if (!node)
+            return Errc::bad_handle;
+        path = impl_->path_locked(*node);
+    }
+    if (path.empty())
+        return Errc::not_found;
+    auto dir = std::make_unique<DirHandle>();
+    dir->ino = ino;
+    Errc e = impl_->backend->readdir(path, dir->entries);
+    if (e != Errc::ok)
+        return e;
+    std::sort(dir->entries.begin(), dir->entries.end(),
+              [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+    handle = reinterpret_cast<std::uint64_t>(dir.release());
+    return Errc::ok;
+}
+
+Errc Engine::readdir(Ino ino, std::uint64_t handle, std::uint64_t offset, bool plus,
+                     const std::function<bool(const DirListEntry&, std::uint64_t)>& accept) {
+    auto* dir = reinterpret_cast<DirHandle*>(handle);
+    std::lock_guard lock(impl_->mu);
+    auto self = impl_->node_locked(ino);
+    if (!self)
+        return Errc::bad_handle;
+    const std::uint64_t total = dir->entries.size() + 2;
+    for (std::uint64_t i = offset; i < total; ++i) {
+        DirListEntry entry;
+        if (i < 2) {
+            entry.name = i == 0 ? "." : "..";
+            entry.attr = self->attr;
+            entry.attr.mode = S_IFDIR;
+            if (!accept(entry, i + 1))
+                break;
+            continue;
+        }
+        const DirEntry& de = dir->entries[i - 2];
+        entry.name = de.name;
+        if (!plus) {
+            entry.attr = de.attr;
+            if (!accept(entry, i + 1))
+                break;
+            continue;
+        }
+        auto node = impl_->intern_locked(ino, de.name, de.attr);
+        entry.ino = node->ino;
+        entry.attr = impl_->view_locked(*node);
+        if (!accept(entry, i + 1)) {
+            impl_->maybe_drop_locked(node);
+            break;
+        }
+        node->nlookup++;
+    }
+    return Errc::ok;
+}
+
+void Engine::releasedir(std::uint64_t handle) { delete reinterpret_cast<DirHandle*>(handle); }
+
+// ---- open files -----------------------------------------------------------
+
+OpenFile* Engine::Impl::make_open_file_locked(const std::shared_ptr<Node>& node,
+                                              std::unique_ptr<BackendFile> file, int flags) {
+    auto* of = new OpenFile{node, std::shared_ptr<BackendFile>(std::move(file)), flags,
+                            (flags & O_ACCMODE) != O_RDONLY,
+                            (flags & O_DIRECT) != 0 || options.direct_io,
+                            node->data.error_seq, Readahead(options.readahead_max)};
+    node->open_count++;
+    if (of->writable && !node->data.writeback_file)
+        node->data.writeback_file = of->file;
+    return of;
+}
+
+Errc Engine::open(Ino ino, int flags, OpenResult& out) {
+    const bool writable = (flags & O_ACCMODE) != O_RDONLY;
+    if (impl_->options.read_only && (writable || (flags & O_TRUNC)))
+        return Errc::read_only;
+    std::shared_ptr<Node> node;
+    std::string path;
+    {
+        std::lock_guard lock(impl_->mu);
+        node = impl_->node_locked(ino);
+        if (!node)
+            return Errc::bad_handle;
+        path = impl_->path_locked(*node);
+    }
+    if (path.empty())
+        return Errc::not_found;
+    // O_APPEND is the kernel's business (it sends the offset); a remote
+    // handle opened with it would ignore the offsets of our writeback.
+    const int remote_flags = flags & O_ACCMODE;
+    std::unique_ptr<BackendFile> file;
+    Errc e = impl_->backend->open(path, remote_flags, file);
+    if (e != Errc::ok)
+        return e;
+    // Close-to-open: what the remote holds now decides whether cached data stays.
+    Attr attr;
+    e = file->getattr(attr);
+    if (e != Errc::ok)
+        return e;
+    OpenFile* of;
+    bool changed;
+    {
+        std::lock_guard lock(impl_->mu);
+        changed = impl_->apply_remote_attr_locked(*node, attr);
+        of = impl_->make_open_file_locked(node, std::move(file), flags);
+    }
+    if (flags & O_TRUNC) {
+        SetAttr zero;
+        zero.mask = SetAttr::kSize;
+        Attr after;
+        e = impl_->truncate(node, 0, of->file.get(), path, zero, after);
+        if (e != Errc::ok) {
+            release(ino, reinterpret_cast<std::uint64_t>(of));
+            return e;
+        }
+        changed = true;
+    }
+    out.handle = reinterpret_cast<std::uint64_t>(of);
+    out.direct_io = of->direct;
+    out.keep_cache = !changed && !of->direct;
+    return Errc::ok;
+}
+
+Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std::uint32_t mode, int flags,
+                    Entry& entry, OpenResult& out) {
+    Errc e;
+    std::string path = impl_->new_child_path(parent, name, e);
+    if (e != Errc::ok)
+        return e;
+    std::unique_ptr<BackendFile> file;
+    Attr attr;
+    e = impl_->backend->create(path, mode, (flags & (O_ACCMODE | O_EXCL | O_TRUNC)), file, attr);
+    if (e != Errc::ok)
+        return e;
+    e = impl_->finish_create(caller, parent, std::string(name), path, attr, entry);
+    if (e != Errc::ok)
+        return e;
+    std::lock_guard lock(impl_->mu);
+    auto node = impl_->node_locked(entry.ino);
+    if (!node)
+        return Errc::bad_handle;
+    OpenFile* of = impl_->make_open_file_locked(node, std::move(file), flags);
+    out.handle = reinterpret_cast<std::uint64_t>(of);
+    out.direct_io = of->direct;
+    out.keep_cache = false;
+    return Errc::ok;
+}
+
+Errc Engine::read(Ino, std::uint64_t handle, std::uint64_t offset, std::span<std::byte> buf,
+                  std::size_t& transferred) {
+    OpenFile& of = *impl_->handle_of(handle);
+    if (of.direct)
+        return impl_->direct_read(of, offset, buf, transferred);
+    return impl_->buffered_read(of, offset, buf, transferred);
+}
+
+Errc Engine::write(Ino, std::uint64_t handle, std::uint64_t offset, std::span<const std::byte> data,
+                   std::size_t& transferred) {
+    if (impl_->options.read_only)
+        return Errc::read_only;
+    OpenFile& of = *impl_->handle_of(handle);
+    if (of.direct)
+        return impl_->direct_write(of, offset, data, transferred);
+    return impl_->buffered_write(of, offset, data, transferred);
+}
+
+Errc Engine::flush(Ino, std::uint64_t handle) {
+    OpenFile& of = *impl_->handle_of(handle);
+    std::unique_lock lock(impl_->mu);
+    if (!of.writable)
+        return Errc::ok;  // as NFS: closing a reader does not wait for writers
+    return impl_->sync_locked(lock, of);
+}
+
+Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
+    OpenFile& of = *impl_->handle_of(handle);
+    std::shared_ptr<BackendFile> file;
+    {
+        std::unique_lock lock(impl_->mu);
+        if (Errc e = impl_->sync_locked(lock, of); e != Errc::ok)
+            return e;
+        file = of.node->data.writeback_file ? of.node->data.writeback_file : of.file;
+    }
+    Errc e = Errc::ok;
+    for (int attempt = 0;; ++attempt) {
+        e = file->fsync(datasync);
+        if (!is_transient(e) || attempt >= impl_->options.max_retries)
+            break;
+        backoff(impl_->options, attempt);
+    }
+    return e;
+}
+
+void Engine::release(Ino, std::uint64_t handle) {
+    std::unique_ptr<OpenFile> of(impl_->handle_of(handle));
+    std::unique_lock lock(impl_->mu);
+    auto& node = of->node;
+    auto& d = node->data;
+    node->open_count--;
+    if (of->writable && d.writeback_file == of->file) {
+        // Writeback keeps using this handle unless another writer can take over.
+        if (!d.dirty.empty() || !d.writing.empty())
+            impl_->writeback_and_wait(lock, node);
+        if (d.dirty.empty() && d.writing.empty())
+            d.writeback_file.reset();
+    }
+    auto file = std::move(of->file);
+    impl_->maybe_drop_locked(node);
+    lock.unlock();
+    if (file && file.use_count() == 1) {
+        if (Errc e = file->close(); e != Errc::ok)
+            LOG_WARN("closing a remote file reported: %s", std::string(describe(e)).c_str());
+    }
+}
+
+} // namespace netfs

@@ -1,0 +1,287 @@
+// Buffered reads.
+//
+// A read is served from folios when they hold the range. Otherwise the gaps
+// become a read request: new folios are made for them (busy until filled),
+// each folio is filled by subrequests of up to rsize that read straight into
+// folio memory on the I/O pool, and the reader waits for its own request
+// while readahead for the bytes beyond it runs in the background:
+//
+//   read(off,len) --> folios hit? --yes--> copy out
+//                          | no
+//                          v
+//        gaps -> new busy folios -> subrequests (<= rsize, <= max_in_flight)
+//                                      |  backend.read, retries, EOF zero-fill
+//                                      v
+//        complete_fill: folio uptodate, waiters woken --> copy out
+//
+// A folio that already holds written bytes (a streaming write) is filled
+// into a bounce buffer and only the bytes around the written ones are kept.
+#include "core/engine/engine_impl.h"
+
+#include "core/log.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace netfs {
+
+namespace {
+
+constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v / a * a; }
+constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+} // namespace
+
+Folio* Engine::Impl::find_folio_locked(FileData& data, std::uint64_t pos) const {
+    auto it = data.folios.upper_bound(pos);
+    if (it == data.folios.begin())
+        return nullptr;
+    --it;
+    Folio* f = it->second.get();
+    return pos < f->end() ? f : nullptr;
+}
+
+Folio* Engine::Impl::new_folio_locked(FileData& data, std::uint64_t pos, std::uint32_t size) {
+    auto folio = std::make_unique<Folio>(&data, pos, size);
+    Folio* f = folio.get();
+    data.folios.emplace(pos, std::move(folio));
+    folio_cache.insert(f);
+    return f;
+}
+
+void Engine::Impl::drop_folio_locked(FileData& data, Folio* folio) {
+    folio_cache.erase(folio);
+    data.folios.erase(folio->pos);  // frees it
+}
+
+void Engine::Impl::drop_clean_folios_locked(FileData& data) {
+    for (auto it = data.folios.begin(); it != data.folios.end();) {
+        Folio* f = (it++)->second.get();
+        if (data.dirty.overlaps(f->pos, f->end()) || data.writing.overlaps(f->pos, f->end()))
+            continue;
+        if (f->busy)
+            f->stale = true;  // its filler drops it when done
+        else
+            drop_folio_locked(data, f);
+    }
+}
+
+bool Engine::Impl::reserve_locked(std::unique_lock<std::mutex>& lock, std::uint64_t bytes, bool may_block) {
+    while (!folio_cache.fits(bytes)) {
+        Folio* victim = nullptr;
+        for (Folio* f = folio_cache.oldest(); f; f = FolioCache::newer(f)) {
+            const FileData& d = *f->owner;
+            if (!f->busy && !d.dirty.overlaps(f->pos, f->end()) && !d.writing.overlaps(f->pos, f->end())) {
+                victim = f;
+                break;
+            }
+        }
+        if (victim) {
+            drop_folio_locked(*victim->owner, victim);
+            counters.evictions++;
+            continue;
+        }
+        if (!may_block || stopping)
+            return false;
+        // Every folio is dirty or being filled: memory pressure. Push the
+        // dirty data out and wait for room.
+        for (auto& [ino, node] : nodes)
+            if (!node->data.dirty.empty())
+                start_writeback_locked(node, IoPool::Priority::urgent);
+        changed.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    return true;
+}
+
+Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
+                                    std::size_t& transferred) {
+    transferred = 0;
+    int attempt = 0;
+    while (transferred < buf.size()) {
+        std::size_t n = 0;
+        Errc e = file.read(offset + transferred, buf.subspan(transferred), n);
+        if (e == Errc::ok) {
+            if (n == 0)
+                break;  // end of file
+            transferred += n;  // a short read continues where it stopped
+            attempt = 0;
+            continue;
+        }
+        if (!is_transient(e) || attempt >= options.max_retries)
+            return e;
+        {
+            std::lock_guard lock(mu);
+            counters.retries++;
+        }
+        backoff(options, attempt++);
+    }
+    return Errc::ok;
+}
+
+void Engine::Impl::fill_folio_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
+                                     Folio& folio, Origin origin, const std::shared_ptr<IoWait>& wait) {
+    folio.busy = true;
+    folio.stale = false;
+    std::byte* target = folio.data.get();
+    if (folio.has_valid()) {
+        folio.bounce.reset(new std::byte[folio.size]);
+        target = folio.bounce.get();
+    }
+    const auto priority = origin == Origin::readahead ? IoPool::Priority::background : IoPool::Priority::urgent;
+    for (std::uint32_t off = 0; off < folio.size; off += limits.rsize) {
+        const std::uint32_t len = std::min<std::uint32_t>(limits.rsize, folio.size - off);
+        folio.pending++;
+        if (wait)
+            wait->outstanding++;
+        counters.subrequests++;
+        if (origin == Origin::readahead)
+            counters.readahead_bytes += len;
+        pool->submit(priority, [this, node, file, &folio, target, off, len, wait] {
+            std::size_t got = 0;
+            Errc e = read_from_remote(*file, folio.pos + off, {target + off, len}, got);
+            if (e == Errc::ok && got < len)
+                std::memset(target + off + got, 0, len - got);  // a hole or end of file
+            std::lock_guard lock(mu);
+            counters.bytes_downloaded += got;
+            if (e != Errc::ok) {
+                folio.stale = true;  // never mark it uptodate
+                LOG_WARN("read of %s at %llu failed: %s", path_locked(*node).c_str(),
+                         static_cast<unsigned long long>(folio.pos + off), std::string(describe(e)).c_str());
+            }
+            if (wait) {
+                if (e != Errc::ok && wait->error == Errc::ok)
+                    wait->error = e;
+                wait->outstanding--;
+            }
+            if (--folio.pending == 0)
+                complete_fill_locked(*node, folio);
+            changed.notify_all();
+        });
+    }
+}
+
+void Engine::Impl::complete_fill_locked(Node& node, Folio& folio) {
+    FileData& d = node.data;
+    folio.busy = false;
+    if (folio.stale) {
+        // Written bytes survive a failed or outdated fill; bytes past a
+        // truncate that ran meanwhile do not.
+        folio.bounce.reset();
+        if (folio.pos < d.size)
+            folio.valid_end = std::min<std::uint32_t>(folio.valid_end, d.size - folio.pos);
+        if (folio.pos >= d.size || folio.valid_end <= folio.valid_begin)
+            drop_folio_locked(d, &folio);
+        return;
+    }
+    if (folio.bounce) {
+        // Keep the bytes written locally; take the remote's around them.
+        std::memcpy(folio.data.get(), folio.bounce.get(), folio.valid_begin);
+        std::memcpy(folio.data.get() + folio.valid_end, folio.bounce.get() + folio.valid_end,
+                    folio.size - folio.valid_end);
+        folio.bounce.reset();
+    }
+    // Bytes past the local end of file are zero, whatever the remote said:
+    // a local truncate may not have reached every reader's view yet.
+    if (folio.end() > d.size) {
+        const std::uint64_t from = d.size > folio.pos ? d.size - folio.pos : 0;
+        std::memset(folio.data.get() + from, 0, folio.size - from);
+    }
+    folio.valid_begin = 0;
+    folio.valid_end = folio.size;
+}
+
+void Engine::Impl::start_fill_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node,
+                                     const std::shared_ptr<BackendFile>& file, std::uint64_t start,
+                                     std::uint64_t end, Origin origin, const std::shared_ptr<IoWait>& wait) {
+    FileData& d = node->data;
+    const bool may_block = origin != Origin::readahead;
+    std::uint64_t pos = align_down(start, Folio::kMinSize);
+    end = align_up(end, Folio::kMinSize);
+    while (pos < end) {
+        if (Folio* f = find_folio_locked(d, pos)) {
+            if (!f->busy && !f->uptodate())
+                fill_folio_locked(node, file, *f, origin, wait);
+            pos = f->end();
+            continue;
+        }
+        // A gap: the largest aligned folio that starts here and fits in it.
+        auto next = d.folios.upper_bound(pos);
+        const std::uint64_t gap_end = std::min(end, next == d.folios.end() ? UINT64_MAX : next->first);
+        std::uint32_t size = Folio::kMaxSize;
+        while (size > Folio::kMinSize && (pos % size != 0 || pos + size > gap_end))
+            size /= 2;
+        if (!folio_cache.fits(size)) {
+            if (!reserve_locked(lock, size, may_block))
+                return;  // readahead gives way to memory pressure
+            continue;    // the lock was dropped: look again
+        }
+        fill_folio_locked(node, file, *new_folio_locked(d, pos, size), origin, wait);
+        pos += size;
+    }
+}
+
+Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<std::byte> buf,
+                                 std::size_t& transferred) {
+    transferred = 0;
+    const auto& node = of.node;
+    FileData& d = node->data;
+    std::unique_lock lock(mu);
+    counters.read_requests++;
+    if (offset >= d.size || buf.empty())
+        return Errc::ok;
+    std::uint64_t end = std::min<std::uint64_t>(offset + buf.size(), d.size);
+    ByteRange ahead = of.readahead.on_read(offset, end - offset, d.size);
+    if (ahead.length()) {
+        // Whole folios: a readahead batch should not be cut into small ones.
+        ahead.start = align_down(ahead.start, 64 << 10);
+        ahead.end = std::min(align_up(ahead.end, 64 << 10), align_up(d.size, Folio::kMinSize));
+    }
+    std::shared_ptr<IoWait> wait;
+    bool hit = true;
+    for (;;) {
+        end = std::min<std::uint64_t>(offset + buf.size(), d.size);  // a truncate may have run
+        if (offset >= end)
+            return Errc::ok;
+        bool missing = false, busy = false;
+        for (std::uint64_t pos = offset; pos < end;) {
+            Folio* f = find_folio_locked(d, pos);
+            if (!f || (!f->busy && !f->uptodate())) {
+                missing = true;
+                break;
+            }
+            busy |= f->busy;
+            pos = f->end();
+        }
+        if (!missing && !busy)
+            break;
+        hit = false;
+        if (missing) {
+            if (wait && wait->outstanding == 0 && wait->error != Errc::ok)
+                return wait->error;
+            wait = std::make_shared<IoWait>();
+            start_fill_locked(lock, node, of.file, offset, end, Origin::read, wait);
+        }
+        if (ahead.length()) {
+            start_fill_locked(lock, node, of.file, ahead.start, ahead.end, Origin::readahead, nullptr);
+            ahead = {};
+        }
+        changed.wait(lock);
+        if (wait && wait->outstanding == 0 && wait->error != Errc::ok)
+            return wait->error;
+    }
+    if (ahead.length())
+        start_fill_locked(lock, node, of.file, ahead.start, ahead.end, Origin::readahead, nullptr);
+    if (hit)
+        counters.folio_hits++;
+    for (std::uint64_t pos = offset; pos < end;) {
+        Folio* f = find_folio_locked(d, pos);
+        const std::uint64_t stop = std::min(end, f->end());
+        std::memcpy(buf.data() + (pos - offset), f->data.get() + (pos - f->pos), stop - pos);
+        folio_cache.touch(f);
+        pos = stop;
+    }
+    transferred = end - offset;
+    return Errc::ok;
+}
+
+} // namespace netfs

@@ -1,0 +1,350 @@
+// Buffered writes, writeback and truncate.
+//
+// A write copies into folios and adds its bytes to the file's dirty set; it
+// never reads first. A write into a folio that was never read records only
+// the written bytes as valid (a streaming write); a second, separate write
+// into such a folio first sends the earlier bytes to the remote, so one
+// folio never needs more than one valid run.
+//
+// Writeback gathers the dirty set into writes of up to wsize, aligned to
+// wsize so a sequential writer produces full-size RPCs, several in flight:
+//
+//   dirty set  [=====)    [==========================)
+//   wsize grid |     |     |     |     |     |     |
+//   writes      [===)      [=)[====][====][====][===)
+//
+// Bytes move from `dirty` to `writing` while their RPC is in flight; a new
+// write of the same bytes makes them dirty again and they are sent again
+// after the first RPC completes, never concurrently, so an older copy can
+// never land after a newer one. A failed write puts its bytes back in the
+// dirty set and records the error, errseq style, for every open handle to
+// see once at its next write, flush or fsync. Data is never dropped on error.
+//
+// Writeback runs on fsync, on flush (close-to-open), from a timer for data
+// older than the writeback interval, when dirty data passes a background
+// threshold, and under memory pressure, where writers wait for it.
+#include "core/engine/engine_impl.h"
+
+#include "core/log.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace netfs {
+
+namespace {
+
+constexpr std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v / a * a; }
+constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+timespec now_realtime() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts;
+}
+
+} // namespace
+
+Errc Engine::Impl::report_error_locked(OpenFile& of) {
+    FileData& d = of.node->data;
+    if (of.seen_error_seq == d.error_seq)
+        return Errc::ok;
+    of.seen_error_seq = d.error_seq;
+    // A failure whose bytes a retry has since delivered is no failure to
+    // the application: nothing it wrote is missing on the remote.
+    if (d.dirty.empty() && d.writing.empty())
+        return Errc::ok;
+    return d.last_error;
+}
+
+Errc Engine::Impl::sync_locked(std::unique_lock<std::mutex>& lock, OpenFile& of) {
+    // Everything dirty now is retried; the answer is whether it all reached
+    // the remote, which also answers for every earlier failure.
+    Errc e = writeback_and_wait(lock, of.node);
+    of.seen_error_seq = of.node->data.error_seq;
+    return e;
+}
+
+Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data) {
+    std::size_t done = 0;
+    int attempt = 0;
+    while (done < data.size()) {
+        std::size_t n = 0;
+        Errc e = file.write(offset + done, data.subspan(done), n);
+        if (e == Errc::ok && n > 0) {
+            done += n;  // a short write continues where it stopped
+            attempt = 0;
+            continue;
+        }
+        if (e == Errc::ok)
+            e = Errc::io;  // no progress and no error: do not spin
+        if (!is_transient(e) || attempt >= options.max_retries)
+            return e;
+        {
+            std::lock_guard lock(mu);
+            counters.retries++;
+        }
+        backoff(options, attempt++);
+    }
+    return Errc::ok;
+}
+
+Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<const std::byte> data,
+                                  std::size_t& transferred) {
+    transferred = 0;
+    const auto& node = of.node;
+    FileData& d = node->data;
+    std::unique_lock lock(mu);
+    if (Errc e = report_error_locked(of); e != Errc::ok)
+        return e;
+    if (data.empty())
+        return Errc::ok;
+    if (!d.writeback_file)
+        d.writeback_file = of.file;
+
+    // Memory pressure: too much dirty data. Writers wait for writeback.
+    while (dirty_bytes > dirty_limit && !stopping) {
+        for (auto& [ino, n] : nodes)
+            if (!n->data.dirty.empty())
+                start_writeback_locked(n, IoPool::Priority::urgent);
+        changed.wait_for(lock, std::chrono::milliseconds(100));
+        if (Errc e = report_error_locked(of); e != Errc::ok)
+            return e;
+    }
+
+    const std::uint64_t end = offset + data.size();
+    std::uint64_t pos = offset;
+    while (pos < end) {
+        Folio* f = find_folio_locked(d, pos);
+        if (f && f->busy) {
+            changed.wait(lock);
+            continue;
+        }
+        if (!f) {
+            // The largest aligned folio around pos that stays inside the gap
+            // and does not reach past the write: big writes get big folios.
+            auto next = d.folios.upper_bound(pos);
+            const std::uint64_t gap_end = next == d.folios.end() ? UINT64_MAX : next->first;
+            std::uint64_t gap_start = 0;
+            if (next != d.folios.begin())
+                gap_start = std::prev(next)->second->end();
+            const std::uint64_t limit = std::min(gap_end, align_up(end, Folio::kMinSize));
+            std::uint32_t size = Folio::kMinSize;
+            while (size < Folio::kMaxSize) {
+                const std::uint64_t bigger = std::uint64_t(size) * 2;
+                const std::uint64_t slot = align_down(pos, bigger);
+                if (slot < gap_start || slot + bigger > limit)
+                    break;
+                size = static_cast<std::uint32_t>(bigger);
+            }
+            if (!folio_cache.fits(size)) {
+                reserve_locked(lock, size, true);
+                continue;  // the lock was dropped: look again
+            }
+            f = new_folio_locked(d, align_down(pos, size), size);
+        }
+        const auto a = static_cast<std::uint32_t>(pos - f->pos);
+        const auto b = static_cast<std::uint32_t>(std::min(end, f->end()) - f->pos);
+        if (!f->uptodate()) {
+            if (!f->has_valid()) {
+                f->valid_begin = a;
+                f->valid_end = b;
+            } else if (a <= f->valid_end && b >= f->valid_begin) {
+                f->valid_begin = std::min(f->valid_begin, a);
+                f->valid_end = std::max(f->valid_end, b);
+            } else {
+                // A second, separate run in a folio never read: send the
+                // first run to the remote; then only the new run is valid.
+                const std::uint64_t errors = d.error_seq;
+                writeback_and_wait(lock, node, f->pos, f->end());
+                if (d.error_seq != errors)
+                    return transferred ? Errc::ok : report_error_locked(of);
+                if (Folio* again = find_folio_locked(d, pos); again == f && !f->busy && !f->uptodate() &&
+                    !d.dirty.overlaps(f->pos, f->end()) && !d.writing.overlaps(f->pos, f->end()))
+                    f->valid_begin = f->valid_end = 0;
+                continue;
+            }
+        }
+        std::memcpy(f->data.get() + a, data.data() + (pos - offset), b - a);
+        folio_cache.touch(f);
+        pos = f->pos + b;
+        transferred = pos - offset;
+        // Record progress as it happens: a later wait may let writeback run.
+        if (d.dirty.empty() && d.writing.empty())
+            d.dirty_since = Clock::now();
+        dirty_bytes += d.dirty.add(pos - (b - a), pos);
+        d.size = std::max(d.size, pos);
+        d.size_is_local = true;
+        d.local_mtime = now_realtime();
+    }
+    if (dirty_bytes > dirty_background)
+        changed.notify_all();  // the writeback thread starts early
+    return Errc::ok;
+}
+
+void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoPool::Priority priority,
+                                          std::uint64_t start, std::uint64_t end) {
+    FileData& d = node->data;
+    if (d.truncating || d.dirty.empty())
+        return;
+    std::shared_ptr<BackendFile> file = d.writeback_file;
+    if (!file)
+        return;  // no writable handle: kept dirty, reported at flush
+    const std::uint64_t wsize = limits.wsize;
+    for (ByteRange r : d.dirty.within(start, end)) {
+        if (r.start >= d.size) {
+            dirty_bytes -= d.dirty.remove(r.start, r.end);
+            continue;
+        }
+        r.end = std::min(r.end, d.size);
+        for (std::uint64_t s = r.start, e; s < r.end; s = e) {
+            e = std::min(r.end, align_down(s, wsize) + wsize);
+            if (d.writing.overlaps(s, e))
+                continue;  // an older copy of these bytes is in flight
+            if (writing_bytes >= writing_limit)
+                return;    // resumed when a write completes (its waiters and the writeback thread look again)
+            const std::size_t len = e - s;
+            std::shared_ptr<std::byte[]> buf(new std::byte[len]);
+            for (std::uint64_t pos = s; pos < e;) {
+                Folio* f = find_folio_locked(d, pos);
+                if (!f) {  // cannot happen: folios holding dirty bytes are never dropped
+                    LOG_ERROR("internal error: dirty bytes of %s at %llu have no folio",
+                              path_locked(*node).c_str(), static_cast<unsigned long long>(pos));
+                    std::abort();
+                }
+                const std::uint64_t stop = std::min(e, f->end());
+                std::memcpy(buf.get() + (pos - s), f->data.get() + (pos - f->pos), stop - pos);
+                pos = stop;
+            }
+            dirty_bytes -= d.dirty.remove(s, e);
+            d.writing.add(s, e);
+            writing_bytes += len;
+            counters.write_subrequests++;
+            pool->submit(priority, [this, node, file, buf, s, e, len] {
+                Errc err = write_to_remote(*file, s, {buf.get(), len});
+                std::lock_guard lock(mu);
+                FileData& d = node->data;
+                d.writing.remove(s, e);
+                writing_bytes -= len;
+                if (err != Errc::ok) {
+                    if (d.dirty.empty() && d.writing.empty())
+                        d.dirty_since = Clock::now();
+                    dirty_bytes += d.dirty.add(s, std::min(e, std::max(d.size, s)));
+                    d.error_seq++;
+                    d.last_error = err;
+                    LOG_WARN("writing %zu bytes of %s at %llu failed: %s; kept in memory and retried later",
+                             len, path_locked(*node).c_str(), static_cast<unsigned long long>(s),
+                             std::string(describe(err)).c_str());
+                } else {
+                    counters.bytes_uploaded += len;
+                    node->expect_own_change = true;
+                    node->attr_expiry = {};
+                }
+                changed.notify_all();
+            });
+        }
+    }
+}
+
+Errc Engine::Impl::writeback_and_wait(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node,
+                                      std::uint64_t start, std::uint64_t end) {
+    FileData& d = node->data;
+    const std::uint64_t errors = d.error_seq;
+    for (;;) {
+        start_writeback_locked(node, IoPool::Priority::urgent, start, end);
+        const bool dirty = d.dirty.overlaps(start, end);
+        if (!dirty && !d.writing.overlaps(start, end))
+            break;
+        if (d.error_seq != errors)
+            break;
+        if (dirty && !d.writeback_file && !d.writing.overlaps(start, end)) {
+            LOG_ERROR("%s has unwritten data but no writable handle", path_locked(*node).c_str());
+            return Errc::io;
+        }
+        changed.wait(lock);
+    }
+    return d.error_seq != errors ? d.last_error : Errc::ok;
+}
+
+Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t size, BackendFile* file,
+                            const std::string& path, SetAttr change, Attr& out) {
+    FileData& d = node->data;
+    {
+        // No write may be in flight while the remote's size changes, or a
+        // write of bytes past the new end could land after it.
+        std::unique_lock lock(mu);
+        changed.wait(lock, [&] { return !d.truncating; });
+        d.truncating = true;
+        changed.wait(lock, [&] { return d.writing.empty(); });
+    }
+    change.mask |= SetAttr::kSize;
+    change.size = size;
+    Attr attr;
+    Errc e = path.empty() ? Errc::not_found : backend->setattr(path, change, attr);
+    if (e == Errc::not_found && file) {  // open but unlinked: through the handle
+        e = file->truncate(size);
+        if (e == Errc::ok)
+            e = file->getattr(attr);
+    }
+
+    std::lock_guard lock(mu);
+    d.truncating = false;
+    changed.notify_all();
+    if (e != Errc::ok)
+        return e;
+    dirty_bytes -= d.dirty.remove(size, UINT64_MAX);
+    auto it = d.folios.upper_bound(size);
+    if (it != d.folios.begin())
+        --it;
+    while (it != d.folios.end()) {
+        Folio* f = (it++)->second.get();
+        if (f->end() <= size)
+            continue;
+        if (f->busy) {
+            f->stale = true;
+            continue;
+        }
+        if (f->pos >= size) {
+            drop_folio_locked(d, f);
+            continue;
+        }
+        // The folio holding the new end of file: what lies past it is gone.
+        const auto keep = static_cast<std::uint32_t>(size - f->pos);
+        if (f->uptodate()) {
+            std::memset(f->data.get() + keep, 0, f->size - keep);
+        } else {
+            f->valid_end = std::min(f->valid_end, keep);
+            if (f->valid_end <= f->valid_begin)
+                f->valid_begin = f->valid_end = 0;
+        }
+    }
+    d.size = size;
+    d.local_mtime = attr.mtime;
+    node->expect_own_change = true;
+    apply_remote_attr_locked(*node, attr);
+    out = view_locked(*node);
+    return Errc::ok;
+}
+
+void Engine::Impl::writeback_thread() {
+    std::unique_lock lock(mu);
+    while (!stopping) {
+        changed.wait_for(lock, std::chrono::seconds(1), [&] {
+            return stopping || (dirty_bytes > dirty_background && writing_bytes < writing_limit);
+        });
+        if (stopping)
+            break;
+        const auto now = Clock::now();
+        const bool pressure = dirty_bytes > dirty_background;
+        std::vector<std::shared_ptr<Node>> due;
+        for (auto& [ino, node] : nodes)
+            if (!node->data.dirty.empty() && (pressure || now - node->data.dirty_since >= options.writeback_interval))
+                due.push_back(node);
+        for (auto& node : due)
+            start_writeback_locked(node, IoPool::Priority::background);
+        if (pressure)
+            changed.wait_for(lock, std::chrono::milliseconds(20));  // let it drain before rescanning
+    }
+}
+
+} // namespace netfs

@@ -1,0 +1,60 @@
+// The one error type of the data path.
+//
+// Backends return an Errc from a small closed set; the engine passes it on
+// or acts on it (retries a transient one); the FUSE adapter turns it into an
+// errno in exactly one place, to_errno(). Nothing else in the code base maps
+// errors.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace netfs {
+
+enum class Errc : std::uint8_t {
+    ok = 0,
+    not_found,      // ENOENT
+    exists,         // EEXIST
+    not_dir,        // ENOTDIR
+    is_dir,         // EISDIR
+    not_empty,      // ENOTEMPTY
+    access,         // EACCES: permission bits say no
+    perm,           // EPERM: operation not permitted (ownership, sticky bit)
+    name_too_long,  // ENAMETOOLONG
+    no_space,       // ENOSPC
+    read_only,      // EROFS
+    cross_device,   // EXDEV
+    too_many_links, // EMLINK
+    loop,           // ELOOP
+    invalid,        // EINVAL
+    not_supported,  // EOPNOTSUPP: the remote cannot store this
+    too_big,        // EFBIG
+    busy,           // EBUSY
+    bad_handle,     // ESTALE: the remote object went away under an open handle
+    io,             // EIO: anything the remote reported that fits nothing else
+
+    // Transient: the engine retries these with back-off before giving up.
+    again,          // EAGAIN: try again (server busy, short of resources)
+    timed_out,      // ETIMEDOUT: no answer within the configured time
+    unreachable,    // EHOSTUNREACH: the connection to the server is down
+};
+
+// True for the errors that a later attempt may not repeat.
+constexpr bool is_transient(Errc e) {
+    return e == Errc::again || e == Errc::timed_out || e == Errc::unreachable;
+}
+
+// The errno a caller of the mount sees for e (0 for ok).
+int to_errno(Errc e);
+
+// The Errc for an errno reported by a local system call (file:// remote).
+Errc from_errno(int err);
+
+// A short lower-case description, for logs and one-line messages.
+std::string_view describe(Errc e);
+
+// The identifier ("not_found", "io"...), and back: for fault rules and tests.
+std::string_view name(Errc e);
+bool errc_from_name(std::string_view name, Errc& out);
+
+} // namespace netfs

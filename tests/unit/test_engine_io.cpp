@@ -1,0 +1,415 @@
+// The engine's data path without FUSE: how reads are split and stitched,
+// readahead, streaming writes, dirty ranges across folios, writeback
+// gathering, retries and error reporting. A real file:// remote, observed
+// through RecordingBackend; faults injected by the FaultyBackend wrapper.
+#include "core/backend/remote_url.h"
+#include "core/engine/engine.h"
+#include "tests/support/recording_backend.h"
+
+#include <QFile>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <random>
+
+using namespace netfs;
+using netfs::test::RecordingBackend;
+using netfs::test::Rpc;
+using netfs::test::RpcLog;
+
+namespace {
+
+std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::byte> out(n);
+    for (auto& b : out)
+        b = std::byte(rng() & 0xff);
+    return out;
+}
+
+std::vector<std::byte> file_bytes(const QString& path) {
+    QFile f(path);
+    if (!f.open(QIODevice::ReadOnly))
+        return {};
+    QByteArray a = f.readAll();
+    auto* p = reinterpret_cast<const std::byte*>(a.constData());
+    return {p, p + a.size()};
+}
+
+void put_file(const QString& path, const std::vector<std::byte>& data) {
+    QFile f(path);
+    QVERIFY(f.open(QIODevice::WriteOnly | QIODevice::Truncate));
+    QCOMPARE(f.write(reinterpret_cast<const char*>(data.data()), qint64(data.size())), qint64(data.size()));
+}
+
+// One engine over a temporary directory, with its RPCs recorded.
+struct Rig {
+    QTemporaryDir dir;
+    RpcLog log;
+    std::unique_ptr<Engine> engine;
+    QString faults_path;
+
+    explicit Rig(const QString& query = "rsize=65536&wsize=65536&max_in_flight=4", EngineOptions options = {}) {
+        faults_path = dir.path() + "/faults";
+        QFile(faults_path).open(QIODevice::WriteOnly);
+        QDir().mkdir(dir.path() + "/remote");
+        std::unique_ptr<Backend> backend;
+        std::string message;
+        const QString url = "file://" + dir.path() + "/remote?" + query + "&faults=" + faults_path;
+        Errc e = open_remote(url.toStdString(), backend, message);
+        if (e != Errc::ok)
+            qFatal("open_remote: %s", message.c_str());
+        options.writeback_interval = std::chrono::milliseconds(200);
+        options.retry_backoff = std::chrono::milliseconds(1);
+        engine = std::make_unique<Engine>(std::make_unique<RecordingBackend>(std::move(backend), log), options);
+        if (engine->start() != Errc::ok)
+            qFatal("engine start failed");
+    }
+    ~Rig() { engine->shutdown(); }
+
+    QString remote(const QString& name) const { return dir.path() + "/remote/" + name; }
+    void set_faults(const QString& rules) {
+        // A new size or mtime makes the wrapper re-read the rules.
+        QFile f(faults_path);
+        f.open(QIODevice::WriteOnly | QIODevice::Truncate);
+        f.write(rules.toUtf8());
+        f.close();
+        timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+        utimensat(AT_FDCWD, faults_path.toLocal8Bit().constData(), times, 0);
+    }
+
+    std::uint64_t open(const QString& name, int flags, Ino* ino_out = nullptr) {
+        Entry entry;
+        if (engine->lookup(kRootIno, name.toStdString(), entry) != Errc::ok || entry.ino == 0)
+            return 0;
+        OpenResult r;
+        if (engine->open(entry.ino, flags, r) != Errc::ok)
+            return 0;
+        if (ino_out)
+            *ino_out = entry.ino;
+        return r.handle;
+    }
+    std::vector<std::byte> read(std::uint64_t h, std::uint64_t off, std::size_t len, Errc* err = nullptr) {
+        std::vector<std::byte> buf(len);
+        std::size_t n = 0;
+        Errc e = engine->read(0, h, off, buf, n);
+        if (err)
+            *err = e;
+        buf.resize(e == Errc::ok ? n : 0);
+        return buf;
+    }
+    Errc write(std::uint64_t h, std::uint64_t off, const std::vector<std::byte>& data) {
+        std::size_t n = 0;
+        Errc e = engine->write(0, h, off, data, n);
+        if (e == Errc::ok && n != data.size())
+            return Errc::io;
+        return e;
+    }
+};
+
+std::vector<std::byte> slice(const std::vector<std::byte>& v, std::size_t off, std::size_t len) {
+    return {v.begin() + off, v.begin() + off + len};
+}
+
+} // namespace
+
+class TestEngineIo : public QObject {
+    Q_OBJECT
+private slots:
+    // A read larger than rsize becomes rsize-sized subrequests whose results
+    // are stitched, in order, into the caller's buffer.
+    void read_is_split_by_rsize_and_stitched() {
+        Rig rig;
+        auto data = random_bytes(1 << 20, 1);
+        put_file(rig.remote("f"), data);
+        auto h = rig.open("f", O_RDONLY);
+        QVERIFY(h);
+        rig.log.clear();
+        auto got = rig.read(h, 4096, 300 << 10);
+        QVERIFY(got == slice(data, 4096, 300 << 10));
+        auto reads = rig.log.of(Rpc::read);
+        QVERIFY(reads.size() >= 5);
+        for (auto& r : reads) {
+            QVERIFY2(r.length <= 65536, "no subrequest exceeds rsize");
+            QVERIFY2(r.offset % 4096 == 0, "subrequests start on folio boundaries");
+        }
+        // Together they cover the request.
+        std::uint64_t reach = 4096;
+        for (auto& r : reads)
+            if (r.offset <= reach)
+                reach = std::max(reach, r.offset + r.length);
+        QVERIFY(reach >= 4096 + (300 << 10));
+        rig.engine->release(0, h);
+    }
+
+    void second_read_is_served_from_folios() {
+        Rig rig;
+        auto data = random_bytes(256 << 10, 2);
+        put_file(rig.remote("f"), data);
+        auto h = rig.open("f", O_RDONLY);
+        QVERIFY(rig.read(h, 0, data.size()) == data);
+        rig.log.clear();
+        QVERIFY(rig.read(h, 1000, 50000) == slice(data, 1000, 50000));
+        QCOMPARE(rig.log.of(Rpc::read).size(), 0u);
+        QVERIFY(rig.engine->stats().folio_hits >= 1);
+        rig.engine->release(0, h);
+    }
+
+    void holes_and_end_of_file_read_as_zeros_and_short() {
+        Rig rig;
+        {
+            int fd = ::open(rig.remote("sparse").toLocal8Bit().constData(), O_CREAT | O_WRONLY, 0644);
+            QVERIFY(fd >= 0);
+            QCOMPARE(pwrite(fd, "hello", 5, 500000), ssize_t(5));
+            QCOMPARE(ftruncate(fd, 1 << 20), 0);
+            close(fd);
+        }
+        auto h = rig.open("sparse", O_RDONLY);
+        auto got = rig.read(h, 499990, 20);
+        std::vector<std::byte> want(20, std::byte(0));
+        for (int i = 0; i < 5; ++i)
+            want[10 + i] = std::byte("hello"[i]);
+        QVERIFY(got == want);
+        QCOMPARE(rig.read(h, (1 << 20) - 10, 100).size(), 10u);
+        QCOMPARE(rig.read(h, 1 << 20, 100).size(), 0u);
+        rig.engine->release(0, h);
+    }
+
+    void sequential_reads_trigger_readahead_random_do_not() {
+        EngineOptions options;
+        options.readahead_max = 2 << 20;
+        Rig rig("rsize=131072&max_in_flight=8", options);
+        auto data = random_bytes(16 << 20, 3);
+        put_file(rig.remote("f"), data);
+        auto h = rig.open("f", O_RDONLY);
+        for (std::uint64_t off = 0; off < data.size(); off += 128 << 10)
+            QVERIFY(rig.read(h, off, 128 << 10) == slice(data, off, 128 << 10));
+        auto stats = rig.engine->stats();
+        QVERIFY2(stats.readahead_bytes > (8u << 20), qPrintable(QString::number(stats.readahead_bytes)));
+        QVERIFY2(stats.folio_hits > 64, qPrintable(QString::number(stats.folio_hits)));
+        rig.engine->release(0, h);
+
+        Rig random_rig("rsize=131072&max_in_flight=8", options);
+        put_file(random_rig.remote("f"), data);
+        h = random_rig.open("f", O_RDONLY);
+        std::mt19937 rng(7);
+        for (int i = 0; i < 50; ++i) {
+            const std::uint64_t off = (rng() % 4000) * 4096;
+            QVERIFY(random_rig.read(h, off, 4096) == slice(data, off, 4096));
+        }
+        QCOMPARE(random_rig.engine->stats().readahead_bytes, 0u);
+        random_rig.engine->release(0, h);
+    }
+
+    // A dirty range that crosses folio boundaries is written back as one RPC.
+    void dirty_range_spans_folios_and_is_sent_once() {
+        Rig rig;
+        auto base = random_bytes(64 << 10, 4);
+        put_file(rig.remote("f"), base);
+        auto h = rig.open("f", O_RDWR);
+        rig.log.clear();
+        auto a = random_bytes(10, 5), b = random_bytes(10, 6), c = random_bytes(3000, 7);
+        QCOMPARE(rig.write(h, 4090, a), Errc::ok);   // crosses the 4 KiB folio boundary
+        QCOMPARE(rig.write(h, 4100, b), Errc::ok);   // adjacent: the same dirty range
+        QCOMPARE(rig.write(h, 8000, c), Errc::ok);   // another range, crossing 8 KiB
+        QCOMPARE(rig.log.of(Rpc::read).size(), 0u);  // streaming writes: nothing read first
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::ok);
+        auto writes = rig.log.of(Rpc::write);
+        QCOMPARE(writes.size(), 2u);
+        QCOMPARE(writes[0].offset, 4090u);
+        QCOMPARE(writes[0].length, 20u);
+        QCOMPARE(writes[1].offset, 8000u);
+        QCOMPARE(writes[1].length, 3000u);
+        auto want = base;
+        std::copy(a.begin(), a.end(), want.begin() + 4090);
+        std::copy(b.begin(), b.end(), want.begin() + 4100);
+        std::copy(c.begin(), c.end(), want.begin() + 8000);
+        QVERIFY(file_bytes(rig.remote("f")) == want);
+        // Reading the partly written folios fills around the written bytes.
+        QVERIFY(rig.read(h, 0, want.size()) == want);
+        rig.engine->release(0, h);
+    }
+
+    // Many small sequential writes are gathered into wsize RPCs.
+    void writeback_gathers_small_writes_into_wsize_rpcs() {
+        Rig rig;
+        QVERIFY(QFile(rig.remote("g")).open(QIODevice::WriteOnly));
+        auto h = rig.open("g", O_WRONLY);
+        auto data = random_bytes(256 << 10, 8);
+        for (std::size_t off = 0; off < data.size(); off += 4096)
+            QCOMPARE(rig.write(h, off, slice(data, off, 4096)), Errc::ok);
+        rig.log.clear();
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::ok);
+        auto writes = rig.log.of(Rpc::write);
+        QCOMPARE(writes.size(), 4u);
+        for (std::size_t i = 0; i < writes.size(); ++i) {
+            QCOMPARE(writes[i].offset, i * 65536);
+            QCOMPARE(writes[i].length, 65536u);
+        }
+        QCOMPARE(rig.log.of(Rpc::fsync).size(), 1u);
+        QVERIFY(file_bytes(rig.remote("g")) == data);
+        rig.engine->release(0, h);
+    }
+
+    void two_separate_writes_into_an_unread_folio_keep_both() {
+        Rig rig;
+        auto base = random_bytes(16 << 10, 9);
+        put_file(rig.remote("f"), base);
+        auto h = rig.open("f", O_RDWR);
+        auto a = random_bytes(100, 10), b = random_bytes(100, 11);
+        QCOMPARE(rig.write(h, 100, a), Errc::ok);
+        QCOMPARE(rig.write(h, 3000, b), Errc::ok);  // same 4 KiB folio, not contiguous
+        auto want = base;
+        std::copy(a.begin(), a.end(), want.begin() + 100);
+        std::copy(b.begin(), b.end(), want.begin() + 3000);
+        QVERIFY(rig.read(h, 0, want.size()) == want);
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::ok);
+        QVERIFY(file_bytes(rig.remote("f")) == want);
+        rig.engine->release(0, h);
+    }
+
+    void short_and_transient_read_errors_are_retried() {
+        Rig rig;
+        auto data = random_bytes(200 << 10, 12);
+        put_file(rig.remote("f"), data);
+        auto h = rig.open("f", O_RDONLY);
+        rig.set_faults("read short count=5\nread again count=3\n");
+        QVERIFY(rig.read(h, 0, data.size()) == data);
+        QVERIFY(rig.engine->stats().retries >= 3);
+        rig.engine->release(0, h);
+    }
+
+    void permanent_read_error_reaches_the_reader() {
+        Rig rig;
+        auto data = random_bytes(64 << 10, 13);
+        put_file(rig.remote("f"), data);
+        auto h = rig.open("f", O_RDONLY);
+        rig.set_faults("read io\n");
+        Errc e = Errc::ok;
+        rig.read(h, 0, 4096, &e);
+        QCOMPARE(e, Errc::io);
+        rig.set_faults("");
+        QVERIFY(rig.read(h, 0, 4096) == slice(data, 0, 4096));  // nothing wrong was cached
+        rig.engine->release(0, h);
+    }
+
+    // A failed writeback is reported at fsync and flush, and the data is
+    // kept and written when the remote works again: never dropped.
+    void write_error_is_reported_and_data_kept() {
+        Rig rig;
+        QVERIFY(QFile(rig.remote("w")).open(QIODevice::WriteOnly));
+        auto h = rig.open("w", O_RDWR);
+        auto other = rig.open("w", O_RDWR);  // a second writer, which wrote nothing
+        auto data = random_bytes(100 << 10, 14);
+        rig.set_faults("write io\n");
+        QCOMPARE(rig.write(h, 0, data), Errc::ok);  // buffered: accepted
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::io);
+        QCOMPARE(rig.engine->flush(0, other), Errc::io);  // each handle learns once
+        rig.set_faults("");
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::ok);
+        QVERIFY(file_bytes(rig.remote("w")) == data);
+        rig.engine->release(0, other);
+        rig.engine->release(0, h);
+    }
+
+    void transient_write_errors_are_retried() {
+        Rig rig;
+        QVERIFY(QFile(rig.remote("w")).open(QIODevice::WriteOnly));
+        auto h = rig.open("w", O_RDWR);
+        auto data = random_bytes(300 << 10, 15);
+        rig.set_faults("write again count=3\nwrite short count=4\n");
+        QCOMPARE(rig.write(h, 0, data), Errc::ok);
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::ok);
+        QVERIFY(file_bytes(rig.remote("w")) == data);
+        rig.engine->release(0, h);
+    }
+
+    void truncate_keeps_folios_and_remote_coherent() {
+        Rig rig;
+        auto data = random_bytes(100 << 10, 16);
+        put_file(rig.remote("t"), data);
+        Ino ino = 0;
+        auto h = rig.open("t", O_RDWR, &ino);
+        QVERIFY(rig.read(h, 0, data.size()) == data);  // cache it all
+        SetAttr shrink;
+        shrink.mask = SetAttr::kSize;
+        shrink.size = 5000;
+        Attr attr;
+        QCOMPARE(rig.engine->setattr(ino, shrink, h, attr), Errc::ok);
+        QCOMPARE(attr.size, 5000u);
+        SetAttr grow = shrink;
+        grow.size = 20000;
+        QCOMPARE(rig.engine->setattr(ino, grow, h, attr), Errc::ok);
+        auto want = slice(data, 0, 5000);
+        want.resize(20000, std::byte(0));
+        QVERIFY(rig.read(h, 0, 30000) == want);
+        QVERIFY(file_bytes(rig.remote("t")) == want);
+        rig.engine->release(0, h);
+    }
+
+    // Reads and writes far larger than the folio budget stay within it.
+    void memory_stays_within_the_folio_budget() {
+        EngineOptions options;
+        options.folio_budget = 2 << 20;
+        options.readahead_max = 1 << 20;
+        Rig rig("rsize=65536&wsize=65536&max_in_flight=4", options);
+        QVERIFY(QFile(rig.remote("big")).open(QIODevice::WriteOnly));
+        auto h = rig.open("big", O_RDWR);
+        auto data = random_bytes(16 << 20, 17);
+        for (std::size_t off = 0; off < data.size(); off += 128 << 10) {
+            QCOMPARE(rig.write(h, off, slice(data, off, 128 << 10)), Errc::ok);
+            QVERIFY(rig.engine->stats().folio_bytes <= options.folio_budget);
+        }
+        QCOMPARE(rig.engine->fsync(0, h, false), Errc::ok);
+        QVERIFY(file_bytes(rig.remote("big")) == data);
+        for (std::size_t off = 0; off < data.size(); off += 128 << 10) {
+            QVERIFY(rig.read(h, off, 128 << 10) == slice(data, off, 128 << 10));
+            QVERIFY(rig.engine->stats().folio_bytes <= options.folio_budget);
+        }
+        QVERIFY(rig.engine->stats().evictions > 0);
+        rig.engine->release(0, h);
+    }
+
+    // Close-to-open: a change made on the remote by someone else is seen at
+    // the next open, never masked by cached folios.
+    void open_revalidates_against_the_remote() {
+        Rig rig;
+        auto v1 = random_bytes(50000, 18);
+        put_file(rig.remote("c"), v1);
+        auto h = rig.open("c", O_RDONLY);
+        QVERIFY(rig.read(h, 0, v1.size()) == v1);
+        rig.engine->release(0, h);
+        auto v2 = random_bytes(60000, 19);
+        put_file(rig.remote("c"), v2);
+        h = rig.open("c", O_RDONLY);
+        QVERIFY(rig.read(h, 0, 100000) == v2);
+        rig.engine->release(0, h);
+    }
+
+    void direct_io_bypasses_folios_and_stays_coherent() {
+        Rig rig;
+        auto data = random_bytes(128 << 10, 20);
+        put_file(rig.remote("d"), data);
+        auto buffered = rig.open("d", O_RDWR);
+        auto direct = rig.open("d", O_RDWR | O_DIRECT);
+        QVERIFY(rig.read(buffered, 0, data.size()) == data);
+        auto patch = random_bytes(8192, 21);
+        QCOMPARE(rig.write(direct, 4096, patch), Errc::ok);
+        std::copy(patch.begin(), patch.end(), data.begin() + 4096);
+        QVERIFY(file_bytes(rig.remote("d")) == data);           // on the remote at once
+        QVERIFY(rig.read(buffered, 0, data.size()) == data);    // the buffered view follows
+        auto more = random_bytes(4096, 22);
+        QCOMPARE(rig.write(buffered, 0, more), Errc::ok);        // dirty in a folio
+        std::copy(more.begin(), more.end(), data.begin());
+        QVERIFY(rig.read(direct, 0, data.size()) == data);      // a direct read sees it
+        rig.engine->release(0, direct);
+        rig.engine->release(0, buffered);
+    }
+};
+
+QTEST_APPLESS_MAIN(TestEngineIo)
+#include "test_engine_io.moc"
