@@ -1,0 +1,121 @@
+// fsync and close tell the truth: success only when the remote has every
+// byte; a failed upload surfaces as an error at fsync or close, and the data
+// is kept and delivered once the remote works again.
+#include "tests/support/mount_fixture.h"
+
+#include <QTest>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+using namespace netfs::test;
+
+namespace {
+
+int open_rw(const QString& path) { return ::open(path.toLocal8Bit().constData(), O_RDWR | O_CREAT, 0644); }
+
+bool write_all(int fd, const std::vector<std::byte>& data, off_t offset = 0) {
+    return ::pwrite(fd, data.data(), data.size(), offset) == static_cast<ssize_t>(data.size());
+}
+
+int fsync_errno(int fd) { return ::fsync(fd) == 0 ? 0 : errno; }
+int close_errno(int fd) { return ::close(fd) == 0 ? 0 : errno; }
+
+} // namespace
+
+class TestFsyncErrors : public QObject {
+    Q_OBJECT
+
+    std::unique_ptr<MountFixture> m_;
+
+private slots:
+    void init() {
+        m_ = std::make_unique<MountFixture>();
+        QVERIFY2(m_->mount(), qPrintable(m_->error()));
+    }
+    void cleanup() {
+        m_->set_faults("");
+        QVERIFY2(m_->unmount(), qPrintable(m_->error()));
+        m_.reset();
+    }
+
+    void fsync_reports_a_failed_upload_and_keeps_what_was_written() {
+        int fd = open_rw(m_->at("f"));
+        QVERIFY(fd >= 0);
+        auto first = random_bytes(100000, 1);
+        QVERIFY(write_all(fd, first));
+        QCOMPARE(fsync_errno(fd), 0);
+        QVERIFY(read_file(m_->direct("f")) == first);
+
+        m_->set_faults("write io\n");
+        auto second = random_bytes(200000, 2);
+        QVERIFY(write_all(fd, second));  // buffered: accepted
+        QCOMPARE(fsync_errno(fd), EIO);
+        QVERIFY(read_file(m_->direct("f")) == first);  // nothing half-said was claimed
+
+        m_->set_faults("");
+        QCOMPARE(fsync_errno(fd), 0);  // the kept data is delivered now
+        QVERIFY(read_file(m_->direct("f")) == second);
+        QCOMPARE(close_errno(fd), 0);
+    }
+
+    void close_reports_a_failed_upload() {
+        m_->set_faults("write io\n");
+        int fd = open_rw(m_->at("g"));
+        QVERIFY(fd >= 0);
+        QVERIFY(write_all(fd, random_bytes(5000, 3)));
+        QCOMPARE(close_errno(fd), EIO);
+        m_->set_faults("");
+        // Still kept: a later fsync through a new descriptor delivers it.
+        fd = open_rw(m_->at("g"));
+        QCOMPARE(fsync_errno(fd), 0);
+        QCOMPARE(close_errno(fd), 0);
+        QVERIFY(read_file(m_->direct("g")) == random_bytes(5000, 3));
+    }
+
+    void remote_out_of_space_is_enospc() {
+        int fd = open_rw(m_->at("h"));
+        QVERIFY(fd >= 0);
+        m_->set_faults("write no_space\n");
+        QVERIFY(write_all(fd, random_bytes(70000, 4)));
+        QCOMPARE(fsync_errno(fd), ENOSPC);
+        m_->set_faults("fsync no_space\n");
+        QCOMPARE(fsync_errno(fd), ENOSPC);  // the remote's own fsync failing counts too
+        m_->set_faults("");
+        QCOMPARE(fsync_errno(fd), 0);
+        QCOMPARE(close_errno(fd), 0);
+        QVERIFY(read_file(m_->direct("h")) == random_bytes(70000, 4));
+    }
+
+    void transient_failures_are_retried_invisibly() {
+        m_->set_faults("write again count=2\nwrite short count=3\nread timed_out count=2\n");
+        auto data = random_bytes(3 << 20, 5);
+        int fd = open_rw(m_->at("t"));
+        QVERIFY(write_all(fd, data));
+        QCOMPARE(fsync_errno(fd), 0);
+        QCOMPARE(close_errno(fd), 0);
+        QVERIFY(read_file(m_->direct("t")) == data);
+        QVERIFY(m_->remount());
+        QVERIFY(read_file(m_->at("t")) == data);
+    }
+
+    void a_permanent_read_error_is_eio_and_nothing_wrong_is_cached() {
+        auto data = random_bytes(300000, 6);
+        QVERIFY(write_file(m_->direct("r"), data));
+        m_->set_faults("read io\n");
+        int fd = ::open(m_->at("r").toLocal8Bit().constData(), O_RDONLY);
+        QVERIFY(fd >= 0);
+        std::vector<std::byte> buf(4096);
+        errno = 0;
+        QCOMPARE(::pread(fd, buf.data(), buf.size(), 0), ssize_t(-1));
+        QCOMPARE(errno, EIO);
+        m_->set_faults("");
+        QCOMPARE(::pread(fd, buf.data(), buf.size(), 0), ssize_t(4096));
+        QVERIFY(std::equal(buf.begin(), buf.end(), data.begin()));
+        ::close(fd);
+        QVERIFY(read_file(m_->at("r")) == data);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestFsyncErrors)
+#include "test_fsync_errors.moc"

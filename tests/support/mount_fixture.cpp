@@ -1,0 +1,204 @@
+#include "tests/support/mount_fixture.h"
+
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QThread>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+namespace netfs::test {
+
+RunResult run(const QString& program, const QStringList& args, int timeout_ms, const QProcessEnvironment& env) {
+    RunResult r;
+    QProcess p;
+    p.setProcessEnvironment(env);
+    p.setStandardInputFile(QProcess::nullDevice());
+    QElapsedTimer clock;
+    clock.start();
+    p.start(program, args);
+    if (!p.waitForStarted(5000)) {
+        r.err = "could not start " + program;
+        return r;
+    }
+    if (!p.waitForFinished(timeout_ms)) {
+        p.kill();
+        p.waitForFinished(2000);
+        r.exit_code = -1;
+    } else {
+        r.exit_code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+    }
+    r.seconds = clock.elapsed() / 1000.0;
+    r.out = QString::fromLocal8Bit(p.readAllStandardOutput());
+    r.err = QString::fromLocal8Bit(p.readAllStandardError());
+    return r;
+}
+
+bool is_mountpoint(const QString& path) {
+    const QString canonical = QDir(path).canonicalPath();
+    QFile f("/proc/self/mountinfo");
+    if (canonical.isEmpty() || !f.open(QIODevice::ReadOnly))
+        return false;
+    for (const QByteArray& line : f.readAll().split('\n')) {
+        const QList<QByteArray> fields = line.split(' ');
+        if (fields.size() > 4 && QString::fromLocal8Bit(fields[4]) == canonical)
+            return true;
+    }
+    return false;
+}
+
+MountFixture::MountFixture(RemoteSpec remote, QStringList options)
+    : remote_(std::move(remote)), options_(std::move(options)) {
+    backing_ = dir_.path() + "/remote";
+    mountpoint_ = dir_.path() + "/mnt";
+    faults_ = dir_.path() + "/faults";
+    log_file_ = dir_.path() + "/netfs.log";
+    QDir().mkpath(backing_);
+    QDir().mkpath(mountpoint_);
+    QFile(faults_).open(QIODevice::WriteOnly);
+}
+
+MountFixture::~MountFixture() {
+    if (process_)
+        unmount();
+}
+
+QString MountFixture::url() const {
+    QString query = remote_.query;
+    query += QString(query.isEmpty() ? "" : "&") + "faults=" + faults_;
+    return "file://" + backing_ + "?" + query;
+}
+
+QString MountFixture::log() const {
+    QFile f(log_file_);
+    return f.open(QIODevice::ReadOnly) ? QString::fromLocal8Bit(f.readAll()) : QString();
+}
+
+bool MountFixture::mounted() const { return is_mountpoint(mountpoint_); }
+
+void MountFixture::set_faults(const QString& rules) {
+    // Written whole and renamed into place: the daemon never reads half a file.
+    const QString tmp = faults_ + ".new";
+    QFile f(tmp);
+    f.open(QIODevice::WriteOnly | QIODevice::Truncate);
+    f.write(rules.toUtf8());
+    f.close();
+    ::rename(tmp.toLocal8Bit().constData(), faults_.toLocal8Bit().constData());
+}
+
+bool MountFixture::mount() {
+    error_.clear();
+    QStringList args{"mount", url(), mountpoint_, "--foreground", "--log-file", log_file_};
+    if (!options_.isEmpty())
+        args << "-o" << options_.join(',');
+    process_ = std::make_unique<QProcess>();
+    process_->setProcessChannelMode(QProcess::MergedChannels);
+    process_->setStandardInputFile(QProcess::nullDevice());
+    process_->start(NETFS_BINARY, args);
+    if (!process_->waitForStarted(5000)) {
+        error_ = "could not start " NETFS_BINARY;
+        process_.reset();
+        return false;
+    }
+    QElapsedTimer clock;
+    clock.start();
+    while (!mounted()) {
+        if (process_->state() == QProcess::NotRunning || clock.elapsed() > 10000) {
+            error_ = "not mounted after " + QString::number(clock.elapsed()) + " ms: " +
+                     QString::fromLocal8Bit(process_->readAll()) + log();
+            process_->kill();
+            process_->waitForFinished(2000);
+            process_.reset();
+            return false;
+        }
+        QThread::msleep(20);
+    }
+    return true;
+}
+
+bool MountFixture::unmount() {
+    if (!process_)
+        return true;
+    bool ok = true;
+    if (mounted()) {
+        RunResult r = run(NETFS_BINARY, {"unmount", mountpoint_}, 60000);
+        if (r.exit_code != 0) {
+            error_ = "netfs unmount failed (" + QString::number(r.exit_code) + "): " + r.err;
+            ok = false;
+            run("fusermount3", {"-uz", mountpoint_}, 10000);
+        }
+    }
+    if (!process_->waitForFinished(30000)) {
+        error_ += " the daemon did not exit after unmount; killed. Log:\n" + log();
+        process_->kill();
+        process_->waitForFinished(2000);
+        ok = false;
+    } else if (process_->exitCode() != 0) {
+        error_ += " the daemon exited with " + QString::number(process_->exitCode()) + ": " +
+                  QString::fromLocal8Bit(process_->readAll());
+        ok = false;
+    }
+    process_.reset();
+    return ok;
+}
+
+std::vector<std::byte> random_bytes(std::size_t n, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<std::byte> out(n);
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const std::uint64_t v = rng();
+        std::memcpy(out.data() + i, &v, 8);
+    }
+    for (; i < n; ++i)
+        out[i] = std::byte(rng() & 0xff);
+    return out;
+}
+
+bool write_file(const QString& path, const std::vector<std::byte>& data) {
+    int fd = ::open(path.toLocal8Bit().constData(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return false;
+    std::size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n <= 0) {
+            ::close(fd);
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return ::close(fd) == 0;
+}
+
+bool read_file(const QString& path, std::vector<std::byte>& out) {
+    out.clear();
+    int fd = ::open(path.toLocal8Bit().constData(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    std::byte buf[1 << 16];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) {
+            ::close(fd);
+            return false;
+        }
+        if (n == 0)
+            break;
+        out.insert(out.end(), buf, buf + n);
+    }
+    return ::close(fd) == 0;
+}
+
+std::vector<std::byte> read_file(const QString& path) {
+    std::vector<std::byte> out;
+    read_file(path, out);
+    return out;
+}
+
+} // namespace netfs::test
