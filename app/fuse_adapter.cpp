@@ -365,6 +365,8 @@ void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (e != Errc::ok)
         return reply_error(req, e);
     fill_open_reply(fi, result);
+    if (result.remote_changed)
+        adapter_of(req).invalidate_attributes(ino);  // before the reply: the next read must see the new size
     if (fuse_reply_open(req, fi) != 0)
         engine.release(ino, result.handle);  // interrupted: no release will come
 }
@@ -490,6 +492,12 @@ const fuse_lowlevel_ops& FuseAdapter::operations() {
 void FuseAdapter::attach(fuse_session* session) { session_->store(session); }
 
 void FuseAdapter::detach() { session_->store(nullptr); }
+
+void FuseAdapter::invalidate_attributes(Ino ino) {
+    // A negative offset asks the kernel to forget attributes and keep pages.
+    if (fuse_session* session = session_->load())
+        fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+}
 
 void FuseAdapter::invalidate(SessionSlot& slot, Ino ino, std::uint64_t offset, std::uint64_t length) {
     fuse_session* session = slot.load();

@@ -62,6 +62,11 @@ public:
     // drains at destruction), so they hold the session slot, not the adapter.
     void detach();
 
+    // The kernel's cached attributes of `ino` are stale. Only attributes:
+    // safe to call from within a request handler for the same inode, which
+    // dropping pages is not.
+    void invalidate_attributes(Ino ino);
+
     Engine& engine() { return engine_; }
     const MountOptions& options() const { return options_; }
 

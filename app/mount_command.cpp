@@ -758,6 +758,11 @@ int run_unmount(const std::string& given) {
         pid = 0;
     }
 
+    // From mountinfo: asking the mount itself could hang on a stuck daemon.
+    if (device_of_mount(mountpoint).empty()) {
+        print_error(mountpoint + " is not mounted");
+        return 1;
+    }
     std::string error;
     if (!run_fusermount(mountpoint, error)) {
         print_error(error);

@@ -760,6 +760,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     out.handle = reinterpret_cast<std::uint64_t>(of);
     out.direct_io = of->direct;
     out.keep_cache = !changed && !of->direct;
+    out.remote_changed = changed;
     return Errc::ok;
 }
 

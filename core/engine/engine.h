@@ -56,6 +56,9 @@ struct OpenResult {
     std::uint64_t handle = 0;
     bool keep_cache = false;  // the kernel's page cache for this file is still valid
     bool direct_io = false;   // the kernel must bypass its page cache
+    // The remote's copy changed since the kernel last saw it (close-to-open):
+    // its cached attributes, the size above all, must go too.
+    bool remote_changed = false;
 };
 
 // Who asks for a new object: with set_owner (root daemon, allow_other) new
