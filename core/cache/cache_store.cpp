@@ -1,0 +1,424 @@
+#include "core/cache/cache_store.h"
+
+#include "core/log.h"
+
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <utility>
+
+namespace netfs {
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr std::uint64_t kPackLimit = 256ull << 20;  // start a new pack file past this
+constexpr std::uint64_t kNonceBlock = 4096;         // nonces reserved per metadata write
+
+std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+std::int64_t now_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// A prepared statement that resets itself after use.
+class Stmt {
+public:
+    Stmt() = default;
+    Stmt(sqlite3* db, const char* sql) {
+        if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK)
+            s_ = nullptr;
+    }
+    ~Stmt() { sqlite3_finalize(s_); }
+    Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    Stmt& operator=(Stmt&& o) noexcept {
+        std::swap(s_, o.s_);
+        return *this;
+    }
+    bool ok() const { return s_ != nullptr; }
+    Stmt& bind(int i, std::int64_t v) {
+        sqlite3_bind_int64(s_, i, v);
+        return *this;
+    }
+    Stmt& bind(int i, const std::string& v) {
+        sqlite3_bind_text(s_, i, v.data(), int(v.size()), SQLITE_TRANSIENT);
+        return *this;
+    }
+    Stmt& bind_blob(int i, const void* p, int n) {
+        sqlite3_bind_blob(s_, i, p, n, SQLITE_TRANSIENT);
+        return *this;
+    }
+    // SQLITE_ROW, SQLITE_DONE or an error.
+    int step() { return sqlite3_step(s_); }
+    std::int64_t col(int i) { return sqlite3_column_int64(s_, i); }
+    std::vector<std::uint8_t> blob(int i) {
+        auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, i));
+        return {p, p + sqlite3_column_bytes(s_, i)};
+    }
+    void reset() {
+        sqlite3_reset(s_);
+        sqlite3_clear_bindings(s_);
+    }
+    // Runs to completion; true on SQLITE_DONE.
+    bool run() {
+        const int rc = step();
+        reset();
+        return rc == SQLITE_DONE;
+    }
+
+private:
+    sqlite3_stmt* s_ = nullptr;
+};
+
+} // namespace
+
+struct CacheStore::Impl {
+    CacheOptions options;
+    std::mutex mu;
+    sqlite3* db = nullptr;
+    std::unique_ptr<GranuleCodec> codec;
+    std::map<std::uint64_t, int> pack_fds;  // open pack files
+    std::uint64_t pack = 0;                 // current pack (appended to)
+    std::uint64_t pack_size = 0;
+    std::array<std::uint8_t, 4> nonce_prefix{};
+    std::uint64_t nonce_next = 0, nonce_reserved = 0;
+    std::uint64_t hits = 0, misses = 0, damaged = 0;
+    std::vector<std::byte> record;  // encode/decode buffer
+
+    Stmt get_object, insert_object, update_object, drop_clean, select_granule, upsert_granule, delete_granule,
+        set_clean, drop_from, set_meta, add_pack;
+
+    ~Impl() {
+        for (auto& [id, fd] : pack_fds)
+            ::close(fd);
+        sqlite3_close(db);
+    }
+
+    bool exec(const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
+    std::string pack_path(std::uint64_t id) const {
+        char name[32];
+        std::snprintf(name, sizeof name, "/packs/%06llu", static_cast<unsigned long long>(id));
+        return options.dir + name;
+    }
+    int pack_fd(std::uint64_t id) {
+        auto it = pack_fds.find(id);
+        if (it != pack_fds.end())
+            return it->second;
+        int fd = ::open(pack_path(id).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            pack_fds[id] = fd;
+        return fd;
+    }
+    bool meta_get(const char* key, std::vector<std::uint8_t>& out) {
+        Stmt s(db, "SELECT value FROM meta WHERE key = ?1");
+        s.bind(1, std::string(key));
+        if (s.step() != SQLITE_ROW)
+            return false;
+        out = s.blob(0);
+        return true;
+    }
+    bool meta_put(const char* key, const void* p, int n) {
+        return set_meta.bind(1, std::string(key)).bind_blob(2, p, n).run();
+    }
+    Nonce next_nonce() {
+        if (nonce_next >= nonce_reserved) {
+            // Reserve a block first: after a crash the rest of it is skipped, never reused.
+            nonce_reserved = nonce_next + kNonceBlock;
+            meta_put("nonce_next", &nonce_reserved, sizeof nonce_reserved);
+        }
+        Nonce n;
+        std::memcpy(n.data(), nonce_prefix.data(), 4);
+        const std::uint64_t c = nonce_next++;
+        for (int i = 0; i < 8; ++i)
+            n[4 + i] = std::uint8_t(c >> (8 * i));
+        return n;
+    }
+};
+
+CacheStore::CacheStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CacheStore::~CacheStore() = default;
+
+std::uint32_t CacheStore::granule_size() const { return impl_->options.granule_size; }
+
+Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& out, std::string& message) {
+    const std::uint32_t g = options.granule_size;
+    if (g < (64u << 10) || g > (2u << 20) || (g & (g - 1)) != 0) {
+        message = "granule size must be a power of two from 64K to 2M";
+        return Errc::invalid;
+    }
+    if (options.codec.encrypt && !options.key) {
+        message = "an encrypted cache needs a key";
+        return Errc::invalid;
+    }
+    ::mkdir(options.dir.c_str(), 0700);
+    ::mkdir((options.dir + "/packs").c_str(), 0700);
+    struct stat st;
+    if (::stat((options.dir + "/packs").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        message = "cannot create the cache directory " + options.dir + ": " + std::strerror(errno);
+        return from_errno(errno);
+    }
+    ::chmod(options.dir.c_str(), 0700);
+
+    auto impl = std::make_unique<Impl>();
+    impl->options = options;
+    const std::string db_path = options.dir + "/cache.db";
+    const mode_t old_umask = ::umask(077);  // the database and its WAL are private
+    const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+    ::umask(old_umask);
+    if (rc != SQLITE_OK) {
+        message = "cannot open the cache database " + db_path + ": " + sqlite3_errstr(rc);
+        return Errc::io;
+    }
+    sqlite3_busy_timeout(impl->db, 5000);
+    if (!impl->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);"
+                    "CREATE TABLE IF NOT EXISTS objects(id INTEGER PRIMARY KEY, remote TEXT NOT NULL UNIQUE,"
+                    " version INTEGER NOT NULL, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,"
+                    " change INTEGER, file_id INTEGER, pinned INTEGER NOT NULL DEFAULT 0);"
+                    "CREATE TABLE IF NOT EXISTS granules(object INTEGER NOT NULL, idx INTEGER NOT NULL,"
+                    " version INTEGER NOT NULL, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
+                    " length INTEGER NOT NULL, plain_len INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 0,"
+                    " last_use INTEGER NOT NULL, PRIMARY KEY(object, idx)) WITHOUT ROWID;"
+                    "CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, size INTEGER NOT NULL);")) {
+        message = "the cache database " + db_path + " is damaged (" + sqlite3_errmsg(impl->db) +
+                  "): remove it, or run netfs cache clear";
+        return Errc::io;
+    }
+
+    // Format, granule size, encryption: fixed when the cache was created.
+    std::vector<std::uint8_t> v;
+    const std::int64_t want_schema = kSchemaVersion;
+    impl->set_meta = Stmt(impl->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)");
+    if (!impl->meta_get("schema", v)) {
+        const std::uint32_t enc = options.codec.encrypt;
+        RAND_bytes(impl->nonce_prefix.data(), 4);
+        impl->meta_put("schema", &want_schema, sizeof want_schema);
+        impl->meta_put("granule_size", &g, sizeof g);
+        impl->meta_put("encrypted", &enc, sizeof enc);
+        impl->meta_put("nonce_prefix", impl->nonce_prefix.data(), 4);
+    } else {
+        std::vector<std::uint8_t> gs, enc, prefix, next;
+        std::int64_t schema = 0;
+        std::memcpy(&schema, v.data(), std::min(v.size(), sizeof schema));
+        if (schema != kSchemaVersion) {
+            message = "the cache in " + options.dir + " has format " + std::to_string(schema) + ", this netfs reads " +
+                      std::to_string(kSchemaVersion) + ": clear it (netfs cache clear)";
+            return Errc::not_supported;
+        }
+        impl->meta_get("granule_size", gs);
+        impl->meta_get("encrypted", enc);
+        impl->meta_get("nonce_prefix", prefix);
+        std::uint32_t stored_g = 0, stored_enc = 0;
+        std::memcpy(&stored_g, gs.data(), std::min(gs.size(), sizeof stored_g));
+        std::memcpy(&stored_enc, enc.data(), std::min(enc.size(), sizeof stored_enc));
+        if (stored_g != g) {
+            message = "the cache in " + options.dir + " was created with granules of " +
+                      std::to_string(stored_g >> 10) + "K, not " + std::to_string(g >> 10) +
+                      "K: use that size or clear the cache";
+            return Errc::invalid;
+        }
+        if (bool(stored_enc) != options.codec.encrypt) {
+            message = std::string("the cache in ") + options.dir + " is " + (stored_enc ? "encrypted" : "not encrypted") +
+                      ": open it " + (stored_enc ? "with its key" : "with --no-encrypt") + " or clear it";
+            return Errc::invalid;
+        }
+        std::memcpy(impl->nonce_prefix.data(), prefix.data(), std::min<std::size_t>(prefix.size(), 4));
+        if (impl->meta_get("nonce_next", next))
+            std::memcpy(&impl->nonce_next, next.data(), std::min(next.size(), sizeof impl->nonce_next));
+    }
+    impl->codec = std::make_unique<GranuleCodec>(options.codec, options.key ? &*options.key : nullptr);
+
+    // A known record proves the key: a wrong secret is refused before any use.
+    const GranuleId check_id{0, 0, 0};
+    const char* check_text = "netfs cache key check";
+    std::span<const std::byte> check{reinterpret_cast<const std::byte*>(check_text), std::strlen(check_text)};
+    std::vector<std::uint8_t> stored_check;
+    if (impl->meta_get("key_check", stored_check)) {
+        std::vector<std::byte> plain;
+        std::span<const std::byte> rec{reinterpret_cast<const std::byte*>(stored_check.data()), stored_check.size()};
+        if (impl->codec->decode(check_id, rec, plain) != Errc::ok ||
+            !std::equal(plain.begin(), plain.end(), check.begin(), check.end())) {
+            message = "wrong key for the cache in " + options.dir + " (the cache was left untouched)";
+            return Errc::access;
+        }
+    } else {
+        std::vector<std::byte> rec;
+        impl->codec->encode(check_id, check, impl->next_nonce(), rec);
+        impl->meta_put("key_check", rec.data(), int(rec.size()));
+    }
+
+    Stmt last(impl->db, "SELECT id, size FROM packs ORDER BY id DESC LIMIT 1");
+    if (last.step() == SQLITE_ROW) {
+        impl->pack = std::uint64_t(last.col(0));
+        impl->pack_size = std::uint64_t(last.col(1));
+    }
+    last.reset();
+    sqlite3* db = impl->db;
+    impl->get_object = Stmt(db, "SELECT id, version, size, mtime_ns, ctime_ns, change, file_id FROM objects WHERE remote = ?1");
+    impl->insert_object = Stmt(db, "INSERT INTO objects(remote, version, size, mtime_ns, ctime_ns, change, file_id)"
+                                   " VALUES(?1, 1, ?2, ?3, ?4, ?5, ?6)");
+    impl->update_object = Stmt(db, "UPDATE objects SET version = version + 1, size = ?2, mtime_ns = ?3, ctime_ns = ?4,"
+                                   " change = ?5, file_id = ?6 WHERE id = ?1");
+    impl->drop_clean = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND dirty = 0");
+    impl->select_granule = Stmt(db, "SELECT g.version, g.pack, g.offset, g.length FROM granules g"
+                                    " WHERE g.object = ?1 AND g.idx = ?2");
+    impl->upsert_granule = Stmt(db, "INSERT OR REPLACE INTO granules(object, idx, version, pack, offset, length,"
+                                    " plain_len, dirty, last_use) VALUES(?1, ?2, (SELECT version FROM objects WHERE id = ?1),"
+                                    " ?3, ?4, ?5, ?6, ?7, ?8)");
+    impl->delete_granule = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND idx = ?2");
+    impl->set_clean = Stmt(db, "UPDATE granules SET dirty = 0 WHERE object = ?1 AND idx = ?2");
+    impl->drop_from = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND idx >= ?2");
+    impl->add_pack = Stmt(db, "INSERT OR REPLACE INTO packs(id, size) VALUES(?1, ?2)");
+    if (!impl->get_object.ok() || !impl->upsert_granule.ok() || !impl->select_granule.ok()) {
+        message = std::string("the cache database is damaged: ") + sqlite3_errmsg(db);
+        return Errc::io;
+    }
+    out.reset(new CacheStore(std::move(impl)));
+    return Errc::ok;
+}
+
+Errc CacheStore::object(const std::string& remote_path, const Version& v, std::uint64_t& id) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    Stmt& get = s.get_object;
+    get.bind(1, remote_path);
+    if (get.step() == SQLITE_ROW) {
+        id = std::uint64_t(get.col(0));
+        const bool same = std::uint64_t(get.col(2)) == v.size && get.col(3) == ns(v.mtime) &&
+                          get.col(4) == ns(v.ctime) && std::uint64_t(get.col(5)) == v.change &&
+                          std::uint64_t(get.col(6)) == v.file_id;
+        get.reset();
+        if (same)
+            return Errc::ok;
+        // Another version on the remote: clean granules are stale. A new
+        // version number makes any record written for the old one fail
+        // authentication, even if a row survived.
+        s.exec("BEGIN IMMEDIATE");
+        s.drop_clean.bind(1, std::int64_t(id)).run();
+        s.update_object.bind(1, std::int64_t(id)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
+            .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
+        return s.exec("COMMIT") ? Errc::ok : Errc::io;
+    }
+    get.reset();
+    if (!s.insert_object.bind(1, remote_path).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
+             .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run())
+        return Errc::io;
+    id = std::uint64_t(sqlite3_last_insert_rowid(s.db));
+    return Errc::ok;
+}
+
+Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    Stmt& sel = s.select_granule;
+    sel.bind(1, std::int64_t(object)).bind(2, std::int64_t(index));
+    if (sel.step() != SQLITE_ROW) {
+        sel.reset();
+        s.misses++;
+        return Errc::not_found;
+    }
+    const auto version = std::uint64_t(sel.col(0));
+    const auto pack = std::uint64_t(sel.col(1));
+    const auto offset = std::uint64_t(sel.col(2));
+    const auto length = std::size_t(sel.col(3));
+    sel.reset();
+    s.record.resize(length);
+    const int fd = s.pack_fd(pack);
+    const ssize_t n = fd < 0 ? -1 : ::pread(fd, s.record.data(), length, off_t(offset));
+    if (n != ssize_t(length) || s.codec->decode({object, index, version}, s.record, plain) != Errc::ok) {
+        // Never returned: dropped, counted, logged; the caller reads the remote.
+        s.damaged++;
+        s.misses++;
+        s.delete_granule.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).run();
+        LOG_WARN("cache: granule %llu of object %llu failed verification; dropped, it will be read again",
+                 static_cast<unsigned long long>(index), static_cast<unsigned long long>(object));
+        return Errc::not_found;
+    }
+    s.hits++;
+    return Errc::ok;
+}
+
+Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    if (plain.size() > s.options.granule_size)
+        return Errc::invalid;
+    if (!s.exec("BEGIN IMMEDIATE"))
+        return Errc::io;
+    Stmt version(s.db, "SELECT version FROM objects WHERE id = ?1");
+    version.bind(1, std::int64_t(object));
+    if (version.step() != SQLITE_ROW) {
+        s.exec("ROLLBACK");
+        return Errc::not_found;
+    }
+    const auto v = std::uint64_t(version.col(0));
+    version.reset();
+    if (s.codec->encode({object, index, v}, plain, s.next_nonce(), s.record) != Errc::ok) {
+        s.exec("ROLLBACK");
+        return Errc::io;
+    }
+    if (s.pack == 0 || s.pack_size + s.record.size() > kPackLimit) {
+        s.pack++;
+        s.pack_size = 0;
+    }
+    const int fd = s.pack_fd(s.pack);
+    const std::uint64_t offset = s.pack_size;
+    // Data first, synced; only then the row that points at it.
+    if (fd < 0 || ::pwrite(fd, s.record.data(), s.record.size(), off_t(offset)) != ssize_t(s.record.size()) ||
+        ::fdatasync(fd) != 0) {
+        const Errc e = from_errno(errno);
+        s.exec("ROLLBACK");
+        return e;
+    }
+    s.pack_size += s.record.size();
+    const bool ok = s.add_pack.bind(1, std::int64_t(s.pack)).bind(2, std::int64_t(s.pack_size)).run() &&
+                    s.upsert_granule.bind(1, std::int64_t(object)).bind(2, std::int64_t(index))
+                        .bind(3, std::int64_t(s.pack)).bind(4, std::int64_t(offset))
+                        .bind(5, std::int64_t(s.record.size())).bind(6, std::int64_t(plain.size()))
+                        .bind(7, dirty ? 1 : 0).bind(8, now_seconds()).run();
+    if (!ok || !s.exec("COMMIT")) {
+        s.exec("ROLLBACK");
+        return Errc::io;
+    }
+    return Errc::ok;
+}
+
+Errc CacheStore::mark_clean(std::uint64_t object, std::uint64_t index) {
+    std::lock_guard lock(impl_->mu);
+    return impl_->set_clean.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).run() ? Errc::ok : Errc::io;
+}
+
+Errc CacheStore::drop_from(std::uint64_t object, std::uint64_t from_index) {
+    std::lock_guard lock(impl_->mu);
+    return impl_->drop_from.bind(1, std::int64_t(object)).bind(2, std::int64_t(from_index)).run() ? Errc::ok : Errc::io;
+}
+
+CacheStats CacheStore::stats() {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    CacheStats out;
+    Stmt q(s.db, "SELECT (SELECT count(*) FROM objects), count(*), coalesce(sum(plain_len), 0),"
+                 " coalesce(sum(length), 0), coalesce(sum(CASE WHEN dirty THEN plain_len ELSE 0 END), 0) FROM granules");
+    if (q.step() == SQLITE_ROW) {
+        out.objects = std::uint64_t(q.col(0));
+        out.granules = std::uint64_t(q.col(1));
+        out.logical_bytes = std::uint64_t(q.col(2));
+        out.stored_bytes = std::uint64_t(q.col(3));
+        out.dirty_bytes = std::uint64_t(q.col(4));
+    }
+    out.hits = s.hits;
+    out.misses = s.misses;
+    out.damaged = s.damaged;
+    return out;
+}
+
+} // namespace netfs

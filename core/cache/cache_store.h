@@ -1,0 +1,76 @@
+// The persistent granule store: what the cache holds, where, and in which
+// version of each remote object. Layout and journal order are documented in
+// docs/cache_format.md.
+//
+//   put: encode (zstd, AES-GCM) -> append to a pack file -> fdatasync ->
+//        commit the metadata row.  A crash at any point leaves either the
+//        old row or the new one, never a row pointing at unwritten bytes.
+//   get: row -> pread record -> decode; a record that does not verify is
+//        dropped, counted and reported as absent, never returned.
+//
+// Thread safety: all methods may be called from any thread; the store
+// serialises them internally (one SQLite connection, one pack appender).
+#pragma once
+
+#include "core/backend/backend.h"
+#include "core/cache/granule_codec.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace netfs {
+
+struct CacheOptions {
+    std::string dir;                        // created 0700 if missing
+    std::uint32_t granule_size = 256 << 10; // power of two, 64 KiB..2 MiB; fixed at creation
+    CodecOptions codec;
+    std::optional<CacheKey> key;            // required when codec.encrypt
+};
+
+struct CacheStats {
+    std::uint64_t objects = 0;
+    std::uint64_t granules = 0;
+    std::uint64_t logical_bytes = 0;   // plaintext bytes held
+    std::uint64_t stored_bytes = 0;    // record bytes held
+    std::uint64_t dirty_bytes = 0;
+    std::uint64_t hits = 0;
+    std::uint64_t misses = 0;
+    std::uint64_t damaged = 0;         // records that failed verification (dropped)
+};
+
+class CacheStore {
+public:
+    // Opens or creates the cache in options.dir. On failure `message` says
+    // what happened and what to do, in one line.
+    static Errc open(const CacheOptions& options, std::unique_ptr<CacheStore>& out, std::string& message);
+    ~CacheStore();
+
+    std::uint32_t granule_size() const;
+
+    // The cache's id for a remote object, checked against the version the
+    // remote reports: when it differs, the object's clean granules are
+    // dropped (dirty ones are kept: they are not on the remote yet).
+    Errc object(const std::string& remote_path, const Version& version, std::uint64_t& id);
+
+    // Reads granule `index` of `object`. not_found when absent or damaged.
+    Errc get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain);
+    // Stores granule `index`; durable (data synced, row committed) on return.
+    Errc put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty);
+    // Marks a stored granule clean (its bytes reached the remote).
+    Errc mark_clean(std::uint64_t object, std::uint64_t index);
+    // Drops granules at or past `from_index` (truncate).
+    Errc drop_from(std::uint64_t object, std::uint64_t from_index);
+
+    CacheStats stats();
+
+private:
+    struct Impl;
+    explicit CacheStore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace netfs
