@@ -8,7 +8,7 @@
 //                                      |                            fuse_session_new, mount
 //                                      |                            pid file
 //     "mounted": exit 0  <-------------+---- report ----------------+
-//     an error line: print, exit 1                                  stdio -> /dev/null, log file
+//     an error line: print, exit 1                                  stdin, stdout -> /dev/null; stderr -> log
 //                                                                   FUSE loop (multi-threaded)
 //                                                                   ... until unmounted or signalled
 //                                                                   engine.shutdown(): write back
@@ -17,6 +17,10 @@
 //   netfs unmount MP: fusermount3 -u MP, then wait (up to 60 s) until the
 //   daemon of MP has removed its pid file: when unmount returns, the dirty
 //   data has been written back (or the daemon's log says what was lost).
+//
+// The REMOTE is opened in the child, so the parent never holds a backend
+// (threads, connections) it would have to hand over or tear down; its error
+// still reaches the user as the parent's one line.
 //
 // The fork comes before anything that starts a thread (the engine's pools,
 // the FUSE loop; later the control API's Qt event loop), because a forked

@@ -286,13 +286,15 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     return Errc::ok;
 }
 
-Errc CacheStore::object(const std::string& remote_path, const Version& v, std::uint64_t& id) {
+Errc CacheStore::object(const std::string& remote_path, const Version& v, std::uint64_t& id,
+                        std::uint64_t& content_version) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     Stmt& get = s.get_object;
     get.bind(1, remote_path);
     if (get.step() == SQLITE_ROW) {
         id = std::uint64_t(get.col(0));
+        content_version = std::uint64_t(get.col(1));
         const bool same = std::uint64_t(get.col(2)) == v.size && get.col(3) == ns(v.mtime) &&
                           get.col(4) == ns(v.ctime) && std::uint64_t(get.col(5)) == v.change &&
                           std::uint64_t(get.col(6)) == v.file_id;
@@ -306,6 +308,7 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
         s.drop_clean.bind(1, std::int64_t(id)).run();
         s.update_object.bind(1, std::int64_t(id)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
             .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
+        content_version++;
         return s.exec("COMMIT") ? Errc::ok : Errc::io;
     }
     get.reset();
@@ -313,7 +316,26 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
              .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run())
         return Errc::io;
     id = std::uint64_t(sqlite3_last_insert_rowid(s.db));
+    content_version = 1;
     return Errc::ok;
+}
+
+Errc CacheStore::accept_version(std::uint64_t object, const Version& v) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    Stmt q(s.db, "UPDATE objects SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, change = ?5, file_id = ?6 WHERE id = ?1");
+    return q.bind(1, std::int64_t(object)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime)).bind(4, ns(v.ctime))
+                   .bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run()
+               ? Errc::ok
+               : Errc::io;
+}
+
+Errc CacheStore::drop_range(std::uint64_t object, std::uint64_t first, std::uint64_t last) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    Stmt q(s.db, "DELETE FROM granules WHERE object = ?1 AND idx BETWEEN ?2 AND ?3");
+    return q.bind(1, std::int64_t(object)).bind(2, std::int64_t(first)).bind(3, std::int64_t(last)).run() ? Errc::ok
+                                                                                                          : Errc::io;
 }
 
 Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain) {
@@ -347,7 +369,8 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
     return Errc::ok;
 }
 
-Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty) {
+Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty,
+                     std::uint64_t content_version) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     if (plain.size() > s.options.granule_size)
@@ -362,6 +385,10 @@ Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const 
     }
     const auto v = std::uint64_t(version.col(0));
     version.reset();
+    if (content_version && content_version != v) {
+        s.exec("ROLLBACK");
+        return Errc::bad_handle;  // read under an older version: stale, not stored
+    }
     if (s.codec->encode({object, index, v}, plain, s.next_nonce(), s.record) != Errc::ok) {
         s.exec("ROLLBACK");
         return Errc::io;

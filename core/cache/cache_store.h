@@ -53,13 +53,23 @@ public:
 
     // The cache's id for a remote object, checked against the version the
     // remote reports: when it differs, the object's clean granules are
-    // dropped (dirty ones are kept: they are not on the remote yet).
-    Errc object(const std::string& remote_path, const Version& version, std::uint64_t& id);
+    // dropped (dirty ones are kept: they are not on the remote yet) and the
+    // object's content version moves on. `content_version` is that number.
+    Errc object(const std::string& remote_path, const Version& version, std::uint64_t& id,
+                std::uint64_t& content_version);
+    // The remote's version moved because of our own writes: what the cache
+    // holds is still the content. Records the new version, drops nothing.
+    Errc accept_version(std::uint64_t object, const Version& version);
 
     // Reads granule `index` of `object`. not_found when absent or damaged.
     Errc get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain);
-    // Stores granule `index`; durable (data synced, row committed) on return.
-    Errc put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty);
+    // Stores granule `index`; durable (data synced, row committed) on
+    // return. `content_version` is the object's content version the bytes
+    // were read under: if it has moved on since, nothing is stored (stale).
+    Errc put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty,
+             std::uint64_t content_version = 0);
+    // Drops granules first..last (inclusive): their bytes are being rewritten.
+    Errc drop_range(std::uint64_t object, std::uint64_t first, std::uint64_t last);
     // Marks a stored granule clean (its bytes reached the remote).
     Errc mark_clean(std::uint64_t object, std::uint64_t index);
     // Drops granules at or past `from_index` (truncate).

@@ -68,6 +68,10 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
     if (Errc e = writeback_and_wait(lock, node, offset, end); e != Errc::ok)
         return e;
     changed.wait(lock, [&] { return !d.truncating; });
+    const std::uint64_t object = node->cache_object;
+    lock.unlock();
+    drop_cached(object, offset, end);
+    lock.lock();
 
     const std::size_t pieces = (data.size() + limits.wsize - 1) / limits.wsize;
     auto wait = std::make_shared<IoWait>();

@@ -2,12 +2,14 @@
 // The data path lives in read_path.cpp, write_path.cpp and direct_io.cpp.
 #include "core/engine/engine_impl.h"
 
+#include "core/cache/cache_store.h"
 #include "core/log.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <future>
 
 namespace netfs {
 
@@ -45,7 +47,11 @@ Engine::Impl::Impl(std::unique_ptr<Backend> b, EngineOptions o)
     root->type = S_IFDIR;
     root->nlookup = 1;  // the kernel holds the root for the life of the mount
     nodes.emplace(kRootIno, root);
+    cache = o.cache;
+    granule = cache ? cache->granule_size() : 0;
     pool = std::make_unique<IoPool>(limits.max_in_flight);
+    if (cache)
+        cache_pool = std::make_unique<IoPool>(1);
 }
 
 Engine::Engine(std::unique_ptr<Backend> backend, EngineOptions options)
@@ -91,7 +97,7 @@ Errc Engine::shutdown() {
         Errc e = impl_->writeback_and_wait(lock, node);
         if (e != Errc::ok) {
             LOG_ERROR("could not write back %llu bytes of %s at shutdown: %s; they are lost",
-                      static_cast<unsigned long long>(node->data.dirty.bytes()),
+                      static_cast<unsigned long long>(node->data.dirty.bytes() + node->data.writing.bytes()),
                       impl_->path_locked(*node).c_str(), std::string(describe(e)).c_str());
             if (first == Errc::ok)
                 first = e;
@@ -102,6 +108,12 @@ Errc Engine::shutdown() {
     impl_->changed.notify_all();
     if (impl_->writeback_worker.joinable())
         impl_->writeback_worker.join();
+    if (impl_->cache_pool) {
+        // Granules queued for the persistent cache are stored before we go.
+        std::promise<void> drained;
+        impl_->cache_pool->submit(IoPool::Priority::background, [&] { drained.set_value(); });
+        drained.get_future().wait();
+    }
     return first;
 }
 
@@ -276,10 +288,15 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr) {
             d.size_is_local = false;
             d.size = attr.size;
         }
+        if (cache && node.cache_object)
+            cache_pool->submit(IoPool::Priority::background,
+                               [cache = cache, id = node.cache_object, v] { cache->accept_version(id, v); });
         return false;
     }
-    // Another client changed the file: what we hold is stale.
+    // Another client changed the file: what we hold is stale, and so is the
+    // persistent cache's copy; the next open re-attaches (and drops it).
     node.cached_version = v;
+    node.cache_object = 0;
     d.size = attr.size;
     drop_clean_folios_locked(d);
     return true;
@@ -669,9 +686,10 @@ Errc Engine::readdir(Ino ino, std::uint64_t handle, std::uint64_t offset, bool p
     for (std::uint64_t i = offset; i < total; ++i) {
         DirListEntry entry;
         if (i < 2) {
+            // Only the type matters to the kernel here; ".." is not looked up.
             entry.name = i == 0 ? "." : "..";
-            entry.attr = self->attr;
-            entry.attr.mode = S_IFDIR;
+            entry.attr = i == 0 ? self->attr : Attr{};
+            entry.attr.mode = S_IFDIR | (i == 0 ? (self->attr.mode & 07777) : 0755);
             if (!accept(entry, i + 1))
                 break;
             continue;
@@ -739,11 +757,20 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     e = file->getattr(attr);
     if (e != Errc::ok)
         return e;
+    // The persistent cache checks the same version for its own copy.
+    std::uint64_t cache_object = 0, cache_version = 0;
+    if (impl_->cache && S_ISREG(attr.mode) &&
+        impl_->cache->object(path, Version::of(attr), cache_object, cache_version) != Errc::ok) {
+        LOG_WARN("the cache could not look up %s; reading it from the remote", path.c_str());
+        cache_object = 0;
+    }
     OpenFile* of;
     bool changed;
     {
         std::lock_guard lock(impl_->mu);
         changed = impl_->apply_remote_attr_locked(*node, attr);
+        node->cache_object = cache_object;
+        node->cache_version = cache_version;
         of = impl_->make_open_file_locked(node, std::move(file), flags);
     }
     if (flags & O_TRUNC) {

@@ -28,6 +28,8 @@
 
 namespace netfs {
 
+class CacheStore;
+
 using Ino = std::uint64_t;
 constexpr Ino kRootIno = 1;
 
@@ -42,6 +44,8 @@ struct EngineOptions {
     bool direct_io = false;                              // every open behaves as O_DIRECT
     bool read_only = false;
     bool set_owner = false;  // chown new objects to the caller (root daemon with allow_other)
+    // The persistent cache, asked first for every read; none: remote only.
+    std::shared_ptr<CacheStore> cache;
 };
 
 // What lookup-like calls return: a node and how long the kernel may trust it.
@@ -87,6 +91,8 @@ struct EngineStats {
     std::uint64_t folio_bytes = 0;       // folio memory in use now
     std::uint64_t dirty_bytes = 0;       // dirty bytes now
     std::uint64_t evictions = 0;
+    std::uint64_t cache_hits = 0;        // granules read from the persistent cache
+    std::uint64_t cache_fills = 0;       // granules stored into it after a download
 };
 
 class Engine {

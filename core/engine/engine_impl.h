@@ -76,6 +76,11 @@ struct Node {
     Version cached_version;             // the remote version the folios hold
     bool expect_own_change = false;     // our own writes changed the remote's version
 
+    // The object in the persistent cache (0: none yet) and its content
+    // version when we last looked: granules read under another are stale.
+    std::uint64_t cache_object = 0;
+    std::uint64_t cache_version = 0;
+
     FileData data;  // regular files only
 };
 
@@ -99,6 +104,18 @@ struct IoWait {
 struct DirHandle {
     Ino ino = 0;
     std::vector<DirEntry> entries;
+};
+
+// A granule being downloaded so it can be stored in the persistent cache
+// once all of its subrequests are in. Guarded by Engine::Impl::mu.
+struct GranuleFill {
+    std::uint64_t object = 0;
+    std::uint64_t content_version = 0;
+    std::uint64_t index = 0;
+    std::uint64_t start = 0;   // file offset of the granule
+    std::uint64_t length = 0;  // plaintext bytes (short at the remote's end of file)
+    unsigned remaining = 0;
+    bool failed = false;
 };
 
 // What a read request is for (the request's origin).
@@ -141,6 +158,21 @@ struct Engine::Impl {
     void fill_folio_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
                            Folio& folio, Origin origin, const std::shared_ptr<IoWait>& wait);
     void complete_fill_locked(Node& node, Folio& folio);
+    // One subrequest's outcome: bytes landed in the folio's target (or an error).
+    void complete_subrequest_locked(const std::shared_ptr<Node>& node, Folio& folio, Errc error,
+                                    const std::shared_ptr<IoWait>& wait);
+    // Fills [lo, hi) of a folio from granule `gstart` of the persistent cache,
+    // or on a miss from the remote, storing the granule afterwards.
+    void fill_from_cache(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file, Folio& folio,
+                         std::byte* target, std::uint64_t gstart, std::uint64_t lo, std::uint64_t hi, Origin origin,
+                         const std::shared_ptr<IoWait>& wait);
+    // Granules of cache object `object` covering [start, end) are stale.
+    void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end);
+    // Sends [lo, hi) of a folio's target to the remote in rsize subrequests;
+    // with `granule`, the last of them stores the whole granule in the cache.
+    void issue_remote_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
+                             Folio& folio, std::byte* target, std::uint64_t lo, std::uint64_t hi, Origin origin,
+                             const std::shared_ptr<IoWait>& wait, const std::shared_ptr<struct GranuleFill>& granule);
     // Reads [offset, offset + buf.size()) from the remote with retries; a
     // short result means end of file. Runs without the lock.
     Errc read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
@@ -187,6 +219,9 @@ struct Engine::Impl {
     std::uint64_t dirty_limit;        // writers wait above this
     std::uint64_t dirty_background;   // writeback starts above this
     std::uint64_t writing_limit;      // gather buffers in flight stay below this
+    std::shared_ptr<CacheStore> cache;  // may be null
+    std::uint64_t granule = 0;          // the cache's granule size; 0 without a cache
+    static constexpr std::uint64_t kCacheFillLimit = 32ull << 20;  // queued granule copies, at most
 
     std::mutex mu;
     std::condition_variable changed;  // folio, writeback and dirty-state changes; with mu
@@ -199,12 +234,16 @@ struct Engine::Impl {
     FolioCache folio_cache;
     std::uint64_t dirty_bytes = 0;    // sum of every file's dirty.bytes()
     std::uint64_t writing_bytes = 0;  // sum of every file's writing.bytes()
+    std::uint64_t cache_fill_bytes = 0;  // granule copies waiting to be stored
     EngineStats counters;
     std::function<void(Ino, std::uint64_t, std::uint64_t)> invalidate_hook;
     bool stopping = false;
 
     std::thread writeback_worker;
-    std::unique_ptr<IoPool> pool;  // last member: destroyed (joined) first
+    // Cache writes sync to disk: they get their own thread, so they never
+    // hold up the I/O pool's reads. Declared last: destroyed (joined) first.
+    std::unique_ptr<IoPool> pool;
+    std::unique_ptr<IoPool> cache_pool;
 };
 
 // Sleeps before retry `attempt` (0-based) of a transient error.

@@ -20,8 +20,11 @@
 
 #include "core/log.h"
 
+#include "core/cache/cache_store.h"
+
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 namespace netfs {
 
@@ -118,6 +121,106 @@ Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std
     return Errc::ok;
 }
 
+void Engine::Impl::complete_subrequest_locked(const std::shared_ptr<Node>& node, Folio& folio, Errc error,
+                                              const std::shared_ptr<IoWait>& wait) {
+    if (error != Errc::ok) {
+        folio.stale = true;  // never mark it uptodate
+        LOG_WARN("read of %s at %llu failed: %s", path_locked(*node).c_str(),
+                 static_cast<unsigned long long>(folio.pos), std::string(describe(error)).c_str());
+    }
+    if (wait) {
+        if (error != Errc::ok && wait->error == Errc::ok)
+            wait->error = error;
+        wait->outstanding--;
+    }
+    if (--folio.pending == 0)
+        complete_fill_locked(*node, folio);
+    changed.notify_all();
+}
+
+void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
+                                       Folio& folio, std::byte* target, std::uint64_t lo, std::uint64_t hi,
+                                       Origin origin, const std::shared_ptr<IoWait>& wait,
+                                       const std::shared_ptr<GranuleFill>& granule_fill) {
+    const auto priority = origin == Origin::readahead ? IoPool::Priority::background : IoPool::Priority::urgent;
+    for (std::uint64_t off = lo; off < hi; off += limits.rsize) {
+        const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(limits.rsize, hi - off));
+        std::byte* dest = target + (off - folio.pos);
+        folio.pending++;
+        if (wait)
+            wait->outstanding++;
+        if (granule_fill)
+            granule_fill->remaining++;
+        counters.subrequests++;
+        if (origin == Origin::readahead)
+            counters.readahead_bytes += len;
+        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, granule_fill] {
+            std::size_t got = 0;
+            Errc e = read_from_remote(*file, off, {dest, len}, got);
+            if (e == Errc::ok && got < len)
+                std::memset(dest + got, 0, len - got);  // a hole or end of file
+            std::lock_guard lock(mu);
+            counters.bytes_downloaded += got;
+            if (granule_fill) {
+                granule_fill->failed |= e != Errc::ok;
+                if (--granule_fill->remaining == 0 && !granule_fill->failed && !folio.stale &&
+                    cache_fill_bytes + granule_fill->length <= kCacheFillLimit) {
+                    // The whole granule is in: store a copy, off the reader's path.
+                    const GranuleFill g = *granule_fill;
+                    std::shared_ptr<std::byte[]> copy(new std::byte[g.length]);
+                    std::memcpy(copy.get(), folio.data.get() + (g.start - folio.pos), g.length);
+                    cache_fill_bytes += g.length;
+                    cache_pool->submit(IoPool::Priority::background, [this, g, copy] {
+                        const Errc stored = cache->put(g.object, g.index, {copy.get(), g.length}, false,
+                                                       g.content_version);
+                        std::lock_guard lock(mu);
+                        cache_fill_bytes -= g.length;
+                        if (stored == Errc::ok)
+                            counters.cache_fills++;
+                    });
+                }
+            }
+            complete_subrequest_locked(node, folio, e, wait);
+        });
+    }
+}
+
+void Engine::Impl::fill_from_cache(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
+                                   Folio& folio, std::byte* target, std::uint64_t gstart, std::uint64_t lo,
+                                   std::uint64_t hi, Origin origin, const std::shared_ptr<IoWait>& wait) {
+    std::uint64_t object, content_version, remote_size;
+    {
+        std::lock_guard lock(mu);
+        object = node->cache_object;
+        content_version = node->cache_version;
+        remote_size = node->cached_version.size;
+    }
+    std::vector<std::byte> plain;
+    if (object && cache->get(object, gstart / granule, plain) == Errc::ok) {
+        // A hit: the granule's plaintext, shorter at the end of the file.
+        const std::uint64_t have = std::min<std::uint64_t>(plain.size(), hi > gstart ? hi - gstart : 0);
+        const std::uint64_t from = lo - gstart;
+        if (have > from)
+            std::memcpy(target + (lo - folio.pos), plain.data() + from, have - from);
+        const std::uint64_t filled = have > from ? have - from : 0;
+        if (filled < hi - lo)
+            std::memset(target + (lo - folio.pos) + filled, 0, hi - lo - filled);
+        std::lock_guard lock(mu);
+        counters.cache_hits++;
+        complete_subrequest_locked(node, folio, Errc::ok, wait);
+        return;
+    }
+    std::lock_guard lock(mu);
+    std::shared_ptr<GranuleFill> fill;
+    // Only a whole granule, read under a known content version, is stored.
+    if (object && lo == gstart && hi == gstart + granule && gstart < remote_size) {
+        fill = std::make_shared<GranuleFill>();
+        *fill = {object, content_version, gstart / granule, gstart, std::min(granule, remote_size - gstart), 0, false};
+    }
+    issue_remote_locked(node, file, folio, target, lo, hi, origin, wait, fill);
+    complete_subrequest_locked(node, folio, Errc::ok, wait);  // this lookup's own share
+}
+
 void Engine::Impl::fill_folio_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
                                      Folio& folio, Origin origin, const std::shared_ptr<IoWait>& wait) {
     folio.busy = true;
@@ -127,35 +230,24 @@ void Engine::Impl::fill_folio_locked(const std::shared_ptr<Node>& node, const st
         folio.bounce.reset(new std::byte[folio.size]);
         target = folio.bounce.get();
     }
+    if (!cache || !node->cache_object || folio.has_valid()) {
+        // Straight from the remote (a folio with written bytes never takes
+        // cached bytes around them: they would be older than the writes).
+        folio.pending++;  // held while issuing, so the folio cannot complete early
+        issue_remote_locked(node, file, folio, target, folio.pos, folio.end(), origin, wait, nullptr);
+        if (--folio.pending == 0)
+            complete_fill_locked(*node, folio);
+        return;
+    }
+    // The cache is asked first, granule by granule.
     const auto priority = origin == Origin::readahead ? IoPool::Priority::background : IoPool::Priority::urgent;
-    for (std::uint32_t off = 0; off < folio.size; off += limits.rsize) {
-        const std::uint32_t len = std::min<std::uint32_t>(limits.rsize, folio.size - off);
+    for (std::uint64_t g = folio.pos / granule * granule; g < folio.end(); g += granule) {
+        const std::uint64_t lo = std::max(g, folio.pos), hi = std::min(g + granule, folio.end());
         folio.pending++;
         if (wait)
             wait->outstanding++;
-        counters.subrequests++;
-        if (origin == Origin::readahead)
-            counters.readahead_bytes += len;
-        pool->submit(priority, [this, node, file, &folio, target, off, len, wait] {
-            std::size_t got = 0;
-            Errc e = read_from_remote(*file, folio.pos + off, {target + off, len}, got);
-            if (e == Errc::ok && got < len)
-                std::memset(target + off + got, 0, len - got);  // a hole or end of file
-            std::lock_guard lock(mu);
-            counters.bytes_downloaded += got;
-            if (e != Errc::ok) {
-                folio.stale = true;  // never mark it uptodate
-                LOG_WARN("read of %s at %llu failed: %s", path_locked(*node).c_str(),
-                         static_cast<unsigned long long>(folio.pos + off), std::string(describe(e)).c_str());
-            }
-            if (wait) {
-                if (e != Errc::ok && wait->error == Errc::ok)
-                    wait->error = e;
-                wait->outstanding--;
-            }
-            if (--folio.pending == 0)
-                complete_fill_locked(*node, folio);
-            changed.notify_all();
+        pool->submit(priority, [this, node, file, &folio, target, g, lo, hi, origin, wait] {
+            fill_from_cache(node, file, folio, target, g, lo, hi, origin, wait);
         });
     }
 }
@@ -195,8 +287,10 @@ void Engine::Impl::start_fill_locked(std::unique_lock<std::mutex>& lock, const s
                                      std::uint64_t end, Origin origin, const std::shared_ptr<IoWait>& wait) {
     FileData& d = node->data;
     const bool may_block = origin != Origin::readahead;
-    std::uint64_t pos = align_down(start, Folio::kMinSize);
-    end = align_up(end, Folio::kMinSize);
+    // With a cache, the cache decides read sizes: whole granules.
+    const std::uint64_t unit = granule && node->cache_object ? granule : Folio::kMinSize;
+    std::uint64_t pos = align_down(start, unit);
+    end = align_up(end, unit);
     while (pos < end) {
         if (Folio* f = find_folio_locked(d, pos)) {
             if (!f->busy && !f->uptodate())
@@ -232,9 +326,11 @@ Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<s
     std::uint64_t end = std::min<std::uint64_t>(offset + buf.size(), d.size);
     ByteRange ahead = of.readahead.on_read(offset, end - offset, d.size);
     if (ahead.length()) {
-        // Whole folios: a readahead batch should not be cut into small ones.
-        ahead.start = align_down(ahead.start, 64 << 10);
-        ahead.end = std::min(align_up(ahead.end, 64 << 10), align_up(d.size, Folio::kMinSize));
+        // Whole folios (and with a cache, whole granules): a readahead batch
+        // should not be cut into small pieces.
+        const std::uint64_t unit = granule && node->cache_object ? granule : 64 << 10;
+        ahead.start = align_down(ahead.start, unit);
+        ahead.end = std::min(align_up(ahead.end, unit), align_up(d.size, unit));
     }
     std::shared_ptr<IoWait> wait;
     bool hit = true;
@@ -282,6 +378,20 @@ Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<s
     }
     transferred = end - offset;
     return Errc::ok;
+}
+
+void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end) {
+    if (!cache || !object || start >= end)
+        return;
+    // Through the cache's own thread, after any store queued before: a store
+    // of the old bytes can never land after the drop. Wait for it, so no
+    // reader finds the old bytes once the caller changes the remote.
+    std::promise<void> done;
+    cache_pool->submit(IoPool::Priority::urgent, [&] {
+        cache->drop_range(object, start / granule, (end - 1) / granule);
+        done.set_value();
+    });
+    done.get_future().wait();
 }
 
 } // namespace netfs

@@ -220,7 +220,8 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
             d.writing.add(s, e);
             writing_bytes += len;
             counters.write_subrequests++;
-            pool->submit(priority, [this, node, file, buf, s, e, len] {
+            pool->submit(priority, [this, node, file, buf, s, e, len, object = node->cache_object] {
+                drop_cached(object, s, e);
                 Errc err = write_to_remote(*file, s, {buf.get(), len});
                 std::lock_guard lock(mu);
                 FileData& d = node->data;
@@ -251,11 +252,15 @@ Errc Engine::Impl::writeback_and_wait(std::unique_lock<std::mutex>& lock, const 
     FileData& d = node->data;
     const std::uint64_t errors = d.error_seq;
     for (;;) {
+        if (d.error_seq != errors) {
+            // Failed: let what is in flight finish, start nothing new. The
+            // bytes stay dirty for a later attempt.
+            changed.wait(lock, [&] { return !d.writing.overlaps(start, end); });
+            break;
+        }
         start_writeback_locked(node, IoPool::Priority::urgent, start, end);
         const bool dirty = d.dirty.overlaps(start, end);
         if (!dirty && !d.writing.overlaps(start, end))
-            break;
-        if (d.error_seq != errors)
             break;
         if (dirty && !d.writeback_file && !d.writing.overlaps(start, end)) {
             LOG_ERROR("%s has unwritten data but no writable handle", path_locked(*node).c_str());
@@ -277,6 +282,7 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         d.truncating = true;
         changed.wait(lock, [&] { return d.writing.empty(); });
     }
+    drop_cached(node->cache_object, size, UINT64_MAX - granule);
     change.mask |= SetAttr::kSize;
     change.size = size;
     Attr attr;

@@ -64,10 +64,10 @@ class TestCacheStore : public QObject {
 private slots:
     void put_get_and_reopen() {
         QTemporaryDir dir;
-        std::uint64_t id = 0;
+        std::uint64_t id = 0, cv = 0;
         {
             auto s = open_store(options_for(dir.path()));
-            QCOMPARE(s->object("/a/file", version(1 << 20, 100), id), Errc::ok);
+            QCOMPARE(s->object("/a/file", version(1 << 20, 100), id, cv), Errc::ok);
             for (std::uint64_t i = 0; i < 4; ++i)
                 QCOMPARE(s->put(id, i, granule(i), false), Errc::ok);
             std::vector<std::byte> back;
@@ -77,7 +77,7 @@ private slots:
         }
         auto s = open_store(options_for(dir.path()));
         std::uint64_t again = 0;
-        QCOMPARE(s->object("/a/file", version(1 << 20, 100), again), Errc::ok);
+        QCOMPARE(s->object("/a/file", version(1 << 20, 100), again, cv), Errc::ok);
         QCOMPARE(again, id);
         std::vector<std::byte> back;
         for (std::uint64_t i = 0; i < 4; ++i) {
@@ -95,11 +95,11 @@ private slots:
     void a_new_remote_version_drops_clean_granules_not_dirty_ones() {
         QTemporaryDir dir;
         auto s = open_store(options_for(dir.path()));
-        std::uint64_t id = 0;
-        QCOMPARE(s->object("/f", version(100, 1), id), Errc::ok);
+        std::uint64_t id = 0, cv = 0;
+        QCOMPARE(s->object("/f", version(100, 1), id, cv), Errc::ok);
         QCOMPARE(s->put(id, 0, granule(10), false), Errc::ok);
         QCOMPARE(s->put(id, 1, granule(11), true), Errc::ok);  // dirty: not on the remote yet
-        QCOMPARE(s->object("/f", version(100, 2), id), Errc::ok);  // someone changed the file
+        QCOMPARE(s->object("/f", version(100, 2), id, cv), Errc::ok);  // someone changed the file
         std::vector<std::byte> back;
         QCOMPARE(s->get(id, 0, back), Errc::not_found);
         QCOMPARE(s->get(id, 1, back), Errc::ok);
@@ -107,11 +107,30 @@ private slots:
         QCOMPARE(s->stats().dirty_bytes, std::uint64_t(256 << 10));
     }
 
+    void a_put_read_under_an_older_version_is_refused() {
+        QTemporaryDir dir;
+        auto s = open_store(options_for(dir.path()));
+        std::uint64_t id = 0, cv = 0, cv2 = 0;
+        QCOMPARE(s->object("/f", version(100, 1), id, cv), Errc::ok);
+        QCOMPARE(s->object("/f", version(200, 2), id, cv2), Errc::ok);  // the remote moved meanwhile
+        QVERIFY(cv2 != cv);
+        QCOMPARE(s->put(id, 0, granule(1), false, cv), Errc::bad_handle);
+        std::vector<std::byte> back;
+        QCOMPARE(s->get(id, 0, back), Errc::not_found);
+        QCOMPARE(s->put(id, 0, granule(1), false, cv2), Errc::ok);
+        QCOMPARE(s->accept_version(id, version(300, 3)), Errc::ok);  // our own write moved it
+        QCOMPARE(s->object("/f", version(300, 3), id, cv), Errc::ok);
+        QCOMPARE(cv, cv2);
+        QCOMPARE(s->get(id, 0, back), Errc::ok);
+        QCOMPARE(s->drop_range(id, 0, 0), Errc::ok);
+        QCOMPARE(s->get(id, 0, back), Errc::not_found);
+    }
+
     void damage_is_never_returned() {
         QTemporaryDir dir;
         auto s = open_store(options_for(dir.path()));
-        std::uint64_t id = 0;
-        QCOMPARE(s->object("/f", version(100, 1), id), Errc::ok);
+        std::uint64_t id = 0, cv = 0;
+        QCOMPARE(s->object("/f", version(100, 1), id, cv), Errc::ok);
         for (std::uint64_t i = 0; i < 3; ++i)
             QCOMPARE(s->put(id, i, granule(20 + i), false), Errc::ok);
         s.reset();
@@ -143,10 +162,10 @@ private slots:
 
     void wrong_key_is_refused_and_the_cache_left_alone() {
         QTemporaryDir dir;
-        std::uint64_t id = 0;
+        std::uint64_t id = 0, cv = 0;
         {
             auto s = open_store(options_for(dir.path(), 1));
-            QCOMPARE(s->object("/f", version(1, 1), id), Errc::ok);
+            QCOMPARE(s->object("/f", version(1, 1), id, cv), Errc::ok);
             QCOMPARE(s->put(id, 0, granule(5), false), Errc::ok);
         }
         std::unique_ptr<CacheStore> s;
@@ -168,8 +187,8 @@ private slots:
     void no_plaintext_on_disk() {
         QTemporaryDir dir;
         auto s = open_store(options_for(dir.path()));
-        std::uint64_t id = 0;
-        QCOMPARE(s->object("/secret", version(1, 1), id), Errc::ok);
+        std::uint64_t id = 0, cv = 0;
+        QCOMPARE(s->object("/secret", version(1, 1), id, cv), Errc::ok);
         std::string text;
         while (text.size() < (256 << 10))
             text += "PLAINTEXT-MARKER-0123456789 ";
@@ -203,8 +222,8 @@ private slots:
                 std::string message;
                 if (CacheStore::open(o, s, message) != Errc::ok)
                     ::_exit(3);
-                std::uint64_t id = 0;
-                s->object("/crash", version(1, 1), id);
+                std::uint64_t id = 0, cv = 0;
+                s->object("/crash", version(1, 1), id, cv);
                 for (std::uint64_t i = next;; ++i) {
                     if (s->put(id, i, granule(i, 64 << 10), i % 2 == 0) != Errc::ok)
                         ::_exit(4);
@@ -224,8 +243,8 @@ private slots:
             QVERIFY(WIFSIGNALED(status));
 
             auto s = open_store(o);
-            std::uint64_t id = 0;
-            QCOMPARE(s->object("/crash", version(1, 1), id), Errc::ok);
+            std::uint64_t id = 0, cv = 0;
+            QCOMPARE(s->object("/crash", version(1, 1), id, cv), Errc::ok);
             std::vector<std::byte> back;
             for (std::uint64_t g = 0; g < next; ++g) {
                 QCOMPARE(s->get(id, g, back), Errc::ok);
