@@ -13,6 +13,7 @@
 #include "app/mount_command.h"
 #include "app/mount_options.h"
 
+#include <malloc.h>
 #include <QCommandLineParser>
 #include <QDir>
 #include <QStringList>
@@ -139,6 +140,15 @@ int unmount_main(const QStringList& arguments, const char* command) {
 } // namespace
 
 int main(int argc, char** argv) {
+    // The engine allocates and frees large buffers (folios of up to 2 MiB,
+    // writeback and FUSE buffers of 1 MiB) from many threads. With glibc's
+    // defaults, freed ones stay in per-thread arenas and the daemon's memory
+    // grows far past its folio budget (measured: 490 MiB for a 256 MiB
+    // budget). A fixed mmap threshold returns every large buffer to the
+    // kernel when freed (measured: 311 MiB), and two arenas are plenty.
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_ARENA_MAX, 2);
+
     QStringList arguments;
     for (int i = 1; i < argc; ++i)
         arguments << QString::fromLocal8Bit(argv[i]);

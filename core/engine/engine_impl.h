@@ -227,11 +227,12 @@ struct Engine::Impl {
     std::condition_variable changed;  // folio, writeback and dirty-state changes; with mu
 
     // All below guarded by mu.
+    // [!] Before `nodes`: destroyed after them, as their folios' memory comes from it.
+    FolioCache folio_cache;
     std::unordered_map<Ino, std::shared_ptr<Node>> nodes;
     std::map<std::pair<Ino, std::string>, Ino, std::less<>> by_name;
     std::unordered_map<std::uint64_t, Ino> by_file_id;
     Ino next_ino = kRootIno + 1;
-    FolioCache folio_cache;
     std::uint64_t dirty_bytes = 0;    // sum of every file's dirty.bytes()
     std::uint64_t writing_bytes = 0;  // sum of every file's writing.bytes()
     std::uint64_t cache_fill_bytes = 0;  // granule copies waiting to be stored

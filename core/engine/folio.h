@@ -16,6 +16,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include "core/engine/folio_memory.h"
+
 #include <memory>
 
 namespace netfs {
@@ -26,8 +28,11 @@ struct Folio {
     static constexpr std::uint32_t kMinSize = 4 << 10;
     static constexpr std::uint32_t kMaxSize = 2 << 20;
 
-    Folio(FileData* owner, std::uint64_t pos, std::uint32_t size)
-        : owner(owner), pos(pos), size(size), data(new std::byte[size]) {}
+    Folio(FileData* owner, std::uint64_t pos, std::uint32_t size, FolioMemory& memory)
+        : owner(owner), pos(pos), size(size), data(memory.allocate(size)), memory_(memory) {}
+    ~Folio() { memory_.free(data, size); }
+    Folio(const Folio&) = delete;
+    Folio& operator=(const Folio&) = delete;
 
     std::uint64_t end() const { return pos + size; }
     bool uptodate() const { return valid_begin == 0 && valid_end == size; }
@@ -36,7 +41,7 @@ struct Folio {
     FileData* const owner;
     const std::uint64_t pos;   // file offset of data[0]; a multiple of size
     const std::uint32_t size;
-    std::unique_ptr<std::byte[]> data;
+    std::byte* const data;  // `size` bytes from FolioMemory
 
     std::uint32_t valid_begin = 0;  // offsets within the folio
     std::uint32_t valid_end = 0;
@@ -50,6 +55,9 @@ struct Folio {
     // LRU list links, owned by FolioCache.
     Folio* lru_newer = nullptr;
     Folio* lru_older = nullptr;
+
+private:
+    FolioMemory& memory_;
 };
 
 } // namespace netfs

@@ -16,6 +16,9 @@ class FolioCache {
 public:
     explicit FolioCache(std::uint64_t budget) : budget_(budget) {}
 
+    // Where folio bytes come from (see folio_memory.h).
+    FolioMemory& memory() { return memory_; }
+
     std::uint64_t budget() const { return budget_; }
     std::uint64_t used() const { return used_; }
     bool fits(std::uint64_t extra) const { return used_ + extra <= budget_; }
@@ -33,6 +36,7 @@ public:
 private:
     void unlink(Folio* folio);
 
+    FolioMemory memory_;
     std::uint64_t budget_;
     std::uint64_t used_ = 0;
     Folio* newest_ = nullptr;

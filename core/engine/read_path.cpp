@@ -45,7 +45,7 @@ Folio* Engine::Impl::find_folio_locked(FileData& data, std::uint64_t pos) const 
 }
 
 Folio* Engine::Impl::new_folio_locked(FileData& data, std::uint64_t pos, std::uint32_t size) {
-    auto folio = std::make_unique<Folio>(&data, pos, size);
+    auto folio = std::make_unique<Folio>(&data, pos, size, folio_cache.memory());
     Folio* f = folio.get();
     data.folios.emplace(pos, std::move(folio));
     folio_cache.insert(f);
@@ -168,7 +168,7 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
                     // The whole granule is in: store a copy, off the reader's path.
                     const GranuleFill g = *granule_fill;
                     std::shared_ptr<std::byte[]> copy(new std::byte[g.length]);
-                    std::memcpy(copy.get(), folio.data.get() + (g.start - folio.pos), g.length);
+                    std::memcpy(copy.get(), folio.data + (g.start - folio.pos), g.length);
                     cache_fill_bytes += g.length;
                     cache_pool->submit(IoPool::Priority::background, [this, g, copy] {
                         const Errc stored = cache->put(g.object, g.index, {copy.get(), g.length}, false,
@@ -225,7 +225,7 @@ void Engine::Impl::fill_folio_locked(const std::shared_ptr<Node>& node, const st
                                      Folio& folio, Origin origin, const std::shared_ptr<IoWait>& wait) {
     folio.busy = true;
     folio.stale = false;
-    std::byte* target = folio.data.get();
+    std::byte* target = folio.data;
     if (folio.has_valid()) {
         folio.bounce.reset(new std::byte[folio.size]);
         target = folio.bounce.get();
@@ -267,8 +267,8 @@ void Engine::Impl::complete_fill_locked(Node& node, Folio& folio) {
     }
     if (folio.bounce) {
         // Keep the bytes written locally; take the remote's around them.
-        std::memcpy(folio.data.get(), folio.bounce.get(), folio.valid_begin);
-        std::memcpy(folio.data.get() + folio.valid_end, folio.bounce.get() + folio.valid_end,
+        std::memcpy(folio.data, folio.bounce.get(), folio.valid_begin);
+        std::memcpy(folio.data + folio.valid_end, folio.bounce.get() + folio.valid_end,
                     folio.size - folio.valid_end);
         folio.bounce.reset();
     }
@@ -276,7 +276,7 @@ void Engine::Impl::complete_fill_locked(Node& node, Folio& folio) {
     // a local truncate may not have reached every reader's view yet.
     if (folio.end() > d.size) {
         const std::uint64_t from = d.size > folio.pos ? d.size - folio.pos : 0;
-        std::memset(folio.data.get() + from, 0, folio.size - from);
+        std::memset(folio.data + from, 0, folio.size - from);
     }
     folio.valid_begin = 0;
     folio.valid_end = folio.size;
@@ -372,7 +372,7 @@ Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<s
     for (std::uint64_t pos = offset; pos < end;) {
         Folio* f = find_folio_locked(d, pos);
         const std::uint64_t stop = std::min(end, f->end());
-        std::memcpy(buf.data() + (pos - offset), f->data.get() + (pos - f->pos), stop - pos);
+        std::memcpy(buf.data() + (pos - offset), f->data + (pos - f->pos), stop - pos);
         folio_cache.touch(f);
         pos = stop;
     }

@@ -13,12 +13,15 @@
 //   wsize grid |     |     |     |     |     |     |
 //   writes      [===)      [=)[====][====][====][===)
 //
-// Bytes move from `dirty` to `writing` while their RPC is in flight; a new
-// write of the same bytes makes them dirty again and they are sent again
-// after the first RPC completes, never concurrently, so an older copy can
-// never land after a newer one. A failed write puts its bytes back in the
-// dirty set and records the error, errseq style, for every open handle to
-// see once at its next write, flush or fsync. Data is never dropped on error.
+// Bytes move from `dirty` to `writing` while their RPC is in flight. A piece
+// inside one folio is sent straight from folio memory, and writers to that
+// folio wait until the remote has it (stable folios, as in the kernel); a
+// piece spanning folios is gathered into a buffer. Bytes written again are
+// sent again after the first RPC completes, never concurrently, so an older
+// copy can never land after a newer one. A failed write puts its bytes back
+// in the dirty set and records the error, errseq style, for every open
+// handle to see once at its next write, flush or fsync. Data is never
+// dropped on error.
 //
 // Writeback runs on fsync, on flush (close-to-open), from a timer for data
 // older than the writeback interval, when dirty data passes a background
@@ -116,7 +119,9 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
     std::uint64_t pos = offset;
     while (pos < end) {
         Folio* f = find_folio_locked(d, pos);
-        if (f && f->busy) {
+        // Busy: being filled. Under writeback: its bytes are being sent
+        // straight from it and must stay stable until the remote has them.
+        if (f && (f->busy || d.writing.overlaps(f->pos, f->end()))) {
             changed.wait(lock);
             continue;
         }
@@ -165,7 +170,7 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
                 continue;
             }
         }
-        std::memcpy(f->data.get() + a, data.data() + (pos - offset), b - a);
+        std::memcpy(f->data + a, data.data() + (pos - offset), b - a);
         folio_cache.touch(f);
         pos = f->pos + b;
         transferred = pos - offset;
@@ -204,8 +209,17 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
             if (writing_bytes >= writing_limit)
                 return;    // resumed when a write completes (its waiters and the writeback thread look again)
             const std::size_t len = e - s;
-            std::shared_ptr<std::byte[]> buf(new std::byte[len]);
-            for (std::uint64_t pos = s; pos < e;) {
+            // Within one folio: sent straight from it (writers wait while it
+            // is under writeback). Across folios: gathered into one buffer.
+            std::shared_ptr<std::byte[]> buf;
+            const std::byte* src;
+            if (Folio* only = find_folio_locked(d, s); only && e <= only->end()) {
+                src = only->data + (s - only->pos);
+            } else {
+                buf.reset(new std::byte[len]);
+                src = buf.get();
+            }
+            for (std::uint64_t pos = s; buf && pos < e;) {
                 Folio* f = find_folio_locked(d, pos);
                 if (!f) {  // cannot happen: folios holding dirty bytes are never dropped
                     LOG_ERROR("internal error: dirty bytes of %s at %llu have no folio",
@@ -213,16 +227,16 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                     std::abort();
                 }
                 const std::uint64_t stop = std::min(e, f->end());
-                std::memcpy(buf.get() + (pos - s), f->data.get() + (pos - f->pos), stop - pos);
+                std::memcpy(buf.get() + (pos - s), f->data + (pos - f->pos), stop - pos);
                 pos = stop;
             }
             dirty_bytes -= d.dirty.remove(s, e);
             d.writing.add(s, e);
             writing_bytes += len;
             counters.write_subrequests++;
-            pool->submit(priority, [this, node, file, buf, s, e, len, object = node->cache_object] {
+            pool->submit(priority, [this, node, file, buf, src, s, e, len, object = node->cache_object] {
                 drop_cached(object, s, e);
-                Errc err = write_to_remote(*file, s, {buf.get(), len});
+                Errc err = write_to_remote(*file, s, {src, len});
                 std::lock_guard lock(mu);
                 FileData& d = node->data;
                 d.writing.remove(s, e);
@@ -317,7 +331,7 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         // The folio holding the new end of file: what lies past it is gone.
         const auto keep = static_cast<std::uint32_t>(size - f->pos);
         if (f->uptodate()) {
-            std::memset(f->data.get() + keep, 0, f->size - keep);
+            std::memset(f->data + keep, 0, f->size - keep);
         } else {
             f->valid_end = std::min(f->valid_end, keep);
             if (f->valid_end <= f->valid_begin)
