@@ -10,6 +10,7 @@
 #include "core/engine/engine_impl.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace netfs {
 
@@ -46,11 +47,22 @@ Errc Engine::Impl::direct_read(OpenFile& of, std::uint64_t offset, std::span<std
     changed.wait(lock, [&] { return wait->outstanding == 0; });
     if (wait->error != Errc::ok)
         return wait->error;
-    // The file ends at the first short piece.
+    // The remote's file ends at the first short piece.
     for (std::size_t i = 0; i < pieces; ++i) {
         transferred += got[i];
         if (got[i] < std::min<std::size_t>(limits.rsize, buf.size() - i * limits.rsize))
             break;
+    }
+    // While local writes are not all on the remote, the local size rules:
+    // past the remote's end but before ours is a hole (our dirty bytes lie
+    // outside this range: it was written back above), and nothing lies
+    // past our end.
+    const FileData& d = node->data;
+    if (d.size_is_local) {
+        const std::uint64_t local = d.size > offset ? std::min<std::uint64_t>(d.size - offset, buf.size()) : 0;
+        if (transferred < local)
+            std::memset(buf.data() + transferred, 0, local - transferred);
+        transferred = local;
     }
     return Errc::ok;
 }
