@@ -23,9 +23,16 @@ bool is_regular(std::uint32_t mode) { return S_ISREG(mode); }
 
 } // namespace
 
-void backoff(const EngineOptions& options, int attempt) {
-    auto delay = options.retry_backoff * (1 << std::min(attempt, 10));
+bool Engine::Impl::retry_after(Errc error, int& attempt) {
+    if (!is_transient(error) || attempt >= options.max_retries)
+        return false;
+    {
+        std::lock_guard lock(mu);
+        counters.retries++;
+    }
+    const auto delay = options.retry_backoff * (1 << std::min(attempt++, 10));
     std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(delay, std::chrono::milliseconds(2000)));
+    return true;
 }
 
 // ---- construction ---------------------------------------------------------
@@ -566,35 +573,24 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     return Errc::ok;
 }
 
-Errc Engine::unlink(Ino parent, std::string_view name) {
+Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory) {
     Errc e;
-    std::string path = impl_->new_child_path(parent, name, e);
+    std::string path = new_child_path(parent, name, e);
     if (e != Errc::ok)
         return e;
-    e = impl_->backend->unlink(path);
+    e = directory ? backend->rmdir(path) : backend->unlink(path);
     if (e != Errc::ok)
         return e;
-    std::lock_guard lock(impl_->mu);
-    impl_->unlink_name_locked(parent, std::string(name));
-    if (auto p = impl_->node_locked(parent))
+    std::lock_guard lock(mu);
+    unlink_name_locked(parent, std::string(name));
+    if (auto p = node_locked(parent))
         p->attr_expiry = {};
     return Errc::ok;
 }
 
-Errc Engine::rmdir(Ino parent, std::string_view name) {
-    Errc e;
-    std::string path = impl_->new_child_path(parent, name, e);
-    if (e != Errc::ok)
-        return e;
-    e = impl_->backend->rmdir(path);
-    if (e != Errc::ok)
-        return e;
-    std::lock_guard lock(impl_->mu);
-    impl_->unlink_name_locked(parent, std::string(name));
-    if (auto p = impl_->node_locked(parent))
-        p->attr_expiry = {};
-    return Errc::ok;
-}
+Errc Engine::unlink(Ino parent, std::string_view name) { return impl_->remove_name(parent, name, false); }
+
+Errc Engine::rmdir(Ino parent, std::string_view name) { return impl_->remove_name(parent, name, true); }
 
 Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
                     unsigned flags) {
@@ -851,13 +847,11 @@ Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
             return e;
         file = of.node->data.writeback_file ? of.node->data.writeback_file : of.file;
     }
-    Errc e = Errc::ok;
-    for (int attempt = 0;; ++attempt) {
+    Errc e;
+    int attempt = 0;
+    do
         e = file->fsync(datasync);
-        if (!is_transient(e) || attempt >= impl_->options.max_retries)
-            break;
-        backoff(impl_->options, attempt);
-    }
+    while (e != Errc::ok && impl_->retry_after(e, attempt));
     return e;
 }
 

@@ -140,6 +140,12 @@ struct Engine::Impl {
     void fill_entry_locked(const Node& node, Entry& out) const;
     Errc finish_create(const Caller& caller, Ino parent, const std::string& name,
                        const std::string& path, Attr attr, Entry& out);
+    // unlink or rmdir of (parent, name).
+    Errc remove_name(Ino parent, std::string_view name, bool directory);
+    // After a failed RPC: for a transient error with attempts left, counts a
+    // retry, sleeps the back-off for `attempt` (then incremented) and returns
+    // true; otherwise false. Called without the lock.
+    bool retry_after(Errc error, int& attempt);
     // The path of a new child, refusing on a read-only mount.
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);
     OpenFile* make_open_file_locked(const std::shared_ptr<Node>& node, std::unique_ptr<BackendFile> file,
@@ -246,8 +252,5 @@ struct Engine::Impl {
     std::unique_ptr<IoPool> pool;
     std::unique_ptr<IoPool> cache_pool;
 };
-
-// Sleeps before retry `attempt` (0-based) of a transient error.
-void backoff(const EngineOptions& options, int attempt);
 
 } // namespace netfs

@@ -4,13 +4,7 @@ namespace netfs {
 
 void FolioCache::insert(Folio* folio) {
     used_ += folio->size;
-    folio->lru_older = newest_;
-    folio->lru_newer = nullptr;
-    if (newest_)
-        newest_->lru_newer = folio;
-    newest_ = folio;
-    if (!oldest_)
-        oldest_ = folio;
+    push_newest(folio);
 }
 
 void FolioCache::erase(Folio* folio) {
@@ -22,6 +16,10 @@ void FolioCache::touch(Folio* folio) {
     if (newest_ == folio)
         return;
     unlink(folio);
+    push_newest(folio);
+}
+
+void FolioCache::push_newest(Folio* folio) {
     folio->lru_older = newest_;
     folio->lru_newer = nullptr;
     if (newest_)

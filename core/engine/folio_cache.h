@@ -35,6 +35,7 @@ public:
 
 private:
     void unlink(Folio* folio);
+    void push_newest(Folio* folio);
 
     FolioMemory memory_;
     std::uint64_t budget_;

@@ -110,13 +110,8 @@ Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std
             attempt = 0;
             continue;
         }
-        if (!is_transient(e) || attempt >= options.max_retries)
+        if (!retry_after(e, attempt))
             return e;
-        {
-            std::lock_guard lock(mu);
-            counters.retries++;
-        }
-        backoff(options, attempt++);
     }
     return Errc::ok;
 }

@@ -81,13 +81,8 @@ Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std:
         }
         if (e == Errc::ok)
             e = Errc::io;  // no progress and no error: do not spin
-        if (!is_transient(e) || attempt >= options.max_retries)
+        if (!retry_after(e, attempt))
             return e;
-        {
-            std::lock_guard lock(mu);
-            counters.retries++;
-        }
-        backoff(options, attempt++);
     }
     return Errc::ok;
 }
