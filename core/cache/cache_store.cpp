@@ -1,5 +1,6 @@
 #include "core/cache/cache_store.h"
 
+#include "core/cache/cache_key.h"
 #include "core/log.h"
 
 #include <openssl/rand.h>
@@ -155,7 +156,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         message = "granule size must be a power of two from 64K to 2M";
         return Errc::invalid;
     }
-    if (options.codec.encrypt && !options.key) {
+    if (options.codec.encrypt && !options.key && !options.secret) {
         message = "an encrypted cache needs a key";
         return Errc::invalid;
     }
@@ -235,7 +236,29 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         if (impl->meta_get("nonce_next", next))
             std::memcpy(&impl->nonce_next, next.data(), std::min(next.size(), sizeof impl->nonce_next));
     }
-    impl->codec = std::make_unique<GranuleCodec>(options.codec, options.key ? &*options.key : nullptr);
+    // The cache key: given (tests), or kept wrapped by the user's secret.
+    std::optional<CacheKey> key = options.key;
+    if (options.codec.encrypt && !key) {
+        std::vector<std::uint8_t> blob;
+        CacheKey unwrapped;
+        if (impl->meta_get("wrapped_key", blob)) {
+            if (unwrap_cache_key({blob}, *options.secret, unwrapped) != Errc::ok) {
+                message = "wrong key for the cache in " + options.dir +
+                          " (the cache was left untouched; use the key file or passphrase it was created with)";
+                return Errc::access;
+            }
+        } else {
+            unwrapped = random_cache_key();
+            WrappedKey wrapped;
+            if (wrap_cache_key(unwrapped, *options.secret, wrapped) != Errc::ok ||
+                !impl->meta_put("wrapped_key", wrapped.blob.data(), int(wrapped.blob.size()))) {
+                message = "could not store the cache key in " + db_path;
+                return Errc::io;
+            }
+        }
+        key = unwrapped;
+    }
+    impl->codec = std::make_unique<GranuleCodec>(options.codec, key ? &*key : nullptr);
 
     // A known record proves the key: a wrong secret is refused before any use.
     const GranuleId check_id{0, 0, 0};

@@ -28,7 +28,10 @@ struct CacheOptions {
     std::string dir;                        // created 0700 if missing
     std::uint32_t granule_size = 256 << 10; // power of two, 64 KiB..2 MiB; fixed at creation
     CodecOptions codec;
-    std::optional<CacheKey> key;            // required when codec.encrypt
+    // When codec.encrypt, one of: the user's secret (the cache key is kept
+    // wrapped by it; see cache_key.h), or the cache key itself (tests).
+    std::optional<std::string> secret;
+    std::optional<CacheKey> key;
 };
 
 struct CacheStats {

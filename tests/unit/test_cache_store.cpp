@@ -184,6 +184,31 @@ private slots:
         QVERIFY(back == granule(5));
     }
 
+    // The cache key is kept wrapped by the user's secret: the same secret
+    // opens the cache again, another one is refused without touching it.
+    void a_secret_wraps_the_cache_key() {
+        QTemporaryDir dir;
+        CacheOptions o;
+        o.dir = dir.path().toStdString();
+        o.secret = std::string("correct horse battery staple\n\0binary", 38);
+        std::uint64_t id = 0, cv = 0;
+        {
+            auto s = open_store(o);
+            QCOMPARE(s->object("/f", version(1, 1), id, cv), Errc::ok);
+            QCOMPARE(s->put(id, 0, granule(40), false), Errc::ok);
+        }
+        CacheOptions wrong = o;
+        wrong.secret = "correct horse battery staple";
+        std::unique_ptr<CacheStore> s;
+        std::string message;
+        QCOMPARE(CacheStore::open(wrong, s, message), Errc::access);
+        QVERIFY2(message.find("wrong key") != std::string::npos, message.c_str());
+        s = open_store(o);
+        std::vector<std::byte> back;
+        QCOMPARE(s->get(id, 0, back), Errc::ok);
+        QVERIFY(back == granule(40));
+    }
+
     void no_plaintext_on_disk() {
         QTemporaryDir dir;
         auto s = open_store(options_for(dir.path()));
