@@ -46,6 +46,14 @@ const char* const kMountUsage =
     "  --log-file FILE   log here instead of ~/.local/state/netfs/MOUNTPOINT.log\n"
     "  -d, --debug       log at debug level, every FUSE request included\n"
     "\n"
+    "Persistent cache (compressed with zstd, encrypted with AES-256-GCM):\n"
+    "  --cache-dir DIR     where it lives (default ~/.cache/netfs/<remote id>)\n"
+    "  --key-file FILE     unlock it with FILE's content (FILE must be mode 600)\n"
+    "  --ask-passphrase    unlock it with a passphrase typed on the terminal\n"
+    "                      (default: a generated key in ~/.config/netfs/keys/, 600)\n"
+    "  --granule-size SIZE cache unit, a power of two from 64K to 2M (default 256K)\n"
+    "  --no-encrypt, --no-compress, --no-cache\n"
+    "\n"
     "REMOTE:\n"
     "  file:///abs/path  a local directory (options: latency_ms, bandwidth_mbs, faults,\n"
     "                    rsize, wsize, max_in_flight as ?name=value&...)\n"
@@ -80,7 +88,15 @@ int mount_main(const QStringList& arguments) {
     const QCommandLineOption foreground({"f", "foreground"}, "Stay in the foreground.");
     const QCommandLineOption log_file("log-file", "Log file.", "FILE");
     const QCommandLineOption debug({"d", "debug"}, "Debug logging.");
-    parser.addOptions({help, options, foreground, log_file, debug});
+    const QCommandLineOption cache_dir("cache-dir", "Cache directory.", "DIR");
+    const QCommandLineOption granule_size("granule-size", "Granule size.", "SIZE");
+    const QCommandLineOption key_file("key-file", "Key file.", "FILE");
+    const QCommandLineOption ask_passphrase("ask-passphrase", "Ask for a passphrase.");
+    const QCommandLineOption no_encrypt("no-encrypt", "Do not encrypt the cache.");
+    const QCommandLineOption no_compress("no-compress", "Do not compress the cache.");
+    const QCommandLineOption no_cache("no-cache", "No persistent cache.");
+    parser.addOptions({help, options, foreground, log_file, debug, cache_dir, granule_size, key_file, ask_passphrase,
+                       no_encrypt, no_compress, no_cache});
     parser.addPositionalArgument("REMOTE", "The remote.");
     parser.addPositionalArgument("MOUNTPOINT", "The mount point.");
 
@@ -113,6 +129,33 @@ int mount_main(const QStringList& arguments) {
         if (file.isEmpty())
             return usage_error("--log-file needs a file name");
         request.log_file = QDir::current().absoluteFilePath(file).toStdString();
+    }
+    netfs::CacheRequest& cache = request.cache;
+    cache.enabled = !parser.isSet(no_cache);
+    cache.encrypt = !parser.isSet(no_encrypt);
+    cache.compress = !parser.isSet(no_compress);
+    if (parser.isSet(cache_dir))
+        cache.dir = QDir::current().absoluteFilePath(parser.value(cache_dir)).toStdString();
+    if (parser.isSet(granule_size)) {
+        std::uint64_t size = 0;
+        const std::uint64_t g = netfs::parse_size(parser.value(granule_size).toStdString(), size) ? size : 0;
+        if (g < (64u << 10) || g > (2u << 20) || (g & (g - 1)) != 0)
+            return usage_error("--granule-size must be a power of two from 64K to 2M");
+        cache.granule_size = static_cast<std::uint32_t>(g);
+    }
+    if (parser.isSet(key_file) && parser.isSet(ask_passphrase))
+        return usage_error("use --key-file or --ask-passphrase, not both");
+    if (parser.isSet(key_file))
+        cache.key_file = QDir::current().absoluteFilePath(parser.value(key_file)).toStdString();
+    if (parser.isSet(ask_passphrase) && cache.enabled && cache.encrypt) {
+        // Asked here, before the daemon forks: it inherits the passphrase in
+        // memory, never through a command line or the environment.
+        cache.ask_passphrase = true;
+        std::string error;
+        if (!netfs::read_passphrase(cache.passphrase, error)) {
+            std::fprintf(stderr, "netfs: %s\n", error.c_str());
+            return 1;
+        }
     }
     return netfs::run_mount(request);
 }

@@ -523,7 +523,12 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     std::string message;
     if (Errc e = open_remote(request.remote, backend, message); e != Errc::ok)
         return report.fail(message.empty() ? request.remote + ": " + std::string(describe(e)) : message);
-    auto engine = std::make_unique<Engine>(std::move(backend), engine_options(options, geteuid() == 0));
+    EngineOptions engine_opts = engine_options(options, geteuid() == 0);
+    if (request.cache.enabled) {
+        if (Errc e = open_cache(request.cache, request.remote, engine_opts.cache, message); e != Errc::ok)
+            return report.fail(message);
+    }
+    auto engine = std::make_unique<Engine>(std::move(backend), engine_opts);
     if (Errc e = engine->start(); e != Errc::ok)
         return report.fail(request.remote + ": " + std::string(describe(e)));
     auto adapter = std::make_unique<FuseAdapter>(*engine, options);
@@ -777,6 +782,9 @@ int run_unmount(const std::string& given) {
         if (access(pid_path.c_str(), F_OK) != 0)
             break;  // the daemon has finished its writeback
         if (!daemon_alive(pid)) {
+            // It may have removed its pid file and exited since we looked.
+            if (access(pid_path.c_str(), F_OK) != 0)
+                break;
             unlink(pid_path.c_str());
             print_error("the daemon of " + mountpoint + " (pid " + std::to_string(pid) +
                         ") died before writing back: data written shortly before may be lost (see " +

@@ -31,6 +31,7 @@
 // exit code; nothing stays mounted after a failed mount.
 #pragma once
 
+#include "app/cache_setup.h"
 #include "app/mount_options.h"
 
 #include <string>
@@ -44,6 +45,7 @@ struct MountRequest {
     MountOptions options;
     bool foreground = false;
     std::string log_file;    // empty: $XDG_STATE_HOME/netfs/<escaped mount point>.log
+    CacheRequest cache;      // the persistent cache (app/cache_setup.h)
 };
 
 // Both return the process exit code: 0 done, 1 failed (after printing one line).

@@ -93,7 +93,7 @@ void MountFixture::set_faults(const QString& rules) {
 
 bool MountFixture::mount() {
     error_.clear();
-    QStringList args{"mount", url(), mountpoint_, "--foreground", "--log-file", log_file_};
+    QStringList args{"mount", url(), mountpoint_, "--foreground", "--log-file", log_file_, "--cache-dir", cache_dir()};
     if (!options_.isEmpty())
         args << "-o" << options_.join(',');
     process_ = std::make_unique<QProcess>();
@@ -128,7 +128,8 @@ bool MountFixture::unmount() {
     if (mounted()) {
         RunResult r = run(NETFS_BINARY, {"unmount", mountpoint_}, 60000);
         if (r.exit_code != 0) {
-            error_ = "netfs unmount failed (" + QString::number(r.exit_code) + "): " + r.err;
+            error_ = "netfs unmount failed (" + QString::number(r.exit_code) + "): " + r.err +
+                     "\ndaemon log:\n" + log().right(4000);
             ok = false;
             run("fusermount3", {"-uz", mountpoint_}, 10000);
         }

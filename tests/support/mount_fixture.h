@@ -55,6 +55,7 @@ public:
     QString at(const QString& rel) const { return mountpoint_ + "/" + rel; }      // through the mount
     QString direct(const QString& rel) const { return backing_ + "/" + rel; }     // behind it
     QString scratch() const { return dir_.path(); }      // room for fault files and the like
+    QString cache_dir() const { return dir_.path() + "/cache"; }  // the mount's persistent cache
     QString error() const { return error_; }
     QString log() const;                                  // the daemon's log so far
     qint64 daemon_pid() const { return process_ ? process_->processId() : 0; }

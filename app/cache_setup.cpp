@@ -1,0 +1,164 @@
+#include "app/cache_setup.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace netfs {
+
+namespace {
+
+std::string env_dir(const char* variable, const char* fallback_below_home) {
+    if (const char* v = std::getenv(variable); v && *v == '/')
+        return v;
+    const char* home = std::getenv("HOME");
+    return std::string(home && *home ? home : "/root") + "/" + fallback_below_home;
+}
+
+// "file-3f2a..." from the URL without its query: stable across mounts.
+std::string remote_id(const std::string& remote) {
+    const std::string base = remote.substr(0, remote.find('?'));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(base.data(), base.size(), md, &len, EVP_sha256(), nullptr);
+    static const char* hex = "0123456789abcdef";
+    std::string id = base.substr(0, base.find("://")) + "-";
+    for (int i = 0; i < 8; ++i) {
+        id += hex[md[i] >> 4];
+        id += hex[md[i] & 15];
+    }
+    return id;
+}
+
+bool make_dirs(const std::string& path) {
+    for (std::size_t i = 1; i <= path.size(); ++i)
+        if (i == path.size() || path[i] == '/') {
+            const std::string part = path.substr(0, i);
+            if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST)
+                return false;
+        }
+    return true;
+}
+
+bool read_secret_file(const std::string& path, std::string& out, std::string& message) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        message = "cannot read key file " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || (st.st_mode & 077) != 0) {
+        ::close(fd);
+        message = "key file " + path + " must be readable by its owner only (chmod 600 " + path + ")";
+        return false;
+    }
+    out.clear();
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+        out.append(buf, std::size_t(n));
+    ::close(fd);
+    if (out.empty()) {
+        message = "key file " + path + " is empty";
+        return false;
+    }
+    return true;
+}
+
+// The generated secret for remotes without a key file or passphrase.
+bool generated_secret(const std::string& id, std::string& out, std::string& message) {
+    const std::string dir = env_dir("XDG_CONFIG_HOME", ".config") + "/netfs/keys";
+    const std::string path = dir + "/" + id + ".key";
+    if (::access(path.c_str(), F_OK) == 0)
+        return read_secret_file(path, out, message);
+    if (!make_dirs(dir)) {
+        message = "cannot create " + dir + ": " + std::strerror(errno);
+        return false;
+    }
+    unsigned char secret[32];
+    RAND_bytes(secret, sizeof secret);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    const bool ok = fd >= 0 && ::write(fd, secret, sizeof secret) == ssize_t(sizeof secret) && ::fsync(fd) == 0;
+    if (fd >= 0)
+        ::close(fd);
+    if (!ok) {
+        message = "cannot write the cache key file " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    out.assign(reinterpret_cast<const char*>(secret), sizeof secret);
+    OPENSSL_cleanse(secret, sizeof secret);
+    return true;
+}
+
+} // namespace
+
+bool read_passphrase(std::string& out, std::string& error) {
+    const int tty = ::open("/dev/tty", O_RDWR | O_CLOEXEC);
+    if (tty < 0) {
+        error = "--ask-passphrase needs a terminal (use --key-file for unattended mounts)";
+        return false;
+    }
+    termios old{};
+    ::tcgetattr(tty, &old);
+    termios quiet = old;
+    quiet.c_lflag &= ~tcflag_t(ECHO);
+    ::tcsetattr(tty, TCSAFLUSH, &quiet);
+    const char prompt[] = "netfs cache passphrase: ";
+    (void)!::write(tty, prompt, sizeof prompt - 1);
+    out.clear();
+    char c;
+    while (::read(tty, &c, 1) == 1 && c != '\n')
+        out += c;
+    ::tcsetattr(tty, TCSAFLUSH, &old);
+    (void)!::write(tty, "\n", 1);
+    ::close(tty);
+    if (out.empty()) {
+        error = "an empty passphrase was given";
+        return false;
+    }
+    return true;
+}
+
+Errc open_cache(const CacheRequest& request, const std::string& remote, std::shared_ptr<CacheStore>& out,
+                std::string& message) {
+    const std::string id = remote_id(remote);
+    CacheOptions options;
+    options.dir = request.dir.empty() ? env_dir("XDG_CACHE_HOME", ".cache") + "/netfs/" + id : request.dir;
+    if (!make_dirs(options.dir)) {
+        message = "cannot create the cache directory " + options.dir + ": " + std::strerror(errno);
+        return from_errno(errno);
+    }
+    options.granule_size = request.granule_size;
+    options.codec.encrypt = request.encrypt;
+    options.codec.compress = request.compress;
+    if (request.encrypt) {
+        std::string secret;
+        if (!request.key_file.empty()) {
+            if (!read_secret_file(request.key_file, secret, message))
+                return Errc::access;
+        } else if (request.ask_passphrase) {
+            secret = request.passphrase;
+        } else if (!generated_secret(id, secret, message)) {
+            return Errc::io;
+        }
+        options.secret = std::move(secret);
+    }
+    std::unique_ptr<CacheStore> store;
+    Errc e = CacheStore::open(options, store, message);
+    if (options.secret)
+        OPENSSL_cleanse(options.secret->data(), options.secret->size());
+    if (e != Errc::ok)
+        return e;
+    out = std::move(store);
+    return Errc::ok;
+}
+
+} // namespace netfs
