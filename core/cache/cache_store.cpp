@@ -86,7 +86,12 @@ struct CacheStore::Impl {
     CacheOptions options;
     std::mutex mu;
     sqlite3* db = nullptr;
-    std::unique_ptr<GranuleCodec> codec;
+    std::unique_ptr<GranuleCodec> codec;   // for puts, under mu
+    // Codecs for gets, which decode in parallel outside mu; borrowed and
+    // returned under mu.
+    CodecOptions codec_options;
+    std::optional<CacheKey> key;
+    std::vector<std::unique_ptr<GranuleCodec>> spare_codecs;
     std::map<std::uint64_t, int> pack_fds;  // open pack files
     std::uint64_t pack = 0;                 // current pack (appended to)
     std::uint64_t pack_size = 0;
@@ -259,6 +264,8 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         key = unwrapped;
     }
     impl->codec = std::make_unique<GranuleCodec>(options.codec, key ? &*key : nullptr);
+    impl->codec_options = options.codec;
+    impl->key = key;
 
     // A known record proves the key: a wrong secret is refused before any use.
     const GranuleId check_id{0, 0, 0};
@@ -363,27 +370,47 @@ Errc CacheStore::drop_range(std::uint64_t object, std::uint64_t first, std::uint
 
 Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain) {
     Impl& s = *impl_;
-    std::lock_guard lock(s.mu);
-    Stmt& sel = s.select_granule;
-    sel.bind(1, std::int64_t(object)).bind(2, std::int64_t(index));
-    if (sel.step() != SQLITE_ROW) {
+    std::uint64_t version, offset;
+    std::size_t length;
+    int fd;
+    std::unique_ptr<GranuleCodec> codec;
+    {
+        // Only the lookup is serialised; reading and decoding run in parallel.
+        std::lock_guard lock(s.mu);
+        Stmt& sel = s.select_granule;
+        sel.bind(1, std::int64_t(object)).bind(2, std::int64_t(index));
+        if (sel.step() != SQLITE_ROW) {
+            sel.reset();
+            s.misses++;
+            return Errc::not_found;
+        }
+        version = std::uint64_t(sel.col(0));
+        const auto pack = std::uint64_t(sel.col(1));
+        offset = std::uint64_t(sel.col(2));
+        length = std::size_t(sel.col(3));
         sel.reset();
-        s.misses++;
-        return Errc::not_found;
+        fd = s.pack_fd(pack);  // pack files stay open while the store lives
+        if (!s.spare_codecs.empty()) {
+            codec = std::move(s.spare_codecs.back());
+            s.spare_codecs.pop_back();
+        }
     }
-    const auto version = std::uint64_t(sel.col(0));
-    const auto pack = std::uint64_t(sel.col(1));
-    const auto offset = std::uint64_t(sel.col(2));
-    const auto length = std::size_t(sel.col(3));
-    sel.reset();
-    s.record.resize(length);
-    const int fd = s.pack_fd(pack);
-    const ssize_t n = fd < 0 ? -1 : ::pread(fd, s.record.data(), length, off_t(offset));
-    if (n != ssize_t(length) || s.codec->decode({object, index, version}, s.record, plain) != Errc::ok) {
+    if (!codec)
+        codec = std::make_unique<GranuleCodec>(s.codec_options, s.key ? &*s.key : nullptr);
+    thread_local std::vector<std::byte> record;
+    record.resize(length);
+    const ssize_t n = fd < 0 ? -1 : ::pread(fd, record.data(), length, off_t(offset));
+    const bool good = n == ssize_t(length) && codec->decode({object, index, version}, record, plain) == Errc::ok;
+    std::lock_guard lock(s.mu);
+    s.spare_codecs.push_back(std::move(codec));
+    if (!good) {
         // Never returned: dropped, counted, logged; the caller reads the remote.
         s.damaged++;
         s.misses++;
-        s.delete_granule.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).run();
+        // Only the record that was checked: a put may have replaced it meanwhile.
+        Stmt drop(s.db, "DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4");
+        drop.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, std::int64_t(offset))
+            .bind(4, std::int64_t(length)).run();
         LOG_WARN("cache: granule %llu of object %llu failed verification; dropped, it will be read again",
                  static_cast<unsigned long long>(index), static_cast<unsigned long long>(object));
         return Errc::not_found;
