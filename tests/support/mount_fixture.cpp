@@ -96,6 +96,7 @@ bool MountFixture::mount() {
     QStringList args{"mount", url(), mountpoint_, "--foreground", "--log-file", log_file_, "--cache-dir", cache_dir()};
     if (!options_.isEmpty())
         args << "-o" << options_.join(',');
+    args << extra_args_;
     process_ = std::make_unique<QProcess>();
     process_->setProcessChannelMode(QProcess::MergedChannels);
     process_->setStandardInputFile(QProcess::nullDevice());

@@ -61,12 +61,16 @@ public:
     qint64 daemon_pid() const { return process_ ? process_->processId() : 0; }
     bool mounted() const;
 
+    // More `netfs mount` arguments for the next mount (--key-file F, ...).
+    void set_extra_args(QStringList args) { extra_args_ = std::move(args); }
+
     // Fault rules for the file:// remote's FaultyBackend (re-read on change).
     void set_faults(const QString& rules);
 
 private:
     RemoteSpec remote_;
     QStringList options_;
+    QStringList extra_args_;
     QTemporaryDir dir_;
     QString backing_, mountpoint_, faults_, log_file_;
     std::unique_ptr<QProcess> process_;

@@ -1,0 +1,142 @@
+// The persistent cache through real mounts: what was read once is read
+// again after a remount without the remote, the key must be the right one,
+// nothing is stored in plaintext, and a change on the remote is never
+// masked by cached granules.
+#include "tests/support/mount_fixture.h"
+
+#include <QDirIterator>
+#include <QFile>
+#include <QTest>
+
+#include <sys/stat.h>
+
+using namespace netfs::test;
+
+namespace {
+
+QString key_file(const MountFixture& m, const QString& name, const QByteArray& secret, int mode = 0600) {
+    const QString path = m.scratch() + "/" + name;
+    QFile f(path);
+    f.open(QIODevice::WriteOnly | QIODevice::Truncate);
+    f.write(secret);
+    f.close();
+    ::chmod(path.toLocal8Bit().constData(), mode);
+    return path;
+}
+
+// Every file in the cache directory, concatenated.
+QByteArray cache_bytes(const MountFixture& m) {
+    QByteArray all;
+    QDirIterator it(m.cache_dir(), QDir::Files, QDirIterator::Subdirectories);
+    while (it.hasNext()) {
+        QFile f(it.next());
+        if (f.open(QIODevice::ReadOnly))
+            all += f.readAll();
+    }
+    return all;
+}
+
+} // namespace
+
+class TestCacheMount : public QObject {
+    Q_OBJECT
+private slots:
+    void a_remount_reads_from_the_cache_without_the_remote() {
+        MountFixture m;
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret one")});
+        auto data = random_bytes(5 << 20, 1);
+        QVERIFY(write_file(m.direct("f"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));  // waits for queued cache stores
+        // Every data read from the remote now fails: only the cache can answer.
+        m.set_faults("read io\n");
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    void a_change_on_the_remote_is_never_masked() {
+        MountFixture m;
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret")});
+        QVERIFY(write_file(m.direct("f"), random_bytes(1 << 20, 2)));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == random_bytes(1 << 20, 2));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        QVERIFY(write_file(m.direct("f"), random_bytes(1 << 20, 3)));  // another client, while unmounted
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == random_bytes(1 << 20, 3));
+        // And while mounted: written through the mount, read back after a remount.
+        auto patch = random_bytes(300000, 4);
+        auto want = random_bytes(1 << 20, 3);
+        std::copy(patch.begin(), patch.end(), want.begin() + 100000);
+        {
+            QFile f(m.at("f"));
+            QVERIFY(f.open(QIODevice::ReadWrite));
+            f.seek(100000);
+            f.write(reinterpret_cast<const char*>(patch.data()), qint64(patch.size()));
+        }
+        QVERIFY2(m.remount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == want);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    void the_wrong_key_is_refused_and_the_cache_kept() {
+        MountFixture m;
+        const QString right = key_file(m, "right", QByteArray("\x00\x01binary secret\n", 16));
+        m.set_extra_args({"--key-file", right});
+        auto data = random_bytes(2 << 20, 5);
+        QVERIFY(write_file(m.direct("f"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+
+        const QString wrong = key_file(m, "wrong", "not the secret");
+        RunResult r = run(NETFS_BINARY, {"mount", m.url(), m.mountpoint(), "--cache-dir", m.cache_dir(), "--key-file",
+                                         wrong},
+                          20000);
+        QCOMPARE(r.exit_code, 1);
+        QVERIFY2(r.err.trimmed().split('\n').size() == 1 && r.err.contains("wrong key"), qPrintable(r.err));
+        QVERIFY(!m.mounted());
+
+        const QString loose = key_file(m, "loose", "secret", 0644);
+        r = run(NETFS_BINARY, {"mount", m.url(), m.mountpoint(), "--cache-dir", m.cache_dir(), "--key-file", loose},
+                20000);
+        QCOMPARE(r.exit_code, 1);
+        QVERIFY2(r.err.contains("chmod 600"), qPrintable(r.err));
+        QVERIFY(!m.mounted());
+
+        // The right key still opens the cache, which still holds the data.
+        m.set_faults("read io\n");
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    void no_plaintext_reaches_the_cache() {
+        MountFixture m;
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret")});
+        QByteArray text;
+        while (text.size() < (3 << 20))
+            text += "NETFS-PLAINTEXT-PATTERN the quick brown fox jumps over the lazy dog\n";
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        {
+            QFile f(m.at("text"));
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write(text);
+        }
+        QVERIFY2(m.remount(), qPrintable(m.error()));
+        QFile back(m.at("text"));
+        QVERIFY(back.open(QIODevice::ReadOnly));
+        QCOMPARE(back.readAll(), text);  // read once: now in the cache
+        back.close();
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        const QByteArray stored = cache_bytes(m);
+        QVERIFY2(stored.size() > 100000, "the cache holds the file");
+        QVERIFY2(stored.size() < text.size() / 2, "compressible text is stored compressed");
+        QVERIFY(!stored.contains("NETFS-PLAINTEXT-PATTERN"));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestCacheMount)
+#include "test_cache_mount.moc"
