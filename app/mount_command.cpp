@@ -498,7 +498,7 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     fuse_set_log_func(fuse_log_to_ours);
 
     int log_fd = -1;
-    if (daemon) {
+    if (daemon || !request.log_file.empty()) {  // an explicit --log-file wins in the foreground too
         std::string error;
         if (request.log_file.empty() && !make_private_dir(dirname_of(paths.log), error))
             return report.fail(error);
@@ -506,7 +506,8 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
         if (log_fd < 0)
             return report.fail("cannot open log file " + paths.log + ": " + errno_text(errno));
         set_log_file(fdopen(fcntl(log_fd, F_DUPFD_CLOEXEC, 3), "a"));
-        report.log_failures();
+        if (daemon)
+            report.log_failures();
     } else {
         // Logs go to the terminal through their own descriptor, so that they
         // never mix with a helper's output caught on fd 2 (StderrCapture).

@@ -80,6 +80,26 @@ private:
     sqlite3_stmt* s_ = nullptr;
 };
 
+// True when SQLite can read the whole database: a damaged header or page
+// makes this fail, not a later query in the middle of a read.
+bool healthy(sqlite3* db) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, nullptr) != SQLITE_OK)
+        return false;
+    const bool ok = sqlite3_step(st) == SQLITE_ROW &&
+                    std::strcmp(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok") == 0;
+    sqlite3_finalize(st);
+    return ok;
+}
+
+// Moves the database, its WAL and the packs to "<name>.damaged-<time>".
+std::string quarantine(const std::string& dir) {
+    const std::string suffix = ".damaged-" + std::to_string(now_seconds());
+    for (const char* name : {"/cache.db", "/cache.db-wal", "/cache.db-shm", "/packs"})
+        ::rename((dir + name).c_str(), (dir + name + suffix).c_str());
+    return dir + "/cache.db" + suffix;
+}
+
 } // namespace
 
 struct CacheStore::Impl {
@@ -106,7 +126,9 @@ struct CacheStore::Impl {
     ~Impl() {
         for (auto& [id, fd] : pack_fds)
             ::close(fd);
-        sqlite3_close(db);
+        // The statements below are finalized after this body runs; _v2
+        // closes (and checkpoints the WAL) once the last of them is gone.
+        sqlite3_close_v2(db);
     }
 
     bool exec(const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
@@ -177,9 +199,25 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     auto impl = std::make_unique<Impl>();
     impl->options = options;
     const std::string db_path = options.dir + "/cache.db";
-    const mode_t old_umask = ::umask(077);  // the database and its WAL are private
-    const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-    ::umask(old_umask);
+    auto open_db = [&]() {
+        const mode_t old_umask = ::umask(077);  // the database and its WAL are private
+        const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+        ::umask(old_umask);
+        return rc;
+    };
+    int rc = open_db();
+    if (rc == SQLITE_OK && !healthy(impl->db)) {
+        // Unreadable metadata: set it aside with its packs (kept for
+        // inspection, never silently deleted) and start an empty cache.
+        sqlite3_close(impl->db);
+        impl->db = nullptr;
+        const std::string aside = quarantine(options.dir);
+        LOG_WARN("the cache database %s was damaged; moved to %s and started afresh (data will be read from the "
+                 "remote again)",
+                 db_path.c_str(), aside.c_str());
+        ::mkdir((options.dir + "/packs").c_str(), 0700);
+        rc = open_db();
+    }
     if (rc != SQLITE_OK) {
         message = "cannot open the cache database " + db_path + ": " + sqlite3_errstr(rc);
         return Errc::io;
