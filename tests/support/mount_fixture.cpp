@@ -149,6 +149,16 @@ bool MountFixture::unmount() {
     return ok;
 }
 
+bool MountFixture::crash() {
+    if (!process_)
+        return false;
+    process_->kill();  // SIGKILL
+    const bool exited = process_->waitForFinished(10000);
+    process_.reset();
+    run("fusermount3", {"-uz", mountpoint_}, 10000);
+    return exited && !mounted();
+}
+
 std::vector<std::byte> random_bytes(std::size_t n, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::vector<std::byte> out(n);

@@ -48,6 +48,9 @@ public:
     // Unmounts through `netfs unmount` and waits for the daemon to exit.
     bool unmount();
     bool remount() { return unmount() && mount(); }
+    // SIGKILLs the daemon (a crash: nothing written back) and detaches the
+    // dead mount, so that mount() can start again.
+    bool crash();
 
     QString url() const;
     QString backing() const { return backing_; }        // what the remote serves, seen directly
