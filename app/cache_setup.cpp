@@ -24,8 +24,9 @@ std::string env_dir(const char* variable, const char* fallback_below_home) {
     return std::string(home && *home ? home : "/root") + "/" + fallback_below_home;
 }
 
-// "file-3f2a..." from the URL without its query: stable across mounts.
-std::string remote_id(const std::string& remote) {
+} // namespace
+
+std::string cache_id(const std::string& remote) {
     const std::string base = remote.substr(0, remote.find('?'));
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -38,6 +39,8 @@ std::string remote_id(const std::string& remote) {
     }
     return id;
 }
+
+namespace {
 
 bool make_dirs(const std::string& path) {
     for (std::size_t i = 1; i <= path.size(); ++i)
@@ -74,11 +77,15 @@ bool read_secret_file(const std::string& path, std::string& out, std::string& me
 }
 
 // The generated secret for remotes without a key file or passphrase.
-bool generated_secret(const std::string& id, std::string& out, std::string& message) {
+bool generated_secret(const std::string& id, bool create, std::string& out, std::string& message) {
     const std::string dir = env_dir("XDG_CONFIG_HOME", ".config") + "/netfs/keys";
     const std::string path = dir + "/" + id + ".key";
     if (::access(path.c_str(), F_OK) == 0)
         return read_secret_file(path, out, message);
+    if (!create) {
+        message = "no key for this cache in " + path + " (give --key-file or --ask-passphrase)";
+        return false;
+    }
     if (!make_dirs(dir)) {
         message = "cannot create " + dir + ": " + std::strerror(errno);
         return false;
@@ -127,10 +134,11 @@ bool read_passphrase(std::string& out, std::string& error) {
     return true;
 }
 
-Errc open_cache(const CacheRequest& request, const std::string& remote, std::shared_ptr<CacheStore>& out,
-                std::string& message) {
-    const std::string id = remote_id(remote);
+Errc open_cache(const CacheRequest& request, const std::string& id, std::shared_ptr<CacheStore>& out,
+                std::string& message, bool metadata_only, bool create_key) {
     CacheOptions options;
+    options.metadata_only = metadata_only;
+    options.owner = id;
     options.dir = request.dir.empty() ? env_dir("XDG_CACHE_HOME", ".cache") + "/netfs/" + id : request.dir;
     if (!make_dirs(options.dir)) {
         message = "cannot create the cache directory " + options.dir + ": " + std::strerror(errno);
@@ -139,14 +147,14 @@ Errc open_cache(const CacheRequest& request, const std::string& remote, std::sha
     options.granule_size = request.granule_size;
     options.codec.encrypt = request.encrypt;
     options.codec.compress = request.compress;
-    if (request.encrypt) {
+    if (request.encrypt && !metadata_only) {
         std::string secret;
         if (!request.key_file.empty()) {
             if (!read_secret_file(request.key_file, secret, message))
                 return Errc::access;
         } else if (request.ask_passphrase) {
             secret = request.passphrase;
-        } else if (!generated_secret(id, secret, message)) {
+        } else if (!generated_secret(id, create_key, secret, message)) {
             return Errc::io;
         }
         options.secret = std::move(secret);

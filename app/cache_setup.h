@@ -35,9 +35,16 @@ struct CacheRequest {
 // when there is no terminal to ask.
 bool read_passphrase(std::string& out, std::string& error);
 
-// Opens (or creates) the cache for `remote`. On failure `message` is one
-// line that says what to do.
-Errc open_cache(const CacheRequest& request, const std::string& remote, std::shared_ptr<CacheStore>& out,
-                std::string& message);
+// The id of a remote's cache ("file-3f2a..."): the name of its default
+// directory and of its generated key. From the URL without its query.
+std::string cache_id(const std::string& remote);
+
+// Opens (or creates) the cache with this id. With `metadata_only` no secret
+// is needed (stats, evict, clear). On failure `message` is one line that
+// says what to do.
+// Only a mount creates the generated key (`create_key`); maintenance
+// commands find the one the cache was created with, or fail.
+Errc open_cache(const CacheRequest& request, const std::string& id, std::shared_ptr<CacheStore>& out,
+                std::string& message, bool metadata_only = false, bool create_key = true);
 
 } // namespace netfs

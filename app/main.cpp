@@ -10,6 +10,7 @@
 // There is deliberately no QCoreApplication here: `mount` forks the daemon,
 // and nothing may start a thread before that (see mount_command.h).
 // QCommandLineParser::parse() needs no application object.
+#include "app/cache_command.h"
 #include "app/mount_command.h"
 #include "app/mount_options.h"
 
@@ -27,11 +28,13 @@ constexpr int kUsageError = 2;
 const char* const kUsage =
     "usage: netfs mount REMOTE MOUNTPOINT [-o OPTIONS] [-f] [--log-file FILE] [-d]\n"
     "       netfs unmount MOUNTPOINT\n"
+    "       netfs cache stats|verify|evict|clear [REMOTE | --cache-dir DIR]\n"
     "       netfs --help | --version\n"
     "\n"
     "Commands:\n"
     "  mount      mount REMOTE (file:///path) on the directory MOUNTPOINT\n"
     "  unmount    unmount MOUNTPOINT after writing back its data (alias: umount)\n"
+    "  cache      look after a persistent cache (see netfs cache --help)\n"
     "\n"
     "See netfs mount --help for the mount options.\n";
 
@@ -215,5 +218,7 @@ int main(int argc, char** argv) {
         return mount_main(QStringList{command} + arguments);
     if (command == "unmount" || command == "umount")
         return unmount_main(arguments, command == "unmount" ? "unmount" : "umount");
+    if (command == "cache")
+        return netfs::run_cache_command(arguments);
     return usage_error(QStringLiteral("unknown command '%1' (see netfs --help)").arg(command));
 }

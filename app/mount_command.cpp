@@ -526,7 +526,7 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
         return report.fail(message.empty() ? request.remote + ": " + std::string(describe(e)) : message);
     EngineOptions engine_opts = engine_options(options, geteuid() == 0);
     if (request.cache.enabled) {
-        if (Errc e = open_cache(request.cache, request.remote, engine_opts.cache, message); e != Errc::ok)
+        if (Errc e = open_cache(request.cache, cache_id(request.remote), engine_opts.cache, message); e != Errc::ok)
             return report.fail(message);
     }
     auto engine = std::make_unique<Engine>(std::move(backend), engine_opts);

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,14 +119,19 @@ struct CacheStore::Impl {
     std::array<std::uint8_t, 4> nonce_prefix{};
     std::uint64_t nonce_next = 0, nonce_reserved = 0;
     std::uint64_t hits = 0, misses = 0, damaged = 0;
+    bool metadata_only = false;
     std::vector<std::byte> record;  // encode/decode buffer
 
     Stmt get_object, insert_object, update_object, drop_clean, select_granule, upsert_granule, delete_granule,
         set_clean, drop_from, set_meta, add_pack;
 
+    int lock_fd = -1;  // flock'ed: one user of a cache at a time
+
     ~Impl() {
         for (auto& [id, fd] : pack_fds)
             ::close(fd);
+        if (lock_fd >= 0)
+            ::close(lock_fd);
         // The statements below are finalized after this body runs; _v2
         // closes (and checkpoints the WAL) once the last of them is gone.
         sqlite3_close_v2(db);
@@ -177,13 +183,20 @@ CacheStore::~CacheStore() = default;
 
 std::uint32_t CacheStore::granule_size() const { return impl_->options.granule_size; }
 
+std::string CacheStore::owner() const {
+    std::lock_guard lock(impl_->mu);
+    std::vector<std::uint8_t> v;
+    impl_->meta_get("owner", v);
+    return {v.begin(), v.end()};
+}
+
 Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& out, std::string& message) {
     const std::uint32_t g = options.granule_size;
     if (g < (64u << 10) || g > (2u << 20) || (g & (g - 1)) != 0) {
         message = "granule size must be a power of two from 64K to 2M";
         return Errc::invalid;
     }
-    if (options.codec.encrypt && !options.key && !options.secret) {
+    if (options.codec.encrypt && !options.key && !options.secret && !options.metadata_only) {
         message = "an encrypted cache needs a key";
         return Errc::invalid;
     }
@@ -199,6 +212,14 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     auto impl = std::make_unique<Impl>();
     impl->options = options;
     const std::string db_path = options.dir + "/cache.db";
+    if (!options.metadata_only) {
+        // Two users of one cache would hand out the same nonces: never.
+        impl->lock_fd = ::open((options.dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (impl->lock_fd < 0 || ::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            message = "the cache in " + options.dir + " is in use by another netfs (each mount needs its own; use --cache-dir)";
+            return Errc::busy;
+        }
+    }
     auto open_db = [&]() {
         const mode_t old_umask = ::umask(077);  // the database and its WAL are private
         const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
@@ -249,6 +270,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         impl->meta_put("granule_size", &g, sizeof g);
         impl->meta_put("encrypted", &enc, sizeof enc);
         impl->meta_put("nonce_prefix", impl->nonce_prefix.data(), 4);
+        impl->meta_put("owner", options.owner.data(), int(options.owner.size()));
     } else {
         std::vector<std::uint8_t> gs, enc, prefix, next;
         std::int64_t schema = 0;
@@ -270,7 +292,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
                       "K: use that size or clear the cache";
             return Errc::invalid;
         }
-        if (bool(stored_enc) != options.codec.encrypt) {
+        if (bool(stored_enc) != options.codec.encrypt && !options.metadata_only) {
             message = std::string("the cache in ") + options.dir + " is " + (stored_enc ? "encrypted" : "not encrypted") +
                       ": open it " + (stored_enc ? "with its key" : "with --no-encrypt") + " or clear it";
             return Errc::invalid;
@@ -281,7 +303,9 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     }
     // The cache key: given (tests), or kept wrapped by the user's secret.
     std::optional<CacheKey> key = options.key;
-    if (options.codec.encrypt && !key) {
+    if (options.metadata_only) {
+        impl->codec_options = options.codec;
+    } else if (options.codec.encrypt && !key) {
         std::vector<std::uint8_t> blob;
         CacheKey unwrapped;
         if (impl->meta_get("wrapped_key", blob)) {
@@ -304,24 +328,27 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     impl->codec = std::make_unique<GranuleCodec>(options.codec, key ? &*key : nullptr);
     impl->codec_options = options.codec;
     impl->key = key;
+    impl->metadata_only = options.metadata_only;
 
-    // A known record proves the key: a wrong secret is refused before any use.
-    const GranuleId check_id{0, 0, 0};
-    const char* check_text = "netfs cache key check";
-    std::span<const std::byte> check{reinterpret_cast<const std::byte*>(check_text), std::strlen(check_text)};
-    std::vector<std::uint8_t> stored_check;
-    if (impl->meta_get("key_check", stored_check)) {
-        std::vector<std::byte> plain;
-        std::span<const std::byte> rec{reinterpret_cast<const std::byte*>(stored_check.data()), stored_check.size()};
-        if (impl->codec->decode(check_id, rec, plain) != Errc::ok ||
-            !std::equal(plain.begin(), plain.end(), check.begin(), check.end())) {
-            message = "wrong key for the cache in " + options.dir + " (the cache was left untouched)";
-            return Errc::access;
+    if (!options.metadata_only) {
+        // A known record proves the key: a wrong secret is refused before any use.
+        const GranuleId check_id{0, 0, 0};
+        const char* check_text = "netfs cache key check";
+        std::span<const std::byte> check{reinterpret_cast<const std::byte*>(check_text), std::strlen(check_text)};
+        std::vector<std::uint8_t> stored_check;
+        if (impl->meta_get("key_check", stored_check)) {
+            std::vector<std::byte> plain;
+            std::span<const std::byte> rec{reinterpret_cast<const std::byte*>(stored_check.data()), stored_check.size()};
+            if (impl->codec->decode(check_id, rec, plain) != Errc::ok ||
+                !std::equal(plain.begin(), plain.end(), check.begin(), check.end())) {
+                message = "wrong key for the cache in " + options.dir + " (the cache was left untouched)";
+                return Errc::access;
+            }
+        } else {
+            std::vector<std::byte> rec;
+            impl->codec->encode(check_id, check, impl->next_nonce(), rec);
+            impl->meta_put("key_check", rec.data(), int(rec.size()));
         }
-    } else {
-        std::vector<std::byte> rec;
-        impl->codec->encode(check_id, check, impl->next_nonce(), rec);
-        impl->meta_put("key_check", rec.data(), int(rec.size()));
     }
 
     Stmt last(impl->db, "SELECT id, size FROM packs ORDER BY id DESC LIMIT 1");
@@ -408,6 +435,8 @@ Errc CacheStore::drop_range(std::uint64_t object, std::uint64_t first, std::uint
 
 Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain) {
     Impl& s = *impl_;
+    if (s.metadata_only)
+        return Errc::not_supported;
     std::uint64_t version, offset;
     std::size_t length;
     int fd;
@@ -460,6 +489,8 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
 Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty,
                      std::uint64_t content_version) {
     Impl& s = *impl_;
+    if (s.metadata_only)
+        return Errc::not_supported;
     std::lock_guard lock(s.mu);
     if (plain.size() > s.options.granule_size)
         return Errc::invalid;
@@ -530,10 +561,52 @@ CacheStats CacheStore::stats() {
         out.stored_bytes = std::uint64_t(q.col(3));
         out.dirty_bytes = std::uint64_t(q.col(4));
     }
+    q.reset();
+    Stmt pinned(s.db, "SELECT coalesce(sum(g.plain_len), 0) FROM granules g JOIN objects o ON o.id = g.object"
+                      " WHERE o.pinned != 0");
+    if (pinned.step() == SQLITE_ROW)
+        out.pinned_bytes = std::uint64_t(pinned.col(0));
+    struct stat st;
+    for (const char* name : {"/cache.db", "/cache.db-wal"})
+        if (::stat((s.options.dir + name).c_str(), &st) == 0)
+            out.disk_bytes += std::uint64_t(st.st_blocks) * 512;
+    Stmt packs(s.db, "SELECT id FROM packs");
+    while (packs.step() == SQLITE_ROW)
+        if (::stat(s.pack_path(std::uint64_t(packs.col(0))).c_str(), &st) == 0)
+            out.disk_bytes += std::uint64_t(st.st_blocks) * 512;
     out.hits = s.hits;
     out.misses = s.misses;
     out.damaged = s.damaged;
     return out;
+}
+
+std::uint64_t CacheStore::verify(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> all;
+    {
+        std::lock_guard lock(impl_->mu);
+        Stmt q(impl_->db, "SELECT object, idx FROM granules ORDER BY object, idx");
+        while (q.step() == SQLITE_ROW)
+            all.emplace_back(std::uint64_t(q.col(0)), std::uint64_t(q.col(1)));
+    }
+    const std::uint64_t before = stats().damaged;
+    std::vector<std::byte> plain;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        get(all[i].first, all[i].second, plain);  // a damaged one is dropped and counted
+        if (progress && (i % 64 == 0 || i + 1 == all.size()))
+            progress(i + 1, all.size());
+    }
+    return stats().damaged - before;
+}
+
+std::uint64_t CacheStore::evict_clean() {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    Stmt size(s.db, "SELECT coalesce(sum(plain_len), 0) FROM granules WHERE dirty = 0 AND object NOT IN"
+                    " (SELECT id FROM objects WHERE pinned != 0)");
+    const std::uint64_t bytes = size.step() == SQLITE_ROW ? std::uint64_t(size.col(0)) : 0;
+    size.reset();
+    Stmt drop(s.db, "DELETE FROM granules WHERE dirty = 0 AND object NOT IN (SELECT id FROM objects WHERE pinned != 0)");
+    return drop.run() ? bytes : 0;
 }
 
 } // namespace netfs

@@ -16,6 +16,7 @@
 #include "core/cache/granule_codec.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -32,6 +33,12 @@ struct CacheOptions {
     // wrapped by it; see cache_key.h), or the cache key itself (tests).
     std::optional<std::string> secret;
     std::optional<CacheKey> key;
+    // Open the metadata only (stats, evict, clear): no key needed; get and
+    // put are refused.
+    bool metadata_only = false;
+    // Who owns the cache (the id naming its generated key); recorded when
+    // the cache is created, read back by owner().
+    std::string owner;
 };
 
 struct CacheStats {
@@ -43,6 +50,8 @@ struct CacheStats {
     std::uint64_t hits = 0;
     std::uint64_t misses = 0;
     std::uint64_t damaged = 0;         // records that failed verification (dropped)
+    std::uint64_t pinned_bytes = 0;    // plaintext bytes of pinned objects
+    std::uint64_t disk_bytes = 0;      // pack files and database on disk
 };
 
 class CacheStore {
@@ -53,6 +62,7 @@ public:
     ~CacheStore();
 
     std::uint32_t granule_size() const;
+    std::string owner() const;
 
     // The cache's id for a remote object, checked against the version the
     // remote reports: when it differs, the object's clean granules are
@@ -79,6 +89,12 @@ public:
     Errc drop_from(std::uint64_t object, std::uint64_t from_index);
 
     CacheStats stats();
+
+    // Reads and authenticates every granule; damaged ones are dropped.
+    // `progress(done, total)` is called as it goes. Returns the damaged count.
+    std::uint64_t verify(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+    // Drops every clean granule of objects not pinned. Returns bytes dropped.
+    std::uint64_t evict_clean();
 
 private:
     struct Impl;

@@ -91,6 +91,8 @@ private slots:
         QVERIFY(QFile::link(NETFS_BINARY, bin + "/netfs"));
         QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
         env.insert("PATH", bin + ":" + env.value("PATH"));
+        env.insert("XDG_CACHE_HOME", dir_.path() + "/cache-home");  // keep the real home clean
+        env.insert("XDG_CONFIG_HOME", dir_.path() + "/config-home");
         QVERIFY(QFile(src_ + "/hello").open(QIODevice::WriteOnly));
 
         RunResult r = run("mount", {"-t", "fuse.netfs", "file://" + src_, mnt_, "-o", "ro,noatime,_netdev"}, 20000, env);

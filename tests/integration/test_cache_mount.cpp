@@ -8,6 +8,8 @@
 #include <QDirIterator>
 #include <QFileInfo>
 #include <QFile>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QTest>
 
 #include <sys/stat.h>
@@ -179,6 +181,42 @@ private slots:
         QVERIFY2(m.unmount(), qPrintable(m.error()));
         QVERIFY(QFile::remove(pack));  // deleted
         QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    void cache_tools_report_verify_and_clear() {
+        MountFixture m;  // the generated key: the tools must find it themselves
+        auto data = random_bytes(3 << 20, 9);
+        QVERIFY(write_file(m.direct("f"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        RunResult r = run(NETFS_BINARY, {"cache", "clear", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        QCOMPARE(r.exit_code, 1);  // in use by the mount
+        QVERIFY2(r.err.contains("in use"), qPrintable(r.err));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+
+        r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir(), "--json"}, 20000, m.environment());
+        QCOMPARE(r.exit_code, 0);
+        const QJsonObject stats = QJsonDocument::fromJson(r.out.toUtf8()).object();
+        QCOMPARE(stats["logical_bytes"].toInteger(), qint64(data.size()));
+        QCOMPARE(stats["dirty_bytes"].toInteger(), 0);
+
+        r = run(NETFS_BINARY, {"cache", "verify", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        QVERIFY2(r.exit_code == 0 && r.out.contains("12 granules verified, 0 damaged"), qPrintable(r.out + r.err));
+        {
+            QFile pack(m.cache_dir() + "/packs/000001");
+            QVERIFY(pack.open(QIODevice::ReadWrite));
+            pack.seek(pack.size() / 2);
+            pack.putChar('\x7f');
+        }
+        r = run(NETFS_BINARY, {"cache", "verify", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        QVERIFY2(r.exit_code == 1 && r.out.contains("1 damaged"), qPrintable(r.out + r.err));
+
+        r = run(NETFS_BINARY, {"cache", "clear", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        QVERIFY2(r.exit_code == 0, qPrintable(r.err));
+        QVERIFY(!QFileInfo::exists(m.cache_dir()));
+        QVERIFY2(m.mount(), qPrintable(m.error()));  // a new, empty cache; the data from the remote
         QVERIFY(read_file(m.at("f")) == data);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }

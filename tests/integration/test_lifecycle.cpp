@@ -58,6 +58,8 @@ private slots:
         QVERIFY(QDir().mkpath(src) && QDir().mkpath(mnt));
         QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
         env.insert("XDG_STATE_HOME", state);
+        env.insert("XDG_CACHE_HOME", dir.path() + "/cache-home");
+        env.insert("XDG_CONFIG_HOME", dir.path() + "/config-home");
         RunResult r = run(NETFS_BINARY, {"mount", "file://" + src, mnt}, 20000, env);
         QVERIFY2(r.exit_code == 0, qPrintable(r.err));
         QVERIFY(is_mountpoint(mnt));  // mounted by the time it returned

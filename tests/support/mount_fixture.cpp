@@ -81,6 +81,12 @@ QString MountFixture::log() const {
 
 bool MountFixture::mounted() const { return is_mountpoint(mountpoint_); }
 
+QProcessEnvironment MountFixture::environment() const {
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert("XDG_CONFIG_HOME", dir_.path() + "/config");
+    return env;
+}
+
 void MountFixture::set_faults(const QString& rules) {
     // Written whole and renamed into place: the daemon never reads half a file.
     const QString tmp = faults_ + ".new";
@@ -100,6 +106,7 @@ bool MountFixture::mount() {
     process_ = std::make_unique<QProcess>();
     process_->setProcessChannelMode(QProcess::MergedChannels);
     process_->setStandardInputFile(QProcess::nullDevice());
+    process_->setProcessEnvironment(environment());
     process_->start(NETFS_BINARY, args);
     if (!process_->waitForStarted(5000)) {
         error_ = "could not start " NETFS_BINARY;
@@ -127,7 +134,7 @@ bool MountFixture::unmount() {
         return true;
     bool ok = true;
     if (mounted()) {
-        RunResult r = run(NETFS_BINARY, {"unmount", mountpoint_}, 60000);
+        RunResult r = run(NETFS_BINARY, {"unmount", mountpoint_}, 60000, environment());
         if (r.exit_code != 0) {
             error_ = "netfs unmount failed (" + QString::number(r.exit_code) + "): " + r.err +
                      "\ndaemon log:\n" + log().right(4000);

@@ -59,6 +59,10 @@ public:
     QString direct(const QString& rel) const { return backing_ + "/" + rel; }     // behind it
     QString scratch() const { return dir_.path(); }      // room for fault files and the like
     QString cache_dir() const { return dir_.path() + "/cache"; }  // the mount's persistent cache
+    // The environment the daemon runs in: its own XDG_CONFIG_HOME, so a
+    // generated cache key lands in the test's scratch space. Use it for
+    // netfs commands that must find that key.
+    QProcessEnvironment environment() const;
     QString error() const { return error_; }
     QString log() const;                                  // the daemon's log so far
     qint64 daemon_pid() const { return process_ ? process_->processId() : 0; }
