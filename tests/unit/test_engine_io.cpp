@@ -5,6 +5,7 @@
 #include "core/backend/remote_url.h"
 #include "core/cache/cache_store.h"
 #include "core/engine/engine.h"
+#include "tests/support/mount_fixture.h"
 #include "tests/support/recording_backend.h"
 
 #include <QFile>
@@ -18,19 +19,12 @@
 #include <random>
 
 using namespace netfs;
+using netfs::test::random_bytes;
 using netfs::test::RecordingBackend;
 using netfs::test::Rpc;
 using netfs::test::RpcLog;
 
 namespace {
-
-std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::vector<std::byte> out(n);
-    for (auto& b : out)
-        b = std::byte(rng() & 0xff);
-    return out;
-}
 
 std::vector<std::byte> file_bytes(const QString& path) {
     QFile f(path);

@@ -3,12 +3,15 @@
 // ever comes back; the format does not change without a version bump.
 #include "core/cache/granule_codec.h"
 
+#include "tests/support/mount_fixture.h"
+
 #include <QTest>
 
 #include <random>
 #include <string>
 
 using namespace netfs;
+using netfs::test::random_bytes;
 
 namespace {
 
@@ -35,14 +38,6 @@ std::vector<std::byte> from_hex(const char* hex) {
     std::vector<std::byte> out;
     for (std::size_t i = 0; hex[i] && hex[i + 1]; i += 2)
         out.push_back(std::byte(std::stoi(std::string(hex + i, 2), nullptr, 16)));
-    return out;
-}
-
-std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::vector<std::byte> out(n);
-    for (auto& b : out)
-        b = std::byte(rng() & 0xff);
     return out;
 }
 
