@@ -145,6 +145,7 @@ Errc open_cache(const CacheRequest& request, const std::string& id, std::shared_
         return from_errno(errno);
     }
     options.granule_size = request.granule_size;
+    options.size_limit = request.size_limit;
     options.codec.encrypt = request.encrypt;
     options.codec.compress = request.compress;
     if (request.encrypt && !metadata_only) {

@@ -6,6 +6,7 @@
 //   (neither)            a random secret generated once into
 //                        $XDG_CONFIG_HOME/netfs/keys/<remote id>.key (0600): the
 //                        weaker choice, as the key then sits on the same disk
+//   --cache-size SIZE    keep the cache under SIZE (least recently used clean data goes first)
 //   --no-encrypt, --no-compress, --granule-size SIZE, --no-cache
 //
 // The remote id is derived from the remote URL without its query, so the
@@ -24,6 +25,7 @@ struct CacheRequest {
     bool enabled = true;
     std::string dir;               // empty: the default place
     std::uint32_t granule_size = 256 << 10;
+    std::uint64_t size_limit = 0;  // --cache-size; 0: none
     bool encrypt = true;
     bool compress = true;
     std::string key_file;          // empty: passphrase or generated key

@@ -55,6 +55,7 @@ const char* const kMountUsage =
     "  --ask-passphrase    unlock it with a passphrase typed on the terminal\n"
     "                      (default: a generated key in ~/.config/netfs/keys/, 600)\n"
     "  --granule-size SIZE cache unit, a power of two from 64K to 2M (default 256K)\n"
+    "  --cache-size SIZE   keep the cache under SIZE (least recently used data goes first)\n"
     "  --no-encrypt, --no-compress, --no-cache\n"
     "\n"
     "REMOTE:\n"
@@ -98,8 +99,9 @@ int mount_main(const QStringList& arguments) {
     const QCommandLineOption no_encrypt("no-encrypt", "Do not encrypt the cache.");
     const QCommandLineOption no_compress("no-compress", "Do not compress the cache.");
     const QCommandLineOption no_cache("no-cache", "No persistent cache.");
+    const QCommandLineOption cache_size("cache-size", "Cache size limit.", "SIZE");
     parser.addOptions({help, options, foreground, log_file, debug, cache_dir, granule_size, key_file, ask_passphrase,
-                       no_encrypt, no_compress, no_cache});
+                       no_encrypt, no_compress, no_cache, cache_size});
     parser.addPositionalArgument("REMOTE", "The remote.");
     parser.addPositionalArgument("MOUNTPOINT", "The mount point.");
 
@@ -145,6 +147,12 @@ int mount_main(const QStringList& arguments) {
         if (g < (64u << 10) || g > (2u << 20) || (g & (g - 1)) != 0)
             return usage_error("--granule-size must be a power of two from 64K to 2M");
         cache.granule_size = static_cast<std::uint32_t>(g);
+    }
+    if (parser.isSet(cache_size)) {
+        std::uint64_t size = 0;
+        if (!netfs::parse_size(parser.value(cache_size).toStdString(), size) || size < (16u << 20))
+            return usage_error("--cache-size needs a size of at least 16M, such as 10G");
+        cache.size_limit = size;
     }
     if (parser.isSet(key_file) && parser.isSet(ask_passphrase))
         return usage_error("use --key-file or --ask-passphrase, not both");

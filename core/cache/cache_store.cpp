@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -118,8 +119,65 @@ struct CacheStore::Impl {
     std::uint64_t pack_size = 0;
     std::array<std::uint8_t, 4> nonce_prefix{};
     std::uint64_t nonce_next = 0, nonce_reserved = 0;
-    std::uint64_t hits = 0, misses = 0, damaged = 0;
+    std::uint64_t hits = 0, misses = 0, damaged = 0, culled = 0;
     bool metadata_only = false;
+    // Bytes of live records, an upper bound: puts add, drops do not
+    // subtract; recounted exactly whenever it crosses the limit.
+    std::uint64_t stored_bytes = 0;
+    // Granules read since the last put: their last use is recorded with the
+    // next transaction, so a cache hit never waits for a sync of its own.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> touched;
+
+    // Drops least recently used clean granules of unpinned objects until
+    // the records fit in 90% of the limit; frees their space by punching
+    // holes after the rows are gone. Runs inside the caller's transaction.
+    void cull_locked() {
+        const std::uint64_t limit = options.size_limit;
+        if (!limit || stored_bytes <= limit)
+            return;
+        Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+        stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
+        live.reset();
+        if (stored_bytes <= limit)
+            return;
+        const std::uint64_t goal = limit / 10 * 9;
+        Stmt victims(db, "SELECT object, idx, pack, offset, length FROM granules WHERE dirty = 0 AND object NOT IN"
+                         " (SELECT id FROM objects WHERE pinned != 0) ORDER BY last_use, object, idx");
+        std::vector<std::array<std::int64_t, 5>> gone;
+        std::uint64_t bytes = stored_bytes;
+        while (bytes > goal && victims.step() == SQLITE_ROW) {
+            gone.push_back({victims.col(0), victims.col(1), victims.col(2), victims.col(3), victims.col(4)});
+            bytes -= std::uint64_t(victims.col(4));
+        }
+        victims.reset();
+        for (const auto& g : gone)
+            delete_granule.bind(1, g[0]).bind(2, g[1]).run();
+        holes.insert(holes.end(), gone.begin(), gone.end());
+        culled += gone.size();
+        stored_bytes = bytes;
+    }
+    // Record space of culled granules, freed once their deletion committed.
+    std::vector<std::array<std::int64_t, 5>> holes;
+    void punch_holes() {
+        for (const auto& g : holes) {
+            const int fd = pack_fd(std::uint64_t(g[2]));
+            if (fd >= 0)
+                ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(g[3]), off_t(g[4]));
+        }
+        holes.clear();
+    }
+    void record_uses() {
+        if (touched.empty())
+            return;
+        Stmt use(db, "UPDATE granules SET last_use = ?3 WHERE object = ?1 AND idx = ?2");
+        const std::int64_t now = now_use();
+        for (const auto& [object, index] : touched)
+            use.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, now).run();
+        touched.clear();
+    }
+    // Last-use stamps: a counter that only grows, finer than seconds.
+    std::int64_t use_clock = 0;
+    std::int64_t now_use() { return use_clock = std::max(use_clock + 1, now_seconds() << 20); }
     std::vector<std::byte> record;  // encode/decode buffer
 
     Stmt get_object, insert_object, update_object, drop_clean, select_granule, upsert_granule, delete_granule,
@@ -377,6 +435,10 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         message = std::string("the cache database is damaged: ") + sqlite3_errmsg(db);
         return Errc::io;
     }
+    Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+    if (live.step() == SQLITE_ROW)
+        impl->stored_bytes = std::uint64_t(live.col(0));
+    live.reset();
     out.reset(new CacheStore(std::move(impl)));
     return Errc::ok;
 }
@@ -483,6 +545,8 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         return Errc::not_found;
     }
     s.hits++;
+    if (s.touched.size() < 65536)
+        s.touched.emplace_back(object, index);
     return Errc::ok;
 }
 
@@ -530,11 +594,18 @@ Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const 
                     s.upsert_granule.bind(1, std::int64_t(object)).bind(2, std::int64_t(index))
                         .bind(3, std::int64_t(s.pack)).bind(4, std::int64_t(offset))
                         .bind(5, std::int64_t(s.record.size())).bind(6, std::int64_t(plain.size()))
-                        .bind(7, dirty ? 1 : 0).bind(8, now_seconds()).run();
+                        .bind(7, dirty ? 1 : 0).bind(8, s.now_use()).run();
+    if (ok) {
+        s.stored_bytes += s.record.size();
+        s.record_uses();
+        s.cull_locked();
+    }
     if (!ok || !s.exec("COMMIT")) {
         s.exec("ROLLBACK");
+        s.holes.clear();
         return Errc::io;
     }
+    s.punch_holes();
     return Errc::ok;
 }
 
@@ -577,6 +648,7 @@ CacheStats CacheStore::stats() {
     out.hits = s.hits;
     out.misses = s.misses;
     out.damaged = s.damaged;
+    out.culled = s.culled;
     return out;
 }
 

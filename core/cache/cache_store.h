@@ -39,6 +39,10 @@ struct CacheOptions {
     // Who owns the cache (the id naming its generated key); recorded when
     // the cache is created, read back by owner().
     std::string owner;
+    // Most bytes of granule records to keep (0: no limit). Past it, the
+    // least recently used clean granules of unpinned objects are culled down
+    // to 90% of it; dirty and pinned ones never are.
+    std::uint64_t size_limit = 0;
 };
 
 struct CacheStats {
@@ -50,6 +54,7 @@ struct CacheStats {
     std::uint64_t hits = 0;
     std::uint64_t misses = 0;
     std::uint64_t damaged = 0;         // records that failed verification (dropped)
+    std::uint64_t culled = 0;          // granules dropped to stay under the size limit
     std::uint64_t pinned_bytes = 0;    // plaintext bytes of pinned objects
     std::uint64_t disk_bytes = 0;      // pack files and database on disk
 };

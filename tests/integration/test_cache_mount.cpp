@@ -221,6 +221,27 @@ private slots:
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
+    // A workload larger than --cache-size keeps the cache under it, and
+    // every byte read is still right.
+    void a_small_cache_stays_under_its_limit() {
+        MountFixture m;
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret"), "--cache-size", "16M", "--no-compress"});
+        for (int i = 0; i < 6; ++i)
+            QVERIFY(write_file(m.direct("f" + QString::number(i)), random_bytes(8 << 20, 20 + i)));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        for (int round = 0; round < 2; ++round)
+            for (int i = 0; i < 6; ++i)
+                QVERIFY(read_file(m.at("f" + QString::number(i))) == random_bytes(8 << 20, 20 + i));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        RunResult r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir(), "--json"}, 20000,
+                          m.environment());
+        QCOMPARE(r.exit_code, 0);
+        const QJsonObject stats = QJsonDocument::fromJson(r.out.toUtf8()).object();
+        QVERIFY2(stats["stored_bytes"].toInteger() <= 16 << 20, qPrintable(r.out));
+        QVERIFY2(stats["disk_bytes"].toInteger() <= (16 << 20) + (4 << 20), qPrintable(r.out));
+        QVERIFY2(stats["stored_bytes"].toInteger() > 4 << 20, "it still caches");
+    }
+
     void no_plaintext_reaches_the_cache() {
         MountFixture m;
         m.set_extra_args({"--key-file", key_file(m, "key", "secret")});

@@ -2,6 +2,7 @@
 // crash at any point; damage is never returned; a wrong key is refused
 // without touching the cache; plaintext never reaches the disk.
 #include "core/cache/cache_store.h"
+#include "tests/support/mount_fixture.h"
 
 #include <QDir>
 #include <QDirIterator>
@@ -16,6 +17,7 @@
 #include <random>
 
 using namespace netfs;
+using netfs::test::random_bytes;
 
 namespace {
 
@@ -124,6 +126,36 @@ private slots:
         QCOMPARE(s->get(id, 0, back), Errc::ok);
         QCOMPARE(s->drop_range(id, 0, 0), Errc::ok);
         QCOMPARE(s->get(id, 0, back), Errc::not_found);
+    }
+
+    // Past the size limit, the least recently used clean granules go (and
+    // their disk space with them); dirty ones never do.
+    void stays_under_the_size_limit_by_lru() {
+        QTemporaryDir dir;
+        CacheOptions o = options_for(dir.path());
+        o.codec.compress = false;  // record sizes then follow granule sizes
+        o.size_limit = 4 << 20;    // 16 granules of 256 KiB
+        auto s = open_store(o);
+        std::uint64_t id = 0, cv = 0;
+        QCOMPARE(s->object("/big", version(1, 1), id, cv), Errc::ok);
+        auto noise = [](std::uint64_t seed) { return random_bytes(256 << 10, unsigned(seed)); };
+        QCOMPARE(s->put(id, 0, noise(0), true), Errc::ok);  // dirty: never culled
+        for (std::uint64_t i = 1; i < 12; ++i)
+            QCOMPARE(s->put(id, i, noise(i), false), Errc::ok);
+        std::vector<std::byte> back;
+        QCOMPARE(s->get(id, 1, back), Errc::ok);  // 1 is now recently used
+        for (std::uint64_t i = 12; i < 40; ++i)
+            QCOMPARE(s->put(id, i, noise(i), false), Errc::ok);
+        const CacheStats st = s->stats();
+        QVERIFY2(st.stored_bytes <= o.size_limit, qPrintable(QString::number(st.stored_bytes)));
+        QVERIFY(st.culled > 0);
+        QCOMPARE(s->get(id, 0, back), Errc::ok);  // the dirty granule survived
+        QVERIFY(back == noise(0));
+        QCOMPARE(s->get(id, 2, back), Errc::not_found);  // old and unused: culled first
+        QCOMPARE(s->get(id, 39, back), Errc::ok);        // the newest stays
+        QVERIFY(back == noise(39));
+        // The space is given back: what the disk holds follows the limit.
+        QVERIFY2(st.disk_bytes < o.size_limit + (2 << 20), qPrintable(QString::number(st.disk_bytes)));
     }
 
     void damage_is_never_returned() {
