@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -552,61 +553,85 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
 
 Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty,
                      std::uint64_t content_version) {
+    const Put one{object, index, plain, dirty, content_version};
+    Errc error = Errc::ok;
+    const std::size_t stored = put_many({&one, 1}, error);
+    if (error != Errc::ok)
+        return error;
+    return stored == 1 ? Errc::ok : Errc::bad_handle;  // stale: read under an older version
+}
+
+std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
     Impl& s = *impl_;
-    if (s.metadata_only)
-        return Errc::not_supported;
+    error = Errc::ok;
+    if (s.metadata_only) {
+        error = Errc::not_supported;
+        return 0;
+    }
     std::lock_guard lock(s.mu);
-    if (plain.size() > s.options.granule_size)
-        return Errc::invalid;
-    if (!s.exec("BEGIN IMMEDIATE"))
-        return Errc::io;
+    if (!s.exec("BEGIN IMMEDIATE")) {
+        error = Errc::io;
+        return 0;
+    }
+    auto abort = [&](Errc e) {
+        s.exec("ROLLBACK");
+        s.holes.clear();
+        error = e;
+        return std::size_t(0);
+    };
+    struct Placed {
+        const Put* put;
+        std::uint64_t pack, offset, length;
+    };
+    std::vector<Placed> placed;
+    std::vector<int> synced;  // pack files written in this batch
     Stmt version(s.db, "SELECT version FROM objects WHERE id = ?1");
-    version.bind(1, std::int64_t(object));
-    if (version.step() != SQLITE_ROW) {
-        s.exec("ROLLBACK");
-        return Errc::not_found;
+    for (const Put& p : puts) {
+        if (p.plain.size() > s.options.granule_size)
+            return abort(Errc::invalid);
+        version.bind(1, std::int64_t(p.object));
+        if (version.step() != SQLITE_ROW) {
+            version.reset();
+            continue;  // the object is gone
+        }
+        const auto v = std::uint64_t(version.col(0));
+        version.reset();
+        if (p.content_version && p.content_version != v)
+            continue;  // read under an older version: stale, not stored
+        if (s.codec->encode({p.object, p.index, v}, p.plain, s.next_nonce(), s.record) != Errc::ok)
+            return abort(Errc::io);
+        if (s.pack == 0 || s.pack_size + s.record.size() > kPackLimit) {
+            s.pack++;
+            s.pack_size = 0;
+        }
+        const int fd = s.pack_fd(s.pack);
+        if (fd < 0 || ::pwrite(fd, s.record.data(), s.record.size(), off_t(s.pack_size)) != ssize_t(s.record.size()))
+            return abort(from_errno(errno));
+        if (std::find(synced.begin(), synced.end(), fd) == synced.end())
+            synced.push_back(fd);
+        placed.push_back({&p, s.pack, s.pack_size, s.record.size()});
+        s.pack_size += s.record.size();
     }
-    const auto v = std::uint64_t(version.col(0));
-    version.reset();
-    if (content_version && content_version != v) {
-        s.exec("ROLLBACK");
-        return Errc::bad_handle;  // read under an older version: stale, not stored
+    // Data first, synced; only then the rows that point at it.
+    for (int fd : synced)
+        if (::fdatasync(fd) != 0)
+            return abort(from_errno(errno));
+    bool ok = s.add_pack.bind(1, std::int64_t(s.pack)).bind(2, std::int64_t(s.pack_size)).run();
+    for (const Placed& pl : placed) {
+        ok = ok && s.upsert_granule.bind(1, std::int64_t(pl.put->object)).bind(2, std::int64_t(pl.put->index))
+                       .bind(3, std::int64_t(pl.pack)).bind(4, std::int64_t(pl.offset))
+                       .bind(5, std::int64_t(pl.length)).bind(6, std::int64_t(pl.put->plain.size()))
+                       .bind(7, pl.put->dirty ? 1 : 0).bind(8, s.now_use()).run();
+        s.stored_bytes += pl.length;
     }
-    if (s.codec->encode({object, index, v}, plain, s.next_nonce(), s.record) != Errc::ok) {
-        s.exec("ROLLBACK");
-        return Errc::io;
-    }
-    if (s.pack == 0 || s.pack_size + s.record.size() > kPackLimit) {
-        s.pack++;
-        s.pack_size = 0;
-    }
-    const int fd = s.pack_fd(s.pack);
-    const std::uint64_t offset = s.pack_size;
-    // Data first, synced; only then the row that points at it.
-    if (fd < 0 || ::pwrite(fd, s.record.data(), s.record.size(), off_t(offset)) != ssize_t(s.record.size()) ||
-        ::fdatasync(fd) != 0) {
-        const Errc e = from_errno(errno);
-        s.exec("ROLLBACK");
-        return e;
-    }
-    s.pack_size += s.record.size();
-    const bool ok = s.add_pack.bind(1, std::int64_t(s.pack)).bind(2, std::int64_t(s.pack_size)).run() &&
-                    s.upsert_granule.bind(1, std::int64_t(object)).bind(2, std::int64_t(index))
-                        .bind(3, std::int64_t(s.pack)).bind(4, std::int64_t(offset))
-                        .bind(5, std::int64_t(s.record.size())).bind(6, std::int64_t(plain.size()))
-                        .bind(7, dirty ? 1 : 0).bind(8, s.now_use()).run();
     if (ok) {
-        s.stored_bytes += s.record.size();
         s.record_uses();
         s.cull_locked();
     }
-    if (!ok || !s.exec("COMMIT")) {
-        s.exec("ROLLBACK");
-        s.holes.clear();
-        return Errc::io;
-    }
+    if (!ok || !s.exec("COMMIT"))
+        return abort(Errc::io);
     s.punch_holes();
-    return Errc::ok;
+    return placed.size();
 }
 
 Errc CacheStore::mark_clean(std::uint64_t object, std::uint64_t index) {

@@ -86,6 +86,18 @@ public:
     // were read under: if it has moved on since, nothing is stored (stale).
     Errc put(std::uint64_t object, std::uint64_t index, std::span<const std::byte> plain, bool dirty,
              std::uint64_t content_version = 0);
+    // Many puts in one transaction with one sync of the data: what a
+    // download of many granules wants. Returns how many were stored (a
+    // stale one is skipped, not an error).
+    struct Put {
+        std::uint64_t object = 0;
+        std::uint64_t index = 0;
+        std::span<const std::byte> plain;
+        bool dirty = false;
+        std::uint64_t content_version = 0;
+    };
+    std::size_t put_many(std::span<const Put> puts, Errc& error);
+
     // Drops granules first..last (inclusive): their bytes are being rewritten.
     Errc drop_range(std::uint64_t object, std::uint64_t first, std::uint64_t last);
     // Marks a stored granule clean (its bytes reached the remote).

@@ -174,6 +174,8 @@ struct Engine::Impl {
                          const std::shared_ptr<IoWait>& wait);
     // Granules of cache object `object` covering [start, end) are stale.
     void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end);
+    // On the cache thread: stores every pending fill in one batch.
+    void store_pending_fills();
     // Sends [lo, hi) of a folio's target to the remote in rsize subrequests;
     // with `granule`, the last of them stores the whole granule in the cache.
     void issue_remote_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
@@ -242,6 +244,14 @@ struct Engine::Impl {
     std::uint64_t dirty_bytes = 0;    // sum of every file's dirty.bytes()
     std::uint64_t writing_bytes = 0;  // sum of every file's writing.bytes()
     std::uint64_t cache_fill_bytes = 0;  // granule copies waiting to be stored
+    // Downloaded granules waiting to be stored, in order; one job on the
+    // cache thread stores all that are waiting in one batch (one sync).
+    struct PendingFill {
+        GranuleFill granule;
+        std::shared_ptr<std::byte[]> bytes;
+    };
+    std::vector<PendingFill> pending_fills;
+    bool fill_writer_queued = false;
     EngineStats counters;
     std::function<void(Ino, std::uint64_t, std::uint64_t)> invalidate_hook;
     bool stopping = false;

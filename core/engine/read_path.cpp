@@ -165,14 +165,11 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
                     std::shared_ptr<std::byte[]> copy(new std::byte[g.length]);
                     std::memcpy(copy.get(), folio.data + (g.start - folio.pos), g.length);
                     cache_fill_bytes += g.length;
-                    cache_pool->submit(IoPool::Priority::background, [this, g, copy] {
-                        const Errc stored = cache->put(g.object, g.index, {copy.get(), g.length}, false,
-                                                       g.content_version);
-                        std::lock_guard lock(mu);
-                        cache_fill_bytes -= g.length;
-                        if (stored == Errc::ok)
-                            counters.cache_fills++;
-                    });
+                    pending_fills.push_back({g, std::move(copy)});
+                    if (!fill_writer_queued) {
+                        fill_writer_queued = true;
+                        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(); });
+                    }
                 }
             }
             complete_subrequest_locked(node, folio, e, wait);
@@ -375,14 +372,39 @@ Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<s
     return Errc::ok;
 }
 
+void Engine::Impl::store_pending_fills() {
+    std::vector<PendingFill> batch;
+    {
+        std::lock_guard lock(mu);
+        batch.swap(pending_fills);
+        fill_writer_queued = false;
+    }
+    if (batch.empty())
+        return;
+    std::vector<CacheStore::Put> puts;
+    puts.reserve(batch.size());
+    for (const auto& f : batch)
+        puts.push_back({f.granule.object, f.granule.index, {f.bytes.get(), f.granule.length}, false,
+                        f.granule.content_version});
+    Errc error;
+    const std::size_t stored = cache->put_many(puts, error);
+    if (error != Errc::ok)
+        LOG_WARN("the cache could not store %zu granules: %s", batch.size(), std::string(describe(error)).c_str());
+    std::lock_guard lock(mu);
+    for (const auto& f : batch)
+        cache_fill_bytes -= f.granule.length;
+    counters.cache_fills += stored;
+}
+
 void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end) {
     if (!cache || !object || start >= end)
         return;
-    // Through the cache's own thread, after any store queued before: a store
-    // of the old bytes can never land after the drop. Wait for it, so no
-    // reader finds the old bytes once the caller changes the remote.
+    // On the cache's own thread, after storing every fill that was waiting:
+    // a store of the old bytes can never land after the drop. Wait for it,
+    // so no reader finds the old bytes once the caller changes the remote.
     std::promise<void> done;
     cache_pool->submit(IoPool::Priority::urgent, [&] {
+        store_pending_fills();
         cache->drop_range(object, start / granule, (end - 1) / granule);
         done.set_value();
     });
