@@ -10,6 +10,7 @@
 #include <linux/falloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -130,18 +131,29 @@ struct CacheStore::Impl {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> touched;
 
     // Drops least recently used clean granules of unpinned objects until
-    // the records fit in 90% of the limit; frees their space by punching
+    // the records fit the size limit (down to 90% of it) and the backing
+    // filesystem is back above the run mark; frees their space by punching
     // holes after the rows are gone. Runs inside the caller's transaction.
     void cull_locked() {
+        std::uint64_t goal = UINT64_MAX;  // bytes of records to keep at most
         const std::uint64_t limit = options.size_limit;
-        if (!limit || stored_bytes <= limit)
+        if (limit && stored_bytes > limit) {
+            Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+            stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
+            live.reset();
+            if (stored_bytes > limit)
+                goal = limit / 10 * 9;
+        }
+        const FreeSpace space = free_space();
+        if (space.total && space.free < space.total / 100 * options.free_cull_percent) {
+            Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+            stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
+            live.reset();
+            const std::uint64_t need = space.total / 100 * options.free_run_percent - space.free;
+            goal = std::min(goal, stored_bytes > need ? stored_bytes - need : 0);
+        }
+        if (goal == UINT64_MAX || stored_bytes <= goal)
             return;
-        Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
-        stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
-        live.reset();
-        if (stored_bytes <= limit)
-            return;
-        const std::uint64_t goal = limit / 10 * 9;
         Stmt victims(db, "SELECT object, idx, pack, offset, length FROM granules WHERE dirty = 0 AND object NOT IN"
                          " (SELECT id FROM objects WHERE pinned != 0) ORDER BY last_use, object, idx");
         std::vector<std::array<std::int64_t, 5>> gone;
@@ -157,6 +169,16 @@ struct CacheStore::Impl {
         culled += gone.size();
         stored_bytes = bytes;
     }
+    struct FreeSpace {
+        std::uint64_t free = 0, total = 0;
+    };
+    FreeSpace free_space() const {
+        struct statvfs sv;
+        if (::statvfs(options.dir.c_str(), &sv) != 0)
+            return {};
+        return {std::uint64_t(sv.f_bavail) * sv.f_frsize, std::uint64_t(sv.f_blocks) * sv.f_frsize};
+    }
+    bool paused = false;  // below the stop mark: no new caching
     // Record space of culled granules, freed once their deletion committed.
     std::vector<std::array<std::int64_t, 5>> holes;
     void punch_holes() {
@@ -569,6 +591,32 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
         return 0;
     }
     std::lock_guard lock(s.mu);
+    // Below the stop mark the backing filesystem is nearly full: new
+    // caching pauses (reads go to the remote) until culling or the user
+    // makes room. Dirty data is never refused: it has nowhere else to go.
+    const auto space = s.free_space();
+    const bool below_stop = space.total && space.free < space.total / 100 * s.options.free_stop_percent;
+    if (below_stop != s.paused) {
+        s.paused = below_stop;
+        LOG_WARN(below_stop ? "cache: %s is nearly full; caching paused (reads go to the remote)"
+                            : "cache: %s has room again; caching resumed",
+                 s.options.dir.c_str());
+    }
+    bool all_dirty = true;
+    for (const Put& p : puts)
+        all_dirty &= p.dirty;
+    if (below_stop && !all_dirty) {
+        // Still make room, or caching would stay paused for good.
+        if (s.exec("BEGIN IMMEDIATE")) {
+            s.cull_locked();
+            if (s.exec("COMMIT"))
+                s.punch_holes();
+            else
+                s.exec("ROLLBACK"), s.holes.clear();
+        }
+        error = Errc::no_space;  // logged once above, at the transition
+        return 0;
+    }
     if (!s.exec("BEGIN IMMEDIATE")) {
         error = Errc::io;
         return 0;

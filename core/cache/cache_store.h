@@ -43,6 +43,12 @@ struct CacheOptions {
     // least recently used clean granules of unpinned objects are culled down
     // to 90% of it; dirty and pinned ones never are.
     std::uint64_t size_limit = 0;
+    // Free space of the filesystem holding the cache, in percent, as
+    // cachefilesd's brun/bcull/bstop: below `cull` culling frees space up to
+    // `run`; below `stop` nothing new is cached.
+    unsigned free_run_percent = 7;
+    unsigned free_cull_percent = 5;
+    unsigned free_stop_percent = 1;
 };
 
 struct CacheStats {

@@ -388,7 +388,7 @@ void Engine::Impl::store_pending_fills() {
                         f.granule.content_version});
     Errc error;
     const std::size_t stored = cache->put_many(puts, error);
-    if (error != Errc::ok)
+    if (error != Errc::ok && error != Errc::no_space)  // a full disk is logged once, by the store
         LOG_WARN("the cache could not store %zu granules: %s", batch.size(), std::string(describe(error)).c_str());
     std::lock_guard lock(mu);
     for (const auto& f : batch)

@@ -11,6 +11,8 @@
 #include <QTest>
 
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -156,6 +158,37 @@ private slots:
         QVERIFY(back == noise(39));
         // The space is given back: what the disk holds follows the limit.
         QVERIFY2(st.disk_bytes < o.size_limit + (2 << 20), qPrintable(QString::number(st.disk_bytes)));
+    }
+
+    // On a small filesystem the cache culls below the cull mark and pauses
+    // below the stop mark: it never fills the disk.
+    void free_space_watermarks_keep_the_disk_from_filling() {
+        QTemporaryDir dir;
+        const QByteArray fs = (dir.path() + "/fs").toLocal8Bit();
+        QVERIFY(QDir().mkpath(dir.path() + "/fs"));
+        QCOMPARE(::mount("tmpfs", fs.constData(), "tmpfs", 0, "size=64m"), 0);
+        {
+            CacheOptions o = options_for(dir.path() + "/fs/cache");
+            o.codec.compress = false;
+            o.free_run_percent = 30;   // marks high enough to see on a 64 MiB disk
+            o.free_cull_percent = 20;
+            o.free_stop_percent = 10;
+            auto s = open_store(o);
+            std::uint64_t id = 0, cv = 0;
+            QCOMPARE(s->object("/f", version(1, 1), id, cv), Errc::ok);
+            for (std::uint64_t i = 0; i < 400; ++i) {  // 100 MiB into a 64 MiB filesystem
+                const Errc e = s->put(id, i, random_bytes(256 << 10, unsigned(i)), false);
+                QVERIFY2(e == Errc::ok || e == Errc::no_space, qPrintable(QString("put %1: %2").arg(i).arg(int(e))));
+                struct statvfs sv;
+                QCOMPARE(::statvfs(fs.constData(), &sv), 0);
+                QVERIFY2(sv.f_bavail * 100 >= sv.f_blocks * 5, "the filesystem never runs out");
+            }
+            QVERIFY(s->stats().culled > 0);
+            std::vector<std::byte> back;
+            QCOMPARE(s->get(id, 399, back), Errc::ok);  // recent data is kept
+            QVERIFY(back == random_bytes(256 << 10, 399));
+        }
+        QCOMPARE(::umount2(fs.constData(), MNT_DETACH), 0);
     }
 
     void damage_is_never_returned() {
