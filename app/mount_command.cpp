@@ -522,7 +522,7 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
 
     std::unique_ptr<Backend> backend;
     std::string message;
-    if (Errc e = open_remote(request.remote, backend, message); e != Errc::ok)
+    if (Errc e = open_remote(request.remote, options.remote, backend, message); e != Errc::ok)
         return report.fail(message.empty() ? request.remote + ": " + std::string(describe(e)) : message);
     EngineOptions engine_opts = engine_options(options, geteuid() == 0);
     if (request.cache.enabled) {

@@ -22,6 +22,18 @@ const char* const kMountOptionsHelp =
     "  fsname=NAME             name shown in /proc/mounts (default REMOTE)\n"
     "  nosuid, nodev, noexec, noatime   kernel mount flags\n"
     "  debug                   log every request\n"
+    "  sftp:// remotes:\n"
+    "  identity=FILE           private key to log in with (after ssh-agent)\n"
+    "  accept_new_host_key     trust and record the key of a host not in known_hosts\n"
+    "  known_hosts=FILE        host keys to check against (default ~/.ssh/known_hosts)\n"
+    "  password_auth           allow a password typed on the terminal\n"
+    "  connections=N           SSH connections to spread requests over (default 4)\n"
+    "  nfs:// remotes:\n"
+    "  nfs_version=3|4         NFS protocol version (default 3)\n"
+    "  Both:\n"
+    "  connect_timeout=SECONDS give up connecting after this long (default 10)\n"
+    "  timeout=SECONDS         an operation the server does not answer fails with EIO\n"
+    "                          after this long (default 30)\n"
     "  SIZE is a number of bytes with an optional K, M or G suffix.\n"
     "  Options used by mount(8), fstab and systemd (defaults, auto, noauto, user,\n"
     "  users, nouser, _netdev, nofail, x-*, comment=*, ...) are accepted and ignored.\n";
@@ -172,6 +184,38 @@ bool parse_one(std::string_view item, MountOptions& o, std::string& error) {
         if (bytes < kMinMemory)
             return bad_value("at least 4M");
         o.memory = bytes;
+        return true;
+    }
+    if (name == "accept_new_host_key" || name == "password_auth") {
+        if (has_value)
+            return bad_value();
+        (name == "accept_new_host_key" ? o.remote.accept_new_host_key : o.remote.password_auth) = true;
+        return true;
+    }
+    if (name == "identity" || name == "known_hosts") {
+        if (value.empty())
+            return bad_value("a file name");
+        (name == "identity" ? o.remote.identity : o.remote.known_hosts) = value;
+        return true;
+    }
+    if (name == "connections") {
+        std::uint32_t n;
+        if (!parse_u32(value, 10, n) || n < 1 || n > 32)
+            return bad_value("1 to 32");
+        o.remote.connections = n;
+        return true;
+    }
+    if (name == "nfs_version") {
+        if (value != "3" && value != "4")
+            return bad_value("3 or 4");
+        o.remote.nfs_version = value == "3" ? 3 : 4;
+        return true;
+    }
+    if (name == "connect_timeout" || name == "timeout") {
+        double seconds;
+        if (!parse_seconds(value, seconds) || seconds < 0.1)
+            return bad_value("seconds, at least 0.1");
+        (name == "timeout" ? o.remote.op_timeout : o.remote.connect_timeout) = seconds;
         return true;
     }
     if (name == "fsname") {

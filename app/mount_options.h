@@ -13,6 +13,7 @@
 // dropped.
 #pragma once
 
+#include "core/backend/remote_url.h"
 #include "core/engine/engine.h"
 
 #include <cstdint>
@@ -45,6 +46,9 @@ struct MountOptions {
     bool direct_io = false;
     std::uint64_t readahead = 8ull << 20;  // bytes
     std::uint64_t memory = 256ull << 20;   // folio budget, bytes
+
+    // sftp:// and nfs:// remotes.
+    RemoteOptions remote;
 };
 
 // Parses one -o argument ("ro,uid=1000,readahead=4M") into `options`, on top

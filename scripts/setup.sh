@@ -12,6 +12,9 @@ packages=(
   libsqlite3-dev libzstd-dev libssl-dev libssh2-1-dev libnfs-dev
   # tests and benchmarks
   attr fio psmisc procps util-linux iproute2
+  # real servers the tests start (sshd, nfs-ganesha) and the tools netfs is measured against
+  openssh-server openssh-client nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils
+  sshfs rclone iptables
 )
 
 missing=()

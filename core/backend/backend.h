@@ -134,9 +134,20 @@ public:
     virtual Errc close() = 0;
 };
 
+// Whether the remote can be reached, as the backend last saw it. Disconnected
+// operation (sync/) builds on this signal.
+enum class ConnectionState : std::uint8_t {
+    connected,     // requests are being answered
+    reconnecting,  // the connection was lost; the backend is trying to restore it
+    unreachable,   // attempts to reconnect fail; requests fail fast with Errc::unreachable
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
+
+    // Local remotes are always connected; network remotes override this.
+    virtual ConnectionState connection_state() const { return ConnectionState::connected; }
 
     // The remote as a user names it, without secrets: "file:///srv/data".
     virtual std::string describe() const = 0;

@@ -2,6 +2,8 @@
 
 #include "core/backend/faulty_backend.h"
 #include "core/backend/file_backend.h"
+#include "core/backend/nfs_backend.h"
+#include "core/backend/sftp_backend.h"
 #include "core/backend/shaped_backend.h"
 
 #include <charconv>
@@ -53,54 +55,124 @@ Errc fail(Errc e, std::string& message, std::string text) {
 
 } // namespace
 
-Errc open_remote(std::string_view url, std::unique_ptr<Backend>& out, std::string& message) {
-    const std::string shown(url);
+bool parse_remote_url(std::string_view url, RemoteUrl& out, std::string& message) {
+    out = RemoteUrl{};
+    out.shown = std::string(url);
+    const std::string& shown = out.shown;
     const auto scheme_end = url.find("://");
-    if (scheme_end == std::string_view::npos || scheme_end == 0)
-        return fail(Errc::invalid, message, "'" + shown + "' is not a remote URL: " + std::string(kUsage));
-    const std::string_view scheme = url.substr(0, scheme_end);
-    if (scheme == "sftp" || scheme == "nfs")
-        return fail(Errc::not_supported, message,
-                    std::string(scheme) + ":// remotes are not supported by this build yet (file:// is)");
-    if (scheme != "file")
-        return fail(Errc::invalid, message,
-                    "'" + shown + "': unknown scheme '" + std::string(scheme) + "': " + std::string(kUsage));
-
-    std::string_view rest = url.substr(scheme_end + 3);
-    std::string_view query;
-    if (const auto q = rest.find('?'); q != std::string_view::npos) {
-        query = rest.substr(q + 1);
-        rest = rest.substr(0, q);
+    if (scheme_end == std::string_view::npos || scheme_end == 0) {
+        message = "'" + shown + "' is not a remote URL: " + std::string(kUsage);
+        return false;
     }
-    // file://host/path: only an empty host or localhost names this machine.
+    out.scheme = std::string(url.substr(0, scheme_end));
+    std::string_view rest = url.substr(scheme_end + 3);
+    if (const auto q = rest.find('?'); q != std::string_view::npos) {
+        std::string_view query = rest.substr(q + 1);
+        rest = rest.substr(0, q);
+        while (!query.empty()) {
+            const auto amp = query.find('&');
+            const std::string_view item = query.substr(0, amp);
+            query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+            if (item.empty())
+                continue;
+            const auto eq = item.find('=');
+            std::string key, value;
+            if (!percent_decode(item.substr(0, eq), key) || eq == std::string_view::npos ||
+                !percent_decode(item.substr(eq + 1), value)) {
+                message = "'" + shown + "': option '" + key + "' needs a value (" + key + "=...)";
+                return false;
+            }
+            out.query[key] = value;
+        }
+    }
     const auto slash = rest.find('/');
-    const std::string_view host = rest.substr(0, slash);
-    if (!host.empty() && host != "localhost")
+    std::string_view authority = rest.substr(0, slash);
+    if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+        if (!percent_decode(authority.substr(0, at), out.user) || out.user.empty() ||
+            out.user.find(':') != std::string::npos) {
+            // Not echoed: what follows a ':' there may be a password.
+            message = out.scheme + "://: bad user name in the URL (a password never goes in the URL; "
+                                   "use ssh-agent or -o identity=FILE)";
+            return false;
+        }
+        authority = authority.substr(at + 1);
+    }
+    std::string_view host = authority, port;
+    bool has_port = false;
+    if (authority.starts_with('[')) {  // [::1]:22
+        const auto close = authority.find(']');
+        if (close == std::string_view::npos) {
+            message = "'" + shown + "': unterminated [ in the host";
+            return false;
+        }
+        host = authority.substr(1, close - 1);
+        const std::string_view after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after[0] != ':') {
+                message = "'" + shown + "': unexpected text after the host";
+                return false;
+            }
+            port = after.substr(1);
+            has_port = true;
+        }
+    } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+        host = authority.substr(0, colon);
+        port = authority.substr(colon + 1);
+        has_port = true;
+    }
+    if (!percent_decode(host, out.host)) {
+        message = "'" + shown + "': malformed %-escape in the host";
+        return false;
+    }
+    if (has_port) {
+        std::uint64_t n = 0;
+        if (!parse_u64(port, n) || n == 0 || n > 65535) {
+            message = "'" + shown + "': bad port '" + std::string(port) + "' (1 to 65535)";
+            return false;
+        }
+        out.port = static_cast<std::uint16_t>(n);
+    }
+    if (slash == std::string_view::npos) {
+        out.path = "/";
+    } else if (!percent_decode(rest.substr(slash), out.path)) {
+        message = "'" + shown + "': malformed %-escape in the path";
+        return false;
+    }
+    while (out.path.size() > 1 && out.path.back() == '/')
+        out.path.pop_back();
+    return true;
+}
+
+Errc open_remote(std::string_view url, const RemoteOptions& options, std::unique_ptr<Backend>& out,
+                 std::string& message) {
+    RemoteUrl parsed;
+    if (!parse_remote_url(url, parsed, message))
+        return Errc::invalid;
+    const std::string& shown = parsed.shown;
+    if (parsed.scheme == "sftp")
+        return open_sftp(parsed, options, out, message);
+    if (parsed.scheme == "nfs")
+        return open_nfs(parsed, options, out, message);
+    if (parsed.scheme != "file")
         return fail(Errc::invalid, message,
-                    "'" + shown + "': a file:// URL names a local directory; host '" + std::string(host) +
+                    "'" + shown + "': unknown scheme '" + parsed.scheme + "': " + std::string(kUsage));
+
+    // file://host/path: only an empty host or localhost names this machine.
+    if (!parsed.host.empty() && parsed.host != "localhost")
+        return fail(Errc::invalid, message,
+                    "'" + shown + "': a file:// URL names a local directory; host '" + parsed.host +
                         "' is not this machine (use file:///path)");
-    if (slash == std::string_view::npos)
+    if (!parsed.user.empty() || parsed.port != 0)
+        return fail(Errc::invalid, message, "'" + shown + "': a file:// URL has no user or port (use file:///path)");
+    const std::string_view location = url.substr(parsed.scheme.size() + 3);
+    if (location.substr(0, location.find('?')).find('/') == std::string_view::npos)
         return fail(Errc::invalid, message, "'" + shown + "': the path must be absolute, as in file:///srv/data");
-    std::string path;
-    if (!percent_decode(rest.substr(slash), path))
-        return fail(Errc::invalid, message, "'" + shown + "': malformed %-escape in the path");
-    while (path.size() > 1 && path.back() == '/')
-        path.pop_back();
+    const std::string& path = parsed.path;
 
     BackendLimits limits;
     std::uint64_t latency_ms = 0, bandwidth_mbs = 0;
     std::string faults;
-    while (!query.empty()) {
-        const auto amp = query.find('&');
-        const std::string_view item = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-        if (item.empty())
-            continue;
-        const auto eq = item.find('=');
-        const std::string key(item.substr(0, eq));
-        std::string value;
-        if (eq == std::string_view::npos || !percent_decode(item.substr(eq + 1), value))
-            return fail(Errc::invalid, message, "'" + shown + "': option '" + key + "' needs a value (" + key + "=...)");
+    for (const auto& [key, value] : parsed.query) {
         std::uint64_t n = 0;
         auto number = [&](std::uint64_t lo, std::uint64_t hi) {
             return parse_u64(value, n) && n >= lo && n <= hi;

@@ -159,22 +159,46 @@ private slots:
         QCOMPARE(n, 1000u);
     }
 
+    void remote_urls_are_taken_apart() {
+        RemoteUrl u;
+        std::string message;
+        QVERIFY(parse_remote_url("sftp://me@server.example:2222/home/me/", u, message));
+        QCOMPARE(u.scheme, std::string("sftp"));
+        QCOMPARE(u.user, std::string("me"));
+        QCOMPARE(u.host, std::string("server.example"));
+        QCOMPARE(u.port, std::uint16_t(2222));
+        QCOMPARE(u.path, std::string("/home/me"));
+        QVERIFY(parse_remote_url("nfs://[::1]:2049/export/a%20b?version=4", u, message));
+        QCOMPARE(u.host, std::string("::1"));
+        QCOMPARE(u.port, std::uint16_t(2049));
+        QCOMPARE(u.path, std::string("/export/a b"));
+        QCOMPARE(u.query.at("version"), std::string("4"));
+        QVERIFY(parse_remote_url("sftp://host", u, message));
+        QCOMPARE(u.path, std::string("/"));
+        QCOMPARE(u.port, std::uint16_t(0));
+        QVERIFY(!parse_remote_url("sftp://host:99999/x", u, message));
+        QVERIFY(message.find("bad port") != std::string::npos);
+        QVERIFY(!parse_remote_url("sftp://me:secret@host/x", u, message));
+        QVERIFY(message.find("secret") == std::string::npos);  // never echo a password back
+        QVERIFY(!parse_remote_url("server:/x", u, message));
+    }
+
     void remote_url_builds_the_stack() {
         QTemporaryDir dir;
         std::unique_ptr<Backend> b;
         std::string message;
-        QCOMPARE(open_remote(("file://" + dir.path() + "?latency_ms=5&rsize=65536&max_in_flight=3").toStdString(), b,
+        QCOMPARE(open_remote(("file://" + dir.path() + "?latency_ms=5&rsize=65536&max_in_flight=3").toStdString(), {}, b,
                              message),
                  Errc::ok);
         QCOMPARE(b->limits().rsize, 65536u);
         QCOMPARE(b->limits().max_in_flight, 3u);
         QVERIFY(b->describe().find("5 ms latency") != std::string::npos);
-        QCOMPARE(open_remote(("file://" + dir.path() + "/a%20b").toStdString(), b, message), Errc::not_found);
+        QCOMPARE(open_remote(("file://" + dir.path() + "/a%20b").toStdString(), {}, b, message), Errc::not_found);
         QVERIFY(message.find("/a b") != std::string::npos);  // percent-decoded
-        QCOMPARE(open_remote("file://" + dir.path().toStdString() + "?rsize=1", b, message), Errc::invalid);
-        QCOMPARE(open_remote("file://elsewhere/x", b, message), Errc::invalid);
+        QCOMPARE(open_remote("file://" + dir.path().toStdString() + "?rsize=1", {}, b, message), Errc::invalid);
+        QCOMPARE(open_remote("file://elsewhere/x", {}, b, message), Errc::invalid);
         QVERIFY(message.find("not this machine") != std::string::npos);
-        QCOMPARE(open_remote("file:///x%zz", b, message), Errc::invalid);
+        QCOMPARE(open_remote("file:///x%zz", {}, b, message), Errc::invalid);
     }
 };
 

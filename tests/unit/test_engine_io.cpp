@@ -57,7 +57,7 @@ struct Rig {
         std::string message;
         remote_root = remote_dir.isEmpty() ? dir.path() + "/remote" : remote_dir;
         const QString url = "file://" + remote_root + "?" + query + "&faults=" + faults_path;
-        Errc e = open_remote(url.toStdString(), backend, message);
+        Errc e = open_remote(url.toStdString(), {}, backend, message);
         if (e != Errc::ok)
             qFatal("open_remote: %s", message.c_str());
         options.writeback_interval = std::chrono::milliseconds(200);
