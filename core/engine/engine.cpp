@@ -714,6 +714,31 @@ void Engine::releasedir(std::uint64_t handle) { delete reinterpret_cast<DirHandl
 
 // ---- open files -----------------------------------------------------------
 
+void Engine::Impl::cache_object_of(const std::string& path, const Attr& attr, std::uint64_t& object,
+                                   std::uint64_t& content_version) {
+    object = content_version = 0;
+    if (!cache || !S_ISREG(attr.mode))
+        return;
+    if (cache->object(path, Version::of(attr), object, content_version) != Errc::ok) {
+        LOG_WARN("the cache could not look up %s; reading it from the remote", path.c_str());
+        object = 0;
+    }
+}
+
+void Engine::Impl::settle_version(const std::shared_ptr<Node>& node, BackendFile& file) {
+    {
+        std::lock_guard lock(mu);
+        if (!node->expect_own_change || !node->cache_object || !node->data.dirty.empty() ||
+            !node->data.writing.empty())
+            return;
+    }
+    Attr attr;
+    if (file.getattr(attr) != Errc::ok)
+        return;  // the next open compares versions anyway
+    std::lock_guard lock(mu);
+    apply_remote_attr_locked(*node, attr);
+}
+
 OpenFile* Engine::Impl::make_open_file_locked(const std::shared_ptr<Node>& node,
                                               std::unique_ptr<BackendFile> file, int flags) {
     auto* of = new OpenFile{node, std::shared_ptr<BackendFile>(std::move(file)), flags,
@@ -755,11 +780,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
         return e;
     // The persistent cache checks the same version for its own copy.
     std::uint64_t cache_object = 0, cache_version = 0;
-    if (impl_->cache && S_ISREG(attr.mode) &&
-        impl_->cache->object(path, Version::of(attr), cache_object, cache_version) != Errc::ok) {
-        LOG_WARN("the cache could not look up %s; reading it from the remote", path.c_str());
-        cache_object = 0;
-    }
+    impl_->cache_object_of(path, attr, cache_object, cache_version);
     OpenFile* of;
     bool changed;
     {
@@ -801,10 +822,14 @@ Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std
     e = impl_->finish_create(caller, parent, std::string(name), path, attr, entry);
     if (e != Errc::ok)
         return e;
+    std::uint64_t cache_object = 0, cache_version = 0;
+    impl_->cache_object_of(path, attr, cache_object, cache_version);
     std::lock_guard lock(impl_->mu);
     auto node = impl_->node_locked(entry.ino);
     if (!node)
         return Errc::bad_handle;
+    node->cache_object = cache_object;
+    node->cache_version = cache_version;
     OpenFile* of = impl_->make_open_file_locked(node, std::move(file), flags);
     out.handle = reinterpret_cast<std::uint64_t>(of);
     out.direct_io = of->direct;
@@ -852,6 +877,8 @@ Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
     do
         e = file->fsync(datasync);
     while (e != Errc::ok && impl_->retry_after(e, attempt));
+    if (e == Errc::ok)
+        impl_->settle_version(of.node, *file);
     return e;
 }
 
@@ -871,6 +898,8 @@ void Engine::release(Ino, std::uint64_t handle) {
     auto file = std::move(of->file);
     impl_->maybe_drop_locked(node);
     lock.unlock();
+    if (file && of->writable)
+        impl_->settle_version(node, *file);
     if (file && file.use_count() == 1) {
         if (Errc e = file->close(); e != Errc::ok)
             LOG_WARN("closing a remote file reported: %s", std::string(describe(e)).c_str());

@@ -92,7 +92,8 @@ struct EngineStats {
     std::uint64_t dirty_bytes = 0;       // dirty bytes now
     std::uint64_t evictions = 0;
     std::uint64_t cache_hits = 0;        // granules read from the persistent cache
-    std::uint64_t cache_fills = 0;       // granules stored into it after a download
+    std::uint64_t cache_fills = 0;       // granules stored into it (downloaded or written)
+    std::uint64_t cache_write_fills = 0; // of those, queued after a write reached the remote
 };
 
 class Engine {

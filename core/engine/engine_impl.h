@@ -150,6 +150,14 @@ struct Engine::Impl {
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);
     OpenFile* make_open_file_locked(const std::shared_ptr<Node>& node, std::unique_ptr<BackendFile> file,
                                     int flags);
+    // The persistent cache's object for a file being opened, checked against
+    // the version the remote reports (0: no cache, or it failed).
+    void cache_object_of(const std::string& path, const Attr& attr, std::uint64_t& object,
+                         std::uint64_t& content_version);
+    // Once every local write is on the remote: takes the version the remote
+    // now reports as our own, so the persistent cache keeps what it holds
+    // (its granules were stored from those writes). Called without the lock.
+    void settle_version(const std::shared_ptr<Node>& node, BackendFile& file);
     OpenFile* handle_of(std::uint64_t handle) const { return reinterpret_cast<OpenFile*>(handle); }
     void invalidate_kernel_cache(Ino ino, std::uint64_t offset, std::uint64_t length);
 
@@ -211,6 +219,9 @@ struct Engine::Impl {
     Errc sync_locked(std::unique_lock<std::mutex>& lock, OpenFile& of);
     Errc truncate(const std::shared_ptr<Node>& node, std::uint64_t size, BackendFile* file,
                   const std::string& path, SetAttr change, Attr& out);
+    // After [start, end) reached the remote: queues every granule it touches
+    // whose bytes are all known and all on the remote for the cache.
+    void queue_written_granules_locked(Node& node, std::uint64_t start, std::uint64_t end);
     void writeback_thread();
     Errc write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data);
 

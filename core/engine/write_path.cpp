@@ -249,10 +249,57 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                     counters.bytes_uploaded += len;
                     node->expect_own_change = true;
                     node->attr_expiry = {};
+                    if (object && object == node->cache_object)
+                        queue_written_granules_locked(*node, s, e);
                 }
                 changed.notify_all();
             });
         }
+    }
+}
+
+void Engine::Impl::queue_written_granules_locked(Node& node, std::uint64_t start, std::uint64_t end) {
+    FileData& d = node.data;
+    if (d.truncating)
+        return;
+    for (std::uint64_t g = start / granule * granule; g < end && g < d.size; g += granule) {
+        const std::uint64_t length = std::min(granule, d.size - g);
+        // Only bytes the remote now holds: nothing of the granule may still be
+        // waiting to go (the copy would be newer than the remote) ...
+        if (d.dirty.overlaps(g, g + length) || d.writing.overlaps(g, g + length))
+            continue;
+        if (cache_fill_bytes + length > kCacheFillLimit)
+            return;
+        // ... and every byte of it known: a granule partly written and never
+        // read is not stored (a later read fetches and stores it whole); its
+        // old copy was dropped when the write started.
+        bool complete = true;
+        for (std::uint64_t pos = g; complete && pos < g + length;) {
+            const Folio* f = find_folio_locked(d, pos);
+            const std::uint64_t stop = f ? std::min(g + length, f->end()) : pos;
+            complete = f && !f->busy && !f->stale && f->valid_begin <= pos - f->pos &&
+                       f->valid_end >= stop - f->pos;
+            pos = stop;
+        }
+        if (!complete)
+            continue;
+        std::shared_ptr<std::byte[]> copy(new std::byte[length]);
+        for (std::uint64_t pos = g; pos < g + length;) {
+            const Folio* f = find_folio_locked(d, pos);
+            const std::uint64_t stop = std::min(g + length, f->end());
+            std::memcpy(copy.get() + (pos - g), f->data + (pos - f->pos), stop - pos);
+            pos = stop;
+        }
+        // Queued behind earlier fills: a later write's drop_cached() stores
+        // this first and then drops it, so it can never outlive newer bytes.
+        cache_fill_bytes += length;
+        pending_fills.push_back({{node.cache_object, node.cache_version, g / granule, g, length, 0, false},
+                                 std::move(copy)});
+        counters.cache_write_fills++;
+    }
+    if (!pending_fills.empty() && !fill_writer_queued) {
+        fill_writer_queued = true;
+        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(); });
     }
 }
 

@@ -84,37 +84,46 @@ private slots:
     }
 
     // mount(8) -t fuse.netfs goes through fuse3's mount.fuse3, which runs
-    // `netfs REMOTE MOUNTPOINT -o OPTIONS` from root's PATH.
+    // `netfs REMOTE MOUNTPOINT -o OPTIONS` through /bin/sh with the default
+    // PATH (libmount drops the caller's). So the test runs in a private
+    // mount namespace where /usr/local/sbin holds this build's netfs, as an
+    // installed one would be: the machine's own directories are untouched.
     void mount_helper_and_fstab_work() {
         const QString bin = dir_.path() + "/bin";
         QVERIFY(QDir().mkpath(bin));
         QVERIFY(QFile::link(NETFS_BINARY, bin + "/netfs"));
-        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
-        env.insert("PATH", bin + ":" + env.value("PATH"));
-        env.insert("XDG_CACHE_HOME", dir_.path() + "/cache-home");  // keep the real home clean
-        env.insert("XDG_CONFIG_HOME", dir_.path() + "/config-home");
         QVERIFY(QFile(src_ + "/hello").open(QIODevice::WriteOnly));
-
-        RunResult r = run("mount", {"-t", "fuse.netfs", "file://" + src_, mnt_, "-o", "ro,noatime,_netdev"}, 20000, env);
-        QVERIFY2(r.exit_code == 0, qPrintable(r.err));
-        QVERIFY(is_mountpoint(mnt_));
-        QVERIFY(QFile::exists(mnt_ + "/hello"));
-        QVERIFY(!QFile(mnt_ + "/new").open(QIODevice::WriteOnly));  // ro was honoured
-        QCOMPARE(run(NETFS_BINARY, {"unmount", mnt_}).exit_code, 0);
-        QVERIFY(!is_mountpoint(mnt_));
-
         const QString fstab = dir_.path() + "/fstab";
         QFile f(fstab);
         QVERIFY(f.open(QIODevice::WriteOnly));
         f.write(QString("file://%1 %2 fuse.netfs allow_other,default_permissions,noauto,nofail 0 0\n")
                     .arg(src_, mnt_).toUtf8());
         f.close();
-        r = run("mount", {"--fstab", fstab, mnt_}, 20000, env);
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("XDG_CACHE_HOME", dir_.path() + "/cache-home");  // keep the real home clean
+        env.insert("XDG_CONFIG_HOME", dir_.path() + "/config-home");
+        env.insert("BIN", bin);
+        env.insert("SRC", src_);
+        env.insert("MNT", mnt_);
+        env.insert("FSTAB", fstab);
+        // Each step fails with its own message.
+        // (A plain literal: moc cannot read raw strings.)
+        const QString script =
+            "set -e\n"
+            "mount --bind \"$BIN\" /usr/local/sbin\n"
+            "mount -t fuse.netfs \"file://$SRC\" \"$MNT\" -o ro,noatime,_netdev\n"
+            "mountpoint -q \"$MNT\" || { echo \"not mounted by mount -t fuse.netfs\" >&2; exit 2; }\n"
+            "test -e \"$MNT/hello\" || { echo \"hello missing\" >&2; exit 3; }\n"
+            "if touch \"$MNT/new\" 2>/dev/null; then echo \"ro was not honoured\" >&2; exit 4; fi\n"
+            "netfs unmount \"$MNT\"\n"
+            "mount --fstab \"$FSTAB\" \"$MNT\"\n"
+            "mountpoint -q \"$MNT\" || { echo \"not mounted from fstab\" >&2; exit 5; }\n"
+            "echo data > \"$MNT/written\"\n"
+            "netfs unmount \"$MNT\"\n";
+        RunResult r = run("unshare", {"--mount", "--propagation", "private", "/bin/sh", "-c", script}, 40000, env);
         QVERIFY2(r.exit_code == 0, qPrintable(r.err));
-        QVERIFY(is_mountpoint(mnt_));
-        QVERIFY(QFile(mnt_ + "/written").open(QIODevice::WriteOnly));
-        QCOMPARE(run(NETFS_BINARY, {"unmount", mnt_}).exit_code, 0);
         QVERIFY(QFile::exists(src_ + "/written"));
+        QVERIFY(!is_mountpoint(mnt_));
     }
 
     void unmount_of_something_not_mounted_fails_clearly() {

@@ -60,6 +60,22 @@ private slots:
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
+    // What was written through the mount reaches the cache at writeback:
+    // read back after a remount with the remote refusing every read.
+    void written_files_are_cached() {
+        MountFixture m;
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret")});
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        auto data = random_bytes((3 << 20) + 777, 7);
+        QVERIFY(write_file(m.at("written"), data));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.direct("written")) == data);
+        m.set_faults("read io\n");
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("written")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
     void a_change_on_the_remote_is_never_masked() {
         MountFixture m;
         m.set_extra_args({"--key-file", key_file(m, "key", "secret")});

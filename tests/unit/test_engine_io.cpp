@@ -456,6 +456,57 @@ private slots:
         r->engine->release(0, h);
     }
 
+    // Written data reaches the cache at writeback: after a remount it is
+    // read back with every remote read failing.
+    void written_data_is_cached_at_writeback() {
+        put_file(remote_dir_.path() + "/w", {});
+        auto data = random_bytes((1 << 20) + 1000, 34);
+        {
+            auto r = rig();
+            auto h = r->open("w", O_RDWR);
+            QVERIFY(h);
+            for (std::size_t off = 0; off < data.size(); off += 50000)  // odd-sized, unaligned writes
+                QCOMPARE(r->write(h, off, slice(data, off, std::min<std::size_t>(50000, data.size() - off))),
+                         Errc::ok);
+            QCOMPARE(r->engine->fsync(0, h, false), Errc::ok);
+            r->engine->release(0, h);
+            QVERIFY(r->engine->shutdown() == Errc::ok);
+            // 16 whole granules of 64 KiB and the short last one.
+            QCOMPARE(r->engine->stats().cache_write_fills, std::uint64_t(17));
+        }
+        QVERIFY(file_bytes(remote_dir_.path() + "/w") == data);
+        auto r = rig();
+        auto h = r->open("w", O_RDONLY);
+        QVERIFY(h);
+        r->set_faults("read io");
+        r->log.clear();
+        QVERIFY(r->read(h, 0, data.size()) == data);
+        QCOMPARE(r->log.of(Rpc::read).size(), std::size_t(0));
+        r->engine->release(0, h);
+    }
+
+    // A granule partly written and never read is not stored padded: its
+    // unknown bytes come from the remote.
+    void partly_written_granules_are_not_padded() {
+        auto data = random_bytes(256 << 10, 35);
+        put_file(remote_dir_.path() + "/p", data);
+        {
+            auto r = rig();
+            auto h = r->open("p", O_RDWR);
+            auto patch = random_bytes(3000, 36);
+            QCOMPARE(r->write(h, 100000, patch), Errc::ok);
+            std::copy(patch.begin(), patch.end(), data.begin() + 100000);
+            QCOMPARE(r->engine->fsync(0, h, false), Errc::ok);
+            r->engine->release(0, h);
+            r->engine->shutdown();
+            QCOMPARE(r->engine->stats().cache_write_fills, std::uint64_t(0));
+        }
+        auto r = rig();
+        auto h = r->open("p", O_RDONLY);
+        QVERIFY(r->read(h, 0, data.size()) == data);
+        r->engine->release(0, h);
+    }
+
     void writes_and_remote_changes_never_leave_stale_granules() {
         auto data = random_bytes(512 << 10, 31);
         put_file(remote_dir_.path() + "/g", data);
