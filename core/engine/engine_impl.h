@@ -118,6 +118,8 @@ struct GranuleFill {
     bool failed = false;
 };
 
+using GranuleFills = std::vector<std::shared_ptr<GranuleFill>>;
+
 // What a read request is for (the request's origin).
 enum class Origin { read, readahead, write_fill, direct_read };
 
@@ -175,20 +177,24 @@ struct Engine::Impl {
     // One subrequest's outcome: bytes landed in the folio's target (or an error).
     void complete_subrequest_locked(const std::shared_ptr<Node>& node, Folio& folio, Errc error,
                                     const std::shared_ptr<IoWait>& wait);
-    // Fills [lo, hi) of a folio from granule `gstart` of the persistent cache,
-    // or on a miss from the remote, storing the granule afterwards.
-    void fill_from_cache(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file, Folio& folio,
-                         std::byte* target, std::uint64_t gstart, std::uint64_t lo, std::uint64_t hi, Origin origin,
-                         const std::shared_ptr<IoWait>& wait);
+    // Looks granule `gstart` of a folio up in the persistent cache; the last
+    // lookup of the folio sends the misses to the remote.
+    void lookup_granule(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file, Folio& folio,
+                        std::byte* target, std::uint64_t gstart, Origin origin, const std::shared_ptr<IoWait>& wait,
+                        const std::shared_ptr<struct FolioLookup>& lookup);
+    // Queues a whole granule for the cache thread: returns where the caller
+    // copies its bytes (before dropping the lock), or null when the queue is
+    // full and the granule goes uncached.
+    std::byte* queue_fill_locked(const GranuleFill& granule);
     // Granules of cache object `object` covering [start, end) are stale.
     void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end);
     // On the cache thread: stores every pending fill in one batch.
     void store_pending_fills();
     // Sends [lo, hi) of a folio's target to the remote in rsize subrequests;
-    // with `granule`, the last of them stores the whole granule in the cache.
+    // each of `fills` is stored in the cache when its last subrequest is in.
     void issue_remote_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
                              Folio& folio, std::byte* target, std::uint64_t lo, std::uint64_t hi, Origin origin,
-                             const std::shared_ptr<IoWait>& wait, const std::shared_ptr<struct GranuleFill>& granule);
+                             const std::shared_ptr<IoWait>& wait, GranuleFills fills);
     // Reads [offset, offset + buf.size()) from the remote with retries; a
     // short result means end of file. Runs without the lock.
     Errc read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,

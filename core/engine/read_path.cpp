@@ -135,8 +135,7 @@ void Engine::Impl::complete_subrequest_locked(const std::shared_ptr<Node>& node,
 
 void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
                                        Folio& folio, std::byte* target, std::uint64_t lo, std::uint64_t hi,
-                                       Origin origin, const std::shared_ptr<IoWait>& wait,
-                                       const std::shared_ptr<GranuleFill>& granule_fill) {
+                                       Origin origin, const std::shared_ptr<IoWait>& wait, GranuleFills fills) {
     const auto priority = origin == Origin::readahead ? IoPool::Priority::background : IoPool::Priority::urgent;
     for (std::uint64_t off = lo; off < hi; off += limits.rsize) {
         const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(limits.rsize, hi - off));
@@ -144,73 +143,111 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
         folio.pending++;
         if (wait)
             wait->outstanding++;
-        if (granule_fill)
-            granule_fill->remaining++;
+        // The granules this subrequest helps fill: one granule may take
+        // several subrequests (rsize < granule), one subrequest several
+        // granules (rsize > granule).
+        auto mine = std::make_shared<std::vector<std::shared_ptr<GranuleFill>>>();
+        for (const auto& g : fills)
+            if (g->start < off + len && off < g->start + granule) {
+                g->remaining++;
+                mine->push_back(g);
+            }
         counters.subrequests++;
         if (origin == Origin::readahead)
             counters.readahead_bytes += len;
-        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, granule_fill] {
+        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, mine] {
             std::size_t got = 0;
             Errc e = read_from_remote(*file, off, {dest, len}, got);
             if (e == Errc::ok && got < len)
                 std::memset(dest + got, 0, len - got);  // a hole or end of file
             std::lock_guard lock(mu);
             counters.bytes_downloaded += got;
-            if (granule_fill) {
-                granule_fill->failed |= e != Errc::ok;
-                if (--granule_fill->remaining == 0 && !granule_fill->failed && !folio.stale &&
-                    cache_fill_bytes + granule_fill->length <= kCacheFillLimit) {
-                    // The whole granule is in: store a copy, off the reader's path.
-                    const GranuleFill g = *granule_fill;
-                    std::shared_ptr<std::byte[]> copy(new std::byte[g.length]);
-                    std::memcpy(copy.get(), folio.data + (g.start - folio.pos), g.length);
-                    cache_fill_bytes += g.length;
-                    pending_fills.push_back({g, std::move(copy)});
-                    if (!fill_writer_queued) {
-                        fill_writer_queued = true;
-                        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(); });
-                    }
-                }
+            for (const auto& g : *mine) {
+                g->failed |= e != Errc::ok;
+                if (--g->remaining == 0 && !g->failed && !folio.stale)
+                    if (std::byte* copy = queue_fill_locked(*g))
+                        std::memcpy(copy, folio.data + (g->start - folio.pos), g->length);
             }
             complete_subrequest_locked(node, folio, e, wait);
         });
     }
 }
 
-void Engine::Impl::fill_from_cache(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
-                                   Folio& folio, std::byte* target, std::uint64_t gstart, std::uint64_t lo,
-                                   std::uint64_t hi, Origin origin, const std::shared_ptr<IoWait>& wait) {
-    std::uint64_t object, content_version, remote_size;
+std::byte* Engine::Impl::queue_fill_locked(const GranuleFill& g) {
+    if (cache_fill_bytes + g.length > kCacheFillLimit)
+        return nullptr;  // the cache cannot keep up: this granule stays uncached
+    // Stored off the reader's path; one job stores all that wait.
+    std::shared_ptr<std::byte[]> copy(new std::byte[g.length]);
+    cache_fill_bytes += g.length;
+    pending_fills.push_back({g, copy});
+    if (!fill_writer_queued) {
+        fill_writer_queued = true;
+        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(); });
+    }
+    return copy.get();
+}
+
+// The cache lookups of one folio fill. When the last is done, the granules
+// that missed go to the remote, runs of neighbours as single reads.
+struct FolioLookup {
+    unsigned pending = 0;
+    std::vector<std::uint64_t> missed;  // granule starts
+};
+
+void Engine::Impl::lookup_granule(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
+                                  Folio& folio, std::byte* target, std::uint64_t gstart, Origin origin,
+                                  const std::shared_ptr<IoWait>& wait, const std::shared_ptr<FolioLookup>& lookup) {
+    const std::uint64_t lo = std::max(gstart, folio.pos), hi = std::min(gstart + granule, folio.end());
+    std::uint64_t object;
     {
         std::lock_guard lock(mu);
         object = node->cache_object;
-        content_version = node->cache_version;
-        remote_size = node->cached_version.size;
     }
     std::vector<std::byte> plain;
-    if (object && cache->get(object, gstart / granule, plain) == Errc::ok) {
-        // A hit: the granule's plaintext, shorter at the end of the file.
-        const std::uint64_t have = std::min<std::uint64_t>(plain.size(), hi > gstart ? hi - gstart : 0);
+    const bool hit = object && cache->get(object, gstart / granule, plain) == Errc::ok;
+    if (hit) {
+        // The granule's plaintext, shorter at the end of the file.
+        const std::uint64_t have = std::min<std::uint64_t>(plain.size(), hi - gstart);
         const std::uint64_t from = lo - gstart;
         if (have > from)
             std::memcpy(target + (lo - folio.pos), plain.data() + from, have - from);
         const std::uint64_t filled = have > from ? have - from : 0;
         if (filled < hi - lo)
             std::memset(target + (lo - folio.pos) + filled, 0, hi - lo - filled);
-        std::lock_guard lock(mu);
-        counters.cache_hits++;
-        complete_subrequest_locked(node, folio, Errc::ok, wait);
-        return;
     }
     std::lock_guard lock(mu);
-    std::shared_ptr<GranuleFill> fill;
-    // Only a whole granule, read under a known content version, is stored.
-    if (object && lo == gstart && hi == gstart + granule && gstart < remote_size) {
-        fill = std::make_shared<GranuleFill>();
-        *fill = {object, content_version, gstart / granule, gstart, std::min(granule, remote_size - gstart), 0, false};
+    if (hit) {
+        counters.cache_hits++;
+        complete_subrequest_locked(node, folio, Errc::ok, wait);
+    } else {
+        lookup->missed.push_back(gstart);
     }
-    issue_remote_locked(node, file, folio, target, lo, hi, origin, wait, fill);
-    complete_subrequest_locked(node, folio, Errc::ok, wait);  // this lookup's own share
+    if (--lookup->pending > 0 || lookup->missed.empty())
+        return;
+    auto& missed = lookup->missed;
+    std::sort(missed.begin(), missed.end());
+    const std::uint64_t remote_size = node->cached_version.size;
+    for (std::size_t i = 0; i < missed.size();) {
+        std::size_t j = i + 1;
+        while (j < missed.size() && missed[j] == missed[j - 1] + granule)
+            ++j;
+        // Only whole granules, read under a known content version, are stored.
+        GranuleFills fills;
+        for (std::size_t k = i; k < j; ++k) {
+            const std::uint64_t g = missed[k];
+            if (node->cache_object && g >= folio.pos && g + granule <= folio.end() && g < remote_size)
+                fills.push_back(std::make_shared<GranuleFill>(GranuleFill{node->cache_object, node->cache_version,
+                                                                          g / granule, g,
+                                                                          std::min(granule, remote_size - g)}));
+        }
+        issue_remote_locked(node, file, folio, target, std::max(missed[i], folio.pos),
+                            std::min(missed[j - 1] + granule, folio.end()), origin, wait, std::move(fills));
+        i = j;
+    }
+    // The missed lookups' own shares of the folio and the wait, held until
+    // their remote reads were issued.
+    for (std::size_t k = 0; k < missed.size(); ++k)
+        complete_subrequest_locked(node, folio, Errc::ok, wait);
 }
 
 void Engine::Impl::fill_folio_locked(const std::shared_ptr<Node>& node, const std::shared_ptr<BackendFile>& file,
@@ -226,20 +263,24 @@ void Engine::Impl::fill_folio_locked(const std::shared_ptr<Node>& node, const st
         // Straight from the remote (a folio with written bytes never takes
         // cached bytes around them: they would be older than the writes).
         folio.pending++;  // held while issuing, so the folio cannot complete early
-        issue_remote_locked(node, file, folio, target, folio.pos, folio.end(), origin, wait, nullptr);
+        issue_remote_locked(node, file, folio, target, folio.pos, folio.end(), origin, wait, {});
         if (--folio.pending == 0)
             complete_fill_locked(*node, folio);
         return;
     }
-    // The cache is asked first, granule by granule.
+    // The cache is asked first, granule by granule, in parallel (decoding
+    // is CPU work); the misses are then read from the remote together.
     const auto priority = origin == Origin::readahead ? IoPool::Priority::background : IoPool::Priority::urgent;
-    for (std::uint64_t g = folio.pos / granule * granule; g < folio.end(); g += granule) {
-        const std::uint64_t lo = std::max(g, folio.pos), hi = std::min(g + granule, folio.end());
+    auto lookup = std::make_shared<FolioLookup>();
+    const std::uint64_t first = folio.pos / granule * granule;
+    for (std::uint64_t g = first; g < folio.end(); g += granule)
+        lookup->pending++;
+    for (std::uint64_t g = first; g < folio.end(); g += granule) {
         folio.pending++;
         if (wait)
             wait->outstanding++;
-        pool->submit(priority, [this, node, file, &folio, target, g, lo, hi, origin, wait] {
-            fill_from_cache(node, file, folio, target, g, lo, hi, origin, wait);
+        pool->submit(priority, [this, node, file, &folio, target, g, origin, wait, lookup] {
+            lookup_granule(node, file, folio, target, g, origin, wait, lookup);
         });
     }
 }

@@ -268,8 +268,6 @@ void Engine::Impl::queue_written_granules_locked(Node& node, std::uint64_t start
         // waiting to go (the copy would be newer than the remote) ...
         if (d.dirty.overlaps(g, g + length) || d.writing.overlaps(g, g + length))
             continue;
-        if (cache_fill_bytes + length > kCacheFillLimit)
-            return;
         // ... and every byte of it known: a granule partly written and never
         // read is not stored (a later read fetches and stores it whole); its
         // old copy was dropped when the write started.
@@ -283,23 +281,18 @@ void Engine::Impl::queue_written_granules_locked(Node& node, std::uint64_t start
         }
         if (!complete)
             continue;
-        std::shared_ptr<std::byte[]> copy(new std::byte[length]);
-        for (std::uint64_t pos = g; pos < g + length;) {
+        // Queued behind earlier fills, so a later write's drop_cached()
+        // stores this first and then drops it: it never outlives newer bytes.
+        std::byte* copy = queue_fill_locked({node.cache_object, node.cache_version, g / granule, g, length});
+        if (!copy)
+            return;
+        for (std::uint64_t pos = g; pos < g + length;) {  // gathered: a granule may span folios
             const Folio* f = find_folio_locked(d, pos);
             const std::uint64_t stop = std::min(g + length, f->end());
-            std::memcpy(copy.get() + (pos - g), f->data + (pos - f->pos), stop - pos);
+            std::memcpy(copy + (pos - g), f->data + (pos - f->pos), stop - pos);
             pos = stop;
         }
-        // Queued behind earlier fills: a later write's drop_cached() stores
-        // this first and then drops it, so it can never outlive newer bytes.
-        cache_fill_bytes += length;
-        pending_fills.push_back({{node.cache_object, node.cache_version, g / granule, g, length, 0, false},
-                                 std::move(copy)});
         counters.cache_write_fills++;
-    }
-    if (!pending_fills.empty() && !fill_writer_queued) {
-        fill_writer_queued = true;
-        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(); });
     }
 }
 

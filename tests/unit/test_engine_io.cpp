@@ -427,10 +427,10 @@ class TestEngineCache : public QObject {
             qFatal("cache: %s", message.c_str());
         return std::shared_ptr<CacheStore>(std::move(store));
     }
-    std::unique_ptr<Rig> rig() {
+    std::unique_ptr<Rig> rig(const QString& query = "rsize=16384&max_in_flight=4") {
         EngineOptions options;
         options.cache = open_cache();
-        return std::make_unique<Rig>("rsize=16384&max_in_flight=4", options, remote_dir_.path());
+        return std::make_unique<Rig>(query, options, remote_dir_.path());
     }
 
 private slots:
@@ -453,6 +453,29 @@ private slots:
         QVERIFY(r->read(h, 0, data.size()) == data);
         QVERIFY(r->engine->stats().cache_hits >= 8);
         QVERIFY2(r->log.of(Rpc::read).size() < 4, "served from the cache, not the remote");
+        r->engine->release(0, h);
+    }
+
+    // With rsize larger than a granule, neighbouring misses go to the remote
+    // as one read that fills several granules.
+    void one_remote_read_fills_several_granules() {
+        auto data = random_bytes(1 << 20, 37);
+        put_file(remote_dir_.path() + "/big", data);
+        {
+            auto r = rig("rsize=262144&max_in_flight=4");
+            auto h = r->open("big", O_RDONLY);
+            r->log.clear();
+            QVERIFY(r->read(h, 0, data.size()) == data);
+            r->engine->release(0, h);
+            QVERIFY(r->engine->shutdown() == Errc::ok);
+            const auto reads = r->log.of(Rpc::read);
+            QVERIFY2(reads.size() <= 5, qPrintable(QString::number(reads.size())));  // 4 of 256K (+ EOF probe)
+            QCOMPARE(r->engine->stats().cache_fills, std::uint64_t(16));  // 16 granules of 64K
+        }
+        auto r = rig();
+        auto h = r->open("big", O_RDONLY);
+        r->set_faults("read io");
+        QVERIFY(r->read(h, 0, data.size()) == data);
         r->engine->release(0, h);
     }
 
