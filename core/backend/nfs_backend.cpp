@@ -1,10 +1,1249 @@
+// The nfs:// remote over libnfs's asynchronous interface.
+//
+//   engine threads ──submit (under Connection::mu_)──▶ nfs_context ◀── service thread
+//        ▲                                                  │         poll(fd) / nfs_service()
+//        └──────── Call::cv (result copied in the callback) ◀┘         (takes mu_ only to service)
+//
+// A Connection is one nfs_context: one TCP connection and one mount. The
+// backend keeps a few (RemoteOptions::connections, 1 to 4) and hands each
+// request to the next one that is up; an open file stays on the connection
+// it was opened on, because a libnfs file handle belongs to one context.
+//
+// libnfs contexts are not thread-safe, so every call on a context happens
+// under its Connection::mu_; the service thread drops mu_ while it polls, so
+// engine threads can queue requests while others are in flight. Callbacks run
+// inside nfs_service() or nfs_destroy_context(), i.e. with mu_ held.
+//
+// Liveness is ours, not libnfs's: libnfs's auto-reconnect is off (after a
+// reconnect an NFSv4 server has forgotten the open state, and libnfs 4.0
+// would replay requests with dead stateids). A connection is declared down
+// when the socket fails or when requests are pending and nothing has been
+// received for `dead_after_` (a NULL ping is sent when idle so a dead server
+// is noticed even when nobody asks). Then every pending request fails with
+// Errc::unreachable (the engine retries), the context is destroyed and the
+// service thread mounts again with back-off. Open files re-open by path on
+// the new context and check that the file id is unchanged (else bad_handle),
+// so a reconnect never makes a handle read another file's bytes.
+//
+// Every wait is bounded by op_timeout: a request whose answer does not come
+// in time is abandoned (its Call is freed by whichever side lets go last).
 #include "core/backend/nfs_backend.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <nfsc/libnfs.h>
+#include <nfsc/libnfs-raw.h>
+#include <nfsc/libnfs-raw-nfs.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
 
 namespace netfs {
 
-Errc open_nfs(const RemoteUrl& url, const RemoteOptions&, std::unique_ptr<Backend>&, std::string& message) {
-    message = url.shown + ": nfs:// remotes are not supported by this build yet";
-    return Errc::not_supported;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr std::uint32_t kNfsProgram = 100003;
+// A connection with nothing pending is pinged this often, so that a server
+// that died while we were idle is noticed before the next request needs it.
+constexpr auto kIdlePing = 1s;
+// The service thread wakes at least this often: libnfs checks its own RPC
+// timeouts inside nfs_service(), and we check liveness.
+constexpr int kServiceTickMs = 100;
+// How long a request waits for a connection that is being re-established
+// before it fails with Errc::unreachable (the engine retries it).
+constexpr auto kWaitForReconnect = 2s;
+// Read and write size when the server does not say (NFSv4 through libnfs 4.0).
+constexpr std::uint64_t kDefaultTransfer = 1u << 20;
+// libnfs 4.0 encodes an NFSv4 WRITE into a fixed 4 KiB buffer and fails
+// ("Failed to encode COMPOUND4args") for anything longer than about 3.9 KiB
+// of data; the rest of the buffer holds the RPC header, credentials and file
+// handle. Later libnfs versions size the buffer to the write.
+constexpr std::uint64_t kNfs4WriteMax = 3072;
+
+// Writes are FILE_SYNC (libnfs: O_SYNC on the handle). libnfs does not
+// expose the write verifier, so after UNSTABLE writes and a server restart
+// a COMMIT would report success for data the server lost. Stable writes make
+// every acknowledged write durable, which is what BackendFile::fsync promises.
+constexpr int kStableWrites = O_SYNC;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+Clock::time_point after(double seconds) {
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// libnfs reports -errno; -EINTR means it cancelled or timed out the request.
+Errc from_status(int status) {
+    if (status >= 0)
+        return Errc::ok;
+    if (status == -EINTR || status == -ETIMEDOUT)
+        return Errc::timed_out;
+    if (status == -ECONNRESET || status == -ENOTCONN || status == -EPIPE || status == -ECONNREFUSED)
+        return Errc::unreachable;
+    return from_errno(-status);
+}
+
+timespec make_ts(std::uint64_t sec, std::uint64_t nsec) {
+    timespec t;
+    t.tv_sec = static_cast<time_t>(sec);
+    t.tv_nsec = static_cast<long>(nsec);
+    return t;
+}
+
+Attr to_attr(const nfs_stat_64& st) {
+    Attr a;
+    a.file_id = st.nfs_ino;
+    a.mode = static_cast<std::uint32_t>(st.nfs_mode);
+    a.nlink = static_cast<std::uint32_t>(st.nfs_nlink);
+    a.uid = static_cast<std::uint32_t>(st.nfs_uid);
+    a.gid = static_cast<std::uint32_t>(st.nfs_gid);
+    a.rdev = st.nfs_rdev;
+    a.size = st.nfs_size;
+    a.blocks = st.nfs_blocks ? st.nfs_blocks : (st.nfs_used + 511) / 512;
+    a.atime = make_ts(st.nfs_atime, st.nfs_atime_nsec);
+    a.mtime = make_ts(st.nfs_mtime, st.nfs_mtime_nsec);
+    a.ctime = make_ts(st.nfs_ctime, st.nfs_ctime_nsec);
+    // libnfs 4.0 does not return the NFSv4 change attribute (nfs_stat_64 has
+    // no field for it); Version falls back on size, mtime and ctime.
+    a.change = 0;
+    return a;
+}
+
+// A directory entry's type comes as an NFS file type (NF3REG.., the same
+// numbers for NFSv4), separate from the permission bits.
+std::uint32_t type_bits(std::uint32_t nfs_type) {
+    switch (nfs_type) {
+    case NF3REG: return S_IFREG;
+    case NF3DIR: return S_IFDIR;
+    case NF3BLK: return S_IFBLK;
+    case NF3CHR: return S_IFCHR;
+    case NF3LNK: return S_IFLNK;
+    case NF3SOCK: return S_IFSOCK;
+    case NF3FIFO: return S_IFIFO;
+    default: return 0;
+    }
+}
+
+Attr to_attr(const nfsdirent& d) {
+    Attr a;
+    a.file_id = d.inode;
+    a.mode = (d.mode & 07777) | ((d.mode & S_IFMT) ? (d.mode & S_IFMT) : type_bits(d.type));
+    a.nlink = d.nlink;
+    a.uid = d.uid;
+    a.gid = d.gid;
+    a.rdev = d.rdev;
+    a.size = d.size;
+    a.blocks = d.blocks ? d.blocks : (d.used + 511) / 512;
+    a.atime = make_ts(static_cast<std::uint64_t>(d.atime.tv_sec), d.atime_nsec);
+    a.mtime = make_ts(static_cast<std::uint64_t>(d.mtime.tv_sec), d.mtime_nsec);
+    a.ctime = make_ts(static_cast<std::uint64_t>(d.ctime.tv_sec), d.ctime_nsec);
+    return a;
+}
+
+// Where the server is and how to reach it: constant after open_nfs.
+struct Target {
+    std::string host;
+    std::string libnfs_url;  // nfs://host/?nfsport=..: carries the ports and options to each context
+    std::string export_path; // what nfs_mount mounts
+    std::string subpath;     // below the export: prefixed to every remote path ("" or "/a/b")
+    int version = 3;
+    std::uint16_t probe_port = 0;  // a TCP port that must accept before a mount is tried
+    double connect_timeout = 10;
+    double op_timeout = 30;
+};
+
+// A TCP connect to host:port within `timeout` seconds; on failure a short
+// reason ("connection refused", "no answer within 10 s").
+bool probe_tcp(const std::string& host, std::uint16_t port, double timeout, std::string& why) {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    const std::string service = std::to_string(port);
+    if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &res); rc != 0) {
+        why = std::string("cannot resolve host name: ") + gai_strerror(rc);
+        return false;
+    }
+    bool ok = false;
+    for (addrinfo* ai = res; ai && !ok; ai = ai->ai_next) {
+        int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc == 0) {
+            ok = true;
+        } else if (errno == EINPROGRESS) {
+            pollfd p{fd, POLLOUT, 0};
+            rc = ::poll(&p, 1, static_cast<int>(timeout * 1000));
+            if (rc == 0) {
+                why = "no answer within " + std::to_string(static_cast<int>(timeout)) + " s";
+            } else {
+                int err = 0;
+                socklen_t len = sizeof err;
+                ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err == 0)
+                    ok = true;
+                else
+                    why = std::strerror(err);
+            }
+        } else {
+            why = std::strerror(errno);
+        }
+        ::close(fd);
+    }
+    ::freeaddrinfo(res);
+    if (!ok && why.empty())
+        why = "cannot connect";
+    for (char& c : why)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return ok;
+}
+
+// A new context set up from `t` and mounted on `export_path`. On failure
+// returns null, `status` the -errno and `why` libnfs's explanation.
+nfs_context* mount_context(const Target& t, const std::string& export_path, const std::string& client_name,
+                           int& status, std::string& why) {
+    nfs_context* nfs = nfs_init_context();
+    if (!nfs) {
+        status = -ENOMEM;
+        why = "out of memory";
+        return nullptr;
+    }
+    // Ports, version, uid/gid and the like from the URL's query, the way libnfs reads them.
+    nfs_url* parsed = nfs_parse_url_dir(nfs, t.libnfs_url.c_str());
+    if (!parsed) {
+        why = nfs_get_error(nfs);
+        status = -EINVAL;
+        nfs_destroy_context(nfs);
+        return nullptr;
+    }
+    nfs_destroy_url(parsed);
+    nfs_set_version(nfs, t.version);
+    // Caching and retrying are the engine's job; libnfs must answer from the server.
+    nfs_set_autoreconnect(nfs, 0);
+    nfs_set_dircache(nfs, 0);
+    nfs_set_pagecache(nfs, 0);
+    nfs_set_readahead(nfs, 0);
+    // Whole seconds, says libnfs.
+    nfs_set_timeout(nfs, std::max(1, static_cast<int>(t.connect_timeout)) * 1000);
+    if (t.version == 4) {
+        // Each context is its own NFSv4 client: with a shared name, a new
+        // context's SETCLIENTID would make the server drop the others' state.
+        nfs4_set_client_name(nfs, client_name.c_str());
+        char verifier[8];
+        std::random_device rd;
+        for (char& c : verifier)
+            c = static_cast<char>(rd());
+        nfs4_set_verifier(nfs, verifier);
+    }
+    status = nfs_mount(nfs, t.host.c_str(), export_path.c_str());
+    if (status != 0) {
+        const char* e = nfs_get_error(nfs);
+        why = e ? e : "";
+        nfs_destroy_context(nfs);
+        return nullptr;
+    }
+    return nfs;
+}
+
+class Connection;
+
+// One request in flight. Two owners: the waiting engine thread and libnfs
+// (until the callback comes or the context is destroyed); the last to let go
+// frees it. All fields are guarded by the connection's mu_.
+struct Call {
+    // Copies the callback's result to the waiter; called only while the
+    // waiter still waits, so it may write to the waiter's locals.
+    std::function<void(nfs_context*, int status, void* data)> take;
+    // What to undo when the answer comes after the waiter left (an open
+    // handle nobody will close): called with the context.
+    void (*orphan)(nfs_context*, int status, void* data) = nullptr;
+    Connection* conn = nullptr;
+    std::condition_variable cv;
+    int refs = 2;
+    bool settled = false;  // the waiter's result is decided
+    Errc result = Errc::ok;
+    std::string error_text;
+};
+
+void close_orphan_file(nfs_context* nfs, int status, void* data) {
+    if (status == 0 && data)
+        nfs_close_async(nfs, static_cast<nfsfh*>(data), [](int, nfs_context*, void*, void*) {}, nullptr);
+}
+
+void close_orphan_dir(nfs_context* nfs, int status, void* data) {
+    if (status == 0 && data)
+        nfs_closedir(nfs, static_cast<nfsdir*>(data));
+}
+
+class Connection {
+public:
+    Connection(const Target& target, int index, nfs_context* mounted)
+        : target_(target), index_(index), nfs_(mounted), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+        last_heard_ = Clock::now();
+        // A server that stops answering is declared dead after this long; the
+        // request fails over to a reconnect well before op_timeout.
+        dead_after_ = std::min(target.connect_timeout, 4.0);
+        // libnfs 4.0 learns the sizes from NFSv3's FSINFO only; over NFSv4
+        // it reports 0. 1 MiB is what Linux knfsd and ganesha accept by default.
+        readmax_ = nfs_get_readmax(nfs_);
+        writemax_ = nfs_get_writemax(nfs_);
+        if (readmax_ == 0)
+            readmax_ = kDefaultTransfer;
+        if (writemax_ == 0)
+            writemax_ = kDefaultTransfer;
+        if (target.version == 4)
+            writemax_ = std::min(writemax_, kNfs4WriteMax);
+        generation_ = 1;
+        thread_ = std::thread([this] { serve(); });
+    }
+
+    ~Connection() {
+        {
+            std::lock_guard lk(mu_);
+            stopping_ = true;
+        }
+        wake();
+        stop_cv_.notify_all();
+        thread_.join();
+        std::lock_guard lk(mu_);
+        if (nfs_)
+            drop_context("shutting down");
+        ::close(wake_fd_);
+    }
+
+    std::uint64_t readmax() const { return readmax_; }
+    std::uint64_t writemax() const { return writemax_; }
+
+    ConnectionState state() const {
+        std::lock_guard lk(mu_);
+        return state_;
+    }
+
+    bool is_up() const {
+        std::lock_guard lk(mu_);
+        return nfs_ != nullptr;
+    }
+
+    std::uint64_t generation() const {
+        std::lock_guard lk(mu_);
+        return generation_;
+    }
+
+    // Queues one request with `submit` (given the context, the callback and
+    // its private data; returns libnfs's queueing status) and waits for the
+    // answer until `deadline`. `take` receives the result (under mu_, in the
+    // service thread). `generation` != 0: the request uses a file handle of
+    // that generation of the context, and fails with unreachable if the
+    // context was replaced since.
+    Errc call(const std::function<int(nfs_context*, nfs_cb, void*)>& submit,
+              std::function<void(nfs_context*, int, void*)> take, std::uint64_t generation = 0,
+              void (*orphan)(nfs_context*, int, void*) = nullptr) {
+        const auto deadline = after(target_.op_timeout);
+        std::unique_lock lk(mu_);
+        if (Errc e = wait_until_up(lk, deadline, generation); e != Errc::ok)
+            return e;
+        Call* c = nullptr;
+        if (Errc e = submit_locked(submit, std::move(take), orphan, c); e != Errc::ok)
+            return e;
+        return wait_locked(lk, c, deadline);
+    }
+
+    // One request per element, all in flight at once; results[i] for requests[i].
+    struct Request {
+        std::function<int(nfs_context*, nfs_cb, void*)> submit;
+        std::function<void(nfs_context*, int, void*)> take;
+    };
+    void call_batch(std::vector<Request>& requests, std::vector<Errc>& results) {
+        const auto deadline = after(target_.op_timeout);
+        results.assign(requests.size(), Errc::ok);
+        std::unique_lock lk(mu_);
+        if (Errc e = wait_until_up(lk, deadline, 0); e != Errc::ok) {
+            results.assign(requests.size(), e);
+            return;
+        }
+        std::vector<Call*> calls(requests.size(), nullptr);
+        for (std::size_t i = 0; i < requests.size(); ++i)
+            results[i] = submit_locked(requests[i].submit, std::move(requests[i].take), nullptr, calls[i]);
+        for (std::size_t i = 0; i < requests.size(); ++i)
+            if (calls[i])
+                results[i] = wait_locked(lk, calls[i], deadline);
+    }
+
+private:
+    Errc wait_until_up(std::unique_lock<std::mutex>& lk, Clock::time_point deadline, std::uint64_t generation) {
+        if (!nfs_) {
+            if (state_ == ConnectionState::unreachable)
+                return Errc::unreachable;
+            up_cv_.wait_until(lk, std::min(deadline, Clock::now() + kWaitForReconnect),
+                              [&] { return nfs_ != nullptr || stopping_; });
+            if (!nfs_)
+                return Errc::unreachable;
+        }
+        if (generation != 0 && generation != generation_)
+            return Errc::unreachable;
+        return Errc::ok;
+    }
+
+    Errc submit_locked(const std::function<int(nfs_context*, nfs_cb, void*)>& submit,
+                       std::function<void(nfs_context*, int, void*)> take,
+                       void (*orphan)(nfs_context*, int, void*), Call*& out) {
+        out = nullptr;
+        if (!nfs_)
+            return Errc::unreachable;
+        auto* c = new Call;
+        c->take = std::move(take);
+        c->orphan = orphan;
+        c->conn = this;
+        const int rc = submit(nfs_, &Connection::on_reply, c);
+        if (rc != 0) {
+            // Not queued (libnfs could not encode or allocate it): no callback will come.
+            const char* e = nfs_get_error(nfs_);
+            last_error_ = e ? e : "";
+            delete c;
+            return rc < -1 ? from_status(rc) : Errc::io;
+        }
+        // Idle until now: the silence before this request says nothing about the server.
+        if (pending() == 0)
+            last_heard_ = Clock::now();
+        outstanding_.insert(c);
+        wake();
+        out = c;
+        return Errc::ok;
+    }
+
+    Errc wait_locked(std::unique_lock<std::mutex>& lk, Call* c, Clock::time_point deadline) {
+        c->cv.wait_until(lk, deadline, [&] { return c->settled; });
+        if (!c->settled) {
+            c->settled = true;
+            c->result = Errc::timed_out;
+        }
+        const Errc result = c->result;
+        release(c);
+        return result;
+    }
+
+    static void on_reply(int status, nfs_context* nfs, void* data, void* private_data) {
+        auto* c = static_cast<Call*>(private_data);
+        Connection* self = c->conn;
+        self->outstanding_.erase(c);
+        if (!c->settled) {
+            c->settled = true;
+            c->result = from_status(status);
+            if (status >= 0 && c->take)
+                c->take(nfs, status, data);
+            else if (status < 0 && data)
+                c->error_text = static_cast<const char*>(data);
+            c->cv.notify_one();
+        } else if (c->orphan) {
+            c->orphan(nfs, status, data);
+        }
+        self->release(c);
+    }
+
+    static void on_ping(rpc_context*, int status, void*, void* private_data) {
+        auto* self = static_cast<Connection*>(private_data);
+        self->ping_in_flight_ = false;
+        if (status == RPC_STATUS_SUCCESS)
+            self->last_heard_ = Clock::now();
+    }
+
+    void release(Call* c) {
+        if (--c->refs == 0)
+            delete c;
+    }
+
+    std::size_t pending() const { return outstanding_.size() + (ping_in_flight_ ? 1 : 0); }
+
+    void wake() {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+    }
+
+    // Fails every pending request with unreachable and destroys the context.
+    // Called with mu_ held.
+    void drop_context(const std::string& why) {
+        last_error_ = why;
+        for (Call* c : outstanding_) {
+            if (!c->settled) {
+                c->settled = true;
+                c->result = Errc::unreachable;
+                c->cv.notify_one();
+            }
+        }
+        nfs_context* dying = nfs_;
+        nfs_ = nullptr;
+        ++generation_;
+        // Cancels what libnfs still holds: on_reply runs for those calls.
+        nfs_destroy_context(dying);
+        for (Call* c : outstanding_)
+            release(c);  // libnfs never answered and never will
+        outstanding_.clear();
+        ping_in_flight_ = false;
+        state_ = ConnectionState::reconnecting;
+    }
+
+    void serve() {
+        std::unique_lock lk(mu_);
+        int failed_attempts = 0;
+        while (!stopping_) {
+            if (!nfs_) {
+                lk.unlock();
+                std::string why;
+                nfs_context* fresh = reconnect(why);
+                lk.lock();
+                if (stopping_) {
+                    if (fresh)
+                        nfs_destroy_context(fresh);
+                    break;
+                }
+                if (fresh) {
+                    nfs_ = fresh;
+                    ++generation_;
+                    state_ = ConnectionState::connected;
+                    last_heard_ = Clock::now();
+                    failed_attempts = 0;
+                    up_cv_.notify_all();
+                    continue;
+                }
+                last_error_ = why;
+                // Two failed attempts in a row: say so, so requests stop waiting.
+                if (++failed_attempts >= 2)
+                    state_ = ConnectionState::unreachable;
+                const auto backoff = std::min(5000ms, 250ms * (1 << std::min(failed_attempts, 5)));
+                stop_cv_.wait_for(lk, backoff, [&] { return stopping_; });
+                continue;
+            }
+            pollfd p[2] = {{nfs_get_fd(nfs_), static_cast<short>(nfs_which_events(nfs_)), 0},
+                           {wake_fd_, POLLIN, 0}};
+            lk.unlock();
+            ::poll(p, 2, kServiceTickMs);
+            if (p[1].revents & POLLIN) {
+                std::uint64_t n;
+                [[maybe_unused]] auto r = ::read(wake_fd_, &n, sizeof n);
+            }
+            lk.lock();
+            if (stopping_ || !nfs_)
+                continue;
+            if (p[0].revents & POLLIN)
+                last_heard_ = Clock::now();
+            if (nfs_service(nfs_, p[0].revents) < 0) {
+                const char* e = nfs_get_error(nfs_);
+                drop_context(std::string("connection lost: ") + (e ? e : "socket error"));
+                continue;
+            }
+            const double silent = seconds_since(last_heard_);
+            if (pending() > 0 && silent > dead_after_) {
+                drop_context("no answer for " + std::to_string(static_cast<int>(silent)) + " s");
+                continue;
+            }
+            if (pending() == 0 && silent > std::chrono::duration<double>(kIdlePing).count()) {
+                if (rpc_null_async(nfs_get_rpc_context(nfs_), kNfsProgram, target_.version, &Connection::on_ping,
+                                   this) == 0) {
+                    ping_in_flight_ = true;
+                    last_heard_ = Clock::now();
+                }
+            }
+        }
+    }
+
+    // Mounts a fresh context; null and `why` when the server is not there.
+    nfs_context* reconnect(std::string& why) {
+        if (target_.probe_port && !probe_tcp(target_.host, target_.probe_port, target_.connect_timeout, why))
+            return nullptr;
+        int status = 0;
+        const std::string name = "netfs." + std::to_string(::getpid()) + "." + std::to_string(index_) + "." +
+                                 std::to_string(++attempts_);
+        return mount_context(target_, target_.export_path, name, status, why);
+    }
+
+    const Target& target_;
+    const int index_;
+
+    mutable std::mutex mu_;  // guards everything below, and every call on nfs_
+    nfs_context* nfs_;       // null while down
+    std::uint64_t generation_ = 0;  // +1 whenever nfs_ is replaced or dropped
+    ConnectionState state_ = ConnectionState::connected;
+    std::set<Call*> outstanding_;
+    bool ping_in_flight_ = false;
+    Clock::time_point last_heard_;  // bytes arrived, or the connection became busy
+    double dead_after_;
+    std::string last_error_;
+    bool stopping_ = false;
+    std::condition_variable up_cv_;    // nfs_ came back
+    std::condition_variable stop_cv_;  // for the back-off sleep
+    std::uint64_t attempts_ = 0;       // service thread only
+
+    std::uint64_t readmax_ = 0, writemax_ = 0;  // constant after construction
+    const int wake_fd_;  // makes poll() return when a request was queued
+    std::thread thread_;
+};
+
+class NfsBackend;
+
+class NfsFile : public BackendFile {
+public:
+    NfsFile(NfsBackend& backend, std::string full_path, int flags, Connection* conn, std::uint64_t generation,
+            nfsfh* fh, std::uint64_t file_id)
+        : backend_(backend), path_(std::move(full_path)), flags_(flags), conn_(conn), generation_(generation),
+          fh_(fh), file_id_(file_id) {}
+    ~NfsFile() override { close(); }
+
+    Errc read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) override;
+    Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override;
+    Errc fsync(bool datasync) override;
+    Errc getattr(Attr& out) override;
+    Errc truncate(std::uint64_t size) override;
+    Errc close() override;
+
+private:
+    // The handle on a live context, re-opened by path after a reconnect.
+    Errc handle(Connection*& conn, std::uint64_t& generation, nfsfh*& fh);
+
+    NfsBackend& backend_;
+    const std::string path_;  // as libnfs names it (export-relative)
+    const int flags_;         // for a re-open: access mode, never O_TRUNC again
+
+    std::mutex mu_;  // guards the handle triple
+    Connection* conn_;
+    std::uint64_t generation_;
+    nfsfh* fh_;  // null after close()
+    const std::uint64_t file_id_;
+    bool closed_ = false;
+};
+
+class NfsBackend : public Backend {
+public:
+    NfsBackend(Target target, std::string shown) : target_(std::move(target)), shown_(std::move(shown)) {}
+
+    // Takes the first, already mounted context; mounts the others.
+    Errc start(nfs_context* first, std::uint32_t connections, std::string& message) {
+        conns_.push_back(std::make_unique<Connection>(target_, 0, first));
+        for (std::uint32_t i = 1; i < connections; ++i) {
+            int status = 0;
+            std::string why;
+            nfs_context* nfs = mount_context(target_, target_.export_path, client_name(i), status, why);
+            if (!nfs) {
+                message = shown_ + ": connection " + std::to_string(i + 1) + " could not mount: " + why;
+                return from_status(status);
+            }
+            conns_.push_back(std::make_unique<Connection>(target_, static_cast<int>(i), nfs));
+        }
+        std::uint64_t rmax = UINT64_MAX, wmax = UINT64_MAX;
+        for (auto& c : conns_) {
+            rmax = std::min(rmax, c->readmax());
+            wmax = std::min(wmax, c->writemax());
+        }
+        limits_.rsize = limits_.rsize_max = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(rmax, 4096, 1u << 20));
+        limits_.wsize = limits_.wsize_max = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(wmax, 1024, 1u << 20));
+        limits_.max_in_flight = 16 * static_cast<std::uint32_t>(conns_.size());
+        limits_.has_file_id = true;
+        limits_.has_change_attr = false;
+        return Errc::ok;
+    }
+
+    std::string client_name(std::uint32_t i) const {
+        return "netfs." + std::to_string(::getpid()) + "." + std::to_string(i) + ".0";
+    }
+
+    ConnectionState connection_state() const override {
+        bool reconnecting = false;
+        for (auto& c : conns_) {
+            const ConnectionState s = c->state();
+            if (s == ConnectionState::connected)
+                return s;
+            reconnecting |= s == ConnectionState::reconnecting;
+        }
+        return reconnecting ? ConnectionState::reconnecting : ConnectionState::unreachable;
+    }
+
+    std::string describe() const override { return shown_; }
+    BackendLimits limits() const override { return limits_; }
+
+    // The next connection that is up (any, when none is).
+    Connection& pick() {
+        const std::size_t n = conns_.size();
+        const std::size_t start = next_.fetch_add(1, std::memory_order_relaxed);
+        for (std::size_t i = 0; i < n; ++i) {
+            Connection& c = *conns_[(start + i) % n];
+            if (c.is_up())
+                return c;
+        }
+        return *conns_[start % n];
+    }
+
+    // The remote path as libnfs names it: below the mounted export.
+    std::string full(const std::string& path) const {
+        if (target_.subpath.empty())
+            return path.empty() ? "/" : path;
+        return path == "/" || path.empty() ? target_.subpath : target_.subpath + path;
+    }
+
+    // A request that returns nothing but its status.
+    Errc simple(const std::function<int(nfs_context*, nfs_cb, void*)>& submit) {
+        return pick().call(submit, nullptr);
+    }
+
+    Errc lstat_full(Connection& conn, const std::string& p, Attr& out) {
+        return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lstat64_async(nfs, p.c_str(), cb, d); },
+                         [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); });
+    }
+
+    Errc getattr(const std::string& path, Attr& out) override {
+        const std::string p = full(path);
+        return lstat_full(pick(), p, out);
+    }
+
+    Errc readdir(const std::string& path, std::vector<DirEntry>& out) override {
+        const std::string p = full(path);
+        std::vector<DirEntry> entries;
+        Connection& conn = pick();
+        Errc e = conn.call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_opendir_async(nfs, p.c_str(), cb, d); },
+            [&](nfs_context* nfs, int, void* data) {
+                // The whole listing arrived with the reply; nfs_readdir() only walks it.
+                auto* dir = static_cast<nfsdir*>(data);
+                while (nfsdirent* d = nfs_readdir(nfs, dir)) {
+                    const std::string_view name = d->name;
+                    if (name != "." && name != "..")
+                        entries.push_back({std::string(name), to_attr(*d)});
+                }
+                nfs_closedir(nfs, dir);
+            },
+            0, &close_orphan_dir);
+        if (e != Errc::ok)
+            return e;
+        if (target_.version == 4) {
+            // libnfs 4.0 lists NFSv4 entries without their fileid (inode 0):
+            // ask for each entry's attributes, all at once.
+            std::vector<Connection::Request> requests;
+            std::vector<std::string> paths;
+            paths.reserve(entries.size());
+            for (auto& entry : entries) {
+                paths.push_back(p == "/" ? "/" + entry.name : p + "/" + entry.name);
+                Attr* attr = &entry.attr;
+                const std::string* child = &paths.back();
+                requests.push_back({[child](nfs_context* nfs, nfs_cb cb, void* d) {
+                                        return nfs_lstat64_async(nfs, child->c_str(), cb, d);
+                                    },
+                                    [attr](nfs_context*, int, void* data) {
+                                        *attr = to_attr(*static_cast<nfs_stat_64*>(data));
+                                    }});
+            }
+            std::vector<Errc> results;
+            conn.call_batch(requests, results);
+            std::vector<DirEntry> kept;
+            for (std::size_t i = 0; i < entries.size(); ++i) {
+                if (results[i] == Errc::not_found)
+                    continue;  // removed while we listed
+                if (results[i] != Errc::ok)
+                    return results[i];
+                kept.push_back(std::move(entries[i]));
+            }
+            entries = std::move(kept);
+        }
+        out = std::move(entries);
+        return Errc::ok;
+    }
+
+    Errc open_full(const std::string& p, int flags, std::unique_ptr<BackendFile>& out) {
+        Connection& conn = pick();
+        const std::uint64_t gen = conn.generation();
+        const int nfs_flags = (flags & (O_ACCMODE | O_TRUNC)) | O_NOFOLLOW |
+                              ((flags & O_ACCMODE) != O_RDONLY ? kStableWrites : 0);
+        nfsfh* fh = nullptr;
+        Errc e = conn.call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_open_async(nfs, p.c_str(), nfs_flags, cb, d); },
+            [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen, &close_orphan_file);
+        if (e != Errc::ok)
+            return e;
+        Attr attr;
+        e = fstat(conn, gen, fh, attr);
+        if (e == Errc::ok && S_ISDIR(attr.mode))
+            e = Errc::is_dir;
+        if (e != Errc::ok) {
+            conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); }, nullptr,
+                      gen);
+            return e;
+        }
+        out = std::make_unique<NfsFile>(*this, p, flags & O_ACCMODE, &conn, gen, fh, attr.file_id);
+        return Errc::ok;
+    }
+
+    Errc fstat(Connection& conn, std::uint64_t gen, nfsfh* fh, Attr& out) {
+        return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, fh, cb, d); },
+                         [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); }, gen);
+    }
+
+    Errc open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) override {
+        return open_full(full(path), flags, out);
+    }
+
+    Errc create(const std::string& path, std::uint32_t mode, int flags, std::unique_ptr<BackendFile>& out,
+                Attr& attr) override {
+        const std::string p = full(path);
+        Connection& conn = pick();
+        const std::uint64_t gen = conn.generation();
+        const int nfs_flags = (flags & (O_ACCMODE | O_TRUNC | O_EXCL)) | O_NOFOLLOW | kStableWrites;
+        nfsfh* fh = nullptr;
+        Errc e = conn.call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                return nfs_create_async(nfs, p.c_str(), nfs_flags, static_cast<int>(mode & 07777), cb, d);
+            },
+            [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen, &close_orphan_file);
+        if (e != Errc::ok)
+            return e;
+        e = fstat(conn, gen, fh, attr);
+        if (e != Errc::ok) {
+            conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); }, nullptr,
+                      gen);
+            return e;
+        }
+        out = std::make_unique<NfsFile>(*this, p, flags & O_ACCMODE, &conn, gen, fh, attr.file_id);
+        return Errc::ok;
+    }
+
+    Errc mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) override {
+        const std::string p = full(path);
+        if (S_ISREG(mode)) {
+            std::unique_ptr<BackendFile> f;
+            Errc e = create(path, mode, O_WRONLY | O_EXCL, f, attr);
+            if (e == Errc::ok)
+                e = f->close();
+            return e;
+        }
+        Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
+            return nfs_mknod_async(nfs, p.c_str(), static_cast<int>(mode), static_cast<int>(rdev), cb, d);
+        });
+        return e == Errc::ok ? getattr(path, attr) : e;
+    }
+
+    Errc mkdir(const std::string& path, std::uint32_t mode, Attr& attr) override {
+        const std::string p = full(path);
+        Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
+            return nfs_mkdir2_async(nfs, p.c_str(), static_cast<int>(mode & 07777), cb, d);
+        });
+        return e == Errc::ok ? getattr(path, attr) : e;
+    }
+
+    Errc symlink(const std::string& target, const std::string& path, Attr& attr) override {
+        const std::string p = full(path);
+        Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
+            return nfs_symlink_async(nfs, target.c_str(), p.c_str(), cb, d);
+        });
+        return e == Errc::ok ? getattr(path, attr) : e;
+    }
+
+    Errc link(const std::string& existing, const std::string& path, Attr& attr) override {
+        const std::string from = full(existing), to = full(path);
+        Errc e = simple(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_link_async(nfs, from.c_str(), to.c_str(), cb, d); });
+        return e == Errc::ok ? getattr(path, attr) : e;
+    }
+
+    Errc readlink(const std::string& path, std::string& target) override {
+        const std::string p = full(path);
+        return pick().call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_readlink_async(nfs, p.c_str(), cb, d); },
+            [&](nfs_context*, int, void* data) { target = static_cast<const char*>(data); });
+    }
+
+    Errc unlink(const std::string& path) override {
+        const std::string p = full(path);
+        return simple([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_unlink_async(nfs, p.c_str(), cb, d); });
+    }
+
+    Errc rmdir(const std::string& path) override {
+        const std::string p = full(path);
+        return simple([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_rmdir_async(nfs, p.c_str(), cb, d); });
+    }
+
+    Errc rename(const std::string& from, const std::string& to, unsigned flags) override {
+        // NFS RENAME always replaces; no-replace or exchange cannot be done atomically.
+        if (flags != 0)
+            return Errc::not_supported;
+        const std::string a = full(from), b = full(to);
+        return simple(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_rename_async(nfs, a.c_str(), b.c_str(), cb, d); });
+    }
+
+    Errc setattr(const std::string& path, const SetAttr& change, Attr& out) override {
+        const std::string p = full(path);
+        Connection& conn = pick();
+        Attr before;
+        if (Errc e = lstat_full(conn, p, before); e != Errc::ok)
+            return e;
+        if (change.mask & SetAttr::kMode) {
+            // A symbolic link has no mode of its own on Linux; leave it.
+            if (!S_ISLNK(before.mode)) {
+                Errc e = conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) {
+                    return nfs_lchmod_async(nfs, p.c_str(), static_cast<int>(change.mode & 07777), cb, d);
+                }, nullptr);
+                if (e != Errc::ok)
+                    return e;
+            }
+        }
+        if (change.mask & (SetAttr::kUid | SetAttr::kGid)) {
+            const int uid = static_cast<int>((change.mask & SetAttr::kUid) ? change.uid : before.uid);
+            const int gid = static_cast<int>((change.mask & SetAttr::kGid) ? change.gid : before.gid);
+            Errc e = conn.call(
+                [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lchown_async(nfs, p.c_str(), uid, gid, cb, d); },
+                nullptr);
+            if (e != Errc::ok)
+                return e;
+        }
+        if (change.mask & SetAttr::kSize) {
+            if (S_ISDIR(before.mode))
+                return Errc::is_dir;
+            Errc e = conn.call(
+                [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                    return nfs_truncate_async(nfs, p.c_str(), change.size, cb, d);
+                },
+                nullptr);
+            if (e != Errc::ok)
+                return e;
+        }
+        const std::uint32_t time_bits = SetAttr::kAtime | SetAttr::kAtimeNow | SetAttr::kMtime | SetAttr::kMtimeNow;
+        if (change.mask & time_bits) {
+            // libnfs takes both times as timevals (microseconds); null sets
+            // both to the server's clock.
+            timeval now;
+            ::gettimeofday(&now, nullptr);
+            auto tv = [](const timespec& t) { return timeval{t.tv_sec, t.tv_nsec / 1000}; };
+            timeval times[2] = {tv(before.atime), tv(before.mtime)};
+            if (change.mask & SetAttr::kAtimeNow)
+                times[0] = now;
+            else if (change.mask & SetAttr::kAtime)
+                times[0] = tv(change.atime);
+            if (change.mask & SetAttr::kMtimeNow)
+                times[1] = now;
+            else if (change.mask & SetAttr::kMtime)
+                times[1] = tv(change.mtime);
+            const bool both_now = (change.mask & SetAttr::kAtimeNow) && (change.mask & SetAttr::kMtimeNow);
+            Errc e = conn.call(
+                [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                    return nfs_lutimes_async(nfs, p.c_str(), both_now ? nullptr : times, cb, d);
+                },
+                nullptr);
+            if (e != Errc::ok)
+                return e;
+        }
+        return lstat_full(conn, p, out);
+    }
+
+    Errc statfs(StatFs& out) override {
+        const std::string p = full("/");
+        return pick().call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_statvfs64_async(nfs, p.c_str(), cb, d); },
+            [&](nfs_context*, int, void* data) {
+                const auto& sv = *static_cast<nfs_statvfs_64*>(data);
+                out.block_size = sv.f_frsize ? sv.f_frsize : sv.f_bsize;
+                out.blocks = sv.f_blocks;
+                out.blocks_free = sv.f_bfree;
+                out.blocks_avail = sv.f_bavail;
+                out.files = sv.f_files;
+                out.files_free = sv.f_ffree;
+                out.name_max = sv.f_namemax ? static_cast<std::uint32_t>(sv.f_namemax) : 255;
+            });
+    }
+
+private:
+    Target target_;  // referenced by the connections: declared before them
+    const std::string shown_;
+    BackendLimits limits_;
+    std::vector<std::unique_ptr<Connection>> conns_;
+    std::atomic<std::size_t> next_{0};
+};
+
+Errc NfsFile::handle(Connection*& conn, std::uint64_t& generation, nfsfh*& fh) {
+    std::lock_guard lk(mu_);
+    if (closed_)
+        return Errc::bad_handle;
+    if (conn_->generation() == generation_) {
+        conn = conn_;
+        generation = generation_;
+        fh = fh_;
+        return Errc::ok;
+    }
+    // The context was replaced: the old handle died with it.
+    std::unique_ptr<BackendFile> fresh;
+    Errc e = backend_.open_full(path_, flags_, fresh);
+    if (e != Errc::ok)
+        return e == Errc::not_found ? Errc::bad_handle : e;
+    auto* f = static_cast<NfsFile*>(fresh.get());
+    if (f->file_id_ != file_id_)
+        return Errc::bad_handle;  // another file has the name now; `fresh` closes its handle
+    conn_ = f->conn_;
+    generation_ = f->generation_;
+    fh_ = f->fh_;
+    f->closed_ = true;  // its handle is ours now
+    f->fh_ = nullptr;
+    conn = conn_;
+    generation = generation_;
+    fh = fh_;
+    return Errc::ok;
+}
+
+Errc NfsFile::read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) {
+    Connection* conn;
+    std::uint64_t gen;
+    nfsfh* fh;
+    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+        return e;
+    const std::uint64_t count = std::min<std::uint64_t>(buf.size(), conn->readmax());
+    transferred = 0;
+    return conn->call(
+        [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_pread_async(nfs, fh, offset, count, cb, d); },
+        [&](nfs_context*, int status, void* data) {
+            const auto n = std::min<std::size_t>(static_cast<std::size_t>(status), buf.size());
+            std::memcpy(buf.data(), data, n);
+            transferred = n;
+        },
+        gen);
+}
+
+Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) {
+    Connection* conn;
+    std::uint64_t gen;
+    nfsfh* fh;
+    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+        return e;
+    const std::uint64_t count = std::min<std::uint64_t>(data.size(), conn->writemax());
+    transferred = 0;
+    // libnfs copies the data into the request when it is queued.
+    return conn->call(
+        [&](nfs_context* nfs, nfs_cb cb, void* d) {
+            return nfs_pwrite_async(nfs, fh, offset, count, data.data(), cb, d);
+        },
+        [&](nfs_context*, int status, void*) { transferred = static_cast<std::size_t>(status); }, gen);
+}
+
+Errc NfsFile::fsync(bool) {
+    Connection* conn;
+    std::uint64_t gen;
+    nfsfh* fh;
+    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+        return e;
+    return conn->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fsync_async(nfs, fh, cb, d); }, nullptr,
+                      gen);
+}
+
+Errc NfsFile::getattr(Attr& out) {
+    Connection* conn;
+    std::uint64_t gen;
+    nfsfh* fh;
+    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+        return e;
+    return backend_.fstat(*conn, gen, fh, out);
+}
+
+Errc NfsFile::truncate(std::uint64_t size) {
+    Connection* conn;
+    std::uint64_t gen;
+    nfsfh* fh;
+    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+        return e;
+    return conn->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_ftruncate_async(nfs, fh, size, cb, d); },
+                      nullptr, gen);
+}
+
+Errc NfsFile::close() {
+    std::lock_guard lk(mu_);
+    if (closed_)
+        return Errc::ok;
+    closed_ = true;
+    if (!fh_ || conn_->generation() != generation_)
+        return Errc::ok;  // the handle died with its context
+    nfsfh* fh = fh_;
+    fh_ = nullptr;
+    return conn_->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); }, nullptr,
+                       generation_);
+}
+
+} // namespace
+
+namespace {
+
+bool parse_port(const std::string& text, std::uint16_t& out) {
+    if (text.empty() || text.size() > 5 || !std::all_of(text.begin(), text.end(), ::isdigit))
+        return false;
+    const unsigned long n = std::stoul(text);
+    if (n == 0 || n > 65535)
+        return false;
+    out = static_cast<std::uint16_t>(n);
+    return true;
+}
+
+// "/a/b/c" -> "/a/b", "/a" -> "/".
+std::string parent_of(const std::string& path) {
+    const auto slash = path.rfind('/');
+    return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+
+// libnfs's error text without its internal function names: "mount_cb: RPC
+// error: Mount failed with error MNT3ERR_ACCES(13) ..." -> "Mount failed ...".
+std::string tidy(std::string why) {
+    for (const char* noise : {"RPC error: ", "mount_cb: ", "nfs_mount_async: "}) {
+        if (auto at = why.find(noise); at != std::string::npos)
+            why = why.substr(at + std::strlen(noise));
+    }
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' '))
+        why.pop_back();
+    return why;
+}
+
+} // namespace
+
+Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_ptr<Backend>& out, std::string& message) {
+    auto fail = [&](Errc e, const std::string& text) {
+        message = url.shown + ": " + text;
+        return e;
+    };
+    if (url.host.empty())
+        return fail(Errc::invalid, "no server named (use nfs://host/export/path)");
+    if (!url.user.empty())
+        return fail(Errc::invalid, "an nfs:// URL names no user (the server sees the mounting user's uid, or ?uid=N)");
+
+    Target t;
+    t.host = url.host;
+    t.version = static_cast<int>(options.nfs_version);
+    t.connect_timeout = options.connect_timeout > 0 ? options.connect_timeout : 10;
+    t.op_timeout = options.op_timeout > 0 ? options.op_timeout : 30;
+    std::uint16_t nfsport = url.port, mountport = 0;
+    std::string passed;  // query options libnfs reads itself
+    for (const auto& [key, value] : url.query) {
+        if (key == "version") {
+            if (value != "3" && value != "4")
+                return fail(Errc::invalid, "version=" + value + ": NFS version must be 3 or 4");
+            t.version = value[0] - '0';
+        } else if (key == "nfsport" || key == "mountport") {
+            std::uint16_t port = 0;
+            if (!parse_port(value, port))
+                return fail(Errc::invalid, key + "=" + value + ": not a port (1 to 65535)");
+            (key == "nfsport" ? nfsport : mountport) = port;
+        } else if (key == "uid" || key == "gid" || key == "tcp-syncnt" || key == "auto-traverse-mounts") {
+            passed += "&" + key + "=" + value;
+        } else {
+            return fail(Errc::invalid, "unknown option '" + key +
+                                           "' (nfs:// takes nfsport, mountport, version, uid, gid, tcp-syncnt)");
+        }
+    }
+    if (t.version != 3 && t.version != 4)
+        return fail(Errc::invalid, "NFS version " + std::to_string(t.version) + " is not supported (use 3 or 4)");
+    std::string query = "version=" + std::to_string(t.version) + passed;
+    if (nfsport)
+        query += "&nfsport=" + std::to_string(nfsport);
+    if (mountport)
+        query += "&mountport=" + std::to_string(mountport);
+    t.libnfs_url = "nfs://" + t.host + "/?" + query;
+
+    // A port where nothing listens fails here, quickly and clearly, rather
+    // than somewhere inside libnfs's mount sequence.
+    std::vector<std::pair<std::uint16_t, std::string>> probes;
+    if (t.version == 4) {
+        probes.push_back({nfsport ? nfsport : 2049, "NFS"});
+    } else {
+        if (mountport)
+            probes.push_back({mountport, "MOUNT"});
+        if (nfsport)
+            probes.push_back({nfsport, "NFS"});
+        if (!mountport || !nfsport)
+            probes.push_back({111, "rpcbind (give ?nfsport=N&mountport=M to do without it)"});
+    }
+    for (const auto& [port, what] : probes) {
+        std::string why;
+        if (!probe_tcp(t.host, port, t.connect_timeout, why))
+            return fail(Errc::unreachable, "cannot reach the " + what + " service at " + t.host + " port " +
+                                               std::to_string(port) + ": " + why + " (is the server running?)");
+    }
+    t.probe_port = probes.front().first;
+
+    // The export is the longest prefix of the path the server lets us mount;
+    // the rest is a directory below it. (NFSv4 mounts any path of the
+    // server's pseudo file system, so there it is the whole path when that exists.)
+    const std::string client = "netfs." + std::to_string(::getpid()) + ".0.0";
+    std::string first_why;
+    int first_status = 0;
+    nfs_context* mounted = nullptr;
+    for (std::string prefix = url.path;; prefix = parent_of(prefix)) {
+        int status = 0;
+        std::string why;
+        mounted = mount_context(t, prefix, client, status, why);
+        if (mounted) {
+            t.export_path = prefix;
+            t.subpath = url.path.size() > prefix.size() && prefix != "/" ? url.path.substr(prefix.size())
+                        : prefix == "/" && url.path != "/"                ? url.path
+                                                                          : "";
+            break;
+        }
+        if (first_why.empty()) {
+            first_why = tidy(why);
+            first_status = status;
+        }
+        if (from_status(status) == Errc::unreachable || from_status(status) == Errc::timed_out)
+            return fail(from_status(status), "the server does not answer: " + first_why);
+        if (prefix == "/")
+            break;
+    }
+    if (!mounted) {
+        const Errc e = first_status == -EACCES || first_status == -EPERM || first_status == -ENOENT
+                           ? Errc::not_found
+                           : from_status(first_status);
+        return fail(e == Errc::ok ? Errc::io : e,
+                    "no export at or above '" + url.path + "' that this client may mount (the server says: " +
+                        first_why + "); check the export name with 'showmount -e " + t.host +
+                        "' and that the export allows this client");
+    }
+
+    // The path below the export must be a directory we may enter.
+    const std::string root = t.subpath.empty() ? "/" : t.subpath;
+    nfs_stat_64 st{};
+    int rc = nfs_lstat64(mounted, root.c_str(), &st);
+    if (rc == 0 && !S_ISDIR(st.nfs_mode))
+        rc = -ENOTDIR;
+    if (rc == 0)
+        rc = nfs_access(mounted, root.c_str(), R_OK | X_OK);
+    if (rc != 0) {
+        nfs_destroy_context(mounted);
+        const std::string where = "'" + url.path + "'" +
+                                  (t.export_path != "/" ? " (in export '" + t.export_path + "')" : std::string());
+        switch (rc) {
+        case -ENOENT: return fail(Errc::not_found, where + " does not exist on the server (check the path)");
+        case -ENOTDIR: return fail(Errc::not_dir, where + " is not a directory");
+        case -EACCES:
+        case -EPERM:
+            return fail(from_status(rc), "permission denied for " + where + ": the server checks uid " +
+                                             std::to_string(::getuid()) + " gid " + std::to_string(::getgid()) +
+                                             " (set another with ?uid=N&gid=M; see docs/remotes.md)");
+        default: return fail(from_status(rc), where + ": " + std::string(describe(from_status(rc))));
+        }
+    }
+
+    auto backend = std::make_unique<NfsBackend>(std::move(t), url.shown);
+    const std::uint32_t connections = std::clamp<std::uint32_t>(options.connections, 1, 4);
+    if (Errc e = backend->start(mounted, connections, message); e != Errc::ok)
+        return e;
+    out = std::move(backend);
+    return Errc::ok;
 }
 
 } // namespace netfs

@@ -1,0 +1,318 @@
+// The nfs:// remote against a real server (nfs-ganesha on loopback), over
+// NFSv3 and NFSv4: first the Backend directly (bytes, metadata, errors,
+// versions), then through `netfs mount`, then bad input and a server that
+// dies in the middle of a read.
+#include "core/backend/remote_url.h"
+#include "tests/support/ganesha_server.h"
+#include "tests/support/mount_fixture.h"
+
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QFileInfo>
+#include <QTest>
+#include <QThread>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+using namespace netfs;
+using namespace netfs::test;
+
+namespace {
+
+std::string s(const QString& q) { return q.toStdString(); }
+
+QByteArray bytes_of(const std::vector<std::byte>& v) {
+    return QByteArray(reinterpret_cast<const char*>(v.data()), static_cast<qsizetype>(v.size()));
+}
+
+// Writes all of `data` at `offset`, continuing after short writes.
+Errc write_all(BackendFile& f, std::uint64_t offset, std::span<const std::byte> data) {
+    while (!data.empty()) {
+        std::size_t n = 0;
+        if (Errc e = f.write(offset, data, n); e != Errc::ok)
+            return e;
+        if (n == 0)
+            return Errc::io;
+        offset += n;
+        data = data.subspan(n);
+    }
+    return Errc::ok;
+}
+
+// Reads `len` bytes at `offset` (fewer only at end of file).
+Errc read_all(BackendFile& f, std::uint64_t offset, std::size_t len, std::vector<std::byte>& out) {
+    out.resize(len);
+    std::size_t got = 0;
+    while (got < len) {
+        std::size_t n = 0;
+        if (Errc e = f.read(offset + got, std::span(out).subspan(got), n); e != Errc::ok)
+            return e;
+        if (n == 0)
+            break;
+        got += n;
+    }
+    out.resize(got);
+    return Errc::ok;
+}
+
+QString fmt(Errc e) { return QString::fromStdString(std::string(name(e))); }
+
+} // namespace
+
+class TestNfsRemote : public QObject {
+    Q_OBJECT
+
+    GaneshaServer server_;
+
+    // The remote at `path` below the export, over `version`.
+    std::unique_ptr<Backend> open(int version, const QString& path, RemoteOptions options = {}) {
+        options.nfs_version = static_cast<std::uint32_t>(version);
+        std::unique_ptr<Backend> b;
+        std::string message;
+        const Errc e = open_remote(s(server_.url(path, version)), options, b, message);
+        if (e != Errc::ok)
+            qWarning("open_remote: %s (%s)", message.c_str(), std::string(name(e)).c_str());
+        return b;
+    }
+
+    // A fresh directory for one test row, made directly in the export.
+    QString fresh_dir(const QString& name) {
+        const QString rel = name + "-" + QString::number(QDateTime::currentMSecsSinceEpoch());
+        QDir().mkpath(server_.direct(rel));
+        return rel;
+    }
+
+    static void versions() {
+        QTest::addColumn<int>("version");
+        QTest::newRow("v3") << 3;
+        QTest::newRow("v4") << 4;
+    }
+
+private slots:
+    void initTestCase() { QVERIFY2(server_.start(), qPrintable(server_.error())); }
+
+    void round_trip_data() { versions(); }
+    // A 20 MiB random file written in odd-sized pieces at odd offsets and
+    // read back the same way, compared with what the server stored.
+    void round_trip() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("bytes");
+        auto b = open(version, dir);
+        QVERIFY(b);
+        QVERIFY(b->limits().rsize >= 4096);
+        QVERIFY(b->limits().has_file_id);
+        const auto data = random_bytes(20u << 20, 1000 + static_cast<std::uint64_t>(version));
+        std::unique_ptr<BackendFile> f;
+        Attr attr;
+        QCOMPARE(fmt(b->create("/big", 0644, O_RDWR | O_EXCL, f, attr)), fmt(Errc::ok));
+        QVERIFY(S_ISREG(attr.mode));
+        const std::size_t piece = 777'777;  // odd, and not a multiple of any transfer size
+        for (std::size_t off = 0; off < data.size(); off += piece) {
+            const std::size_t n = std::min(piece, data.size() - off);
+            QCOMPARE(fmt(write_all(*f, off, std::span(data).subspan(off, n))), fmt(Errc::ok));
+        }
+        QCOMPARE(fmt(f->fsync(false)), fmt(Errc::ok));
+        QCOMPARE(fmt(f->close()), fmt(Errc::ok));
+        QCOMPARE(QFileInfo(server_.direct(dir + "/big")).size(), qint64(data.size()));
+        QFile direct(server_.direct(dir + "/big"));
+        QVERIFY(direct.open(QIODevice::ReadOnly));
+        QVERIFY(direct.readAll() == bytes_of(data));
+
+        QCOMPARE(fmt(b->open("/big", O_RDONLY, f)), fmt(Errc::ok));
+        for (std::uint64_t off : {std::uint64_t{1}, std::uint64_t{4095}, std::uint64_t{1'048'577},
+                                  std::uint64_t{(20u << 20) - 3333}}) {
+            std::vector<std::byte> got;
+            QCOMPARE(fmt(read_all(*f, off, 999'999, got)), fmt(Errc::ok));
+            const std::size_t expect = std::min<std::size_t>(999'999, data.size() - off);
+            QCOMPARE(got.size(), expect);
+            QVERIFY2(std::equal(got.begin(), got.end(), data.begin() + static_cast<std::ptrdiff_t>(off)),
+                     qPrintable(QString("bytes differ at offset %1").arg(off)));
+        }
+        std::vector<std::byte> whole;
+        QCOMPARE(fmt(read_all(*f, 0, data.size() + 100, whole)), fmt(Errc::ok));
+        QVERIFY(whole == data);
+        std::size_t n = 1;
+        std::byte one[1];
+        QCOMPARE(fmt(f->read(data.size(), one, n)), fmt(Errc::ok));
+        QCOMPARE(n, std::size_t{0});  // end of file
+        QCOMPARE(fmt(f->close()), fmt(Errc::ok));
+    }
+
+    void metadata_data() { versions(); }
+    void metadata() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("meta");
+        auto b = open(version, dir);
+        QVERIFY(b);
+        Attr a, d;
+        QCOMPARE(fmt(b->mkdir("/sub", 0750, d)), fmt(Errc::ok));
+        QVERIFY(S_ISDIR(d.mode));
+        QCOMPARE(d.mode & 07777, 0750u);
+        QCOMPARE(fmt(b->mkdir("/sub", 0750, d)), fmt(Errc::exists));
+        struct stat st;
+        QCOMPARE(::stat(qPrintable(server_.direct(dir + "/sub")), &st), 0);
+        QCOMPARE(d.file_id, std::uint64_t(st.st_ino));
+        QCOMPARE(d.uid, std::uint32_t(st.st_uid));
+        QCOMPARE(d.gid, std::uint32_t(st.st_gid));
+
+        std::unique_ptr<BackendFile> f;
+        QCOMPARE(fmt(b->create("/sub/f", 0640, O_WRONLY | O_EXCL, f, a)), fmt(Errc::ok));
+        QCOMPARE(fmt(b->create("/sub/f", 0640, O_WRONLY | O_EXCL, f, a)), fmt(Errc::exists));
+        QCOMPARE(fmt(b->open("/sub/f", O_RDWR, f)), fmt(Errc::ok));
+        const std::string hello = "hello over nfs";
+        QCOMPARE(fmt(write_all(*f, 0, std::as_bytes(std::span(hello)))), fmt(Errc::ok));
+        QCOMPARE(fmt(f->getattr(a)), fmt(Errc::ok));
+        QCOMPARE(a.size, std::uint64_t(hello.size()));
+        QCOMPARE(fmt(f->truncate(5)), fmt(Errc::ok));
+        QCOMPARE(fmt(f->close()), fmt(Errc::ok));
+        QCOMPARE(fmt(b->getattr("/sub/f", a)), fmt(Errc::ok));
+        QCOMPARE(a.size, std::uint64_t{5});
+        QCOMPARE(a.mode & 07777, 0640u);
+        QVERIFY(S_ISREG(a.mode));
+
+        // symlink and readlink; getattr does not follow the link
+        Attr l;
+        QCOMPARE(fmt(b->symlink("f", "/sub/l", l)), fmt(Errc::ok));
+        QVERIFY(S_ISLNK(l.mode));
+        std::string target;
+        QCOMPARE(fmt(b->readlink("/sub/l", target)), fmt(Errc::ok));
+        QCOMPARE(QString::fromStdString(target), QString("f"));
+        QCOMPARE(fmt(b->open("/sub/l", O_RDONLY, f)), fmt(Errc::loop));  // never follows the last component
+        // hard link: same file id, two links
+        Attr h;
+        QCOMPARE(fmt(b->link("/sub/f", "/sub/h", h)), fmt(Errc::ok));
+        QCOMPARE(h.file_id, a.file_id);
+        QCOMPARE(h.nlink, 2u);
+
+        std::vector<DirEntry> entries;
+        QCOMPARE(fmt(b->readdir("/sub", entries)), fmt(Errc::ok));
+        std::sort(entries.begin(), entries.end(), [](auto& x, auto& y) { return x.name < y.name; });
+        QCOMPARE(entries.size(), std::size_t{3});
+        QCOMPARE(QString::fromStdString(entries[0].name), QString("f"));
+        QVERIFY(S_ISREG(entries[0].attr.mode));
+        QCOMPARE(entries[0].attr.size, std::uint64_t{5});
+        QCOMPARE(entries[0].attr.file_id, a.file_id);
+        QCOMPARE(entries[0].attr.mode & 07777, 0640u);
+        QCOMPARE(QString::fromStdString(entries[2].name), QString("l"));
+        QVERIFY(S_ISLNK(entries[2].attr.mode));
+
+        // setattr: mode, owner, size, times
+        SetAttr change;
+        change.mask = SetAttr::kMode | SetAttr::kUid | SetAttr::kGid | SetAttr::kSize | SetAttr::kMtime;
+        change.mode = 0600;
+        change.uid = 1234;
+        change.gid = 2345;
+        change.size = 3;
+        change.mtime = {1'600'000'000, 123'456'000};
+        QCOMPARE(fmt(b->setattr("/sub/f", change, a)), fmt(Errc::ok));
+        QCOMPARE(a.mode & 07777, 0600u);
+        QCOMPARE(a.uid, 1234u);
+        QCOMPARE(a.gid, 2345u);
+        QCOMPARE(a.size, std::uint64_t{3});
+        QCOMPARE(a.mtime.tv_sec, time_t{1'600'000'000});
+        QCOMPARE(a.mtime.tv_nsec, 123'456'000L);
+        QCOMPARE(::stat(qPrintable(server_.direct(dir + "/sub/f")), &st), 0);
+        QCOMPARE(st.st_uid, uid_t{1234});
+        QCOMPARE(st.st_mode & 07777, 0600u);
+        QCOMPARE(st.st_size, off_t{3});
+
+        // rename, and what rename cannot do
+        QCOMPARE(fmt(b->rename("/sub/f", "/sub/g", 0)), fmt(Errc::ok));
+        QCOMPARE(fmt(b->getattr("/sub/f", a)), fmt(Errc::not_found));
+        QCOMPARE(fmt(b->getattr("/sub/g", a)), fmt(Errc::ok));
+        QCOMPARE(fmt(b->rename("/sub/g", "/sub/h", RENAME_NOREPLACE)), fmt(Errc::not_supported));
+
+        // errors a user relies on
+        QCOMPARE(fmt(b->rmdir("/sub")), fmt(Errc::not_empty));
+        QCOMPARE(fmt(b->unlink("/nope")), fmt(Errc::not_found));
+        QCOMPARE(fmt(b->getattr("/sub/g/x", a)), fmt(Errc::not_dir));
+        QCOMPARE(fmt(b->open("/nope", O_RDONLY, f)), fmt(Errc::not_found));
+
+        for (const char* name : {"/sub/g", "/sub/h", "/sub/l"})
+            QCOMPARE(fmt(b->unlink(name)), fmt(Errc::ok));
+        QCOMPARE(fmt(b->rmdir("/sub")), fmt(Errc::ok));
+        QVERIFY(!QFileInfo::exists(server_.direct(dir + "/sub")));
+    }
+
+    void version_changes_data() { versions(); }
+    // Cached data is keyed by Version: a write through another client must change it.
+    void version_changes() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("version");
+        auto b = open(version, dir);
+        QVERIFY(b);
+        std::unique_ptr<BackendFile> f;
+        Attr before, after;
+        QCOMPARE(fmt(b->create("/v", 0644, O_WRONLY | O_EXCL, f, before)), fmt(Errc::ok));
+        QCOMPARE(fmt(f->close()), fmt(Errc::ok));
+        QThread::msleep(20);
+        QFile other(server_.direct(dir + "/v"));
+        QVERIFY(other.open(QIODevice::WriteOnly));
+        other.write("x");
+        other.close();
+        QCOMPARE(fmt(b->getattr("/v", after)), fmt(Errc::ok));
+        QVERIFY(!(Version::of(before) == Version::of(after)));
+        if (b->limits().has_change_attr)
+            QVERIFY(before.change != after.change);
+        else
+            QVERIFY(after.mtime.tv_sec != before.mtime.tv_sec || after.mtime.tv_nsec != before.mtime.tv_nsec);
+    }
+
+    void statfs_data() { versions(); }
+    void statfs() {
+        QFETCH(int, version);
+        auto b = open(version, QString());
+        QVERIFY(b);
+        StatFs fs;
+        QCOMPARE(fmt(b->statfs(fs)), fmt(Errc::ok));
+        QVERIFY(fs.blocks > 0);
+        QVERIFY(fs.blocks_free <= fs.blocks);
+        QVERIFY(fs.block_size > 0);
+        QCOMPARE(b->connection_state(), ConnectionState::connected);
+    }
+
+    void open_errors_data() {
+        QTest::addColumn<int>("version");
+        QTest::addColumn<QString>("url");
+        QTest::addColumn<QString>("words");
+        for (int v : {3, 4}) {
+            const QString tag = "v" + QString::number(v) + " ";
+            QTest::newRow(qPrintable(tag + "missing path")) << v << server_.url("no/such/dir", v) << "does not exist";
+            QTest::newRow(qPrintable(tag + "nothing listens"))
+                << v << QString("nfs://127.0.0.1/x?nfsport=1&mountport=1&version=%1").arg(v) << "cannot reach";
+        }
+        QTest::newRow("v3 no such export") << 3 << server_.url().replace("/export", "/nope") << "no export";
+        QTest::newRow("v4 no such export") << 4 << server_.url({}, 4).replace("/export", "/nope") << "does not exist";
+    }
+    // One line that says what is wrong, quickly.
+    void open_errors() {
+        QFETCH(int, version);
+        QFETCH(QString, url);
+        QFETCH(QString, words);
+        RemoteOptions options;
+        options.nfs_version = static_cast<std::uint32_t>(version);
+        std::unique_ptr<Backend> b;
+        std::string message;
+        QElapsedTimer clock;
+        clock.start();
+        const Errc e = open_remote(s(url), options, b, message);
+        QVERIFY(e != Errc::ok);
+        QVERIFY(!b);
+        QVERIFY2(clock.elapsed() < 10000, qPrintable(QString::number(clock.elapsed())));
+        const QString m = QString::fromStdString(message);
+        QVERIFY2(m.contains(words), qPrintable(m));
+        QVERIFY2(!m.contains('\n'), qPrintable(m));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestNfsRemote)
+#include "test_nfs_remote.moc"
