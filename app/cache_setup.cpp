@@ -1,5 +1,8 @@
 #include "app/cache_setup.h"
 
+#include "app/keyring.h"
+#include "core/log.h"
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -77,15 +80,8 @@ bool read_secret_file(const std::string& path, std::string& out, std::string& me
 }
 
 // The generated secret for remotes without a key file or passphrase.
-bool generated_secret(const std::string& id, bool create, std::string& out, std::string& message) {
-    const std::string dir = env_dir("XDG_CONFIG_HOME", ".config") + "/netfs/keys";
-    const std::string path = dir + "/" + id + ".key";
-    if (::access(path.c_str(), F_OK) == 0)
-        return read_secret_file(path, out, message);
-    if (!create) {
-        message = "no key for this cache in " + path + " (give --key-file or --ask-passphrase)";
-        return false;
-    }
+bool generated_file_secret(const std::string& path, std::string& out, std::string& message) {
+    const std::string dir = path.substr(0, path.rfind('/'));
     if (!make_dirs(dir)) {
         message = "cannot create " + dir + ": " + std::strerror(errno);
         return false;
@@ -103,6 +99,46 @@ bool generated_secret(const std::string& id, bool create, std::string& out, std:
     out.assign(reinterpret_cast<const char*>(secret), sizeof secret);
     OPENSSL_cleanse(secret, sizeof secret);
     return true;
+}
+
+// The secret of a cache when the user named none: the desktop keyring's
+// entry "cache-<id>", created on first use; where no keyring answers, a
+// generated file $XDG_CONFIG_HOME/netfs/keys/<id>.key (0600) -- the weaker
+// choice, as the key then sits on the same disk as the cache. A file made
+// that way keeps being used, so the cache stays readable when a keyring
+// appears later.
+bool default_secret(const std::string& id, const std::string& cache_dir, bool create, std::string& out,
+                    std::string& message) {
+    const std::string path = env_dir("XDG_CONFIG_HOME", ".config") + "/netfs/keys/" + id + ".key";
+    if (::access(path.c_str(), F_OK) == 0)
+        return read_secret_file(path, out, message);
+    std::string why;
+    switch (keyring_secret("cache-" + id, create, out, why)) {
+    case KeyringOutcome::found:
+        return true;
+    case KeyringOutcome::created:
+        LOG_INFO("created the cache's secret in the desktop keyring (netfs, cache-%s)", id.c_str());
+        return true;
+    case KeyringOutcome::missing:
+        message = "no secret for this cache in the desktop keyring or in " + path +
+                  " (give --key-file or --ask-passphrase)";
+        return false;
+    case KeyringOutcome::failed:
+        message = "the desktop keyring refused the cache's secret: " + why +
+                  " (unlock the keyring, or give --key-file or --ask-passphrase)";
+        return false;
+    case KeyringOutcome::unavailable:
+        break;
+    }
+    // An existing cache without a key file got its secret from a keyring
+    // (or from the user): a new key would only lock it out.
+    if (!create || ::access((cache_dir + "/cache.db").c_str(), F_OK) == 0) {
+        message = "the secret of the cache in " + cache_dir + " is in the desktop keyring, which does not answer here (" +
+                  why + "): mount from your desktop session, or give the --key-file or --ask-passphrase it was made with";
+        return false;
+    }
+    LOG_INFO("no desktop keyring (%s): the cache's secret goes to %s (0600)", why.c_str(), path.c_str());
+    return generated_file_secret(path, out, message);
 }
 
 } // namespace
@@ -155,7 +191,7 @@ Errc open_cache(const CacheRequest& request, const std::string& id, std::shared_
                 return Errc::access;
         } else if (request.ask_passphrase) {
             secret = request.passphrase;
-        } else if (!generated_secret(id, create_key, secret, message)) {
+        } else if (!default_secret(id, options.dir, create_key, secret, message)) {
             return Errc::io;
         }
         options.secret = std::move(secret);

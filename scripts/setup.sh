@@ -15,6 +15,8 @@ packages=(
   # real servers the tests start (sshd, nfs-ganesha) and the tools netfs is measured against
   openssh-server openssh-client nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils
   sshfs rclone iptables
+  # a desktop keyring for the tests of the default cache secret
+  dbus gnome-keyring libsecret-tools
 )
 
 missing=()

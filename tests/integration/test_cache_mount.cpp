@@ -10,8 +10,10 @@
 #include <QFile>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QProcess>
 #include <QTest>
 
+#include <signal.h>
 #include <sys/stat.h>
 
 using namespace netfs::test;
@@ -39,6 +41,52 @@ QByteArray cache_bytes(const MountFixture& m) {
     }
     return all;
 }
+
+// A desktop session of the test's own: a D-Bus session bus and an unlocked
+// gnome-keyring, with their state in `dir`, stopped at the end.
+class KeyringSession {
+public:
+    explicit KeyringSession(const QString& dir) {
+        QDir().mkpath(dir + "/data");
+        QDir().mkpath(dir + "/runtime");
+        ::chmod((dir + "/runtime").toLocal8Bit().constData(), 0700);
+        env_ = QProcessEnvironment::systemEnvironment();
+        env_.insert("XDG_DATA_HOME", dir + "/data");
+        env_.insert("XDG_RUNTIME_DIR", dir + "/runtime");
+        QProcess bus;
+        bus.setProcessEnvironment(env_);
+        bus.start("dbus-daemon", {"--session", "--fork", "--print-address=1", "--print-pid=1"});
+        bus.waitForFinished(10000);
+        const QStringList lines = QString::fromUtf8(bus.readAllStandardOutput()).split('\n', Qt::SkipEmptyParts);
+        if (lines.size() < 2)
+            return;
+        address_ = lines[0].trimmed();
+        pids_.append(lines[1].trimmed().toLongLong());
+        env_.insert("DBUS_SESSION_BUS_ADDRESS", address_);
+        QProcess keyring;
+        keyring.setProcessEnvironment(env_);
+        keyring.start("gnome-keyring-daemon", {"--unlock", "--components=secrets"});
+        keyring.write("test-login-password");
+        keyring.closeWriteChannel();
+        keyring.waitForFinished(10000);
+        // It daemonises; its pid is in what it prints (GNOME_KEYRING_PID is gone in newer versions).
+        RunResult r = run("pgrep", {"-f", "gnome-keyring-daemon.*--components=secrets"});
+        for (const QString& pid : r.out.split('\n', Qt::SkipEmptyParts))
+            pids_.append(pid.toLongLong());
+    }
+    ~KeyringSession() {
+        for (qint64 pid : pids_)
+            ::kill(pid_t(pid), SIGTERM);
+    }
+    bool ok() const { return !address_.isEmpty() && pids_.size() >= 2; }
+    QString address() const { return address_; }
+    QProcessEnvironment environment() const { return env_; }
+
+private:
+    QString address_;
+    QList<qint64> pids_;
+    QProcessEnvironment env_;
+};
 
 } // namespace
 
@@ -73,6 +121,40 @@ private slots:
         m.set_faults("read io\n");
         QVERIFY2(m.mount(), qPrintable(m.error()));
         QVERIFY(read_file(m.at("written")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    // With no secret named, the cache's secret lives in the desktop keyring,
+    // created on first use; no key file is written. Without the keyring
+    // the existing cache is refused in one line, never re-keyed.
+    void the_default_secret_lives_in_the_desktop_keyring() {
+        MountFixture m;
+        KeyringSession session(m.scratch() + "/session");
+        QVERIFY2(session.ok(), "a private D-Bus session with gnome-keyring starts");
+        m.set_env("DBUS_SESSION_BUS_ADDRESS", session.address());
+        m.set_env("XDG_DATA_HOME", session.environment().value("XDG_DATA_HOME"));
+        m.set_env("XDG_RUNTIME_DIR", session.environment().value("XDG_RUNTIME_DIR"));
+        auto data = random_bytes(1 << 20, 8);
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(write_file(m.at("f"), data));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        QVERIFY2(QDir(m.scratch() + "/config/netfs/keys").isEmpty(), "no key file next to the cache");
+        QVERIFY2(m.log().contains("desktop keyring"), qPrintable(m.log()));
+
+        m.set_faults("read io\n");  // only the cache, opened with the keyring's secret, can answer
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+
+        m.set_env("DBUS_SESSION_BUS_ADDRESS", "");
+        QVERIFY(!m.mount());
+        QVERIFY2(m.error().contains("netfs: the secret of the cache in " + m.cache_dir() +
+                                    " is in the desktop keyring, which does not answer here"),
+                 qPrintable(m.error()));
+        QVERIFY2(QDir(m.scratch() + "/config/netfs/keys").isEmpty(), "the cache was not re-keyed");
+        m.set_env("DBUS_SESSION_BUS_ADDRESS", session.address());
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 

@@ -54,7 +54,7 @@ bool is_mountpoint(const QString& path) {
 
 MountFixture::MountFixture(RemoteSpec remote, QStringList options)
     : remote_(std::move(remote)), options_(std::move(options)) {
-    backing_ = dir_.path() + "/remote";
+    backing_ = remote_.url.isEmpty() ? dir_.path() + "/remote" : remote_.backing;
     mountpoint_ = dir_.path() + "/mnt";
     faults_ = dir_.path() + "/faults";
     log_file_ = dir_.path() + "/netfs.log";
@@ -69,6 +69,8 @@ MountFixture::~MountFixture() {
 }
 
 QString MountFixture::url() const {
+    if (!remote_.url.isEmpty())
+        return remote_.url;
     QString query = remote_.query;
     query += QString(query.isEmpty() ? "" : "&") + "faults=" + faults_;
     return "file://" + backing_ + "?" + query;
@@ -84,6 +86,15 @@ bool MountFixture::mounted() const { return is_mountpoint(mountpoint_); }
 QProcessEnvironment MountFixture::environment() const {
     QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
     env.insert("XDG_CONFIG_HOME", dir_.path() + "/config");
+    // Never the desktop keyring of whoever runs the tests: only a session a
+    // test starts itself (set_env).
+    env.remove("DBUS_SESSION_BUS_ADDRESS");
+    for (const auto& [name, value] : env_overrides_) {
+        if (value.isEmpty())
+            env.remove(name);
+        else
+            env.insert(name, value);
+    }
     return env;
 }
 
@@ -124,7 +135,7 @@ bool MountFixture::mount() {
             process_.reset();
             return false;
         }
-        QThread::msleep(20);
+        process_->waitForFinished(20);  // also notices that it exited (no event loop runs here)
     }
     return true;
 }

@@ -24,6 +24,11 @@ namespace netfs::test {
 struct RemoteSpec {
     QString kind = "file";  // file (later: sftp, nfs)
     QString query;          // URL query options, e.g. "latency_ms=10"
+    // A remote served by a test server (GaneshaServer::url()): mounted as
+    // given, with `backing` the directory it serves seen directly. Empty: a
+    // file:// remote on a directory of the fixture's own.
+    QString url;
+    QString backing;
 };
 
 // The outcome of running a command to its end.
@@ -68,6 +73,10 @@ public:
     qint64 daemon_pid() const { return process_ ? process_->processId() : 0; }
     bool mounted() const;
 
+    // An environment variable for the daemon and environment() (a desktop
+    // session's DBUS_SESSION_BUS_ADDRESS, say); empty `value` removes it.
+    void set_env(const QString& name, const QString& value) { env_overrides_.append({name, value}); }
+
     // More `netfs mount` arguments for the next mount (--key-file F, ...).
     void set_extra_args(QStringList args) { extra_args_ = std::move(args); }
 
@@ -78,6 +87,7 @@ private:
     RemoteSpec remote_;
     QStringList options_;
     QStringList extra_args_;
+    QList<QPair<QString, QString>> env_overrides_;
     QTemporaryDir dir_;
     QString backing_, mountpoint_, faults_, log_file_;
     std::unique_ptr<QProcess> process_;
