@@ -249,7 +249,11 @@ class TestFsx : public QObject {
 private slots:
     void plain_mount() { run_fsx({}, {}, 7000); }
     // Small subrequests: every read and write is split and stitched.
-    void small_rsize_and_wsize() { run_fsx(RemoteSpec{.kind = "file", .query = "rsize=65536&wsize=65536"}, {}, 7000); }
+    void small_rsize_and_wsize() {
+        RemoteSpec remote;
+        remote.query = "rsize=65536&wsize=65536";
+        run_fsx(remote, {}, 7000);
+    }
     // A tiny folio budget: eviction and writeback under memory pressure all the time.
     void under_memory_pressure() { run_fsx({}, {"memory=8M"}, 7000); }
 };
