@@ -17,9 +17,10 @@
 // Liveness is ours, not libnfs's: libnfs's auto-reconnect is off (after a
 // reconnect an NFSv4 server has forgotten the open state, and libnfs 4.0
 // would replay requests with dead stateids). A connection is declared down
-// when the socket fails or when requests are pending and nothing has been
-// received for `dead_after_` (a NULL ping is sent when idle so a dead server
-// is noticed even when nobody asks). Then every pending request fails with
+// when the socket fails, or when nothing has been received for `dead_after_`
+// (3 s at most) while something is pending: after 1 s of silence a NULL ping
+// goes out, so a dead server is noticed even when nobody asks, and a slow
+// request (a live server answers the ping meanwhile) is told from a hung server. Then every pending request fails with
 // Errc::unreachable (the engine retries), the context is destroyed and the
 // service thread mounts again with back-off. Open files re-open by path on
 // the new context and check that the file id is unchanged (else bad_handle),
@@ -63,9 +64,10 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr std::uint32_t kNfsProgram = 100003;
-// A connection with nothing pending is pinged this often, so that a server
-// that died while we were idle is noticed before the next request needs it.
-constexpr auto kIdlePing = 1s;
+// A connection that heard nothing for this long sends a NULL ping, so that a
+// server that died while we were idle is noticed before the next request
+// needs it, and a slow request is told from a hung server.
+constexpr auto kPingAfter = 1s;
 // The service thread wakes at least this often: libnfs checks its own RPC
 // timeouts inside nfs_service(), and we check liveness.
 constexpr int kServiceTickMs = 100;
@@ -302,7 +304,7 @@ public:
         last_heard_ = Clock::now();
         // A server that stops answering is declared dead after this long; the
         // request fails over to a reconnect well before op_timeout.
-        dead_after_ = std::min(target.connect_timeout, 4.0);
+        dead_after_ = std::min(target.connect_timeout, 3.0);
         // libnfs 4.0 learns the sizes from NFSv3's FSINFO only; over NFSv4
         // it reports 0. 1 MiB is what Linux knfsd and ganesha accept by default.
         readmax_ = nfs_get_readmax(nfs_);
@@ -551,16 +553,26 @@ private:
                 drop_context(std::string("connection lost: ") + (e ? e : "socket error"));
                 continue;
             }
+            // Silent too long while waiting for something (a request, or the
+            // idle ping): the server is gone or hung.
             const double silent = seconds_since(last_heard_);
-            if (pending() > 0 && silent > dead_after_) {
+            const bool pinged = ping_sent_ > last_heard_;
+            if ((pending() > 0 || pinged) && silent > dead_after_) {
                 drop_context("no answer for " + std::to_string(static_cast<int>(silent)) + " s");
                 continue;
             }
-            if (pending() == 0 && silent > std::chrono::duration<double>(kIdlePing).count()) {
+            // Pinged also while requests are pending: a server busy with a slow
+            // request still answers a NULL, a hung one does not.
+            if (!ping_in_flight_ && Clock::now() - std::max(last_heard_, ping_sent_) > kPingAfter) {
                 if (rpc_null_async(nfs_get_rpc_context(nfs_), kNfsProgram, target_.version, &Connection::on_ping,
                                    this) == 0) {
                     ping_in_flight_ = true;
-                    last_heard_ = Clock::now();
+                    // Idle until now: the silence is counted from the first
+                    // unanswered ping (just before it, so that it counts as sent
+                    // since), not from the last answer long ago.
+                    ping_sent_ = Clock::now();
+                    if (!pinged)
+                        last_heard_ = ping_sent_ - 1ms;
                 }
             }
         }
@@ -586,6 +598,7 @@ private:
     std::set<Call*> outstanding_;
     bool ping_in_flight_ = false;
     Clock::time_point last_heard_;  // bytes arrived, or the connection became busy
+    Clock::time_point ping_sent_;   // the last idle ping went out
     double dead_after_;
     std::string last_error_;
     bool stopping_ = false;

@@ -312,6 +312,121 @@ private slots:
         QVERIFY2(m.contains(words), qPrintable(m));
         QVERIFY2(!m.contains('\n'), qPrintable(m));
     }
+
+    // The tests below stop the server; each leaves it running again.
+
+    void server_dies_mid_read_data() { versions(); }
+    // Killed while a reader is in the middle of a file and restarted a second
+    // later: every read that succeeds has the right bytes, and the reader,
+    // retrying transient errors as the engine does, finishes once the
+    // server is back.
+    void server_dies_mid_read() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("crash");
+        const auto data = random_bytes(32u << 20, 77 + static_cast<std::uint64_t>(version));
+        QVERIFY(write_file(server_.direct(dir + "/f"), data));
+        RemoteOptions options;
+        options.connect_timeout = 3;
+        options.op_timeout = 10;
+        auto b = open(version, dir, options);
+        QVERIFY(b);
+        std::unique_ptr<BackendFile> f;
+        QCOMPARE(fmt(b->open("/f", O_RDONLY, f)), fmt(Errc::ok));
+
+        std::atomic<int> chunks{0};
+        std::atomic<bool> done{false};
+        QString failure;
+        int transient = 0;
+        std::thread reader([&] {
+            QElapsedTimer clock;
+            clock.start();
+            std::vector<std::byte> buf(1u << 20);
+            for (std::uint64_t off = 0; off < data.size();) {
+                std::size_t n = 0;
+                const Errc e = f->read(off, std::span(buf).first(std::min<std::size_t>(buf.size(), data.size() - off)), n);
+                if (e == Errc::ok) {
+                    if (n == 0) {
+                        failure = QString("end of file at %1").arg(off);
+                        return;
+                    }
+                    if (!std::equal(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n),
+                                    data.begin() + static_cast<std::ptrdiff_t>(off))) {
+                        failure = QString("wrong bytes at %1").arg(off);
+                        return;
+                    }
+                    off += n;
+                    ++chunks;
+                    QThread::msleep(30);  // a reader slow enough to be caught in the middle
+                    continue;
+                }
+                if (!is_transient(e) || clock.elapsed() > 40000) {
+                    failure = QString("read at %1 failed: %2 after %3 ms").arg(off).arg(fmt(e)).arg(clock.elapsed());
+                    return;
+                }
+                ++transient;
+                QThread::msleep(100);
+            }
+            done = true;
+        });
+        QElapsedTimer clock;
+        clock.start();
+        while (chunks < 6 && clock.elapsed() < 20000)
+            QThread::msleep(5);
+        QVERIFY(chunks < 32);
+        server_.kill();
+        clock.restart();
+        while (b->connection_state() == ConnectionState::connected && clock.elapsed() < 10000)
+            QThread::msleep(10);
+        const qint64 noticed_ms = clock.elapsed();
+        QThread::msleep(1000);
+        const bool restarted = server_.restart();
+        reader.join();
+        QVERIFY2(restarted, qPrintable(server_.error()));
+        QVERIFY2(noticed_ms < 5000, qPrintable(QString("dead server noticed after %1 ms").arg(noticed_ms)));
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        QVERIFY(done);
+        QVERIFY(transient > 0);  // it did see the server go
+        clock.restart();
+        while (b->connection_state() != ConnectionState::connected && clock.elapsed() < 10000)
+            QThread::msleep(10);
+        QCOMPARE(b->connection_state(), ConnectionState::connected);
+        qInfo("v%d: noticed in %lld ms, %d transient errors before the reconnect", version, noticed_ms, transient);
+    }
+
+    void hung_server_data() { versions(); }
+    // A server that stops answering but keeps its connections open (SIGSTOP):
+    // noticed within 5 s even when idle; requests fail with a transient
+    // error in bounded time, and work again when it answers.
+    void hung_server() {
+        QFETCH(int, version);
+        RemoteOptions options;
+        options.connect_timeout = 3;
+        options.op_timeout = 8;
+        auto b = open(version, QString(), options);
+        QVERIFY(b);
+        Attr a;
+        QCOMPARE(fmt(b->getattr("/", a)), fmt(Errc::ok));
+        server_.pause();
+        QElapsedTimer clock;
+        clock.start();
+        while (b->connection_state() == ConnectionState::connected && clock.elapsed() < 10000)
+            QThread::msleep(10);
+        const qint64 noticed_ms = clock.elapsed();
+        clock.restart();
+        const Errc e = b->getattr("/", a);
+        const qint64 failed_ms = clock.elapsed();
+        server_.resume();
+        QVERIFY2(noticed_ms < 5000, qPrintable(QString("hung server noticed after %1 ms").arg(noticed_ms)));
+        QVERIFY2(is_transient(e), qPrintable(fmt(e)));
+        QVERIFY2(failed_ms <= 8500, qPrintable(QString("request failed after %1 ms").arg(failed_ms)));
+        clock.restart();
+        Errc again = Errc::unreachable;
+        while (clock.elapsed() < 20000 && (again = b->getattr("/", a)) != Errc::ok)
+            QThread::msleep(100);
+        QCOMPARE(fmt(again), fmt(Errc::ok));
+        qInfo("v%d: hung server noticed in %lld ms; a request failed in %lld ms, back in %lld ms", version,
+              noticed_ms, failed_ms, clock.elapsed());
+    }
 };
 
 QTEST_GUILESS_MAIN(TestNfsRemote)

@@ -154,6 +154,7 @@ bool GaneshaServer::start() {
 void GaneshaServer::stop() {
     if (pid_ <= 0)
         return;
+    ::kill(pid_, SIGCONT);  // a paused server cannot act on SIGTERM
     ::kill(pid_, SIGTERM);
     QElapsedTimer clock;
     clock.start();
@@ -173,6 +174,16 @@ void GaneshaServer::kill() {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
     pid_ = 0;
+}
+
+void GaneshaServer::pause() {
+    if (pid_ > 0)
+        ::kill(pid_, SIGSTOP);
+}
+
+void GaneshaServer::resume() {
+    if (pid_ > 0)
+        ::kill(pid_, SIGCONT);
 }
 
 QString GaneshaServer::url(const QString& path, int version) const {

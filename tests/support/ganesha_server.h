@@ -35,6 +35,9 @@ public:
     void stop();
     // SIGKILL: a crash. Clients see their connections reset.
     void kill();
+    // SIGSTOP / SIGCONT: a server that hangs without closing connections.
+    void pause();
+    void resume();
     // Starts again on the same ports and export (after stop() or kill()).
     bool restart() { return start(); }
     bool running() const { return pid_ > 0; }
