@@ -1217,6 +1217,10 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         if (prefix == "/")
             break;
     }
+    if (!mounted && first_why.find("Program is not available") != std::string::npos)
+        return fail(Errc::unreachable, "rpcbind on " + t.host + " knows no NFS " + std::to_string(t.version) +
+                                           " MOUNT service (is the NFS server running? if it uses fixed ports, "
+                                           "give them as ?nfsport=N&mountport=M)");
     if (!mounted) {
         const Errc e = first_status == -EACCES || first_status == -EPERM || first_status == -ENOENT
                            ? Errc::not_found
@@ -1237,16 +1241,22 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         rc = nfs_access(mounted, root.c_str(), R_OK | X_OK);
     if (rc != 0) {
         nfs_destroy_context(mounted);
+        // NFSv4 has no exports to speak of: one tree, the server's pseudo file system.
         const std::string where = "'" + url.path + "'" +
-                                  (t.export_path != "/" ? " (in export '" + t.export_path + "')" : std::string());
+                                  (t.version == 3 ? " (in export '" + t.export_path + "')" : std::string());
         switch (rc) {
         case -ENOENT: return fail(Errc::not_found, where + " does not exist on the server (check the path)");
         case -ENOTDIR: return fail(Errc::not_dir, where + " is not a directory");
         case -EACCES:
         case -EPERM:
-            return fail(from_status(rc), "permission denied for " + where + ": the server checks uid " +
-                                             std::to_string(::getuid()) + " gid " + std::to_string(::getgid()) +
-                                             " (set another with ?uid=N&gid=M; see docs/remotes.md)");
+        {
+            const auto uid = url.query.find("uid"), gid = url.query.find("gid");
+            return fail(from_status(rc),
+                        "permission denied for " + where + ": the server checks uid " +
+                            (uid != url.query.end() ? uid->second : std::to_string(::getuid())) + " gid " +
+                            (gid != url.query.end() ? gid->second : std::to_string(::getgid())) +
+                            " (another with ?uid=N&gid=M; see docs/remotes.md)");
+        }
         default: return fail(from_status(rc), where + ": " + std::string(describe(from_status(rc))));
         }
     }

@@ -290,6 +290,11 @@ private slots:
             QTest::newRow(qPrintable(tag + "nothing listens"))
                 << v << QString("nfs://127.0.0.1/x?nfsport=1&mountport=1&version=%1").arg(v) << "cannot reach";
         }
+        QDir().mkpath(server_.direct("private"));
+        QFile::setPermissions(server_.direct("private"), QFile::ReadOwner | QFile::WriteOwner | QFile::ExeOwner);
+        for (int v : {3, 4})
+            QTest::newRow(qPrintable("v" + QString::number(v) + " permission denied"))
+                << v << server_.url("private", v) + "&uid=65534&gid=65534" << "permission denied";
         QTest::newRow("v3 no such export") << 3 << server_.url().replace("/export", "/nope") << "no export";
         QTest::newRow("v4 no such export") << 4 << server_.url({}, 4).replace("/export", "/nope") << "does not exist";
     }
@@ -311,6 +316,70 @@ private slots:
         const QString m = QString::fromStdString(message);
         QVERIFY2(m.contains(words), qPrintable(m));
         QVERIFY2(!m.contains('\n'), qPrintable(m));
+    }
+
+    void through_mount_data() { versions(); }
+    // A real mount: a file copied in lands on the server byte for byte, one
+    // written on the server reads back through the mount, and a directory
+    // listing and rename show on both sides.
+    void through_mount() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("mount");
+        MountFixture m(RemoteSpec{"nfs", QString(), server_.url(dir, version), server_.direct(dir)},
+                       {"nfs_version=" + QString::number(version)});
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        const auto in = random_bytes((8u << 20) + 12345, 500 + static_cast<std::uint64_t>(version));
+        QVERIFY(write_file(m.at("copied"), in));
+        int fd = ::open(qPrintable(m.at("copied")), O_RDONLY);
+        QVERIFY(fd >= 0);
+        QCOMPARE(::fsync(fd), 0);
+        ::close(fd);
+        QVERIFY(read_file(m.direct("copied")) == in);
+        QVERIFY(read_file(m.at("copied")) == in);
+
+        const auto out = random_bytes((5u << 20) + 777, 600 + static_cast<std::uint64_t>(version));
+        QVERIFY(write_file(server_.direct(dir + "/from-server"), out));
+        QVERIFY(read_file(m.at("from-server")) == out);
+
+        QVERIFY(QDir().mkdir(m.at("d")));
+        QVERIFY(QFile::rename(m.at("copied"), m.at("d/renamed")));
+        QVERIFY(QFileInfo(server_.direct(dir + "/d/renamed")).isFile());
+        QCOMPARE(QDir(m.mountpoint()).entryList(QDir::AllEntries | QDir::NoDotAndDotDot),
+                 (QStringList{"d", "from-server"}));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    void mount_rejects_data() {
+        QTest::addColumn<QString>("url");
+        QTest::addColumn<QString>("words");
+        for (int v : {3, 4}) {
+            const QString tag = "v" + QString::number(v) + " ";
+            QTest::newRow(qPrintable(tag + "no such export"))
+                << server_.url({}, v).replace("/export", "/nope") << (v == 3 ? "no export" : "does not exist");
+            QTest::newRow(qPrintable(tag + "no such path")) << server_.url("no/such", v) << "does not exist";
+            QTest::newRow(qPrintable(tag + "nothing listens"))
+                << QString("nfs://127.0.0.1/x?nfsport=1&mountport=1&version=%1").arg(v) << "cannot reach";
+        }
+    }
+    // `netfs mount` with a bad nfs:// remote: one line on stderr, a failure
+    // exit, nothing mounted, within 10 s.
+    void mount_rejects() {
+        QFETCH(QString, url);
+        QFETCH(QString, words);
+        QTemporaryDir dir;
+        const QString mnt = dir.path() + "/mnt";
+        QVERIFY(QDir().mkpath(mnt));
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("XDG_CONFIG_HOME", dir.path() + "/config");
+        env.insert("XDG_CACHE_HOME", dir.path() + "/cache");
+        RunResult r = run(NETFS_BINARY, {"mount", url, mnt}, 20000, env);
+        QVERIFY2(r.exit_code != -1, "netfs hung");
+        QVERIFY2(r.seconds < 10, qPrintable(QString("took %1 s").arg(r.seconds)));
+        QVERIFY(r.exit_code != 0);
+        const QStringList lines = r.err.trimmed().split('\n');
+        QVERIFY2(lines.size() == 1, qPrintable(r.err));
+        QVERIFY2(lines[0].contains(words), qPrintable(lines[0]));
+        QVERIFY(!is_mountpoint(mnt));
     }
 
     // The tests below stop the server; each leaves it running again.
