@@ -182,6 +182,9 @@ Errc open_cache(const CacheRequest& request, const std::string& id, std::shared_
     }
     options.granule_size = request.granule_size;
     options.size_limit = request.size_limit;
+    options.free_run_percent = request.free_run_percent;
+    options.free_cull_percent = request.free_cull_percent;
+    options.free_stop_percent = request.free_stop_percent;
     options.codec.encrypt = request.encrypt;
     options.codec.compress = request.compress;
     if (request.encrypt && !metadata_only) {

@@ -26,6 +26,9 @@ struct CacheRequest {
     std::string dir;               // empty: the default place
     std::uint32_t granule_size = 256 << 10;
     std::uint64_t size_limit = 0;  // --cache-size; 0: none
+    unsigned free_run_percent = 7;   // --cache-free RUN,CULL,STOP (see CacheOptions)
+    unsigned free_cull_percent = 5;
+    unsigned free_stop_percent = 1;
     bool encrypt = true;
     bool compress = true;
     std::string key_file;          // empty: passphrase or generated key

@@ -56,6 +56,9 @@ const char* const kMountUsage =
     "                      (default: a generated key in ~/.config/netfs/keys/, 600)\n"
     "  --granule-size SIZE cache unit, a power of two from 64K to 2M (default 256K)\n"
     "  --cache-size SIZE   keep the cache under SIZE (least recently used data goes first)\n"
+    "  --cache-free RUN,CULL,STOP  free space of the cache's filesystem, in percent:\n"
+    "                      below CULL culling frees space up to RUN; below STOP\n"
+    "                      nothing new is cached (default 7,5,1, as cachefilesd)\n"
     "  --no-encrypt, --no-compress, --no-cache\n"
     "\n"
     "REMOTE:\n"
@@ -100,8 +103,9 @@ int mount_main(const QStringList& arguments) {
     const QCommandLineOption no_compress("no-compress", "Do not compress the cache.");
     const QCommandLineOption no_cache("no-cache", "No persistent cache.");
     const QCommandLineOption cache_size("cache-size", "Cache size limit.", "SIZE");
+    const QCommandLineOption cache_free("cache-free", "Free-space watermarks.", "RUN,CULL,STOP");
     parser.addOptions({help, options, foreground, log_file, debug, cache_dir, granule_size, key_file, ask_passphrase,
-                       no_encrypt, no_compress, no_cache, cache_size});
+                       no_encrypt, no_compress, no_cache, cache_size, cache_free});
     parser.addPositionalArgument("REMOTE", "The remote.");
     parser.addPositionalArgument("MOUNTPOINT", "The mount point.");
 
@@ -153,6 +157,18 @@ int mount_main(const QStringList& arguments) {
         if (!netfs::parse_size(parser.value(cache_size).toStdString(), size) || size < (16u << 20))
             return usage_error("--cache-size needs a size of at least 16M, such as 10G");
         cache.size_limit = size;
+    }
+    if (parser.isSet(cache_free)) {
+        const QStringList parts = parser.value(cache_free).split(',');
+        bool ok = parts.size() == 3;
+        unsigned v[3] = {};
+        for (int i = 0; ok && i < 3; ++i)
+            v[i] = parts[i].toUInt(&ok);
+        if (!ok || !(v[0] > v[1] && v[1] > v[2] && v[0] < 100))
+            return usage_error("--cache-free needs three percentages RUN,CULL,STOP with RUN > CULL > STOP, such as 7,5,1");
+        cache.free_run_percent = v[0];
+        cache.free_cull_percent = v[1];
+        cache.free_stop_percent = v[2];
     }
     if (parser.isSet(key_file) && parser.isSet(ask_passphrase))
         return usage_error("use --key-file or --ask-passphrase, not both");

@@ -63,9 +63,11 @@ private slots:
                                           << "bad value 'bob' for mount option 'uid'";
         QTest::newRow("missing arguments") << QStringList{"mount", "file://" + src_} << kUsage
                                            << "needs REMOTE and MOUNTPOINT";
+        QTest::newRow("bad watermarks") << QStringList{"mount", "file://" + src_, mnt_, "--cache-free", "5,7,1"}
+                                        << kUsage << "RUN > CULL > STOP";
         QTest::newRow("unknown command") << QStringList{"frobnicate"} << kUsage << "unknown command";
-        QTest::newRow("sftp not yet") << QStringList{"mount", "sftp://me@host/x", mnt_} << kFailure
-                                      << "not supported";
+        QTest::newRow("unknown host") << QStringList{"mount", "sftp://me@no-such-host.invalid/x", mnt_} << kFailure
+                                      << "cannot find host 'no-such-host.invalid'";
     }
 
     void rejects_with_one_line() {

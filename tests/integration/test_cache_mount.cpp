@@ -15,6 +15,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 using namespace netfs::test;
 
@@ -338,6 +339,28 @@ private slots:
         QVERIFY2(stats["stored_bytes"].toInteger() <= 16 << 20, qPrintable(r.out));
         QVERIFY2(stats["disk_bytes"].toInteger() <= (16 << 20) + (4 << 20), qPrintable(r.out));
         QVERIFY2(stats["stored_bytes"].toInteger() > 4 << 20, "it still caches");
+    }
+
+    // Below the stop watermark nothing new is cached and reads go straight
+    // to the remote. The marks are set just above this disk's free space.
+    void caching_pauses_below_the_stop_watermark() {
+        MountFixture m;
+        struct statvfs fs;
+        QCOMPARE(::statvfs(m.scratch().toLocal8Bit().constData(), &fs), 0);
+        const unsigned free_percent = unsigned(100.0 * double(fs.f_bavail) / double(fs.f_blocks));
+        QVERIFY2(free_percent + 3 < 100, "the disk of the scratch directory is nearly empty: no mark above it");
+        const QString marks = QString("%1,%2,%3").arg(free_percent + 3).arg(free_percent + 2).arg(free_percent + 1);
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret"), "--cache-free", marks});
+        auto data = random_bytes(4 << 20, 9);
+        QVERIFY(write_file(m.direct("f"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        QVERIFY2(m.log().contains("caching paused"), qPrintable(m.log()));
+        RunResult r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir(), "--json"}, 20000,
+                          m.environment());
+        QCOMPARE(r.exit_code, 0);
+        QCOMPARE(QJsonDocument::fromJson(r.out.toUtf8()).object()["stored_bytes"].toInteger(), 0);
     }
 
     void no_plaintext_reaches_the_cache() {
