@@ -1,0 +1,603 @@
+// The sftp:// remote against a real OpenSSH server (SshdServer): the
+// backend's RPCs directly, a real mount, every way a mount can be refused
+// (one line, non-zero exit, within 10 s), and the server going away under a
+// read.
+#include "core/backend/remote_url.h"
+#include "tests/support/mount_fixture.h"
+#include "tests/support/sshd_server.h"
+
+#include <QCryptographicHash>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QTest>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+using namespace netfs;
+using namespace netfs::test;
+
+namespace {
+
+constexpr int kFailure = 1;
+
+RemoteOptions options_for(const SshdServer& server) {
+    RemoteOptions o;
+    o.identity = server.identity().toStdString();
+    o.known_hosts = server.known_hosts().toStdString();
+    return o;
+}
+
+std::unique_ptr<Backend> open_backend(const SshdServer& server, RemoteOptions o) {
+    std::unique_ptr<Backend> backend;
+    std::string message;
+    const Errc e = open_remote(server.url().toStdString(), o, backend, message);
+    if (e != Errc::ok)
+        qWarning("open_remote: %s", message.c_str());
+    return backend;
+}
+
+std::span<std::byte> span_of(std::vector<std::byte>& v, std::size_t at, std::size_t n) { return {v.data() + at, n}; }
+
+// Writes all of `data` at `offset`, continuing after short writes.
+Errc write_all(BackendFile& f, std::uint64_t offset, std::span<const std::byte> data) {
+    std::size_t done = 0;
+    while (done < data.size()) {
+        std::size_t n = 0;
+        if (Errc e = f.write(offset + done, data.subspan(done), n); e != Errc::ok)
+            return e;
+        if (n == 0)
+            return Errc::io;
+        done += n;
+    }
+    return Errc::ok;
+}
+
+Errc read_all(BackendFile& f, std::uint64_t offset, std::span<std::byte> buf, std::size_t& got) {
+    got = 0;
+    while (got < buf.size()) {
+        std::size_t n = 0;
+        if (Errc e = f.read(offset + got, buf.subspan(got), n); e != Errc::ok)
+            return e;
+        if (n == 0)
+            break;
+        got += n;
+    }
+    return Errc::ok;
+}
+
+QByteArray sha256(const QString& path) {
+    QFile f(path);
+    if (!f.open(QIODevice::ReadOnly))
+        return {};
+    QCryptographicHash h(QCryptographicHash::Sha256);
+    h.addData(&f);
+    return h.result().toHex();
+}
+
+bool write_bytes(const QString& path, const std::vector<std::byte>& data) { return write_file(path, data); }
+
+} // namespace
+
+class TestSftpRemote : public QObject {
+    Q_OBJECT
+
+    std::unique_ptr<SshdServer> server_;
+    QTemporaryDir scratch_;
+
+    // `netfs mount` with the URL and -o options, on a fresh mount point.
+    RunResult mount_fails(const QString& url, const QString& options) {
+        const QString mnt = scratch_.path() + "/mnt-" + QString::number(++mounts_);
+        QDir().mkpath(mnt);
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("XDG_CONFIG_HOME", scratch_.path() + "/config");
+        env.remove("SSH_AUTH_SOCK");
+        QStringList args{"mount", url, mnt, "--cache-dir", scratch_.path() + "/cache"};
+        if (!options.isEmpty())
+            args << "-o" << options;
+        RunResult r = run(NETFS_BINARY, args, 15000, env);
+        if (is_mountpoint(mnt))
+            run(NETFS_BINARY, {"unmount", mnt}, 20000, env);
+        return r;
+    }
+    int mounts_ = 0;
+
+    static void expect_one_line(const RunResult& r, const QStringList& words) {
+        QVERIFY2(r.exit_code != -1, "netfs mount hung");
+        QVERIFY2(r.seconds < 10, qPrintable("took " + QString::number(r.seconds) + " s"));
+        QCOMPARE(r.exit_code, kFailure);
+        const QStringList lines = r.err.trimmed().split('\n');
+        QVERIFY2(lines.size() == 1, qPrintable(r.err));
+        for (const QString& w : words)
+            QVERIFY2(lines[0].contains(w), qPrintable(lines[0] + "\n  lacks: " + w));
+    }
+
+private slots:
+    void initTestCase() {
+        server_ = std::make_unique<SshdServer>();
+        QVERIFY2(server_->running(), qPrintable(server_->error()));
+    }
+
+    // ---- the backend's RPCs -------------------------------------------------
+
+    void large_file_round_trip() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        QCOMPARE(backend->connection_state(), ConnectionState::connected);
+        const BackendLimits limits = backend->limits();
+        QVERIFY(!limits.has_file_id);
+        QVERIFY(!limits.has_change_attr);
+
+        const std::size_t size = (20u << 20) + 12345;
+        const auto data = random_bytes(size, 20260101);
+        std::unique_ptr<BackendFile> file;
+        Attr attr;
+        QCOMPARE(backend->create("/big", 0644, O_RDWR | O_EXCL, file, attr), Errc::ok);
+        QVERIFY(S_ISREG(attr.mode));
+        QCOMPARE(attr.size, 0u);
+        // Odd-sized writes at odd offsets, out of order: the second half first.
+        const std::size_t half = size / 2 + 7;
+        for (std::size_t at = half; at < size;) {
+            const std::size_t n = std::min<std::size_t>(size - at, 777777);
+            QCOMPARE(write_all(*file, at, {data.data() + at, n}), Errc::ok);
+            at += n;
+        }
+        for (std::size_t at = 0; at < half;) {
+            const std::size_t n = std::min<std::size_t>(half - at, 1000003);
+            QCOMPARE(write_all(*file, at, {data.data() + at, n}), Errc::ok);
+            at += n;
+        }
+        QCOMPARE(file->fsync(false), Errc::ok);
+        QCOMPARE(file->getattr(attr), Errc::ok);
+        QCOMPARE(attr.size, size);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(read_file(server_->direct("big")), data);
+
+        QCOMPARE(backend->open("/big", O_RDONLY, file), Errc::ok);
+        std::vector<std::byte> back(size);
+        // Reads of odd sizes at odd offsets, backwards, then past the end.
+        std::size_t at = size;
+        while (at > 0) {
+            const std::size_t n = std::min<std::size_t>(at, 333331);
+            at -= n;
+            std::size_t got = 0;
+            QCOMPARE(read_all(*file, at, span_of(back, at, n), got), Errc::ok);
+            QCOMPARE(got, n);
+        }
+        QVERIFY(back == data);
+        std::vector<std::byte> tail(5000);
+        std::size_t got = 0;
+        QCOMPARE(read_all(*file, size - 100, span_of(tail, 0, tail.size()), got), Errc::ok);
+        QCOMPARE(got, 100u);
+        QVERIFY(std::memcmp(tail.data(), data.data() + size - 100, 100) == 0);
+        QCOMPARE(file->read(size + 10, span_of(tail, 0, 10), got), Errc::ok);
+        QCOMPARE(got, 0u);
+        // A file that grows is read past its old end.
+        std::unique_ptr<BackendFile> writer;
+        QCOMPARE(backend->open("/big", O_WRONLY, writer), Errc::ok);
+        const auto more = random_bytes(1000, 7);
+        QCOMPARE(write_all(*writer, size, more), Errc::ok);
+        QCOMPARE(writer->close(), Errc::ok);
+        QCOMPARE(file->read(size, span_of(tail, 0, 1000), got), Errc::ok);
+        QCOMPARE(got, 1000u);
+        QVERIFY(std::memcmp(tail.data(), more.data(), 1000) == 0);
+        QCOMPARE(file->close(), Errc::ok);
+    }
+
+    void metadata_operations() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        Attr attr;
+        QCOMPARE(backend->mkdir("/d", 0750, attr), Errc::ok);
+        QVERIFY(S_ISDIR(attr.mode));
+        QCOMPARE(attr.mode & 07777, 0750u);
+        QCOMPARE(backend->mkdir("/d", 0755, attr), Errc::exists);
+        std::unique_ptr<BackendFile> file;
+        QCOMPARE(backend->create("/d/f", 0600, O_WRONLY | O_EXCL, file, attr), Errc::ok);
+        const auto hello = random_bytes(100, 1);
+        QCOMPARE(write_all(*file, 0, hello), Errc::ok);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(backend->create("/d/f", 0600, O_WRONLY | O_EXCL, file, attr), Errc::exists);
+
+        // getattr has lstat semantics; a symlink's target is its text.
+        QCOMPARE(backend->symlink("f", "/d/link", attr), Errc::ok);
+        QVERIFY(S_ISLNK(attr.mode));
+        QCOMPARE(QFile::symLinkTarget(server_->direct("d/link")), server_->direct("d/f"));
+        std::string target;
+        QCOMPARE(backend->readlink("/d/link", target), Errc::ok);
+        QCOMPARE(target, std::string("f"));
+        QCOMPARE(backend->readlink("/d/f", target), Errc::invalid);
+        QCOMPARE(backend->getattr("/d/link", attr), Errc::ok);
+        QVERIFY(S_ISLNK(attr.mode));
+        QCOMPARE(backend->open("/d/link", O_RDONLY, file), Errc::loop);
+
+        std::vector<DirEntry> entries;
+        QCOMPARE(backend->readdir("/d", entries), Errc::ok);
+        QCOMPARE(entries.size(), 2u);
+        std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.name < b.name; });
+        QCOMPARE(entries[0].name, std::string("f"));
+        QCOMPARE(entries[0].attr.size, 100u);
+        QCOMPARE(entries[1].name, std::string("link"));
+        QVERIFY(S_ISLNK(entries[1].attr.mode));
+
+        // setattr: mode, size, times (whole seconds), owner.
+        SetAttr change;
+        change.mask = SetAttr::kMode | SetAttr::kSize | SetAttr::kMtime | SetAttr::kAtime | SetAttr::kUid |
+                      SetAttr::kGid;
+        change.mode = 0640;
+        change.size = 10;
+        change.mtime = {1700000000, 500000000};
+        change.atime = {1600000000, 0};
+        change.uid = 1234;
+        change.gid = 4321;
+        QCOMPARE(backend->setattr("/d/f", change, attr), Errc::ok);
+        struct stat st;
+        QCOMPARE(::stat(server_->direct("d/f").toLocal8Bit().constData(), &st), 0);
+        QCOMPARE(st.st_mode & 07777, 0640u);
+        QCOMPARE(st.st_size, 10);
+        QCOMPARE(st.st_mtim.tv_sec, 1700000000);
+        QCOMPARE(st.st_atim.tv_sec, 1600000000);
+        QCOMPARE(st.st_uid, 1234u);
+        QCOMPARE(st.st_gid, 4321u);
+        QCOMPARE(attr.mtime.tv_sec, 1700000000);
+        QCOMPARE(attr.size, 10u);
+
+        // rename replaces (posix-rename@openssh.com), atomically.
+        QCOMPARE(backend->create("/d/g", 0644, O_WRONLY | O_EXCL, file, attr), Errc::ok);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(backend->rename("/d/g", "/d/f", 0), Errc::ok);
+        QCOMPARE(backend->getattr("/d/f", attr), Errc::ok);
+        QCOMPARE(attr.size, 0u);
+        QCOMPARE(backend->getattr("/d/g", attr), Errc::not_found);
+        QCOMPARE(backend->create("/d/g", 0644, O_WRONLY | O_EXCL, file, attr), Errc::ok);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(backend->rename("/d/g", "/d/f", 1 /* RENAME_NOREPLACE */), Errc::exists);
+        QCOMPARE(backend->rename("/d/g", "/d/f", 2 /* RENAME_EXCHANGE */), Errc::not_supported);
+        QCOMPARE(backend->rename("/nope", "/d/x", 0), Errc::not_found);
+
+        // link: hardlink@openssh.com.
+        QCOMPARE(backend->link("/d/f", "/d/hard", attr), Errc::ok);
+        QCOMPARE(::stat(server_->direct("d/hard").toLocal8Bit().constData(), &st), 0);
+        QCOMPARE(st.st_nlink, 2u);
+        QCOMPARE(backend->link("/d/f", "/d/hard", attr), Errc::exists);
+
+        // Errors a caller relies on.
+        QCOMPARE(backend->getattr("/missing", attr), Errc::not_found);
+        QCOMPARE(backend->open("/missing", O_RDONLY, file), Errc::not_found);
+        QCOMPARE(backend->readdir("/missing", entries), Errc::not_found);
+        QCOMPARE(backend->readdir("/d/f", entries), Errc::not_dir);
+        QCOMPARE(backend->rmdir("/d"), Errc::not_empty);
+        QCOMPARE(backend->rmdir("/d/f"), Errc::not_dir);
+        QCOMPARE(backend->unlink("/d"), Errc::is_dir);
+        QCOMPARE(backend->unlink("/missing"), Errc::not_found);
+        QCOMPARE(backend->mkdir("/missing/sub", 0755, attr), Errc::not_found);
+        QCOMPARE(backend->mknod("/d/fifo", S_IFIFO | 0644, 0, attr), Errc::not_supported);
+
+        // Clean up through the backend: unlink, rmdir.
+        for (const char* name : {"/d/f", "/d/g", "/d/hard", "/d/link"})
+            QCOMPARE(backend->unlink(name), Errc::ok);
+        QCOMPARE(backend->rmdir("/d"), Errc::ok);
+        QVERIFY(!QFile::exists(server_->direct("d")));
+
+        // An unlinked file stays readable through its handle.
+        QCOMPARE(backend->create("/u", 0644, O_RDWR | O_EXCL, file, attr), Errc::ok);
+        QCOMPARE(write_all(*file, 0, hello), Errc::ok);
+        QCOMPARE(backend->unlink("/u"), Errc::ok);
+        QCOMPARE(file->getattr(attr), Errc::ok);
+        QCOMPARE(attr.size, 100u);
+        QCOMPARE(file->truncate(50), Errc::ok);
+        QCOMPARE(file->getattr(attr), Errc::ok);
+        QCOMPARE(attr.size, 50u);
+        QCOMPARE(file->close(), Errc::ok);
+
+        StatFs fs;
+        QCOMPARE(backend->statfs(fs), Errc::ok);
+        QVERIFY(fs.blocks > 0);
+        QVERIFY(fs.block_size > 0);
+        QVERIFY(fs.blocks_avail <= fs.blocks);
+    }
+
+    // Requests from many threads at once spread over the pool.
+    void concurrent_requests() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        constexpr int kThreads = 8;
+        std::atomic<int> failures{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kThreads; ++t) {
+            threads.emplace_back([&, t] {
+                const std::string name = "/c" + std::to_string(t);
+                const auto data = random_bytes(3u << 20, 100 + t);
+                std::unique_ptr<BackendFile> f;
+                Attr a;
+                if (backend->create(name, 0644, O_RDWR | O_EXCL, f, a) != Errc::ok ||
+                    write_all(*f, 0, data) != Errc::ok) {
+                    failures++;
+                    return;
+                }
+                for (int i = 0; i < 20; ++i)
+                    if (backend->getattr(name, a) != Errc::ok || a.size != data.size())
+                        failures++;
+                std::vector<std::byte> back(data.size());
+                std::size_t got = 0;
+                if (read_all(*f, 0, back, got) != Errc::ok || back != data)
+                    failures++;
+                f->close();
+                backend->unlink(name);
+            });
+        }
+        for (auto& t : threads)
+            t.join();
+        QCOMPARE(failures.load(), 0);
+    }
+
+    void encrypted_key_asks_its_passphrase() {
+        const QString key = server_->make_key("locked_key", "correct horse", true);
+        QVERIFY(!key.isEmpty());
+        RemoteOptions o = options_for(*server_);
+        o.identity = key.toStdString();
+        std::string asked;
+        o.ask_secret = [&](const std::string& prompt, std::string& answer) {
+            asked = prompt;
+            answer = "correct horse";
+            return true;
+        };
+        auto backend = open_backend(*server_, o);
+        QVERIFY(backend);
+        QVERIFY(asked.find(key.toStdString()) != std::string::npos);
+        Attr a;
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+
+        o.ask_secret = [](const std::string&, std::string& answer) {
+            answer = "xyzzy-not-it";
+            return true;
+        };
+        std::unique_ptr<Backend> refused;
+        std::string message;
+        QCOMPARE(open_remote(server_->url().toStdString(), o, refused, message), Errc::access);
+        QVERIFY2(message.find("wrong passphrase") != std::string::npos, message.c_str());
+        QVERIFY(message.find("xyzzy") == std::string::npos);
+    }
+
+    void new_host_key_is_recorded_when_accepted() {
+        const QString file = server_->scratch() + "/new_known_hosts";
+        QFile::remove(file);
+        RemoteOptions o = options_for(*server_);
+        o.known_hosts = file.toStdString();
+        std::unique_ptr<Backend> backend;
+        std::string message;
+        QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::access);
+        QVERIFY2(message.find("accept_new_host_key") != std::string::npos, message.c_str());
+        QVERIFY(!QFile::exists(file));
+
+        o.accept_new_host_key = true;
+        QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::ok);
+        QFile f(file);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        QCOMPARE(QString(f.readAll()).trimmed(), server_->host_key_line());
+        struct stat st;
+        QCOMPARE(::stat(file.toLocal8Bit().constData(), &st), 0);
+        QCOMPARE(st.st_mode & 0777, 0600u);
+        backend.reset();
+
+        // Recorded: trusted from now on, without the option.
+        o.accept_new_host_key = false;
+        QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::ok);
+    }
+
+    void hashed_known_hosts_entry_is_honoured() {
+        const QString file = server_->scratch() + "/hashed_known_hosts";
+        QFile::remove(file);
+        QFile::copy(server_->known_hosts(), file);
+        const RunResult r = run("ssh-keygen", {"-H", "-f", file});
+        QCOMPARE(r.exit_code, 0);
+        QFile f(file);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        QVERIFY(f.readAll().startsWith("|1|"));
+        RemoteOptions o = options_for(*server_);
+        o.known_hosts = file.toStdString();
+        std::unique_ptr<Backend> backend;
+        std::string message;
+        QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::ok);
+    }
+
+    // ---- through a real mount ---------------------------------------------
+
+    void mount_copy_in_and_read_back() {
+        const QString served = server_->direct("mounted");
+        QVERIFY(QDir().mkpath(served));
+        RemoteSpec spec;
+        spec.kind = "sftp";
+        spec.url = server_->url(served);
+        spec.backing = served;
+        MountFixture mount(spec, server_->options().split(','));
+        QVERIFY2(mount.mount(), qPrintable(mount.error()));
+        const auto data = random_bytes((8u << 20) + 4099, 42);
+        const QString source = scratch_.path() + "/source";
+        QVERIFY(write_bytes(source, data));
+        const RunResult cp = run("cp", {source, mount.at("copy")});
+        QCOMPARE(cp.exit_code, 0);
+        QCOMPARE(run("sync", {mount.at("copy")}).exit_code, 0);
+        QCOMPARE(sha256(mount.direct("copy")), sha256(source));
+        QVERIFY(mount.remount());
+        QCOMPARE(sha256(mount.at("copy")), sha256(source));
+        QVERIFY(QDir().mkdir(mount.at("sub")));
+        QVERIFY(QFile::rename(mount.at("copy"), mount.at("sub/moved")));
+        QCOMPARE(sha256(mount.direct("sub/moved")), sha256(source));
+        QVERIFY2(mount.unmount(), qPrintable(mount.error()));
+    }
+
+    // ---- refusals: one line, non-zero exit, within 10 s ---------------------
+
+    void refuses_wrong_user() {
+        const QString url = server_->url().replace("root@", "nosuchuser@");
+        expect_one_line(mount_fails(url, server_->options()),
+                        {"authentication failed", "nosuchuser", "tried:", "user_key", "-o identity=FILE"});
+    }
+
+    void refuses_wrong_key() {
+        const QString key = server_->make_key("stranger_key", "", false);
+        expect_one_line(mount_fails(server_->url(), "identity=" + key + ",known_hosts=" + server_->known_hosts()),
+                        {"authentication failed", "stranger_key"});
+    }
+
+    void refuses_encrypted_key_without_terminal() {
+        const QString key = server_->make_key("locked_key2", "secret words", true);
+        const RunResult r = mount_fails(server_->url(), "identity=" + key + ",known_hosts=" + server_->known_hosts());
+        expect_one_line(r, {"key " + key + " is encrypted and no terminal to ask its passphrase", "ssh-agent"});
+        QVERIFY(!r.err.contains("secret words"));
+    }
+
+    void refuses_unknown_host() {
+        const QString empty = server_->scratch() + "/empty_known_hosts";
+        QFile(empty).open(QIODevice::WriteOnly);
+        const RunResult r = mount_fails(server_->url(), "identity=" + server_->identity() + ",known_hosts=" + empty);
+        expect_one_line(r, {"SHA256:", "mount again with -o accept_new_host_key to trust it"});
+        // The fingerprint is OpenSSH's.
+        const RunResult fp = run("ssh-keygen", {"-l", "-f", server_->scratch() + "/host_key.pub"});
+        const QString fingerprint = fp.out.split(' ').value(1);
+        QVERIFY(fingerprint.startsWith("SHA256:"));
+        QVERIFY2(r.err.contains(fingerprint), qPrintable(r.err + " vs " + fingerprint));
+    }
+
+    void refuses_changed_host_key() {
+        const QString other = server_->make_key("impostor_host_key", "", false);
+        QFile pub(other + ".pub");
+        QVERIFY(pub.open(QIODevice::ReadOnly));
+        const QList<QByteArray> parts = pub.readAll().split(' ');
+        const QString file = server_->scratch() + "/changed_known_hosts";
+        QFile f(file);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(QString("[127.0.0.1]:%1 %2 %3\n").arg(server_->port()).arg(QString(parts[0]), QString(parts[1])).toUtf8());
+        f.close();
+        // accept_new_host_key never overrides a changed key.
+        const RunResult r = mount_fails(server_->url(), "identity=" + server_->identity() + ",known_hosts=" + file +
+                                                            ",accept_new_host_key");
+        expect_one_line(r, {"HOST KEY FOR [127.0.0.1]:" + QString::number(server_->port()) + " HAS CHANGED",
+                            "remove the old key from " + file});
+    }
+
+    void refuses_missing_path() {
+        expect_one_line(mount_fails(server_->url(server_->served() + "/does/not/exist"), server_->options()),
+                        {"no such directory"});
+    }
+
+    void refuses_port_without_server() {
+        SshdServer idle;  // a port nobody listens on once stopped
+        idle.stop();
+        expect_one_line(mount_fails(idle.url(), server_->options()), {"connection refused", "port"});
+    }
+
+    // ---- the server going away ----------------------------------------------
+
+    // Killed in the middle of a large read through the mount and restarted:
+    // every byte read is right, and the read completes after the reconnect
+    // (or fails with EIO within the timeout, never hangs).
+    void server_killed_mid_read_then_restarted() {
+        const QString served = server_->direct("crash");
+        QVERIFY(QDir().mkpath(served));
+        const std::size_t size = 192u << 20;
+        const auto data = random_bytes(size, 99);
+        QVERIFY(write_bytes(served + "/file", data));
+        RemoteSpec spec;
+        spec.kind = "sftp";
+        spec.url = server_->url(served);
+        spec.backing = served;
+        MountFixture mount(spec, server_->options().split(',') << "timeout=15");
+        QVERIFY2(mount.mount(), qPrintable(mount.error()));
+
+        std::atomic<std::size_t> progress{0};
+        std::atomic<int> read_error{0};
+        std::atomic<bool> wrong{false};
+        QElapsedTimer clock;
+        clock.start();
+        std::thread reader([&] {
+            const int fd = ::open(mount.at("file").toLocal8Bit().constData(), O_RDONLY);
+            if (fd < 0) {
+                read_error = errno;
+                return;
+            }
+            std::vector<std::byte> buf(1 << 20);
+            std::size_t at = 0;
+            while (at < size) {
+                const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(at));
+                if (n < 0) {
+                    read_error = errno;
+                    break;
+                }
+                if (n == 0)
+                    break;
+                if (std::memcmp(buf.data(), data.data() + at, static_cast<std::size_t>(n)) != 0)
+                    wrong = true;
+                at += static_cast<std::size_t>(n);
+                progress = at;
+            }
+            ::close(fd);
+        });
+        while (progress < (24u << 20) && !read_error && clock.elapsed() < 20000)
+            QThread::msleep(1);
+        server_->kill();
+        const std::size_t at_kill = progress;
+        QThread::msleep(1500);
+        QVERIFY2(server_->restart(), qPrintable(server_->error()));
+        reader.join();
+        QVERIFY2(!wrong, "wrong bytes read across the reconnect");
+        QVERIFY2(at_kill < size, "the read finished before the server was killed: make the file larger");
+        if (read_error) {
+            QCOMPARE(read_error.load(), EIO);
+        } else {
+            QCOMPARE(progress.load(), size);
+        }
+        QVERIFY2(clock.elapsed() < 40000, "the read did not end within the timeout");
+        QVERIFY2(mount.log().contains("connection lost"), qPrintable(mount.log().right(2000)));
+        QVERIFY2(mount.unmount(), qPrintable(mount.error()));
+        qInfo("killed at %zu MiB; read %s after %.1f s", at_kill >> 20, read_error ? "failed" : "completed",
+              clock.elapsed() / 1000.0);
+    }
+
+    // Gone for good: requests fail (transiently, for the engine to retry)
+    // within the timeout, the state says so, and it recovers when it is back.
+    void server_gone_fails_within_the_timeout() {
+        RemoteOptions o = options_for(*server_);
+        o.op_timeout = 3;
+        o.connections = 2;
+        auto backend = open_backend(*server_, o);
+        QVERIFY(backend);
+        Attr a;
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+        server_->kill();
+        QElapsedTimer clock;
+        clock.start();
+        Errc e = Errc::ok;
+        while (e == Errc::ok && clock.elapsed() < 10000)
+            e = backend->getattr("/", a);
+        QCOMPARE(e, Errc::unreachable);
+        while (backend->getattr("/", a) != Errc::unreachable || backend->connection_state() != ConnectionState::unreachable) {
+            QVERIFY2(clock.elapsed() < 6000, "not declared unreachable within the timeout");
+            QThread::msleep(50);
+        }
+        QVERIFY2(server_->restart(), qPrintable(server_->error()));
+        clock.restart();
+        while (backend->connection_state() != ConnectionState::connected) {
+            QVERIFY2(clock.elapsed() < 5000, "not reconnected within 5 s");
+            QThread::msleep(50);
+        }
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+    }
+
+    void cleanupTestCase() {
+        if (qEnvironmentVariableIsSet("SSHD_LOG")) qWarning("%s", qPrintable(server_->log()));
+        if (QTest::currentTestFailed() && server_)
+            qWarning("sshd log:\n%s", qPrintable(server_->log().right(4000)));
+        server_.reset();
+    }
+};
+
+QTEST_GUILESS_MAIN(TestSftpRemote)
+#include "test_sftp_remote.moc"
