@@ -114,6 +114,7 @@ class TestSftpRemote : public QObject {
         QCOMPARE(r.exit_code, kFailure);
         const QStringList lines = r.err.trimmed().split('\n');
         QVERIFY2(lines.size() == 1, qPrintable(r.err));
+        qInfo("%.2f s: %s", r.seconds, qPrintable(lines[0]));
         for (const QString& w : words)
             QVERIFY2(lines[0].contains(w), qPrintable(lines[0] + "\n  lacks: " + w));
     }
