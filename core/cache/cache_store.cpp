@@ -25,7 +25,6 @@ namespace netfs {
 namespace {
 
 constexpr int kSchemaVersion = 1;
-constexpr std::uint64_t kPackLimit = 256ull << 20;  // start a new pack file past this
 constexpr std::uint64_t kNonceBlock = 4096;         // nonces reserved per metadata write
 
 std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
@@ -122,6 +121,8 @@ struct CacheStore::Impl {
     std::array<std::uint8_t, 4> nonce_prefix{};
     std::uint64_t nonce_next = 0, nonce_reserved = 0;
     std::uint64_t hits = 0, misses = 0, damaged = 0, culled = 0;
+    std::uint64_t compacted = 0, packs_deleted = 0;  // records moved, pack files removed
+    unsigned reading = 0;  // gets reading a pack outside mu: no pack may close meanwhile
     bool metadata_only = false;
     // Bytes of live records, an upper bound: puts add, drops do not
     // subtract; recounted exactly whenever it crosses the limit.
@@ -164,8 +165,7 @@ struct CacheStore::Impl {
         }
         victims.reset();
         for (const auto& g : gone)
-            delete_granule.bind(1, g[0]).bind(2, g[1]).run();
-        holes.insert(holes.end(), gone.begin(), gone.end());
+            delete_granule.bind(1, g[0]).bind(2, g[1]).run();  // the trigger records their space
         culled += gone.size();
         stored_bytes = bytes;
     }
@@ -179,15 +179,126 @@ struct CacheStore::Impl {
         return {std::uint64_t(sv.f_bavail) * sv.f_frsize, std::uint64_t(sv.f_blocks) * sv.f_frsize};
     }
     bool paused = false;  // below the stop mark: no new caching
-    // Record space of culled granules, freed once their deletion committed.
-    std::vector<std::array<std::int64_t, 5>> holes;
-    void punch_holes() {
-        for (const auto& g : holes) {
-            const int fd = pack_fd(std::uint64_t(g[2]));
+    // Frees the space of dead records (committed deletions) by punching
+    // holes, then forgets them; packs left with nothing live are deleted.
+    // Called after every commit that may have removed rows, outside any
+    // transaction.
+    void reclaim() {
+        Stmt q(db, "SELECT rowid, pack, offset, length FROM dead ORDER BY pack, offset");
+        std::int64_t last = 0;
+        while (q.step() == SQLITE_ROW) {
+            last = std::max(last, q.col(0));
+            const int fd = pack_fd(std::uint64_t(q.col(1)));
             if (fd >= 0)
-                ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(g[3]), off_t(g[4]));
+                ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(q.col(2)), off_t(q.col(3)));
         }
-        holes.clear();
+        q.reset();
+        if (last == 0)
+            return;
+        Stmt forget(db, "DELETE FROM dead WHERE rowid <= ?1");
+        forget.bind(1, last).run();
+        compact();
+    }
+
+    // Packs other than the one being appended to: one with no live record
+    // is deleted; one whose live records fill at most a quarter of it has them
+    // copied to the current pack (records are position-independent: their
+    // authentication binds object, index and version, not the place), the
+    // rows moved in one transaction after the copies are synced, and is then
+    // deleted. Holes already free most dead space; this bounds the number of
+    // pack files and keeps live data together.
+    void compact() {
+        struct Pack {
+            std::uint64_t id, size, live;
+        };
+        std::vector<Pack> candidates;
+        Stmt q(db, "SELECT p.id, p.size, (SELECT coalesce(sum(length), 0) FROM granules g WHERE g.pack = p.id)"
+                   " FROM packs p WHERE p.id != ?1");
+        q.bind(1, std::int64_t(pack));
+        while (q.step() == SQLITE_ROW)
+            if (std::uint64_t(q.col(2)) <= std::uint64_t(q.col(1)) / 4)
+                candidates.push_back({std::uint64_t(q.col(0)), std::uint64_t(q.col(1)), std::uint64_t(q.col(2))});
+        q.reset();
+        for (const Pack& p : candidates)
+            if (p.live == 0 || relocate(p.id))
+                retire(p.id);
+    }
+    bool relocate(std::uint64_t from) {
+        if (reading > 0)
+            return false;  // a get is reading a pack without the lock: later
+        const int src = pack_fd(from);
+        if (src < 0)
+            return false;
+        struct Move {
+            std::int64_t object, index, offset, length, to_pack, to_offset;
+        };
+        std::vector<Move> moves;
+        Stmt live(db, "SELECT object, idx, offset, length FROM granules WHERE pack = ?1 ORDER BY offset");
+        live.bind(1, std::int64_t(from));
+        while (live.step() == SQLITE_ROW)
+            moves.push_back({live.col(0), live.col(1), live.col(2), live.col(3), 0, 0});
+        live.reset();
+        std::vector<int> written;
+        std::map<std::int64_t, std::int64_t> ends;  // pack -> its size after the copies
+        std::vector<std::byte> buf;
+        for (Move& m : moves) {
+            if (pack == 0 || pack_size + std::uint64_t(m.length) > options.pack_limit) {
+                pack++;
+                pack_size = 0;
+            }
+            const int dst = pack_fd(pack);
+            buf.resize(std::size_t(m.length));
+            if (dst < 0 || ::pread(src, buf.data(), buf.size(), off_t(m.offset)) != ssize_t(buf.size()) ||
+                ::pwrite(dst, buf.data(), buf.size(), off_t(pack_size)) != ssize_t(buf.size()))
+                return false;
+            if (std::find(written.begin(), written.end(), dst) == written.end())
+                written.push_back(dst);
+            m.to_pack = std::int64_t(pack);
+            m.to_offset = std::int64_t(pack_size);
+            pack_size += buf.size();
+            ends[m.to_pack] = std::int64_t(pack_size);
+        }
+        // The copies first, synced; only then the rows that point at them.
+        for (int fd : written)
+            if (::fdatasync(fd) != 0)
+                return false;
+        if (!exec("BEGIN IMMEDIATE"))
+            return false;
+        bool ok = true;
+        for (const auto& [id, size] : ends)
+            ok = ok && add_pack.bind(1, id).bind(2, size).run();
+        Stmt move(db, "UPDATE granules SET pack = ?5, offset = ?6 WHERE object = ?1 AND idx = ?2 AND pack = ?3"
+                      " AND offset = ?4");
+        for (const Move& m : moves)
+            ok = ok && move.bind(1, m.object).bind(2, m.index).bind(3, std::int64_t(from)).bind(4, m.offset)
+                           .bind(5, m.to_pack).bind(6, m.to_offset).run();
+        if (!ok || !exec("COMMIT")) {
+            exec("ROLLBACK");
+            return false;
+        }
+        compacted += moves.size();
+        return true;
+    }
+    void retire(std::uint64_t id) {
+        if (reading > 0)
+            return;  // its descriptor may be in use
+        Stmt still(db, "SELECT count(*) FROM granules WHERE pack = ?1");
+        still.bind(1, std::int64_t(id));
+        const bool empty = still.step() == SQLITE_ROW && still.col(0) == 0;
+        still.reset();
+        if (!empty)
+            return;
+        Stmt drop(db, "DELETE FROM packs WHERE id = ?1");
+        if (!drop.bind(1, std::int64_t(id)).run())
+            return;
+        Stmt forget(db, "DELETE FROM dead WHERE pack = ?1");
+        forget.bind(1, std::int64_t(id)).run();
+        if (auto it = pack_fds.find(id); it != pack_fds.end()) {
+            ::close(it->second);
+            pack_fds.erase(it);
+        }
+        ::unlink(pack_path(id).c_str());
+        packs_deleted++;
     }
     void record_uses() {
         if (touched.empty())
@@ -334,7 +445,17 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
                     " version INTEGER NOT NULL, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
                     " length INTEGER NOT NULL, plain_len INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 0,"
                     " last_use INTEGER NOT NULL, PRIMARY KEY(object, idx)) WITHOUT ROWID;"
-                    "CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, size INTEGER NOT NULL);")) {
+                    "CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, size INTEGER NOT NULL);"
+                    // Records no row points at any more, whatever removed the row
+                    // (a drop, a cull, a replacing put): their space is freed
+                    // after the commit, and again after a crash (punching a
+                    // hole twice is harmless). REPLACE fires the trigger only
+                    // with recursive_triggers.
+                    "PRAGMA recursive_triggers=ON;"
+                    "CREATE TABLE IF NOT EXISTS dead(pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
+                    " length INTEGER NOT NULL);"
+                    "CREATE TRIGGER IF NOT EXISTS granule_gone AFTER DELETE ON granules BEGIN"
+                    " INSERT INTO dead(pack, offset, length) VALUES(old.pack, old.offset, old.length); END;")) {
         message = "the cache database " + db_path + " is damaged (" + sqlite3_errmsg(impl->db) +
                   "): remove it, or run netfs cache clear";
         return Errc::io;
@@ -489,7 +610,10 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
         s.update_object.bind(1, std::int64_t(id)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
             .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
         content_version++;
-        return s.exec("COMMIT") ? Errc::ok : Errc::io;
+        if (!s.exec("COMMIT"))
+            return Errc::io;
+        s.reclaim();
+        return Errc::ok;
     }
     get.reset();
     if (!s.insert_object.bind(1, remote_path).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
@@ -514,8 +638,10 @@ Errc CacheStore::drop_range(std::uint64_t object, std::uint64_t first, std::uint
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     Stmt q(s.db, "DELETE FROM granules WHERE object = ?1 AND idx BETWEEN ?2 AND ?3");
-    return q.bind(1, std::int64_t(object)).bind(2, std::int64_t(first)).bind(3, std::int64_t(last)).run() ? Errc::ok
-                                                                                                          : Errc::io;
+    if (!q.bind(1, std::int64_t(object)).bind(2, std::int64_t(first)).bind(3, std::int64_t(last)).run())
+        return Errc::io;
+    s.reclaim();
+    return Errc::ok;
 }
 
 Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std::byte>& plain) {
@@ -541,7 +667,8 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         offset = std::uint64_t(sel.col(2));
         length = std::size_t(sel.col(3));
         sel.reset();
-        fd = s.pack_fd(pack);  // pack files stay open while the store lives
+        fd = s.pack_fd(pack);  // kept open until no get is reading (Impl::reading)
+        s.reading++;
         if (!s.spare_codecs.empty()) {
             codec = std::move(s.spare_codecs.back());
             s.spare_codecs.pop_back();
@@ -554,6 +681,7 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
     const ssize_t n = fd < 0 ? -1 : ::pread(fd, record.data(), length, off_t(offset));
     const bool good = n == ssize_t(length) && codec->decode({object, index, version}, record, plain) == Errc::ok;
     std::lock_guard lock(s.mu);
+    s.reading--;
     s.spare_codecs.push_back(std::move(codec));
     if (!good) {
         // Never returned: dropped, counted, logged; the caller reads the remote.
@@ -563,6 +691,7 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         Stmt drop(s.db, "DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4");
         drop.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, std::int64_t(offset))
             .bind(4, std::int64_t(length)).run();
+        s.reclaim();
         LOG_WARN("cache: granule %llu of object %llu failed verification; dropped, it will be read again",
                  static_cast<unsigned long long>(index), static_cast<unsigned long long>(object));
         return Errc::not_found;
@@ -610,9 +739,9 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
         if (s.exec("BEGIN IMMEDIATE")) {
             s.cull_locked();
             if (s.exec("COMMIT"))
-                s.punch_holes();
+                s.reclaim();
             else
-                s.exec("ROLLBACK"), s.holes.clear();
+                s.exec("ROLLBACK");
         }
         error = Errc::no_space;  // logged once above, at the transition
         return 0;
@@ -623,7 +752,6 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
     }
     auto abort = [&](Errc e) {
         s.exec("ROLLBACK");
-        s.holes.clear();
         error = e;
         return std::size_t(0);
     };
@@ -633,6 +761,7 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
     };
     std::vector<Placed> placed;
     std::vector<int> synced;  // pack files written in this batch
+    std::map<std::int64_t, std::int64_t> pack_ends;  // and their sizes after it
     Stmt version(s.db, "SELECT version FROM objects WHERE id = ?1");
     for (const Put& p : puts) {
         if (p.plain.size() > s.options.granule_size)
@@ -648,10 +777,11 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
             continue;  // read under an older version: stale, not stored
         if (s.codec->encode({p.object, p.index, v}, p.plain, s.next_nonce(), s.record) != Errc::ok)
             return abort(Errc::io);
-        if (s.pack == 0 || s.pack_size + s.record.size() > kPackLimit) {
+        if (s.pack == 0 || s.pack_size + s.record.size() > s.options.pack_limit) {
             s.pack++;
             s.pack_size = 0;
         }
+        pack_ends[s.pack] = std::int64_t(s.pack_size + s.record.size());
         const int fd = s.pack_fd(s.pack);
         if (fd < 0 || ::pwrite(fd, s.record.data(), s.record.size(), off_t(s.pack_size)) != ssize_t(s.record.size()))
             return abort(from_errno(errno));
@@ -664,7 +794,9 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
     for (int fd : synced)
         if (::fdatasync(fd) != 0)
             return abort(from_errno(errno));
-    bool ok = s.add_pack.bind(1, std::int64_t(s.pack)).bind(2, std::int64_t(s.pack_size)).run();
+    bool ok = true;
+    for (const auto& [id, size] : pack_ends)
+        ok = ok && s.add_pack.bind(1, id).bind(2, size).run();
     for (const Placed& pl : placed) {
         ok = ok && s.upsert_granule.bind(1, std::int64_t(pl.put->object)).bind(2, std::int64_t(pl.put->index))
                        .bind(3, std::int64_t(pl.pack)).bind(4, std::int64_t(pl.offset))
@@ -678,7 +810,7 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
     }
     if (!ok || !s.exec("COMMIT"))
         return abort(Errc::io);
-    s.punch_holes();
+    s.reclaim();
     return placed.size();
 }
 
@@ -689,7 +821,10 @@ Errc CacheStore::mark_clean(std::uint64_t object, std::uint64_t index) {
 
 Errc CacheStore::drop_from(std::uint64_t object, std::uint64_t from_index) {
     std::lock_guard lock(impl_->mu);
-    return impl_->drop_from.bind(1, std::int64_t(object)).bind(2, std::int64_t(from_index)).run() ? Errc::ok : Errc::io;
+    if (!impl_->drop_from.bind(1, std::int64_t(object)).bind(2, std::int64_t(from_index)).run())
+        return Errc::io;
+    impl_->reclaim();
+    return Errc::ok;
 }
 
 CacheStats CacheStore::stats() {
@@ -722,6 +857,13 @@ CacheStats CacheStore::stats() {
     out.misses = s.misses;
     out.damaged = s.damaged;
     out.culled = s.culled;
+    out.compacted = s.compacted;
+    out.packs = 0;
+    {
+        Stmt n(s.db, "SELECT count(*) FROM packs");
+        if (n.step() == SQLITE_ROW)
+            out.packs = std::uint64_t(n.col(0));
+    }
     return out;
 }
 
@@ -751,7 +893,10 @@ std::uint64_t CacheStore::evict_clean() {
     const std::uint64_t bytes = size.step() == SQLITE_ROW ? std::uint64_t(size.col(0)) : 0;
     size.reset();
     Stmt drop(s.db, "DELETE FROM granules WHERE dirty = 0 AND object NOT IN (SELECT id FROM objects WHERE pinned != 0)");
-    return drop.run() ? bytes : 0;
+    if (!drop.run())
+        return 0;
+    s.reclaim();
+    return bytes;
 }
 
 } // namespace netfs

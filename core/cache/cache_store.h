@@ -49,6 +49,8 @@ struct CacheOptions {
     unsigned free_run_percent = 7;
     unsigned free_cull_percent = 5;
     unsigned free_stop_percent = 1;
+    // A new pack file is started when the current one would pass this.
+    std::uint64_t pack_limit = 256ull << 20;
 };
 
 struct CacheStats {
@@ -61,6 +63,8 @@ struct CacheStats {
     std::uint64_t misses = 0;
     std::uint64_t damaged = 0;         // records that failed verification (dropped)
     std::uint64_t culled = 0;          // granules dropped to stay under the size limit
+    std::uint64_t compacted = 0;       // live records moved out of mostly dead pack files
+    std::uint64_t packs = 0;           // pack files
     std::uint64_t pinned_bytes = 0;    // plaintext bytes of pinned objects
     std::uint64_t disk_bytes = 0;      // pack files and database on disk
 };

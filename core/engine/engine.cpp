@@ -265,8 +265,16 @@ void Engine::Impl::maybe_drop_locked(const std::shared_ptr<Node>& node) {
         if (f != by_file_id.end() && f->second == node->ino)
             by_file_id.erase(f);
     }
-    while (!node->data.folios.empty())
-        drop_folio_locked(node->data, node->data.folios.begin()->second.get());
+    // [!] A busy folio is being filled without the lock: its filler drops
+    // it when done (freeing it now would let the fill write into freed memory).
+    for (auto it = node->data.folios.begin(); it != node->data.folios.end();) {
+        Folio* f = (it++)->second.get();
+        if (f->busy)
+            f->stale = true;
+        else
+            drop_folio_locked(node->data, f);
+    }
+    node->forgotten = true;
     node->data.writeback_file.reset();
     nodes.erase(node->ino);
 }

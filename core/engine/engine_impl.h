@@ -82,6 +82,7 @@ struct Node {
     std::uint64_t cache_version = 0;
 
     FileData data;  // regular files only
+    bool forgotten = false;  // no longer in the node table: folios still filling are dropped when done
 };
 
 struct OpenFile {

@@ -294,7 +294,7 @@ void Engine::Impl::complete_fill_locked(Node& node, Folio& folio) {
         folio.bounce.reset();
         if (folio.pos < d.size)
             folio.valid_end = std::min<std::uint32_t>(folio.valid_end, d.size - folio.pos);
-        if (folio.pos >= d.size || folio.valid_end <= folio.valid_begin)
+        if (node.forgotten || folio.pos >= d.size || folio.valid_end <= folio.valid_begin)
             drop_folio_locked(d, &folio);
         return;
     }

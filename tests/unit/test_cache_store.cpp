@@ -96,6 +96,49 @@ private slots:
         QCOMPARE(int(db.permissions() & (QFile::ReadGroup | QFile::ReadOther)), 0);
     }
 
+    // Dropped and replaced records free their space (holes), packs left with
+    // nothing live are deleted, mostly dead ones compacted; every live
+    // granule still reads back, also after a reopen.
+    void dead_space_is_reclaimed_and_packs_compacted() {
+        QTemporaryDir dir;
+        CacheOptions o = options_for(dir.path());
+        o.codec.compress = false;  // records of a known size: 4 granules of 256K a pack
+        o.pack_limit = 1100 << 10;
+        std::uint64_t id = 0, cv = 0;
+        auto s = open_store(o);
+        QCOMPARE(s->object("/big", version(32 << 20, 1), id, cv), Errc::ok);
+        for (std::uint64_t i = 0; i < 32; ++i)  // 8 packs
+            QCOMPARE(s->put(id, i, granule(i), false), Errc::ok);
+        const CacheStats full = s->stats();
+        QCOMPARE(full.packs, std::uint64_t(8));
+        // Packs 1-6: everything dropped but granule 0 (pack 1 is then a
+        // quarter live: compacted) and granule 5 (pack 2). Packs 3-6 die whole.
+        QCOMPARE(s->drop_range(id, 1, 3), Errc::ok);
+        QCOMPARE(s->drop_range(id, 6, 23), Errc::ok);
+        QCOMPARE(s->put(id, 4, granule(104), false), Errc::ok);  // a replaced record is dead too
+        const CacheStats after = s->stats();
+        QVERIFY2(after.packs <= 4, qPrintable(QString::number(after.packs)));
+        QVERIFY2(after.compacted >= 1, "the mostly dead packs' live records were moved");
+        QVERIFY2(after.disk_bytes < full.disk_bytes / 2,
+                 qPrintable(QString("%1 of %2").arg(after.disk_bytes).arg(full.disk_bytes)));
+        auto check = [&](CacheStore& store) {
+            std::vector<std::byte> back;
+            for (std::uint64_t i = 0; i < 32; ++i) {
+                const bool live = i == 0 || i == 4 || i == 5 || i >= 24;
+                QCOMPARE(store.get(id, i, back), live ? Errc::ok : Errc::not_found);
+                if (live)
+                    QVERIFY(back == granule(i == 4 ? 104 : i));
+            }
+        };
+        check(*s);
+        s.reset();
+        auto again = open_store(o);
+        QCOMPARE(again->object("/big", version(32 << 20, 1), id, cv), Errc::ok);
+        check(*again);
+        QDir packs(dir.path() + "/packs");
+        QCOMPARE(std::uint64_t(packs.entryList(QDir::Files).size()), again->stats().packs);
+    }
+
     void a_new_remote_version_drops_clean_granules_not_dirty_ones() {
         QTemporaryDir dir;
         auto s = open_store(options_for(dir.path()));
