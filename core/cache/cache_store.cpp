@@ -827,6 +827,12 @@ Errc CacheStore::drop_from(std::uint64_t object, std::uint64_t from_index) {
     return Errc::ok;
 }
 
+Errc CacheStore::set_pinned(std::uint64_t object, bool pinned) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q(impl_->db, "UPDATE objects SET pinned = ?2 WHERE id = ?1");
+    return q.bind(1, std::int64_t(object)).bind(2, pinned ? 1 : 0).run() ? Errc::ok : Errc::io;
+}
+
 CacheStats CacheStore::stats() {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);

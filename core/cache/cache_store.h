@@ -115,6 +115,10 @@ public:
     // Drops granules at or past `from_index` (truncate).
     Errc drop_from(std::uint64_t object, std::uint64_t from_index);
 
+    // Pins or unpins an object: a pinned object's granules are never culled
+    // or evicted (disconnected operation's hoarding builds on this).
+    Errc set_pinned(std::uint64_t object, bool pinned);
+
     CacheStats stats();
 
     // Reads and authenticates every granule; damaged ones are dropped.

@@ -181,9 +181,13 @@ private slots:
         o.codec.compress = false;  // record sizes then follow granule sizes
         o.size_limit = 4 << 20;    // 16 granules of 256 KiB
         auto s = open_store(o);
-        std::uint64_t id = 0, cv = 0;
+        std::uint64_t id = 0, cv = 0, pinned = 0;
         QCOMPARE(s->object("/big", version(1, 1), id, cv), Errc::ok);
         auto noise = [](std::uint64_t seed) { return random_bytes(256 << 10, unsigned(seed)); };
+        QCOMPARE(s->object("/pinned", version(1, 1), pinned, cv), Errc::ok);
+        QCOMPARE(s->set_pinned(pinned, true), Errc::ok);
+        QCOMPARE(s->put(pinned, 0, noise(100), false), Errc::ok);  // pinned (and the oldest): never culled
+        QCOMPARE(s->put(pinned, 1, noise(101), false), Errc::ok);
         QCOMPARE(s->put(id, 0, noise(0), true), Errc::ok);  // dirty: never culled
         for (std::uint64_t i = 1; i < 12; ++i)
             QCOMPARE(s->put(id, i, noise(i), false), Errc::ok);
@@ -196,11 +200,20 @@ private slots:
         QVERIFY(st.culled > 0);
         QCOMPARE(s->get(id, 0, back), Errc::ok);  // the dirty granule survived
         QVERIFY(back == noise(0));
+        for (std::uint64_t i = 0; i < 2; ++i) {  // and the pinned object's
+            QCOMPARE(s->get(pinned, i, back), Errc::ok);
+            QVERIFY(back == noise(100 + i));
+        }
+        QCOMPARE(st.pinned_bytes, std::uint64_t(512 << 10));
         QCOMPARE(s->get(id, 2, back), Errc::not_found);  // old and unused: culled first
         QCOMPARE(s->get(id, 39, back), Errc::ok);        // the newest stays
         QVERIFY(back == noise(39));
         // The space is given back: what the disk holds follows the limit.
         QVERIFY2(st.disk_bytes < o.size_limit + (2 << 20), qPrintable(QString::number(st.disk_bytes)));
+        // `netfs cache evict` spares them too.
+        QCOMPARE(s->evict_clean(), std::uint64_t(st.logical_bytes - st.pinned_bytes - st.dirty_bytes));
+        QCOMPARE(s->get(pinned, 0, back), Errc::ok);  // evict spares it too
+        QCOMPARE(s->get(id, 0, back), Errc::ok);
     }
 
     // On a small filesystem the cache culls below the cull mark and pauses
