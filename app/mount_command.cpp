@@ -525,6 +525,9 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     if (Errc e = open_remote(request.remote, options.remote, backend, message); e != Errc::ok)
         return report.fail(message.empty() ? request.remote + ": " + std::string(describe(e)) : message);
     EngineOptions engine_opts = engine_options(options, geteuid() == 0);
+    if (!request.remote.starts_with("file:"))  // a network remote: ride out a reconnect, never hang
+        engine_opts.retry_timeout =
+            std::chrono::milliseconds(static_cast<std::int64_t>(options.remote.op_timeout * 1000));
     if (request.cache.enabled) {
         if (Errc e = open_cache(request.cache, cache_id(request.remote), engine_opts.cache, message); e != Errc::ok)
             return report.fail(message);

@@ -23,9 +23,12 @@ bool is_regular(std::uint32_t mode) { return S_ISREG(mode); }
 
 } // namespace
 
-bool Engine::Impl::retry_after(Errc error, int& attempt) {
-    if (!is_transient(error) || attempt >= options.max_retries)
+bool Engine::Impl::retry_after(Errc error, Retry& retry) {
+    if (!is_transient(error))
         return false;
+    if (retry.attempt >= options.max_retries && Clock::now() - retry.start >= options.retry_timeout)
+        return false;
+    int& attempt = retry.attempt;
     {
         std::lock_guard lock(mu);
         counters.retries++;
@@ -881,10 +884,10 @@ Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
         file = of.node->data.writeback_file ? of.node->data.writeback_file : of.file;
     }
     Errc e;
-    int attempt = 0;
+    Impl::Retry retry;
     do
         e = file->fsync(datasync);
-    while (e != Errc::ok && impl_->retry_after(e, attempt));
+    while (e != Errc::ok && impl_->retry_after(e, retry));
     if (e == Errc::ok)
         impl_->settle_version(of.node, *file);
     return e;

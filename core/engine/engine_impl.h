@@ -145,10 +145,15 @@ struct Engine::Impl {
                        const std::string& path, Attr attr, Entry& out);
     // unlink or rmdir of (parent, name).
     Errc remove_name(Ino parent, std::string_view name, bool directory);
-    // After a failed RPC: for a transient error with attempts left, counts a
-    // retry, sleeps the back-off for `attempt` (then incremented) and returns
-    // true; otherwise false. Called without the lock.
-    bool retry_after(Errc error, int& attempt);
+    // After a failed RPC: for a transient error while attempts or time are
+    // left (max_retries attempts, and for network remotes until retry_timeout
+    // has passed since the first), counts a retry, sleeps the back-off and
+    // returns true; otherwise false. Called without the lock.
+    struct Retry {
+        int attempt = 0;
+        Clock::time_point start = Clock::now();
+    };
+    bool retry_after(Errc error, Retry& retry);
     // The path of a new child, refusing on a read-only mount.
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);
     OpenFile* make_open_file_locked(const std::shared_ptr<Node>& node, std::unique_ptr<BackendFile> file,

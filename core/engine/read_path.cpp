@@ -99,7 +99,7 @@ bool Engine::Impl::reserve_locked(std::unique_lock<std::mutex>& lock, std::uint6
 Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
                                     std::size_t& transferred) {
     transferred = 0;
-    int attempt = 0;
+    Retry retry;
     while (transferred < buf.size()) {
         std::size_t n = 0;
         Errc e = file.read(offset + transferred, buf.subspan(transferred), n);
@@ -107,10 +107,10 @@ Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std
             if (n == 0)
                 break;  // end of file
             transferred += n;  // a short read continues where it stopped
-            attempt = 0;
+            retry = {};
             continue;
         }
-        if (!retry_after(e, attempt))
+        if (!retry_after(e, retry))
             return e;
     }
     return Errc::ok;

@@ -70,18 +70,18 @@ Errc Engine::Impl::sync_locked(std::unique_lock<std::mutex>& lock, OpenFile& of)
 
 Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data) {
     std::size_t done = 0;
-    int attempt = 0;
+    Retry retry;
     while (done < data.size()) {
         std::size_t n = 0;
         Errc e = file.write(offset + done, data.subspan(done), n);
         if (e == Errc::ok && n > 0) {
             done += n;  // a short write continues where it stopped
-            attempt = 0;
+            retry = {};
             continue;
         }
         if (e == Errc::ok)
             e = Errc::io;  // no progress and no error: do not spin
-        if (!retry_after(e, attempt))
+        if (!retry_after(e, retry))
             return e;
     }
     return Errc::ok;

@@ -10,6 +10,7 @@
 
 #include <QFile>
 #include <QTemporaryDir>
+#include <QElapsedTimer>
 #include <QTest>
 
 #include <fcntl.h>
@@ -118,6 +119,36 @@ std::vector<std::byte> slice(const std::vector<std::byte>& v, std::size_t off, s
 class TestEngineIo : public QObject {
     Q_OBJECT
 private slots:
+    // A network remote's transient errors are retried for retry_timeout,
+    // not only max_retries times: a server back within it completes the
+    // read; one that stays away fails it after the timeout, never hangs.
+    void transient_errors_are_retried_until_the_timeout() {
+        EngineOptions options;
+        options.max_retries = 1;
+        options.retry_timeout = std::chrono::milliseconds(1500);
+        Rig rig("rsize=65536&max_in_flight=4", options);
+        auto data = random_bytes(100000, 3);
+        put_file(rig.remote("f"), data);
+        auto h = rig.open("f", O_RDONLY);
+        QVERIFY(h);
+        rig.set_faults("read unreachable count=6\n");  // back-off 1+2+...+32 ms: well inside the timeout
+        QVERIFY(rig.read(h, 0, data.size()) == data);
+        rig.engine->release(0, h);
+
+        auto data2 = random_bytes(100000, 4);
+        put_file(rig.remote("g"), data2);
+        h = rig.open("g", O_RDONLY);
+        QVERIFY(h);
+        rig.set_faults("read unreachable\n");
+        QElapsedTimer clock;
+        clock.start();
+        Errc e = Errc::ok;
+        QVERIFY(rig.read(h, 0, data2.size(), &e).empty());
+        QCOMPARE(e, Errc::unreachable);
+        QVERIFY2(clock.elapsed() >= 1400 && clock.elapsed() < 6000, qPrintable(QString::number(clock.elapsed())));
+        rig.engine->release(0, h);
+    }
+
     // A read larger than rsize becomes rsize-sized subrequests whose results
     // are stitched, in order, into the caller's buffer.
     void read_is_split_by_rsize_and_stitched() {
