@@ -72,7 +72,7 @@ using std::chrono::milliseconds;
 constexpr std::uint32_t kIoSize = 1u << 20;
 // An idle connection is checked this often, with this long to answer, so
 // that a server that went away is noticed within 5 seconds.
-constexpr auto kHeartbeatIdle = milliseconds(2000);
+constexpr auto kHeartbeatIdle = milliseconds(1500);
 constexpr auto kHeartbeatTimeout = milliseconds(3000);
 // Reconnect attempts back off up to this.
 constexpr auto kMaxBackoff = milliseconds(2000);
@@ -433,6 +433,7 @@ struct Login {
     std::uint16_t port = 22;
     std::string root;         // url.path
     std::string known_hosts;  // the file host keys are checked against
+    std::string agent_socket; // SSH_AUTH_SOCK at mount time; empty: no agent
     std::map<std::string, std::string> passphrases;  // key file -> passphrase (guarded: written before threads start)
     std::string password;
 
@@ -655,8 +656,9 @@ Errc authenticate(Login& login, LIBSSH2_SESSION* session, bool may_ask, std::str
     const std::string methods = offered;
     std::vector<std::string> tried;
 
-    if (methods.find("publickey") != std::string::npos && std::getenv("SSH_AUTH_SOCK")) {
+    if (methods.find("publickey") != std::string::npos && !login.agent_socket.empty()) {
         if (LIBSSH2_AGENT* agent = libssh2_agent_init(session)) {
+            libssh2_agent_set_identity_path(agent, login.agent_socket.c_str());
             bool in = false;
             if (libssh2_agent_connect(agent) == 0 && libssh2_agent_list_identities(agent) == 0) {
                 libssh2_agent_publickey* identity = nullptr;
@@ -1741,6 +1743,8 @@ Errc open_sftp(const RemoteUrl& url, const RemoteOptions& options, std::unique_p
         }
         login->user = pw->pw_name;
     }
+    if (const char* agent = std::getenv("SSH_AUTH_SOCK"))
+        login->agent_socket = agent;
     login->known_hosts = options.known_hosts.empty() ? home_dir() + "/.ssh/known_hosts" : options.known_hosts;
     const std::string shown = "sftp://" + login->user + "@" + url.host +
                               (url.port ? ":" + std::to_string(url.port) : "") + login->root;

@@ -10,6 +10,8 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
+#include <QProcess>
+#include <QThread>
 #include <QTest>
 
 #include <fcntl.h>
@@ -590,6 +592,69 @@ private slots:
             QThread::msleep(50);
         }
         QCOMPARE(backend->getattr("/", a), Errc::ok);
+    }
+
+    // A server that stops answering without closing anything is noticed
+    // by the heartbeat within 5 s, and the pool comes back when it does.
+    void hung_server_is_noticed_within_5_seconds() {
+        RemoteOptions o = options_for(*server_);
+        o.op_timeout = 20;
+        o.connections = 2;
+        auto backend = open_backend(*server_, o);
+        QVERIFY(backend);
+        Attr a;
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+        QThread::msleep(300);  // let the second connection come up
+        server_->pause();
+        QElapsedTimer clock;
+        clock.start();
+        while (backend->connection_state() == ConnectionState::connected && clock.elapsed() < 10000)
+            QThread::msleep(20);
+        const double noticed = clock.elapsed() / 1000.0;
+        server_->resume();
+        qInfo("hung server noticed after %.2f s", noticed);
+        QVERIFY2(noticed <= 5.5, qPrintable(QString::number(noticed)));
+        clock.restart();
+        while (backend->connection_state() != ConnectionState::connected) {
+            QVERIFY2(clock.elapsed() < 15000, "not reconnected after the server resumed");
+            QThread::msleep(20);
+        }
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+    }
+
+    // ssh-agent comes before key files; what was tried is named.
+    void agent_is_tried_first() {
+        const QString sock = server_->scratch() + "/agent.sock";
+        QProcess agent;
+        agent.start("ssh-agent", {"-D", "-a", sock});
+        QVERIFY(agent.waitForStarted(5000));
+        QElapsedTimer clock;
+        clock.start();
+        while (!QFile::exists(sock) && clock.elapsed() < 5000)
+            QThread::msleep(10);
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("SSH_AUTH_SOCK", sock);
+        const QString stranger = server_->make_key("agent_stranger_key", "", false);
+        const QString authorized = server_->make_key("agent_key", "", true);
+        ::setenv("SSH_AUTH_SOCK", sock.toLocal8Bit().constData(), 1);
+
+        RemoteOptions o = options_for(*server_);
+        o.identity = stranger.toStdString();  // refused: only the agent's key gets in
+        std::unique_ptr<Backend> backend;
+        std::string message;
+        QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::access);
+        QVERIFY2(message.find("tried: agent, " + stranger.toStdString()) != std::string::npos, message.c_str());
+        QCOMPARE(run("ssh-add", {authorized}, 10000, env).exit_code, 0);
+        QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::ok);
+        Attr a;
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+        ::unsetenv("SSH_AUTH_SOCK");
+        // Its other connections log in through the agent too, later.
+        QThread::msleep(300);
+        QCOMPARE(backend->getattr("/", a), Errc::ok);
+        backend.reset();
+        agent.kill();
+        agent.waitForFinished(5000);
     }
 
     void cleanupTestCase() {

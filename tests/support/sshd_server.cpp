@@ -234,4 +234,20 @@ void SshdServer::kill() {
     pid_ = 0;
 }
 
+void SshdServer::pause() {
+    if (pid_ <= 0)
+        return;
+    ::kill(pid_, SIGSTOP);
+    for (pid_t child : descendants(pid_))
+        ::kill(child, SIGSTOP);
+}
+
+void SshdServer::resume() {
+    if (pid_ <= 0)
+        return;
+    for (pid_t child : descendants(pid_))
+        ::kill(child, SIGCONT);
+    ::kill(pid_, SIGCONT);
+}
+
 } // namespace netfs::test

@@ -35,6 +35,10 @@ public:
     void kill();
     // Starts again on the same port with the same host key.
     bool restart() { return start(); }
+    // SIGSTOP / SIGCONT to sshd and every session: a server that hangs
+    // without closing its connections (as behind a dead link).
+    void pause();
+    void resume();
     bool running() const { return pid_ > 0; }
 
     // sftp://root@127.0.0.1:PORT<path>; `path` absolute, default the served directory.
