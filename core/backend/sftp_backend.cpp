@@ -14,8 +14,9 @@
 // An open file is pinned to the connection it was opened on. SFTP has no
 // inode numbers: its handle is the only thing that names *this* file, and
 // reopening the path on another connection after a rename or an unlink
-// would read or write a different file. Files are spread over the pool
-// round-robin, so several open files use several connections. Only after a
+// would read or write a different file. A file is opened on a connection
+// that is free at the time, so several open files use several connections
+// (one file's requests queue on its own). Only after a
 // reconnect, when the old handle is gone with its session, is a file
 // reopened by its path (the one case where its identity cannot be kept).
 //
@@ -76,6 +77,8 @@ constexpr auto kHeartbeatIdle = milliseconds(1500);
 constexpr auto kHeartbeatTimeout = milliseconds(3000);
 // Reconnect attempts back off up to this.
 constexpr auto kMaxBackoff = milliseconds(2000);
+// For Pool::acquire: no connection preferred.
+constexpr std::size_t kAnyConnection = static_cast<std::size_t>(-1);
 
 std::string base64(const unsigned char* data, std::size_t n, bool pad) {
     std::string out(4 * ((n + 2) / 3) + 1, '\0');
@@ -1097,10 +1100,11 @@ class SftpFile : public BackendFile {
 public:
     SftpFile(std::shared_ptr<Pool> pool, std::size_t index, LIBSSH2_SFTP_HANDLE* handle, std::uint64_t generation,
              std::string path, unsigned long flags)
-        : pool_(std::move(pool)), index_(index), handle_(handle), generation_(generation), path_(std::move(path)),
+        : pool_(std::move(pool)), path_(std::move(path)),
           // A reopen after a reconnect must not create, truncate or fail on
           // the file it already made.
-          reopen_flags_(flags & ~(LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC | LIBSSH2_FXF_EXCL)) {}
+          reopen_flags_(flags & ~(LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC | LIBSSH2_FXF_EXCL)), index_(index),
+          handle_(handle), generation_(generation) {}
 
     ~SftpFile() override { close(); }
 
@@ -1193,14 +1197,20 @@ public:
     }
 
     Errc close() override {
-        if (!handle_ || !pool_)
-            return Errc::ok;
-        Connection& c = pool_->at(index_);
+        std::size_t index;
+        {
+            std::lock_guard file(file_mu_);
+            if (!handle_ || !pool_)
+                return Errc::ok;
+            index = index_;
+        }
+        Connection& c = pool_->at(index);
         std::lock_guard lock(c.mu);
-        LIBSSH2_SFTP_HANDLE* h = std::exchange(handle_, nullptr);
+        std::lock_guard file(file_mu_);
         closed_ = true;
+        LIBSSH2_SFTP_HANDLE* h = std::exchange(handle_, nullptr);
         // A handle of an older session went with it; nothing to close.
-        if (!c.up || c.generation != generation_)
+        if (!h || index_ != index || !c.up || c.generation != generation_)
             return Errc::ok;
         const int rc = libssh2_sftp_close_handle(h);
         return rc == 0 ? Errc::ok : pool_->fail(c, rc);
@@ -1211,30 +1221,43 @@ private:
     // the file by its path if the connection was rebuilt since.
     template <class Op>
     Errc with_handle(Op&& op) {
+        std::size_t preferred;
+        {
+            std::lock_guard file(file_mu_);
+            if (closed_)
+                return Errc::bad_handle;
+            preferred = index_;
+        }
         std::unique_lock<std::mutex> lock;
         std::size_t index = 0;
-        if (Errc e = pool_->acquire(index_, lock, index); e != Errc::ok)
+        if (Errc e = pool_->acquire(preferred, lock, index); e != Errc::ok)
             return e;
         Connection& c = pool_->at(index);
-        if (!handle_ || index != index_ || c.generation != generation_) {
-            if (!handle_ && closed_)
+        LIBSSH2_SFTP_HANDLE* h = nullptr;
+        {
+            std::lock_guard file(file_mu_);
+            if (closed_)
                 return Errc::bad_handle;
-            LIBSSH2_SFTP_HANDLE* h = libssh2_sftp_open_ex(c.sftp, path_.c_str(), len(path_), reopen_flags_, 0,
-                                                          LIBSSH2_SFTP_OPENFILE);
+            if (handle_ && index == index_ && c.generation == generation_)
+                h = handle_;
+        }
+        if (!h) {
+            h = libssh2_sftp_open_ex(c.sftp, path_.c_str(), len(path_), reopen_flags_, 0, LIBSSH2_SFTP_OPENFILE);
             if (!h) {
                 Errc e = pool_->fail(c, libssh2_session_last_errno(c.session));
                 return e == Errc::not_found ? Errc::bad_handle : e;
             }
-            // The old handle, if on a live connection other than this one, stays
-            // open there until close: harmless, and rare (only after a reconnect).
+            // The old handle went with its session (acquire gives another
+            // connection only when the file's own is down).
+            std::lock_guard file(file_mu_);
             handle_ = h;
             index_ = index;
             generation_ = c.generation;
-            reset_position();
+            positioned_ = false;
             LOG_INFO("%s: reopened %s after a reconnect", pool_->login().url.shown.c_str(), path_.c_str());
         }
         c.touch();
-        return op(c, handle_);
+        return op(c, h);
     }
 
     // libssh2 keeps a file position, and a seek throws away the reads it
@@ -1258,14 +1281,18 @@ private:
     }
 
     std::shared_ptr<Pool> pool_;
-    std::size_t index_;
-    LIBSSH2_SFTP_HANDLE* handle_;  // guarded by the mutex of connection index_
-    std::uint64_t generation_;
     const std::string path_;
     const unsigned long reopen_flags_;
-    bool positioned_ = false;
-    bool last_was_write_ = false;
+    // Which handle on which connection. Changes only after a reconnect;
+    // lock order: Connection::mu, then file_mu_.
+    std::mutex file_mu_;
+    std::size_t index_;
+    LIBSSH2_SFTP_HANDLE* handle_;
+    std::uint64_t generation_;
     bool closed_ = false;
+    // libssh2's view of the handle's position; used under the connection's mutex.
+    std::atomic<bool> positioned_{false};
+    std::atomic<bool> last_was_write_{false};
 };
 
 // ---- the backend --------------------------------------------------------------
@@ -1560,7 +1587,7 @@ private:
     Errc run(Op&& op) {
         std::unique_lock<std::mutex> lock;
         std::size_t index = 0;
-        if (Errc e = pool_->acquire(static_cast<std::size_t>(-1), lock, index); e != Errc::ok)
+        if (Errc e = pool_->acquire(kAnyConnection, lock, index); e != Errc::ok)
             return e;
         Connection& c = pool_->at(index);
         c.touch();
@@ -1581,11 +1608,11 @@ private:
 
     Errc open_file(const std::string& path, unsigned long flags, std::uint32_t mode,
                    std::unique_ptr<BackendFile>& out, Attr* attr) {
-        // Open files take turns over the connections (see the file header).
-        const std::size_t turn = next_file_.fetch_add(1) % pool_->size();
+        // The file stays on the connection that was free now (see the file
+        // header); acquire starts its search at the next one each time.
         std::unique_lock<std::mutex> lock;
         std::size_t index = 0;
-        if (Errc e = pool_->acquire(turn, lock, index); e != Errc::ok)
+        if (Errc e = pool_->acquire(kAnyConnection, lock, index); e != Errc::ok)
             return e;
         Connection& c = pool_->at(index);
         c.touch();
@@ -1713,7 +1740,6 @@ private:
     }
 
     std::shared_ptr<Pool> pool_;
-    std::atomic<std::size_t> next_file_{0};
 };
 
 } // namespace
