@@ -844,6 +844,9 @@ public:
                 e = f->close();
             return e;
         }
+        // libnfs 4.0 creates only device nodes over NFSv4 ("Invalid file type for MKNOD call").
+        if (target_.version == 4 && (S_ISFIFO(mode) || S_ISSOCK(mode)))
+            return Errc::not_supported;
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_mknod_async(nfs, p.c_str(), static_cast<int>(mode), static_cast<int>(rdev), cb, d);
         });
@@ -951,7 +954,9 @@ public:
                 times[1] = now;
             else if (change.mask & SetAttr::kMtime)
                 times[1] = tv(change.mtime);
-            const bool both_now = (change.mask & SetAttr::kAtimeNow) && (change.mask & SetAttr::kMtimeNow);
+            // (libnfs 4.0 crashes on null times over NFSv4: there the client's clock it is.)
+            const bool both_now = (change.mask & SetAttr::kAtimeNow) && (change.mask & SetAttr::kMtimeNow) &&
+                                  target_.version == 3;
             Errc e = conn.call(
                 [&](nfs_context* nfs, nfs_cb cb, void* d) {
                     return nfs_lutimes_async(nfs, p.c_str(), both_now ? nullptr : times, cb, d);

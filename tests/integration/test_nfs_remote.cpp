@@ -225,6 +225,29 @@ private slots:
         QCOMPARE(st.st_mode & 07777, 0600u);
         QCOMPARE(st.st_size, off_t{3});
 
+        // times set to "now" by the server's clock
+        change.mask = SetAttr::kAtimeNow | SetAttr::kMtimeNow;
+        const time_t started = ::time(nullptr);
+        QCOMPARE(fmt(b->setattr("/sub/f", change, a)), fmt(Errc::ok));
+        QVERIFY2(a.mtime.tv_sec >= started - 5 && a.mtime.tv_sec <= started + 5, qPrintable(QString::number(a.mtime.tv_sec)));
+
+        // special files
+        Attr node;
+        if (version == 3) {
+            QCOMPARE(fmt(b->mknod("/sub/fifo", S_IFIFO | 0644, 0, node)), fmt(Errc::ok));
+            QVERIFY(S_ISFIFO(node.mode));
+            QCOMPARE(::stat(qPrintable(server_.direct(dir + "/sub/fifo")), &st), 0);
+            QVERIFY(S_ISFIFO(st.st_mode));
+            QCOMPARE(fmt(b->unlink("/sub/fifo")), fmt(Errc::ok));
+        } else {
+            // libnfs 4.0 makes only device nodes over NFSv4
+            QCOMPARE(fmt(b->mknod("/sub/fifo", S_IFIFO | 0644, 0, node)), fmt(Errc::not_supported));
+        }
+        QCOMPARE(fmt(b->mknod("/sub/plain", S_IFREG | 0600, 0, node)), fmt(Errc::ok));
+        QVERIFY(S_ISREG(node.mode));
+        QCOMPARE(node.size, std::uint64_t{0});
+        QCOMPARE(fmt(b->unlink("/sub/plain")), fmt(Errc::ok));
+
         // rename, and what rename cannot do
         QCOMPARE(fmt(b->rename("/sub/f", "/sub/g", 0)), fmt(Errc::ok));
         QCOMPARE(fmt(b->getattr("/sub/f", a)), fmt(Errc::not_found));

@@ -9,7 +9,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -127,7 +129,15 @@ bool GaneshaServer::start() {
     }
     if (pid == 0) {
         // Its own process group: nothing of the test's terminal reaches it.
+        // It dies with the test, even one that crashed, and holds none of
+        // the test's output pipes open (its log goes to -L).
         ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() == 1)
+            ::_exit(127);
+        const int null = ::open("/dev/null", O_RDWR);
+        for (int fd = 0; fd <= 2; ++fd)
+            ::dup2(null, fd);
         ::execlp("ganesha.nfsd", "ganesha.nfsd", "-F", "-L", logf.constData(), "-f", conf.constData(), "-p",
                  pidf.constData(), static_cast<char*>(nullptr));
         ::_exit(127);
