@@ -485,6 +485,70 @@ private slots:
         qInfo("v%d: noticed in %lld ms, %d transient errors before the reconnect", version, noticed_ms, transient);
     }
 
+    void server_dies_under_mount_data() { versions(); }
+    // The same through a real mount: a reader of the mount sees either the
+    // right bytes (after the reconnect) or EIO within the timeout, never
+    // wrong bytes, and the mount works again once the server is back.
+    void server_dies_under_mount() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("mount-crash");
+        const auto data = random_bytes(48u << 20, 900 + static_cast<std::uint64_t>(version));
+        QVERIFY(write_file(server_.direct(dir + "/f"), data));
+        MountFixture m(RemoteSpec{"nfs", QString(), server_.url(dir, version), server_.direct(dir)},
+                       {"nfs_version=" + QString::number(version), "connect_timeout=3", "timeout=15"});
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+
+        std::atomic<std::uint64_t> progress{0};
+        QString failure;
+        int read_errno = 0;
+        std::thread reader([&] {
+            int fd = ::open(qPrintable(m.at("f")), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                failure = "open failed";
+                return;
+            }
+            std::vector<std::byte> buf(1u << 20);
+            std::uint64_t off = 0;
+            while (off < data.size()) {
+                const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+                if (n < 0) {
+                    read_errno = errno;
+                    break;
+                }
+                if (n == 0) {
+                    failure = QString("end of file at %1").arg(off);
+                    break;
+                }
+                if (!std::equal(buf.begin(), buf.begin() + n, data.begin() + static_cast<std::ptrdiff_t>(off))) {
+                    failure = QString("wrong bytes at %1").arg(off);
+                    break;
+                }
+                off += static_cast<std::uint64_t>(n);
+                progress = off;
+                QThread::msleep(25);
+            }
+            ::close(fd);
+        });
+        QElapsedTimer clock;
+        clock.start();
+        while (progress < (4u << 20) && clock.elapsed() < 20000)
+            QThread::msleep(5);
+        QVERIFY(progress < data.size());
+        server_.kill();
+        QThread::msleep(1000);
+        const bool restarted = server_.restart();
+        clock.restart();
+        reader.join();
+        QVERIFY2(restarted, qPrintable(server_.error()));
+        QVERIFY2(failure.isEmpty(), qPrintable(failure));
+        QVERIFY2(read_errno == 0 || read_errno == EIO, qPrintable(QString("read failed with errno %1").arg(read_errno)));
+        QVERIFY2(clock.elapsed() < 30000, "the reader was stuck");
+        // Working again: a fresh read of the whole file is right.
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        qInfo("v%d: reader %s", version, read_errno ? "got EIO" : "finished with the right bytes");
+    }
+
     void hung_server_data() { versions(); }
     // A server that stops answering but keeps its connections open (SIGSTOP):
     // noticed within 5 s even when idle; requests fail with a transient

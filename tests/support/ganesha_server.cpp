@@ -130,7 +130,7 @@ bool GaneshaServer::start() {
     if (pid == 0) {
         // Its own process group: nothing of the test's terminal reaches it.
         // It dies with the test, even one that crashed, and holds none of
-        // the test's output pipes open (its log goes to -L).
+        // the test's output pipes open (its log goes to -L),
         ::setpgid(0, 0);
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() == 1)
@@ -138,6 +138,8 @@ bool GaneshaServer::start() {
         const int null = ::open("/dev/null", O_RDWR);
         for (int fd = 0; fd <= 2; ++fd)
             ::dup2(null, fd);
+        // Nor any file of the test (one open on a mount would keep it busy).
+        ::close_range(3, ~0u, 0);
         ::execlp("ganesha.nfsd", "ganesha.nfsd", "-F", "-L", logf.constData(), "-f", conf.constData(), "-p",
                  pidf.constData(), static_cast<char*>(nullptr));
         ::_exit(127);
