@@ -375,11 +375,11 @@ public:
         std::function<int(nfs_context*, nfs_cb, void*)> submit;
         std::function<void(nfs_context*, int, void*)> take;
     };
-    void call_batch(std::vector<Request>& requests, std::vector<Errc>& results) {
+    void call_batch(std::vector<Request>& requests, std::vector<Errc>& results, std::uint64_t generation = 0) {
         const auto deadline = after(target_.op_timeout);
         results.assign(requests.size(), Errc::ok);
         std::unique_lock lk(mu_);
-        if (Errc e = wait_until_up(lk, deadline, 0); e != Errc::ok) {
+        if (Errc e = wait_until_up(lk, deadline, generation); e != Errc::ok) {
             results.assign(requests.size(), e);
             return;
         }
@@ -1045,14 +1045,38 @@ Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::
     nfsfh* fh;
     if (Errc e = handle(conn, gen, fh); e != Errc::ok)
         return e;
-    const std::uint64_t count = std::min<std::uint64_t>(data.size(), conn->writemax());
     transferred = 0;
-    // libnfs copies the data into the request when it is queued.
-    return conn->call(
-        [&](nfs_context* nfs, nfs_cb cb, void* d) {
-            return nfs_pwrite_async(nfs, fh, offset, count, data.data(), cb, d);
-        },
-        [&](nfs_context*, int status, void*) { transferred = static_cast<std::size_t>(status); }, gen);
+    // A write longer than the server's (or libnfs's, see kNfs4WriteMax)
+    // limit goes out as pieces all in flight at once rather than one round
+    // trip after another. libnfs encodes each request, data included, when
+    // it is queued.
+    const std::uint64_t piece = conn->writemax();
+    const std::size_t pieces = static_cast<std::size_t>(std::min<std::uint64_t>((data.size() + piece - 1) / piece, 512));
+    std::vector<std::size_t> written(pieces, 0);
+    std::vector<Connection::Request> requests;
+    requests.reserve(pieces);
+    for (std::size_t i = 0; i < pieces; ++i) {
+        const std::uint64_t at = i * piece;
+        const std::uint64_t count = std::min<std::uint64_t>(piece, data.size() - at);
+        const std::byte* bytes = data.data() + at;
+        std::size_t* done = &written[i];
+        requests.push_back({[fh, at, count, bytes, offset](nfs_context* nfs, nfs_cb cb, void* d) {
+                                return nfs_pwrite_async(nfs, fh, offset + at, count, bytes, cb, d);
+                            },
+                            [done](nfs_context*, int status, void*) { *done = static_cast<std::size_t>(status); }});
+    }
+    std::vector<Errc> results;
+    conn->call_batch(requests, results, gen);
+    // What was written without a gap from `offset` counts; a later piece
+    // written past a failed or short one is written again by the engine.
+    for (std::size_t i = 0; i < pieces; ++i) {
+        if (results[i] != Errc::ok)
+            return transferred > 0 ? Errc::ok : results[i];
+        transferred += written[i];
+        if (written[i] < std::min<std::uint64_t>(piece, data.size() - i * piece))
+            break;
+    }
+    return Errc::ok;
 }
 
 Errc NfsFile::fsync(bool) {
