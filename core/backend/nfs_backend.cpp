@@ -416,18 +416,22 @@ private:
         c->take = std::move(take);
         c->orphan = orphan;
         c->conn = this;
+        // Idle until now: the silence before this request says nothing about the server.
+        if (pending() == 0)
+            last_heard_ = Clock::now();
+        // [!] Listed before it is submitted: libnfs calls some callbacks from
+        // inside the submitting call (NFSv3 close needs no RPC), and on_reply
+        // must find it there to unlist it.
+        outstanding_.insert(c);
         const int rc = submit(nfs_, &Connection::on_reply, c);
         if (rc != 0) {
             // Not queued (libnfs could not encode or allocate it): no callback will come.
             const char* e = nfs_get_error(nfs_);
             last_error_ = e ? e : "";
+            outstanding_.erase(c);
             delete c;
             return rc < -1 ? from_status(rc) : Errc::io;
         }
-        // Idle until now: the silence before this request says nothing about the server.
-        if (pending() == 0)
-            last_heard_ = Clock::now();
-        outstanding_.insert(c);
         wake();
         out = c;
         return Errc::ok;
