@@ -106,6 +106,11 @@ struct BackendLimits {
     std::uint32_t max_in_flight = 16;    // requests the remote serves well at once
     bool has_file_id = true;             // Attr::file_id identifies objects (hard links)
     bool has_change_attr = false;        // Attr::change is maintained
+    // An open handle keeps working after its file is unlinked (POSIX, and
+    // SFTP servers that hold a descriptor). NFS handles go stale instead: the
+    // engine then renames an open file aside rather than unlinking it, and
+    // removes it at the last close, as the kernel's NFS client does.
+    bool open_files_survive_unlink = true;
 };
 
 // An open remote file. Destroying it closes the remote handle; call close()

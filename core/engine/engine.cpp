@@ -517,6 +517,8 @@ Errc Engine::mknod(const Caller& caller, Ino parent, std::string_view name, std:
             file->close();
     } else {
         e = impl_->backend->mknod(path, mode, rdev, attr);
+        if (e == Errc::not_supported)
+            return Errc::perm;  // mknod(2): the filesystem does not support this type of node
     }
     if (e != Errc::ok)
         return e;
@@ -589,6 +591,8 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     std::string path = new_child_path(parent, name, e);
     if (e != Errc::ok)
         return e;
+    if (!directory && rename_aside_if_open(parent, std::string(name), path))
+        return Errc::ok;
     e = directory ? backend->rmdir(path) : backend->unlink(path);
     if (e != Errc::ok)
         return e;
@@ -597,6 +601,53 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     if (auto p = node_locked(parent))
         p->attr_expiry = {};
     return Errc::ok;
+}
+
+bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, const std::string& path) {
+    if (limits.open_files_survive_unlink)
+        return false;
+    std::shared_ptr<Node> node;
+    {
+        std::lock_guard lock(mu);
+        auto it = by_name.find(std::pair<Ino, std::string>(parent, name));
+        node = it == by_name.end() ? nullptr : node_locked(it->second);
+        if (!node || node->open_count == 0 || node->links.size() != 1)
+            return false;  // not open here, or another name keeps it alive
+    }
+    // The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
+    char aside[48];
+    std::snprintf(aside, sizeof aside, ".netfs-unlinked-%016llx", static_cast<unsigned long long>(node->ino));
+    const std::string aside_path = path.substr(0, path.rfind('/') + 1) + aside;
+    if (backend->rename(path, aside_path, 0) != Errc::ok)
+        return false;  // unlink it after all: the handle may go stale, the name does go
+    std::lock_guard lock(mu);
+    by_name.erase(std::pair<Ino, std::string>(parent, name));
+    std::replace(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name),
+                 std::pair<Ino, std::string>(parent, std::string(aside)));
+    by_name[{parent, aside}] = node->ino;
+    node->silly = true;
+    node->attr_expiry = {};
+    if (auto p = node_locked(parent))
+        p->attr_expiry = {};
+    return true;
+}
+
+void Engine::Impl::remove_set_aside(const std::shared_ptr<Node>& node) {
+    std::string path;
+    std::pair<Ino, std::string> link;
+    {
+        std::lock_guard lock(mu);
+        if (!node->silly || node->open_count > 0 || node->links.empty())
+            return;
+        node->silly = false;
+        link = node->links.front();
+        path = path_locked(*node);
+    }
+    if (Errc e = backend->unlink(path); e != Errc::ok && e != Errc::not_found)
+        LOG_WARN("cannot remove %s, the remote copy of a file unlinked while open: %s", path.c_str(),
+                 std::string(describe(e)).c_str());
+    std::lock_guard lock(mu);
+    unlink_name_locked(link.first, link.second);
 }
 
 Errc Engine::unlink(Ino parent, std::string_view name) { return impl_->remove_name(parent, name, false); }
@@ -613,6 +664,8 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
     if (e != Errc::ok)
         return e;
     e = impl_->backend->rename(from, to, flags);
+    if (e == Errc::not_supported && flags)
+        return Errc::invalid;  // renameat2(2): the filesystem does not support a flag
     if (e != Errc::ok)
         return e;
 
@@ -656,7 +709,13 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
     return Errc::ok;
 }
 
-Errc Engine::statfs(StatFs& out) { return impl_->backend->statfs(out); }
+Errc Engine::statfs(StatFs& out) {
+    Errc e = impl_->backend->statfs(out);
+    // Names longer than the kernel's NAME_MAX cannot reach us, whatever the
+    // server allows (NFS servers report 256 or 1024).
+    out.name_max = std::min<std::uint32_t>(out.name_max, kNameMax);
+    return e;
+}
 
 // ---- directories ----------------------------------------------------------
 
@@ -915,6 +974,8 @@ void Engine::release(Ino, std::uint64_t handle) {
         if (Errc e = file->close(); e != Errc::ok)
             LOG_WARN("closing a remote file reported: %s", std::string(describe(e)).c_str());
     }
+    file.reset();
+    impl_->remove_set_aside(node);
 }
 
 } // namespace netfs

@@ -83,6 +83,9 @@ struct Node {
 
     FileData data;  // regular files only
     bool forgotten = false;  // no longer in the node table: folios still filling are dropped when done
+    // Unlinked while open on a remote whose handles would go stale: renamed
+    // aside to this name (in links), removed at the last close.
+    bool silly = false;
 };
 
 struct OpenFile {
@@ -145,6 +148,11 @@ struct Engine::Impl {
                        const std::string& path, Attr attr, Entry& out);
     // unlink or rmdir of (parent, name).
     Errc remove_name(Ino parent, std::string_view name, bool directory);
+    // When (parent, name) is a file open here and the remote's handles go
+    // stale on unlink: renames it aside to a hidden name instead (true).
+    bool rename_aside_if_open(Ino parent, const std::string& name, const std::string& path);
+    // At the last close of a file renamed aside: removes it from the remote.
+    void remove_set_aside(const std::shared_ptr<Node>& node);
     // After a failed RPC: for a transient error while attempts or time are
     // left (max_retries attempts, and for network remotes until retry_timeout
     // has passed since the first), counts a retry, sleeps the back-off and

@@ -1,5 +1,7 @@
 #include "tests/support/mount_fixture.h"
 
+#include "tests/support/test_remote.h"
+
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
@@ -54,6 +56,10 @@ bool is_mountpoint(const QString& path) {
 
 MountFixture::MountFixture(RemoteSpec remote, QStringList options)
     : remote_(std::move(remote)), options_(std::move(options)) {
+    // A plain file:// fixture runs on the suite's remote (NETFS_TEST_REMOTE);
+    // one with URL options (latency, faults) is about file:// itself.
+    if (remote_.kind == "file" && remote_.url.isEmpty() && remote_.query.isEmpty())
+        use_test_remote(remote_, options_);
     backing_ = remote_.url.isEmpty() ? dir_.path() + "/remote" : remote_.backing;
     mountpoint_ = dir_.path() + "/mnt";
     faults_ = dir_.path() + "/faults";
