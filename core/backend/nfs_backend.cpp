@@ -30,6 +30,8 @@
 // in time is abandoned (its Call is freed by whichever side lets go last).
 #include "core/backend/nfs_backend.h"
 
+#include "core/log.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -164,6 +166,7 @@ Attr to_attr(const nfsdirent& d) {
 
 // Where the server is and how to reach it: constant after open_nfs.
 struct Target {
+    std::string shown;  // the URL, for log lines
     std::string host;
     std::string libnfs_url;  // nfs://host/?nfsport=..: carries the ports and options to each context
     std::string export_path; // what nfs_mount mounts
@@ -489,6 +492,9 @@ private:
     // Called with mu_ held.
     void drop_context(const std::string& why) {
         last_error_ = why;
+        if (!stopping_)
+            LOG_WARN("%s: connection %d down (%s); %zu requests fail over, reconnecting", target_.shown.c_str(),
+                     index_, why.c_str(), outstanding_.size());
         for (Call* c : outstanding_) {
             if (!c->settled) {
                 c->settled = true;
@@ -523,6 +529,7 @@ private:
                     break;
                 }
                 if (fresh) {
+                    LOG_INFO("%s: connection %d back", target_.shown.c_str(), index_);
                     nfs_ = fresh;
                     ++generation_;
                     state_ = ConnectionState::connected;
@@ -533,8 +540,11 @@ private:
                 }
                 last_error_ = why;
                 // Two failed attempts in a row: say so, so requests stop waiting.
-                if (++failed_attempts >= 2)
+                if (++failed_attempts >= 2 && state_ != ConnectionState::unreachable) {
                     state_ = ConnectionState::unreachable;
+                    LOG_WARN("%s: connection %d: server unreachable (%s); retrying with back-off",
+                             target_.shown.c_str(), index_, why.c_str());
+                }
                 const auto backoff = std::min(5000ms, 250ms * (1 << std::min(failed_attempts, 5)));
                 stop_cv_.wait_for(lk, backoff, [&] { return stopping_; });
                 continue;
@@ -1170,6 +1180,7 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         return fail(Errc::invalid, "an nfs:// URL names no user (the server sees the mounting user's uid, or ?uid=N)");
 
     Target t;
+    t.shown = url.shown;
     t.host = url.host;
     t.version = static_cast<int>(options.nfs_version);
     t.connect_timeout = options.connect_timeout > 0 ? options.connect_timeout : 10;
@@ -1294,10 +1305,16 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         }
     }
 
+    const int t_version = t.version;
+    const std::string export_path = t.export_path, subpath = t.subpath;
     auto backend = std::make_unique<NfsBackend>(std::move(t), url.shown);
     const std::uint32_t connections = std::clamp<std::uint32_t>(options.connections, 1, 4);
     if (Errc e = backend->start(mounted, connections, message); e != Errc::ok)
         return e;
+    const BackendLimits limits = backend->limits();
+    LOG_INFO("%s: NFSv%d, export %s%s%s, %u connections, rsize %u, wsize %u", url.shown.c_str(), t_version,
+             export_path.c_str(), subpath.empty() ? "" : ", below it ", subpath.c_str(), connections, limits.rsize,
+             limits.wsize);
     out = std::move(backend);
     return Errc::ok;
 }
