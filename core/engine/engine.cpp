@@ -978,4 +978,6 @@ void Engine::release(Ino, std::uint64_t handle) {
     impl_->remove_set_aside(node);
 }
 
+ConnectionState Engine::connection_state() const { return impl_->backend->connection_state(); }
+
 } // namespace netfs

@@ -162,6 +162,9 @@ public:
     void release(Ino ino, std::uint64_t handle);
 
     EngineStats stats() const;
+    // Whether the remote answers, as its backend last saw it: the signal
+    // disconnected operation switches on.
+    ConnectionState connection_state() const;
 
 private:
     struct Impl;
