@@ -10,6 +10,7 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
+#include <QFileInfo>
 #include <QProcess>
 #include <QThread>
 #include <QTest>
@@ -515,52 +516,83 @@ private slots:
         MountFixture mount(spec, server_->options().split(',') << "timeout=15");
         QVERIFY2(mount.mount(), qPrintable(mount.error()));
 
-        std::atomic<std::size_t> progress{0};
-        std::atomic<int> read_error{0};
-        std::atomic<bool> wrong{false};
+        // A separate process reads (see server_killed_mid_write_then_restarted).
+        const QString copy = scratch_.path() + "/readback";
+        QFile::remove(copy);
+        QProcess dd;
+        dd.setStandardInputFile(QProcess::nullDevice());
+        dd.start("dd", {"if=" + mount.at("file"), "of=" + copy, "bs=1M"});
+        QVERIFY(dd.waitForStarted(5000));
         QElapsedTimer clock;
         clock.start();
-        std::thread reader([&] {
-            const int fd = ::open(mount.at("file").toLocal8Bit().constData(), O_RDONLY);
-            if (fd < 0) {
-                read_error = errno;
-                return;
-            }
-            std::vector<std::byte> buf(1 << 20);
-            std::size_t at = 0;
-            while (at < size) {
-                const ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(at));
-                if (n < 0) {
-                    read_error = errno;
-                    break;
-                }
-                if (n == 0)
-                    break;
-                if (std::memcmp(buf.data(), data.data() + at, static_cast<std::size_t>(n)) != 0)
-                    wrong = true;
-                at += static_cast<std::size_t>(n);
-                progress = at;
-            }
-            ::close(fd);
-        });
-        while (progress < (24u << 20) && !read_error && clock.elapsed() < 20000)
+        while (QFileInfo(copy).size() < (24 << 20) && dd.state() == QProcess::Running && clock.elapsed() < 20000)
             QThread::msleep(1);
+        const qint64 at_kill = QFileInfo(copy).size();
         server_->kill();
-        const std::size_t at_kill = progress;
         QThread::msleep(1500);
         QVERIFY2(server_->restart(), qPrintable(server_->error()));
-        reader.join();
-        QVERIFY2(!wrong, "wrong bytes read across the reconnect");
-        QVERIFY2(at_kill < size, "the read finished before the server was killed: make the file larger");
-        if (read_error) {
-            QCOMPARE(read_error.load(), EIO);
+        QVERIFY2(dd.waitForFinished(40000), "the read did not end within the timeout");
+        QVERIFY2(at_kill < qint64(size), "the read finished before the server was killed: make the file larger");
+        const auto back = read_file(copy);
+        QVERIFY(back.size() <= size);
+        QVERIFY2(std::memcmp(back.data(), data.data(), back.size()) == 0, "wrong bytes read across the reconnect");
+        if (dd.exitCode() != 0) {
+            const QString err = QString::fromLocal8Bit(dd.readAllStandardError());
+            QVERIFY2(err.contains("Input/output error"), qPrintable(err));
         } else {
-            QCOMPARE(progress.load(), size);
+            QCOMPARE(back.size(), size);
         }
-        QVERIFY2(clock.elapsed() < 40000, "the read did not end within the timeout");
         QVERIFY2(mount.log().contains("connection lost"), qPrintable(mount.log().right(2000)));
         QVERIFY2(mount.unmount(), qPrintable(mount.error()));
-        qInfo("killed at %zu MiB; read %s after %.1f s", at_kill >> 20, read_error ? "failed" : "completed",
+        qInfo("killed at %lld MiB; read %s after %.1f s", at_kill >> 20, dd.exitCode() ? "failed" : "completed",
+              clock.elapsed() / 1000.0);
+    }
+
+    // Killed while a large file is written through the mount, restarted:
+    // the writes and the fsync complete after the reconnect (reopening the
+    // file by its path) and the server has every byte.
+    //
+    // The writer is a separate process (dd): a FUSE descriptor open in the
+    // test process would be inherited by the restarted sshd, whose closing
+    // of it (a FUSE flush, which waits for writeback to that very server)
+    // would never return.
+    void server_killed_mid_write_then_restarted() {
+        const QString served = server_->direct("crash_write");
+        QVERIFY(QDir().mkpath(served));
+        RemoteSpec spec;
+        spec.kind = "sftp";
+        spec.url = server_->url(served);
+        spec.backing = served;
+        MountFixture mount(spec, server_->options().split(',') << "timeout=15");
+        QVERIFY2(mount.mount(), qPrintable(mount.error()));
+        const std::size_t size = 128u << 20;
+        const auto data = random_bytes(size, 1234);
+        const QString source = scratch_.path() + "/write_source";
+        QVERIFY(write_bytes(source, data));
+
+        QProcess dd;
+        dd.setStandardInputFile(QProcess::nullDevice());
+        dd.start("dd", {"if=" + source, "of=" + mount.at("file"), "bs=1M", "conv=fsync"});
+        QVERIFY(dd.waitForStarted(5000));
+        QElapsedTimer clock;
+        clock.start();
+        while (QFileInfo(mount.direct("file")).size() < (16 << 20) && dd.state() == QProcess::Running &&
+               clock.elapsed() < 20000)
+            QThread::msleep(1);
+        const qint64 at_kill = QFileInfo(mount.direct("file")).size();
+        server_->kill();
+        QThread::msleep(1500);
+        QVERIFY2(server_->restart(), qPrintable(server_->error()));
+        QVERIFY2(dd.waitForFinished(40000), "the writes did not end within the timeout");
+        QVERIFY2(at_kill < qint64(size), "written before the server was killed: make the file larger");
+        const QString err = QString::fromLocal8Bit(dd.readAllStandardError());
+        if (dd.exitCode() != 0) {
+            QVERIFY2(err.contains("Input/output error"), qPrintable(err));
+        } else {
+            QCOMPARE(read_file(mount.direct("file")), data);
+        }
+        QVERIFY2(mount.unmount(), qPrintable(mount.error()));
+        qInfo("killed at %lld MiB; writes %s after %.1f s", at_kill >> 20, dd.exitCode() ? "failed" : "completed",
               clock.elapsed() / 1000.0);
     }
 

@@ -9,6 +9,12 @@
 //
 // sshd forks a process per connection that outlives the listener, so kill()
 // and stop() end the whole process tree: to a client that is a server gone.
+//
+// [!] start() and restart() fork the test process. A descriptor on a netfs
+// mount open in it at that moment is inherited, and sshd closing it is a
+// FUSE flush that waits for writeback to this very server: a deadlock. Do
+// I/O through a mount of this server from another process (dd) while
+// restarting it.
 #pragma once
 
 #include <QString>
