@@ -730,8 +730,9 @@ Errc authenticate(Login& login, LIBSSH2_SESSION* session, bool may_ask, std::str
                 LOG_WARN("%s: key %s is not in a format libssh2 can read", login.url.shown.c_str(), key.c_str());
             } else if (!session_survives(rc) && rc != LIBSSH2_ERROR_AUTHENTICATION_FAILED &&
                        rc != LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
-                message = "the server closed the connection during authentication";
-                return Errc::unreachable;
+                message = "the server closed the connection during authentication (too many keys "
+                          "offered? it counts them against MaxAuthTries): use -o identity=FILE";
+                return Errc::access;
             }
         }
     }
@@ -1354,7 +1355,9 @@ public:
             const int rc = libssh2_sftp_mkdir_ex(c.sftp, p.c_str(), len(p), static_cast<long>(mode & 07777));
             if (rc != 0)
                 return refine_exists(c, p, pool_->fail(c, rc));
-            return lstat(c, p, attr);
+            if (Errc e = lstat(c, p, attr); e != Errc::ok)
+                return e;
+            return undo_server_umask(c, p, mode, attr);
         });
     }
 
@@ -1645,6 +1648,13 @@ private:
                 return e;
             }
             *attr = to_attr(a);
+            if (flags & LIBSSH2_FXF_CREAT && exists == Errc::not_found) {
+                if (Errc e = undo_server_umask(c, p, mode, *attr); e != Errc::ok) {
+                    if (c.up)
+                        libssh2_sftp_close_handle(h);
+                    return e;
+                }
+            }
         }
         out = std::make_unique<SftpFile>(pool_, index, h, c.generation, p, flags);
         return Errc::ok;
@@ -1693,6 +1703,21 @@ private:
         if (c.up)
             libssh2_sftp_close_handle(dir);
         return e;
+    }
+
+    // The server applies its own umask (sftp-server's, often 022) to a new
+    // object; the mode asked for already has the caller's applied.
+    Errc undo_server_umask(Connection& c, const std::string& p, std::uint32_t mode, Attr& attr) {
+        if ((attr.mode & 07777) == (mode & 07777))
+            return Errc::ok;
+        LIBSSH2_SFTP_ATTRIBUTES a{};
+        a.flags = LIBSSH2_SFTP_ATTR_PERMISSIONS;
+        a.permissions = mode & 07777;
+        const int rc = libssh2_sftp_stat_ex(c.sftp, p.c_str(), len(p), LIBSSH2_SFTP_SETSTAT, &a);
+        if (rc != 0)
+            return pool_->fail(c, rc);
+        attr.mode = (attr.mode & ~07777u) | (mode & 07777);
+        return Errc::ok;
     }
 
     // OpenSSH reports EEXIST as a bare FAILURE: an object at `p` explains it.

@@ -202,12 +202,24 @@ private slots:
         QVERIFY(S_ISDIR(attr.mode));
         QCOMPARE(attr.mode & 07777, 0750u);
         QCOMPARE(backend->mkdir("/d", 0755, attr), Errc::exists);
+        // The server's umask (022) does not apply: the mode asked for does.
+        QCOMPARE(backend->mkdir("/wide", 0777, attr), Errc::ok);
+        QCOMPARE(attr.mode & 07777, 0777u);
+        QCOMPARE(QFileInfo(server_->direct("wide")).permissions() & QFile::WriteOther, QFile::WriteOther);
+        QCOMPARE(backend->rmdir("/wide"), Errc::ok);
         std::unique_ptr<BackendFile> file;
         QCOMPARE(backend->create("/d/f", 0600, O_WRONLY | O_EXCL, file, attr), Errc::ok);
         const auto hello = random_bytes(100, 1);
         QCOMPARE(write_all(*file, 0, hello), Errc::ok);
         QCOMPARE(file->close(), Errc::ok);
         QCOMPARE(backend->create("/d/f", 0600, O_WRONLY | O_EXCL, file, attr), Errc::exists);
+        QCOMPARE(backend->create("/d/shared", 0666, O_WRONLY | O_EXCL, file, attr), Errc::ok);
+        QCOMPARE(attr.mode & 07777, 0666u);
+        QCOMPARE(file->close(), Errc::ok);
+        struct stat shared;
+        QCOMPARE(::stat(server_->direct("d/shared").toLocal8Bit().constData(), &shared), 0);
+        QCOMPARE(shared.st_mode & 07777, 0666u);
+        QCOMPARE(backend->unlink("/d/shared"), Errc::ok);
 
         // getattr has lstat semantics; a symlink's target is its text.
         QCOMPARE(backend->symlink("f", "/d/link", attr), Errc::ok);
