@@ -1831,7 +1831,10 @@ Errc open_sftp(const RemoteUrl& url, const RemoteOptions& options, std::unique_p
         std::string offered;
         for (const auto& name : c.ext.extensions())
             offered += (offered.empty() ? "" : " ") + name;
-        LOG_INFO("%s: connected; server extensions: %s", shown.c_str(), offered.empty() ? "none" : offered.c_str());
+        const char* cipher = libssh2_session_methods(c.session, LIBSSH2_METHOD_CRYPT_SC);
+        const char* mac = libssh2_session_methods(c.session, LIBSSH2_METHOD_MAC_SC);
+        LOG_INFO("%s: connected (%s, %s); server extensions: %s", shown.c_str(), cipher ? cipher : "?",
+                 mac ? mac : "?", offered.empty() ? "none" : offered.c_str());
     }
     pool->start();
     out = std::make_unique<SftpBackend>(std::move(pool));
