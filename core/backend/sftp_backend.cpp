@@ -115,8 +115,7 @@ std::string home_dir() {
 }
 
 // "/root/.ssh/id_rsa" -> "~/.ssh/id_rsa": how a user recognises it.
-std::string shown_path(const std::string& path) {
-    const std::string home = home_dir();
+std::string shown_path(const std::string& home, const std::string& path) {
     if (home.size() > 1 && path.starts_with(home + "/"))
         return "~" + path.substr(home.size());
     return path;
@@ -435,6 +434,7 @@ struct Login {
     std::string user;
     std::uint16_t port = 22;
     std::string root;         // url.path
+    std::string home;         // the local user's home, for ~/.ssh
     std::string known_hosts;  // the file host keys are checked against
     std::string agent_socket; // SSH_AUTH_SOCK at mount time; empty: no agent
     std::map<std::string, std::string> passphrases;  // key file -> passphrase (guarded: written before threads start)
@@ -607,7 +607,7 @@ Errc check_host_key(const Login& login, LIBSSH2_SESSION* session, std::string& m
     }
     // Record it as OpenSSH would: "[host]:port type base64".
     const std::string dir = login.known_hosts.substr(0, login.known_hosts.rfind('/'));
-    if (!dir.empty() && dir == home_dir() + "/.ssh")
+    if (!dir.empty() && dir == login.home + "/.ssh")
         ::mkdir(dir.c_str(), 0700);
     const std::string record = entry_host + " " + type_name + " " +
                                base64(reinterpret_cast<const unsigned char*>(key), key_len, true) + "\n";
@@ -684,7 +684,7 @@ Errc authenticate(Login& login, LIBSSH2_SESSION* session, bool may_ask, std::str
         keys.push_back(login.options.identity);
     } else {
         for (const char* name : {"id_ed25519", "id_ecdsa", "id_rsa"}) {
-            const std::string path = home_dir() + "/.ssh/" + name;
+            const std::string path = login.home + "/.ssh/" + name;
             if (::access(path.c_str(), F_OK) == 0)
                 keys.push_back(path);
         }
@@ -712,7 +712,7 @@ Errc authenticate(Login& login, LIBSSH2_SESSION* session, bool may_ask, std::str
                     continue;
                 }
             }
-            tried.push_back(shown_path(key));
+            tried.push_back(shown_path(login.home, key));
             const int rc = libssh2_userauth_publickey_fromfile_ex(session, user.c_str(), user_len, nullptr,
                                                                   key.c_str(), passphrase.c_str());
             if (rc == 0) {
@@ -1796,7 +1796,8 @@ Errc open_sftp(const RemoteUrl& url, const RemoteOptions& options, std::unique_p
     }
     if (const char* agent = std::getenv("SSH_AUTH_SOCK"))
         login->agent_socket = agent;
-    login->known_hosts = options.known_hosts.empty() ? home_dir() + "/.ssh/known_hosts" : options.known_hosts;
+    login->home = home_dir();
+    login->known_hosts = options.known_hosts.empty() ? login->home + "/.ssh/known_hosts" : options.known_hosts;
     const std::string shown = "sftp://" + login->user + "@" + url.host +
                               (url.port ? ":" + std::to_string(url.port) : "") + login->root;
     login->url.shown = shown;

@@ -407,6 +407,32 @@ private slots:
         QCOMPARE(open_remote(server_->url().toStdString(), o, backend, message), Errc::ok);
     }
 
+    // Without user or known_hosts: the local user name, and ~/.ssh/known_hosts
+    // (created 0600 in a ~/.ssh created 0700 when a new key is accepted).
+    void defaults_to_local_user_and_home_known_hosts() {
+        QTemporaryDir home;
+        const QByteArray old_home = qgetenv("HOME");
+        qputenv("HOME", home.path().toLocal8Bit());
+        RemoteOptions o;
+        o.identity = server_->identity().toStdString();
+        o.accept_new_host_key = true;
+        const QString url = server_->url().replace("root@", "");
+        std::unique_ptr<Backend> backend;
+        std::string message;
+        const Errc e = open_remote(url.toStdString(), o, backend, message);
+        qputenv("HOME", old_home);
+        QVERIFY2(e == Errc::ok, message.c_str());
+        QVERIFY(backend->describe().find("sftp://root@127.0.0.1:") == 0);
+        struct stat st;
+        QCOMPARE(::stat((home.path() + "/.ssh").toLocal8Bit().constData(), &st), 0);
+        QCOMPARE(st.st_mode & 0777, 0700u);
+        QCOMPARE(::stat((home.path() + "/.ssh/known_hosts").toLocal8Bit().constData(), &st), 0);
+        QCOMPARE(st.st_mode & 0777, 0600u);
+        QFile known(home.path() + "/.ssh/known_hosts");
+        QVERIFY(known.open(QIODevice::ReadOnly));
+        QCOMPARE(QString(known.readAll()).trimmed(), server_->host_key_line());
+    }
+
     void hashed_known_hosts_entry_is_honoured() {
         const QString file = server_->scratch() + "/hashed_known_hosts";
         QFile::remove(file);
