@@ -336,6 +336,13 @@ public:
         ::close(wake_fd_);
     }
 
+    // NFSv4.0 numbers the OPENs and CLOSEs of an open-owner, and libnfs 4.0
+    // has one open-owner per context: two in flight at once fail with
+    // NFS4ERR_BAD_SEQID. Held around each of them (v4 only; taken before mu_).
+    std::unique_lock<std::mutex> open_owner_lock() {
+        return target_.version == 4 ? std::unique_lock(open_owner_mu_) : std::unique_lock<std::mutex>();
+    }
+
     std::uint64_t readmax() const { return readmax_; }
     std::uint64_t writemax() const { return writemax_; }
 
@@ -605,6 +612,7 @@ private:
     const Target& target_;
     const int index_;
 
+    std::mutex open_owner_mu_;  // see open_owner_lock()
     mutable std::mutex mu_;  // guards everything below, and every call on nfs_
     nfs_context* nfs_;       // null while down
     std::uint64_t generation_ = 0;  // +1 whenever nfs_ is replaced or dropped
@@ -741,7 +749,16 @@ public:
     }
 
     Errc readdir(const std::string& path, std::vector<DirEntry>& out) override {
-        const std::string p = full(path);
+        // ganesha answers a listing with STALE when an entry vanishes while
+        // it collects the attributes (seen with renames racing a listing);
+        // the directory itself is fine, and a new listing succeeds.
+        Errc e = Errc::bad_handle;
+        for (int attempt = 0; attempt < 5 && e == Errc::bad_handle; ++attempt)
+            e = list(full(path), out);
+        return e;
+    }
+
+    Errc list(const std::string& p, std::vector<DirEntry>& out) {
         std::vector<DirEntry> entries;
         Connection& conn = pick();
         Errc e = conn.call(
@@ -780,8 +797,8 @@ public:
             conn.call_batch(requests, results);
             std::vector<DirEntry> kept;
             for (std::size_t i = 0; i < entries.size(); ++i) {
-                if (results[i] == Errc::not_found)
-                    continue;  // removed while we listed
+                if (results[i] == Errc::not_found || results[i] == Errc::bad_handle)
+                    continue;  // removed or renamed while we listed
                 if (results[i] != Errc::ok)
                     return results[i];
                 kept.push_back(std::move(entries[i]));
@@ -793,14 +810,29 @@ public:
     }
 
     Errc open_full(const std::string& p, int flags, std::unique_ptr<BackendFile>& out) {
-        Connection& conn = pick();
-        const std::uint64_t gen = conn.generation();
         const int nfs_flags = (flags & (O_ACCMODE | O_TRUNC)) | O_NOFOLLOW |
                               ((flags & O_ACCMODE) != O_RDONLY ? kStableWrites : 0);
+        return open_with(p, flags, out, nullptr, [&](nfs_context* nfs, nfs_cb cb, void* d) {
+            return nfs_open_async(nfs, p.c_str(), nfs_flags, cb, d);
+        });
+    }
+
+    // Opens (or creates) with `submit` on the next connection and reads the
+    // attributes through the new handle; a directory is refused.
+    Errc open_with(const std::string& p, int flags, std::unique_ptr<BackendFile>& out, Attr* attr_out,
+                   const std::function<int(nfs_context*, nfs_cb, void*)>& submit) {
+        Connection& conn = pick();
+        const std::uint64_t gen = conn.generation();
         nfsfh* fh = nullptr;
-        Errc e = conn.call(
-            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_open_async(nfs, p.c_str(), nfs_flags, cb, d); },
-            [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen, &close_orphan_file);
+        Errc e;
+        {
+            auto serial = conn.open_owner_lock();
+            // An open whose answer comes after we gave up is closed then, over
+            // NFSv3 (no RPC); over NFSv4 that CLOSE could race another OPEN,
+            // so the handle is left to the server's lease.
+            e = conn.call(submit, [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen,
+                          target_.version == 3 ? &close_orphan_file : nullptr);
+        }
         if (e != Errc::ok)
             return e;
         Attr attr;
@@ -808,12 +840,19 @@ public:
         if (e == Errc::ok && S_ISDIR(attr.mode))
             e = Errc::is_dir;
         if (e != Errc::ok) {
-            conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); }, nullptr,
-                      gen);
+            close_handle(conn, gen, fh);
             return e;
         }
+        if (attr_out)
+            *attr_out = attr;
         out = std::make_unique<NfsFile>(*this, p, flags & O_ACCMODE, &conn, gen, fh, attr.file_id);
         return Errc::ok;
+    }
+
+    static Errc close_handle(Connection& conn, std::uint64_t gen, nfsfh* fh) {
+        auto serial = conn.open_owner_lock();
+        return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); },
+                         nullptr, gen);
     }
 
     Errc fstat(Connection& conn, std::uint64_t gen, nfsfh* fh, Attr& out) {
@@ -828,25 +867,10 @@ public:
     Errc create(const std::string& path, std::uint32_t mode, int flags, std::unique_ptr<BackendFile>& out,
                 Attr& attr) override {
         const std::string p = full(path);
-        Connection& conn = pick();
-        const std::uint64_t gen = conn.generation();
         const int nfs_flags = (flags & (O_ACCMODE | O_TRUNC | O_EXCL)) | O_NOFOLLOW | kStableWrites;
-        nfsfh* fh = nullptr;
-        Errc e = conn.call(
-            [&](nfs_context* nfs, nfs_cb cb, void* d) {
-                return nfs_create_async(nfs, p.c_str(), nfs_flags, static_cast<int>(mode & 07777), cb, d);
-            },
-            [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen, &close_orphan_file);
-        if (e != Errc::ok)
-            return e;
-        e = fstat(conn, gen, fh, attr);
-        if (e != Errc::ok) {
-            conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); }, nullptr,
-                      gen);
-            return e;
-        }
-        out = std::make_unique<NfsFile>(*this, p, flags & O_ACCMODE, &conn, gen, fh, attr.file_id);
-        return Errc::ok;
+        return open_with(p, flags, out, &attr, [&](nfs_context* nfs, nfs_cb cb, void* d) {
+            return nfs_create_async(nfs, p.c_str(), nfs_flags, static_cast<int>(mode & 07777), cb, d);
+        });
     }
 
     Errc mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) override {
@@ -944,6 +968,8 @@ public:
         if (change.mask & SetAttr::kSize) {
             if (S_ISDIR(before.mode))
                 return Errc::is_dir;
+            // Over NFSv4 libnfs truncates through an OPEN of the file.
+            auto serial = conn.open_owner_lock();
             Errc e = conn.call(
                 [&](nfs_context* nfs, nfs_cb cb, void* d) {
                     return nfs_truncate_async(nfs, p.c_str(), change.size, cb, d);
@@ -1131,8 +1157,7 @@ Errc NfsFile::close() {
         return Errc::ok;  // the handle died with its context
     nfsfh* fh = fh_;
     fh_ = nullptr;
-    return conn_->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); }, nullptr,
-                       generation_);
+    return NfsBackend::close_handle(*conn_, generation_, fh);
 }
 
 } // namespace

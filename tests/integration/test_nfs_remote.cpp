@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <cstring>
 #include <thread>
 
@@ -288,6 +289,83 @@ private slots:
             QVERIFY(before.change != after.change);
         else
             QVERIFY(after.mtime.tv_sec != before.mtime.tv_sec || after.mtime.tv_nsec != before.mtime.tv_nsec);
+    }
+
+    void concurrent_data() { versions(); }
+    // Many engine threads at once on one backend (the contract allows
+    // max_in_flight): each creates, writes, reads back, lists, renames and
+    // removes its own files, and every byte is checked.
+    void concurrent() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("concurrent");
+        auto b = open(version, dir);
+        QVERIFY(b);
+        constexpr int kThreads = 16, kRounds = 8;
+        std::atomic<int> failures{0};
+        QString first_failure;
+        std::mutex failure_mu;
+        auto fail = [&](const QString& what) {
+            std::lock_guard lk(failure_mu);
+            if (failures++ == 0)
+                first_failure = what;
+        };
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kThreads; ++t) {
+            threads.emplace_back([&, t] {
+                for (int r = 0; r < kRounds; ++r) {
+                    const std::string name = "/t" + std::to_string(t) + "-" + std::to_string(r);
+                    const auto data = random_bytes(100'000 + static_cast<std::size_t>(t * 1000 + r), t * 100 + r);
+                    std::unique_ptr<BackendFile> f;
+                    Attr a;
+                    const char* step = "create";
+                    Errc e = b->create(name, 0644, O_RDWR | O_EXCL, f, a);
+                    std::vector<std::byte> back;
+                    std::vector<DirEntry> entries;
+                    if (e == Errc::ok && (step = "write", e = write_all(*f, 0, data)) == Errc::ok &&
+                        (step = "read", e = read_all(*f, 0, data.size(), back)) == Errc::ok &&
+                        (step = "compare", e = back == data ? Errc::ok : Errc::io) == Errc::ok &&
+                        (step = "close", e = f->close()) == Errc::ok &&
+                        (step = "readdir", e = b->readdir("/", entries)) == Errc::ok &&
+                        (step = "rename", e = b->rename(name, name + ".done", 0)) == Errc::ok &&
+                        (step = "getattr", e = b->getattr(name + ".done", a)) == Errc::ok &&
+                        (step = "size", e = a.size == data.size() ? Errc::ok : Errc::io) == Errc::ok)
+                        (step = "unlink", e = b->unlink(name + ".done"));
+                    if (e != Errc::ok)
+                        fail(QString::fromStdString(name) + ": " + step + ": " + fmt(e));
+                }
+            });
+        }
+        for (auto& t : threads)
+            t.join();
+        QVERIFY2(failures == 0, qPrintable(QString("%1 failures, first %2").arg(failures.load()).arg(first_failure)));
+        std::vector<DirEntry> entries;
+        QCOMPARE(fmt(b->readdir("/", entries)), fmt(Errc::ok));
+        QCOMPARE(entries.size(), std::size_t{0});
+    }
+
+    void large_directory_data() { versions(); }
+    // A listing longer than one READDIR(PLUS) reply, with every entry's attributes.
+    void large_directory() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("large");
+        for (int i = 0; i < 1500; ++i) {
+            QFile f(server_.direct(dir + "/entry-with-a-longish-name-" + QString::number(i)));
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write(QByteArray(i % 7, 'x'));
+        }
+        auto b = open(version, dir);
+        QVERIFY(b);
+        std::vector<DirEntry> entries;
+        QCOMPARE(fmt(b->readdir("/", entries)), fmt(Errc::ok));
+        QCOMPARE(entries.size(), std::size_t{1500});
+        for (const DirEntry& e : entries) {
+            const int i = QString::fromStdString(e.name).section('-', -1).toInt();
+            QCOMPARE(e.attr.size, std::uint64_t(i % 7));
+            struct stat st;
+            QCOMPARE(::lstat(qPrintable(server_.direct(dir + "/" + QString::fromStdString(e.name))), &st), 0);
+            QCOMPARE(e.attr.file_id, std::uint64_t(st.st_ino));
+            QVERIFY(S_ISREG(e.attr.mode));
+        }
     }
 
     void statfs_data() { versions(); }
