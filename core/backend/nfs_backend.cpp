@@ -1,4 +1,4 @@
-// The nfs:// remote over libnfs's asynchronous interface.
+// The nfs:// remote over libnfs's asynchronous interface (docs/remotes.md).
 //
 //   engine threads ──submit (under Connection::mu_)──▶ nfs_context ◀── service thread
 //        ▲                                                  │         poll(fd) / nfs_service()
@@ -11,20 +11,23 @@
 //
 // libnfs contexts are not thread-safe, so every call on a context happens
 // under its Connection::mu_; the service thread drops mu_ while it polls, so
-// engine threads can queue requests while others are in flight. Callbacks run
-// inside nfs_service() or nfs_destroy_context(), i.e. with mu_ held.
+// engine threads queue requests while others are in flight. Callbacks run
+// inside nfs_service(), nfs_destroy_context() or (some, NFSv3 close) the
+// submitting call itself: always with mu_ held.
+// Lock order: NfsFile::mu_, then Connection::open_owner_mu_, then Connection::mu_.
 //
 // Liveness is ours, not libnfs's: libnfs's auto-reconnect is off (after a
 // reconnect an NFSv4 server has forgotten the open state, and libnfs 4.0
 // would replay requests with dead stateids). A connection is declared down
 // when the socket fails, or when nothing has been received for `dead_after_`
-// (3 s at most) while something is pending: after 1 s of silence a NULL ping
+// (3 s at most) while something is pending. After 1 s of silence a NULL ping
 // goes out, so a dead server is noticed even when nobody asks, and a slow
-// request (a live server answers the ping meanwhile) is told from a hung server. Then every pending request fails with
-// Errc::unreachable (the engine retries), the context is destroyed and the
-// service thread mounts again with back-off. Open files re-open by path on
-// the new context and check that the file id is unchanged (else bad_handle),
-// so a reconnect never makes a handle read another file's bytes.
+// request (a live server answers the ping meanwhile) is told from a hung
+// server. Then every pending request fails with Errc::unreachable (the
+// engine retries), the context is destroyed and the service thread mounts
+// again with back-off. Open files re-open by path on the new context and
+// check that the file id is unchanged (else bad_handle), so a reconnect
+// never makes a handle read another file's bytes.
 //
 // Every wait is bounded by op_timeout: a request whose answer does not come
 // in time is abandoned (its Call is freed by whichever side lets go last).
@@ -83,6 +86,9 @@ constexpr std::uint64_t kDefaultTransfer = 1u << 20;
 // of data; the rest of the buffer holds the RPC header, credentials and file
 // handle. Later libnfs versions size the buffer to the write.
 constexpr std::uint64_t kNfs4WriteMax = 3072;
+// At most this many WRITEs in flight for one BackendFile::write (1 MiB in
+// NFSv4's 3 KiB pieces is 342).
+constexpr std::uint64_t kMaxPieces = 512;
 
 // Writes are FILE_SYNC (libnfs: O_SYNC on the handle). libnfs does not
 // expose the write verifier, so after UNSTABLE writes and a server restart
@@ -236,7 +242,8 @@ nfs_context* mount_context(const Target& t, const std::string& export_path, cons
     // Ports, version, uid/gid and the like from the URL's query, the way libnfs reads them.
     nfs_url* parsed = nfs_parse_url_dir(nfs, t.libnfs_url.c_str());
     if (!parsed) {
-        why = nfs_get_error(nfs);
+        const char* e = nfs_get_error(nfs);
+        why = e ? e : "libnfs cannot parse " + t.libnfs_url;
         status = -EINVAL;
         nfs_destroy_context(nfs);
         return nullptr;
@@ -287,7 +294,7 @@ struct Call {
     int refs = 2;
     bool settled = false;  // the waiter's result is decided
     Errc result = Errc::ok;
-    std::string error_text;
+    std::string error_text;  // libnfs's explanation of a failure, for the debug log
 };
 
 void close_orphan_file(nfs_context* nfs, int status, void* data) {
@@ -437,7 +444,7 @@ private:
         if (rc != 0) {
             // Not queued (libnfs could not encode or allocate it): no callback will come.
             const char* e = nfs_get_error(nfs_);
-            last_error_ = e ? e : "";
+            LOG_DEBUG("%s: not queued: %s", target_.shown.c_str(), e ? e : "?");
             outstanding_.erase(c);
             delete c;
             return rc < -1 ? from_status(rc) : Errc::io;
@@ -454,6 +461,8 @@ private:
             c->result = Errc::timed_out;
         }
         const Errc result = c->result;
+        if (result != Errc::ok && !c->error_text.empty())
+            LOG_DEBUG("%s: %s", target_.shown.c_str(), c->error_text.c_str());
         release(c);
         return result;
     }
@@ -498,7 +507,6 @@ private:
     // Fails every pending request with unreachable and destroys the context.
     // Called with mu_ held.
     void drop_context(const std::string& why) {
-        last_error_ = why;
         if (!stopping_)
             LOG_WARN("%s: connection %d down (%s); %zu requests fail over, reconnecting", target_.shown.c_str(),
                      index_, why.c_str(), outstanding_.size());
@@ -545,7 +553,6 @@ private:
                     up_cv_.notify_all();
                     continue;
                 }
-                last_error_ = why;
                 // Two failed attempts in a row: say so, so requests stop waiting.
                 if (++failed_attempts >= 2 && state_ != ConnectionState::unreachable) {
                     state_ = ConnectionState::unreachable;
@@ -622,7 +629,6 @@ private:
     Clock::time_point last_heard_;  // bytes arrived, or the connection became busy
     Clock::time_point ping_sent_;   // the last idle ping went out
     double dead_after_;
-    std::string last_error_;
     bool stopping_ = false;
     std::condition_variable up_cv_;    // nfs_ came back
     std::condition_variable stop_cv_;  // for the back-off sleep
@@ -689,7 +695,10 @@ public:
             wmax = std::min(wmax, c->writemax());
         }
         limits_.rsize = limits_.rsize_max = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(rmax, 4096, 1u << 20));
-        limits_.wsize = limits_.wsize_max = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(wmax, 1024, 1u << 20));
+        // NfsFile::write sends a longer write as pieces in flight at once, so
+        // the engine may write 1 MiB even where one WRITE carries 3 KiB (NFSv4).
+        limits_.wsize = limits_.wsize_max =
+            static_cast<std::uint32_t>(std::clamp<std::uint64_t>(std::max(wmax, kDefaultTransfer), 4096, 1u << 20));
         limits_.max_in_flight = 16 * static_cast<std::uint32_t>(conns_.size());
         limits_.has_file_id = true;
         limits_.has_change_attr = false;
@@ -1091,7 +1100,7 @@ Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::
     // trip after another. libnfs encodes each request, data included, when
     // it is queued.
     const std::uint64_t piece = conn->writemax();
-    const std::size_t pieces = static_cast<std::size_t>(std::min<std::uint64_t>((data.size() + piece - 1) / piece, 512));
+    const std::size_t pieces = static_cast<std::size_t>(std::min<std::uint64_t>((data.size() + piece - 1) / piece, kMaxPieces));
     std::vector<std::size_t> written(pieces, 0);
     std::vector<Connection::Request> requests;
     requests.reserve(pieces);
