@@ -495,16 +495,50 @@ struct Connection {
     }
 };
 
+// getaddrinfo with a deadline. It has none of its own (a resolver that
+// does not answer holds it for retries x timeout), so it runs on a thread of
+// its own that is left to finish alone if the deadline passes.
+struct Lookup {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int rc = 0;
+    addrinfo* result = nullptr;  // owned until taken
+    ~Lookup() {
+        if (result)
+            ::freeaddrinfo(result);
+    }
+};
+
+int resolve(const std::string& host, std::uint16_t port, Clock::time_point deadline, addrinfo*& out) {
+    auto lookup = std::make_shared<Lookup>();
+    std::thread([lookup, host, port] {
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* result = nullptr;
+        const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &result);
+        std::lock_guard lock(lookup->mu);
+        lookup->rc = rc;
+        lookup->result = result;
+        lookup->done = true;
+        lookup->cv.notify_all();
+    }).detach();
+    std::unique_lock lock(lookup->mu);
+    if (!lookup->cv.wait_until(lock, deadline, [&] { return lookup->done; }))
+        return EAI_AGAIN;
+    out = std::exchange(lookup->result, nullptr);
+    return lookup->rc;
+}
+
 // Opens a TCP connection within `deadline`; one line in `message` if not.
 Errc dial(const Login& login, Clock::time_point deadline, int& out, std::string& message) {
     const std::string& host = login.url.host;
     const std::string where = "port " + std::to_string(login.port) + " of " + host;
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     addrinfo* addresses = nullptr;
-    if (int rc = ::getaddrinfo(host.c_str(), std::to_string(login.port).c_str(), &hints, &addresses); rc != 0) {
-        message = "cannot find host '" + host + "' (" + ::gai_strerror(rc) + "): check the host name";
+    if (int rc = resolve(host, login.port, deadline, addresses); rc != 0) {
+        message = rc == EAI_AGAIN ? "cannot find host '" + host + "': no answer from the name server (check the network)"
+                                  : "cannot find host '" + host + "' (" + ::gai_strerror(rc) + "): check the host name";
         return Errc::unreachable;
     }
     std::string last = "no address";
@@ -965,7 +999,8 @@ private:
             libssh2_session_last_error(c.session, &text, nullptr, 0);
             message = rc == LIBSSH2_ERROR_TIMEOUT || rc == LIBSSH2_ERROR_SOCKET_TIMEOUT
                           ? "no SSH greeting from " + where + " within " +
-                                std::to_string(static_cast<int>(login.options.connect_timeout)) + " s"
+                                std::to_string(static_cast<int>(login.options.connect_timeout)) +
+                                " s (is that an SSH server? if it is slow, raise -o connect_timeout)"
                           : "SSH handshake with " + where + " failed (" + (text ? text : "?") +
                                 "): is that an SSH server?";
             c.teardown(false);

@@ -15,7 +15,10 @@
 #include <QThread>
 #include <QTest>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -534,6 +537,24 @@ private slots:
         SshdServer idle;  // a port nobody listens on once stopped
         idle.stop();
         expect_one_line(mount_fails(idle.url(), server_->options()), {"connection refused", "port"});
+    }
+
+    // A port that takes the connection and never says a word: refused after
+    // connect_timeout.
+    void refuses_silent_port_after_connect_timeout() {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        QCOMPARE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        QCOMPARE(::listen(fd, 8), 0);  // the kernel completes connections; nobody accepts
+        QCOMPARE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+        const QString url = QString("sftp://root@127.0.0.1:%1/").arg(ntohs(a.sin_port));
+        const RunResult r = mount_fails(url, server_->options() + ",connect_timeout=2");
+        ::close(fd);
+        expect_one_line(r, {"no SSH greeting", "within 2 s"});
+        QVERIFY2(r.seconds >= 1.5 && r.seconds < 6, qPrintable(QString::number(r.seconds)));
     }
 
     // ---- the server going away ----------------------------------------------
