@@ -307,6 +307,19 @@ void close_orphan_dir(nfs_context* nfs, int status, void* data) {
         nfs_closedir(nfs, static_cast<nfsdir*>(data));
 }
 
+// libnfs 4.0 reports these NFSv4 errors as EIO/EINVAL, so they are told
+// by its message: the server no longer knows our client id or our open
+// stateids. libnfs renews no lease (and exposes no client id to send RENEW
+// with), so a connection idle with files open past the lease (60 to 90 s)
+// meets this on its next READ or WRITE.
+bool forgot_our_state(const std::string& error_text) {
+    for (const char* e : {"NFS4ERR_EXPIRED", "NFS4ERR_STALE_CLIENTID", "NFS4ERR_STALE_STATEID",
+                          "NFS4ERR_BAD_STATEID", "NFS4ERR_ADMIN_REVOKED"})
+        if (error_text.find(e) != std::string::npos)
+            return true;
+    return false;
+}
+
 class Connection {
 public:
     Connection(const Target& target, int index, nfs_context* mounted)
@@ -478,6 +491,13 @@ private:
                 c->take(nfs, status, data);
             else if (status < 0 && data)
                 c->error_text = static_cast<const char*>(data);
+            if (status < 0 && self->target_.version == 4 && forgot_our_state(c->error_text)) {
+                // Fails over like a lost connection: the service thread starts
+                // a new client, and open files re-open on it.
+                c->result = Errc::unreachable;
+                self->state_lost_ = true;
+                self->wake();
+            }
             c->cv.notify_one();
         } else if (c->orphan) {
             c->orphan(nfs, status, data);
@@ -581,6 +601,11 @@ private:
                 drop_context(std::string("connection lost: ") + (e ? e : "socket error"));
                 continue;
             }
+            if (state_lost_) {
+                state_lost_ = false;
+                drop_context("the server forgot this client's NFSv4 state (lease expired, or it restarted)");
+                continue;
+            }
             // Silent too long while waiting for something (a request, or the
             // idle ping): the server is gone or hung.
             const double silent = seconds_since(last_heard_);
@@ -626,6 +651,7 @@ private:
     ConnectionState state_ = ConnectionState::connected;
     std::set<Call*> outstanding_;
     bool ping_in_flight_ = false;
+    bool state_lost_ = false;  // a reply said our NFSv4 client or stateids are gone
     Clock::time_point last_heard_;  // bytes arrived, or the connection became busy
     Clock::time_point ping_sent_;   // the last idle ping went out
     double dead_after_;

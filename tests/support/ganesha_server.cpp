@@ -63,7 +63,11 @@ GaneshaServer::GaneshaServer() {
     do
         mount_port_ = free_port();
     while (mount_port_ == nfs_port_);
+}
 
+GaneshaServer::~GaneshaServer() { stop(); }
+
+void GaneshaServer::write_config() {
     QFile f(config_);
     f.open(QIODevice::WriteOnly);
     f.write(QString(R"(NFS_CORE_PARAM {
@@ -78,7 +82,7 @@ NFSv4 {
     RecoveryBackend = fs;
     RecoveryRoot = "%3/recovery";
     # Without it every start waits out a grace period before serving opens.
-    Graceless = true;
+    Graceless = true;%5
     Allow_Numeric_Owners = true;
     Only_Numeric_Owners = true;
 }
@@ -99,10 +103,9 @@ EXPORT {
                 .arg(nfs_port_)
                 .arg(mount_port_)
                 .arg(dir_.path(), export_)
+                .arg(lease_seconds_ > 0 ? "\n    Lease_Lifetime = " + QString::number(lease_seconds_) + ";" : QString())
                 .toUtf8());
 }
-
-GaneshaServer::~GaneshaServer() { stop(); }
 
 QString GaneshaServer::log() const {
     QFile f(log_file_);
@@ -120,6 +123,7 @@ bool GaneshaServer::start() {
             return false;
         }
     }
+    write_config();
     QFile(log_file_).remove();
     const QByteArray conf = config_.toLocal8Bit(), logf = log_file_.toLocal8Bit(), pidf = pid_file_.toLocal8Bit();
     const pid_t pid = ::fork();

@@ -29,6 +29,9 @@ public:
     GaneshaServer(const GaneshaServer&) = delete;
     GaneshaServer& operator=(const GaneshaServer&) = delete;
 
+    // The NFSv4 lease, from the next start(); 0: ganesha's default (60 s).
+    void set_lease_seconds(int seconds) { lease_seconds_ = seconds; }
+
     // Starts the server and waits until it serves; false with error().
     bool start();
     // SIGTERM, then SIGKILL if it has not exited within 5 s.
@@ -52,10 +55,13 @@ public:
     QString log() const;  // ganesha's log so far
 
 private:
+    void write_config();
+
     QTemporaryDir dir_;
     QString export_, config_, log_file_, pid_file_;
     std::uint16_t nfs_port_ = 0, mount_port_ = 0;
     pid_t pid_ = 0;
+    int lease_seconds_ = 0;
     QString error_;
 };
 
