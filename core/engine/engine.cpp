@@ -33,8 +33,13 @@ bool Engine::Impl::retry_after(Errc error, Retry& retry) {
         std::lock_guard lock(mu);
         counters.retries++;
     }
-    const auto delay = options.retry_backoff * (1 << std::min(attempt++, 10));
-    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(delay, std::chrono::milliseconds(2000)));
+    auto delay = std::min<Clock::duration>(options.retry_backoff * (1 << std::min(attempt++, 10)),
+                                           std::chrono::milliseconds(2000));
+    // The last attempt comes at the deadline, not a back-off after it.
+    if (attempt > options.max_retries)
+        delay = std::clamp<Clock::duration>(retry.start + options.retry_timeout - Clock::now(),
+                                            std::chrono::milliseconds(1), delay);
+    std::this_thread::sleep_for(delay);
     return true;
 }
 

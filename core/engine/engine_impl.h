@@ -212,7 +212,7 @@ struct Engine::Impl {
     // Reads [offset, offset + buf.size()) from the remote with retries; a
     // short result means end of file. Runs without the lock.
     Errc read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
-                          std::size_t& transferred);
+                          std::size_t& transferred, Origin origin = Origin::read);
     Folio* find_folio_locked(FileData& data, std::uint64_t pos) const;
     // Room for `bytes` more folio memory; may evict, and with may_block wait
     // for writeback. False when there is no room.

@@ -97,7 +97,7 @@ bool Engine::Impl::reserve_locked(std::unique_lock<std::mutex>& lock, std::uint6
 }
 
 Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
-                                    std::size_t& transferred) {
+                                    std::size_t& transferred, Origin origin) {
     transferred = 0;
     Retry retry;
     while (transferred < buf.size()) {
@@ -110,7 +110,9 @@ Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std
             retry = {};
             continue;
         }
-        if (!retry_after(e, retry))
+        // Readahead is a guess: it does not wait out a server's absence.
+        // Whoever reads the data then retries it on their own clock.
+        if (origin == Origin::readahead || !retry_after(e, retry))
             return e;
     }
     return Errc::ok;
@@ -155,9 +157,9 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
         counters.subrequests++;
         if (origin == Origin::readahead)
             counters.readahead_bytes += len;
-        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, mine] {
+        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, mine, origin] {
             std::size_t got = 0;
-            Errc e = read_from_remote(*file, off, {dest, len}, got);
+            Errc e = read_from_remote(*file, off, {dest, len}, got, origin);
             if (e == Errc::ok && got < len)
                 std::memset(dest + got, 0, len - got);  // a hole or end of file
             std::lock_guard lock(mu);
@@ -384,10 +386,13 @@ Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<s
         if (!missing && !busy)
             break;
         hit = false;
-        if (missing) {
-            if (wait && wait->outstanding == 0 && wait->error != Errc::ok)
-                return wait->error;
-            wait = std::make_shared<IoWait>();
+        // One wait for everything this read fills, so that a failure of any
+        // of its own fills is reported (a gap left by failed readahead is
+        // filled by the read itself, on its own retry clock) and a failed
+        // part is never fetched again and again.
+        if (missing && !(wait && wait->error != Errc::ok)) {
+            if (!wait)
+                wait = std::make_shared<IoWait>();
             start_fill_locked(lock, node, of.file, offset, end, Origin::read, wait);
         }
         if (ahead.length()) {

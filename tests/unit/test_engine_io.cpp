@@ -145,7 +145,9 @@ private slots:
         Errc e = Errc::ok;
         QVERIFY(rig.read(h, 0, data2.size(), &e).empty());
         QCOMPARE(e, Errc::unreachable);
-        QVERIFY2(clock.elapsed() >= 1400 && clock.elapsed() < 6000, qPrintable(QString::number(clock.elapsed())));
+        // Bounded: the timeout, plus the readahead's subrequests that may hold
+        // the I/O threads first and time out themselves.
+        QVERIFY2(clock.elapsed() >= 1400 && clock.elapsed() < 8000, qPrintable(QString("%1 ms, %2 retries, %3 subrequests").arg(clock.elapsed()).arg(rig.engine->stats().retries).arg(rig.engine->stats().subrequests)));
         rig.engine->release(0, h);
     }
 
