@@ -143,27 +143,34 @@ bool default_secret(const std::string& id, const std::string& cache_dir, bool cr
 
 } // namespace
 
+bool ask_on_terminal(int tty, const std::string& prompt, std::string& out) {
+    termios old{};
+    const bool is_tty = ::tcgetattr(tty, &old) == 0;
+    if (is_tty) {
+        termios quiet = old;
+        quiet.c_lflag &= ~tcflag_t(ECHO);
+        ::tcsetattr(tty, TCSAFLUSH, &quiet);
+    }
+    (void)!::write(tty, prompt.data(), prompt.size());
+    out.clear();
+    char c;
+    while (::read(tty, &c, 1) == 1 && c != '\n')
+        out += c;
+    if (is_tty)
+        ::tcsetattr(tty, TCSAFLUSH, &old);
+    (void)!::write(tty, "\n", 1);
+    return !out.empty();
+}
+
 bool read_passphrase(std::string& out, std::string& error) {
     const int tty = ::open("/dev/tty", O_RDWR | O_CLOEXEC);
     if (tty < 0) {
         error = "--ask-passphrase needs a terminal (use --key-file for unattended mounts)";
         return false;
     }
-    termios old{};
-    ::tcgetattr(tty, &old);
-    termios quiet = old;
-    quiet.c_lflag &= ~tcflag_t(ECHO);
-    ::tcsetattr(tty, TCSAFLUSH, &quiet);
-    const char prompt[] = "netfs cache passphrase: ";
-    (void)!::write(tty, prompt, sizeof prompt - 1);
-    out.clear();
-    char c;
-    while (::read(tty, &c, 1) == 1 && c != '\n')
-        out += c;
-    ::tcsetattr(tty, TCSAFLUSH, &old);
-    (void)!::write(tty, "\n", 1);
+    const bool ok = ask_on_terminal(tty, "netfs cache passphrase: ", out);
     ::close(tty);
-    if (out.empty()) {
+    if (!ok) {
         error = "an empty passphrase was given";
         return false;
     }

@@ -40,6 +40,10 @@ struct CacheRequest {
 // when there is no terminal to ask.
 bool read_passphrase(std::string& out, std::string& error);
 
+// Asks `prompt` on the terminal open as `tty` and reads a line without
+// echo. False when nothing (or an empty line) was typed.
+bool ask_on_terminal(int tty, const std::string& prompt, std::string& out);
+
 // The id of a remote's cache ("file-3f2a..."): the name of its default
 // directory and of its generated key. From the URL without its query.
 std::string cache_id(const std::string& remote);

@@ -522,7 +522,19 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
 
     std::unique_ptr<Backend> backend;
     std::string message;
-    if (Errc e = open_remote(request.remote, options.remote, backend, message); e != Errc::ok)
+    // A key's passphrase or a password is asked on the terminal the mount
+    // was started from: opened before the daemon left it (setsid), closed
+    // once the remote is open, so the daemon never holds a terminal.
+    RemoteOptions remote_options = options.remote;
+    const int tty = request.terminal;
+    if (tty >= 0)
+        remote_options.ask_secret = [tty](const std::string& prompt, std::string& answer) {
+            return ask_on_terminal(tty, prompt, answer);
+        };
+    const Errc opened = open_remote(request.remote, remote_options, backend, message);
+    if (tty >= 0)
+        close(tty);
+    if (Errc e = opened; e != Errc::ok)
         return report.fail(message.empty() ? request.remote + ": " + std::string(describe(e)) : message);
     EngineOptions engine_opts = engine_options(options, geteuid() == 0);
     if (!request.remote.starts_with("file:"))  // a network remote: ride out a reconnect, never hang
@@ -717,9 +729,11 @@ int run_mount(const MountRequest& request) {
     paths.log = request.log_file.empty() ? default_log_path(paths.mountpoint) : absolute_path(request.log_file);
     paths.pid = pid_dirs().front() + "/" + escape_path(paths.mountpoint) + ".pid";
 
+    MountRequest with_terminal = request;
+    with_terminal.terminal = ::open("/dev/tty", O_RDWR | O_CLOEXEC);  // -1: nobody to ask
     if (request.foreground) {
         Report report(-1);
-        return serve(request, paths, report, false);
+        return serve(with_terminal, paths, report, false);
     }
 
     // [!] Nothing before this point may start a thread: the child would
@@ -742,12 +756,14 @@ int run_mount(const MountRequest& request) {
     }
     if (child > 0) {
         close(report_pipe[1]);
+        if (with_terminal.terminal >= 0)
+            close(with_terminal.terminal);  // the daemon asks, if anyone does
         return wait_for_daemon(child, report_pipe[0], paths.log);
     }
     close(report_pipe[0]);
     setsid();
     Report report(report_pipe[1]);
-    return serve(request, paths, report, true);
+    return serve(with_terminal, paths, report, true);
 }
 
 int run_unmount(const std::string& given) {

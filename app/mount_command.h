@@ -46,6 +46,7 @@ struct MountRequest {
     bool foreground = false;
     std::string log_file;    // empty: $XDG_STATE_HOME/netfs/<escaped mount point>.log
     CacheRequest cache;      // the persistent cache (app/cache_setup.h)
+    int terminal = -1;       // set by run_mount: the terminal to ask secrets on, if any
 };
 
 // Both return the process exit code: 0 done, 1 failed (after printing one line).

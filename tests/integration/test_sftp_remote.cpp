@@ -107,7 +107,9 @@ class TestSftpRemote : public QObject {
         QStringList args{"mount", url, mnt, "--cache-dir", scratch_.path() + "/cache"};
         if (!options.isEmpty())
             args << "-o" << options;
-        RunResult r = run(NETFS_BINARY, args, 15000, env);
+        // In a session of its own: no terminal to ask, even when the tests
+        // run from one.
+        RunResult r = run("setsid", QStringList{"-w", NETFS_BINARY} + args, 15000, env);
         if (is_mountpoint(mnt))
             run(NETFS_BINARY, {"unmount", mnt}, 20000, env);
         return r;
@@ -490,6 +492,39 @@ private slots:
         const QString key = server_->make_key("stranger_key", "", false);
         expect_one_line(mount_fails(server_->url(), "identity=" + key + ",known_hosts=" + server_->known_hosts()),
                         {"authentication failed", "stranger_key"});
+    }
+
+    // `netfs mount` asks an encrypted key's passphrase on its terminal (here
+    // a pseudo-terminal from script(1)), before the daemon leaves it.
+    void mount_asks_the_key_passphrase_on_the_terminal() {
+        const QString key = server_->make_key("locked_key3", "open sesame", true);
+        const QString mnt = scratch_.path() + "/mnt-tty";
+        QDir().mkpath(mnt);
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert("XDG_CONFIG_HOME", scratch_.path() + "/config");
+        env.remove("SSH_AUTH_SOCK");
+        const QString command = QString("%1 mount %2 %3 --cache-dir %4 -o identity=%5,known_hosts=%6")
+                                    .arg(NETFS_BINARY, server_->url(), mnt, scratch_.path() + "/cache-tty", key,
+                                         server_->known_hosts());
+        QProcess terminal;
+        terminal.setProcessEnvironment(env);
+        terminal.start("script", {"-q", "-e", "-c", command, "/dev/null"});
+        QVERIFY(terminal.waitForStarted(5000));
+        QByteArray seen;
+        QElapsedTimer clock;
+        clock.start();
+        while (!seen.contains("Passphrase for key") && clock.elapsed() < 10000) {
+            terminal.waitForReadyRead(200);
+            seen += terminal.readAll();
+        }
+        QVERIFY2(seen.contains("Passphrase for key"), seen.constData());
+        terminal.write("open sesame\n");
+        QVERIFY(terminal.waitForFinished(15000));
+        seen += terminal.readAll();
+        QVERIFY2(terminal.exitCode() == 0, seen.constData());
+        QVERIFY(is_mountpoint(mnt));
+        QVERIFY2(!seen.contains("open sesame"), "the passphrase is not echoed");
+        QCOMPARE(run(NETFS_BINARY, {"unmount", mnt}, 20000, env).exit_code, 0);
     }
 
     void refuses_encrypted_key_without_terminal() {
