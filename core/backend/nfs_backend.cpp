@@ -58,6 +58,8 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <map>
+#include <memory>
 #include <set>
 #include <thread>
 
@@ -307,6 +309,19 @@ void close_orphan_dir(nfs_context* nfs, int status, void* data) {
         nfs_closedir(nfs, static_cast<nfsdir*>(data));
 }
 
+// One open of one file on one connection. Over NFSv4 it is shared by every
+// NfsFile of that file on the connection: the server keeps one open state
+// per (open-owner, file), libnfs 4.0 has one open-owner per context, and a
+// second OPEN of the file upgrades that state to a new stateid (the older
+// one then gets NFS4ERR_OLD_STATEID) while a CLOSE ends it for every handle.
+// So the connection keeps the newest handle here and closes it when the
+// last user closes.
+struct OpenState {
+    nfsfh* fh = nullptr;         // the handle with the newest stateid; guarded by the connection's mu_
+    std::uint64_t file_id = 0;
+    int users = 1;               // guarded by the connection's mu_
+};
+
 // libnfs 4.0 reports these NFSv4 errors as EIO/EINVAL, so they are told
 // by its message: the server no longer knows our client id or our open
 // stateids. libnfs renews no lease (and exposes no client id to send RENEW
@@ -361,6 +376,51 @@ public:
     // NFS4ERR_BAD_SEQID. Held around each of them (v4 only; taken before mu_).
     std::unique_lock<std::mutex> open_owner_lock() {
         return target_.version == 4 ? std::unique_lock(open_owner_mu_) : std::unique_lock<std::mutex>();
+    }
+
+    // After an OPEN that returned `fh` on generation `gen`: the open state
+    // of that file on this connection, shared with other opens of it (v4).
+    // Null when the context was replaced meanwhile.
+    std::shared_ptr<OpenState> adopt_open(nfsfh* fh, std::uint64_t file_id, std::uint64_t gen) {
+        std::lock_guard lk(mu_);
+        if (gen != generation_)
+            return nullptr;
+        if (target_.version == 3) {
+            auto st = std::make_shared<OpenState>();
+            st->fh = fh;
+            st->file_id = file_id;
+            return st;
+        }
+        auto& shared = opens_[file_id];
+        if (shared) {
+            // The OPEN upgraded the shared state: its handle is the newest.
+            // The previous nfsfh is left to libnfs (closing it would CLOSE
+            // the state every user shares).
+            shared->fh = fh;
+            ++shared->users;
+            return shared;
+        }
+        shared = std::make_shared<OpenState>();
+        shared->fh = fh;
+        shared->file_id = file_id;
+        return shared;
+    }
+
+    // One user less; true when it was the last, and the handle is to be closed.
+    bool release_open(const std::shared_ptr<OpenState>& st) {
+        std::lock_guard lk(mu_);
+        if (--st->users > 0)
+            return false;
+        if (auto it = opens_.find(st->file_id); it != opens_.end() && it->second == st)
+            opens_.erase(it);
+        return true;
+    }
+
+    // The open state of a file on this connection, if any (v4).
+    std::shared_ptr<OpenState> find_open(std::uint64_t file_id) {
+        std::lock_guard lk(mu_);
+        auto it = opens_.find(file_id);
+        return it == opens_.end() ? nullptr : it->second;
     }
 
     std::uint64_t readmax() const { return readmax_; }
@@ -491,7 +551,11 @@ private:
                 c->take(nfs, status, data);
             else if (status < 0 && data)
                 c->error_text = static_cast<const char*>(data);
-            if (status < 0 && self->target_.version == 4 && forgot_our_state(c->error_text)) {
+            if (status < 0 && c->error_text.find("NFS4ERR_OLD_STATEID") != std::string::npos) {
+                // Sent with a handle another OPEN of the file has just
+                // superseded (OpenState): the retry uses the new one.
+                c->result = Errc::again;
+            } else if (status < 0 && self->target_.version == 4 && forgot_our_state(c->error_text)) {
                 // Fails over like a lost connection: the service thread starts
                 // a new client, and open files re-open on it.
                 c->result = Errc::unreachable;
@@ -545,6 +609,7 @@ private:
         for (Call* c : outstanding_)
             release(c);  // libnfs never answered and never will
         outstanding_.clear();
+        opens_.clear();  // their handles died with the context
         ping_in_flight_ = false;
         state_ = ConnectionState::reconnecting;
     }
@@ -650,6 +715,7 @@ private:
     std::uint64_t generation_ = 0;  // +1 whenever nfs_ is replaced or dropped
     ConnectionState state_ = ConnectionState::connected;
     std::set<Call*> outstanding_;
+    std::map<std::uint64_t, std::shared_ptr<OpenState>> opens_;  // by file id (NFSv4)
     bool ping_in_flight_ = false;
     bool state_lost_ = false;  // a reply said our NFSv4 client or stateids are gone
     Clock::time_point last_heard_;  // bytes arrived, or the connection became busy
@@ -670,9 +736,9 @@ class NfsBackend;
 class NfsFile : public BackendFile {
 public:
     NfsFile(NfsBackend& backend, std::string full_path, int flags, Connection* conn, std::uint64_t generation,
-            nfsfh* fh, std::uint64_t file_id)
-        : backend_(backend), path_(std::move(full_path)), flags_(flags), conn_(conn), generation_(generation),
-          fh_(fh), file_id_(file_id) {}
+            std::shared_ptr<OpenState> state)
+        : backend_(backend), path_(std::move(full_path)), flags_(flags), file_id_(state->file_id), conn_(conn),
+          generation_(generation), state_(std::move(state)) {}
     ~NfsFile() override { close(); }
 
     Errc read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) override;
@@ -683,19 +749,19 @@ public:
     Errc close() override;
 
 private:
-    // The handle on a live context, re-opened by path after a reconnect.
-    Errc handle(Connection*& conn, std::uint64_t& generation, nfsfh*& fh);
+    // The open state on a live context, re-opened by path after a reconnect.
+    // Its `fh` is read inside the submit functions, under the connection's mu_.
+    Errc handle(Connection*& conn, std::uint64_t& generation, std::shared_ptr<OpenState>& state);
 
     NfsBackend& backend_;
     const std::string path_;  // as libnfs names it (export-relative)
     const int flags_;         // for a re-open: access mode, never O_TRUNC again
+    const std::uint64_t file_id_;
 
-    std::mutex mu_;  // guards the handle triple
+    std::mutex mu_;  // guards the three below
     Connection* conn_;
     std::uint64_t generation_;
-    nfsfh* fh_;  // null after close()
-    const std::uint64_t file_id_;
-    bool closed_ = false;
+    std::shared_ptr<OpenState> state_;  // null after close()
 };
 
 class NfsBackend : public Backend {
@@ -859,40 +925,57 @@ public:
         Connection& conn = pick();
         const std::uint64_t gen = conn.generation();
         nfsfh* fh = nullptr;
-        Errc e;
-        {
-            auto serial = conn.open_owner_lock();
-            // An open whose answer comes after we gave up is closed then, over
-            // NFSv3 (no RPC); over NFSv4 that CLOSE could race another OPEN,
-            // so the handle is left to the server's lease.
-            e = conn.call(submit, [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen,
-                          target_.version == 3 ? &close_orphan_file : nullptr);
-        }
+        // One OPEN at a time per connection (open_owner_lock), and the
+        // handle adopted before the next OPEN of the file can supersede it.
+        auto serial = conn.open_owner_lock();
+        // An open whose answer comes after we gave up is closed then, over
+        // NFSv3 (no RPC); over NFSv4 that CLOSE could end an open state
+        // other users share, so the handle is left to the server's lease.
+        Errc e = conn.call(submit, [&](nfs_context*, int, void* data) { fh = static_cast<nfsfh*>(data); }, gen,
+                           target_.version == 3 ? &close_orphan_file : nullptr);
         if (e != Errc::ok)
             return e;
         Attr attr;
         e = fstat(conn, gen, fh, attr);
         if (e == Errc::ok && S_ISDIR(attr.mode))
             e = Errc::is_dir;
-        if (e != Errc::ok) {
-            close_handle(conn, gen, fh);
+        std::shared_ptr<OpenState> state;
+        if (e == Errc::ok) {
+            state = conn.adopt_open(fh, attr.file_id, gen);
+            if (!state)
+                return Errc::unreachable;  // the context went away; the engine retries
+        } else {
+            // Over NFSv4 another user of the file may share this open: leave it.
+            if (target_.version == 3)
+                conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); },
+                          nullptr, gen);
             return e;
         }
         if (attr_out)
             *attr_out = attr;
-        out = std::make_unique<NfsFile>(*this, p, flags & O_ACCMODE, &conn, gen, fh, attr.file_id);
+        out = std::make_unique<NfsFile>(*this, p, flags & O_ACCMODE, &conn, gen, std::move(state));
         return Errc::ok;
     }
 
-    static Errc close_handle(Connection& conn, std::uint64_t gen, nfsfh* fh) {
+    // One user of `state` less; the last one closes it on the server.
+    static Errc close_open(Connection& conn, std::uint64_t gen, const std::shared_ptr<OpenState>& state) {
         auto serial = conn.open_owner_lock();
-        return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); },
-                         nullptr, gen);
+        if (!conn.release_open(state))
+            return Errc::ok;
+        return conn.call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, state->fh, cb, d); }, nullptr,
+            gen);
     }
 
     Errc fstat(Connection& conn, std::uint64_t gen, nfsfh* fh, Attr& out) {
         return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, fh, cb, d); },
                          [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); }, gen);
+    }
+
+    Errc fstat(Connection& conn, std::uint64_t gen, const std::shared_ptr<OpenState>& st, Attr& out) {
+        return conn.call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, st->fh, cb, d); },
+            [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); }, gen);
     }
 
     Errc open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) override {
@@ -1003,13 +1086,7 @@ public:
         if (change.mask & SetAttr::kSize) {
             if (S_ISDIR(before.mode))
                 return Errc::is_dir;
-            // Over NFSv4 libnfs truncates through an OPEN of the file.
-            auto serial = conn.open_owner_lock();
-            Errc e = conn.call(
-                [&](nfs_context* nfs, nfs_cb cb, void* d) {
-                    return nfs_truncate_async(nfs, p.c_str(), change.size, cb, d);
-                },
-                nullptr);
+            Errc e = truncate_path(conn, p, before.file_id, change.size);
             if (e != Errc::ok)
                 return e;
         }
@@ -1043,6 +1120,28 @@ public:
         return lstat_full(conn, p, out);
     }
 
+    // Over NFSv4 libnfs truncates by path through an OPEN and a CLOSE of
+    // the file, and that CLOSE would end the open state our handles of it
+    // share: a file open on some connection is truncated through its handle.
+    Errc truncate_path(Connection& conn, const std::string& p, std::uint64_t file_id, std::uint64_t size) {
+        if (target_.version == 4) {
+            for (auto& other : conns_) {
+                auto serial = other->open_owner_lock();
+                const std::uint64_t gen = other->generation();
+                if (auto st = other->find_open(file_id))
+                    return other->call(
+                        [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                            return nfs_ftruncate_async(nfs, st->fh, size, cb, d);
+                        },
+                        nullptr, gen);
+            }
+        }
+        auto serial = conn.open_owner_lock();
+        return conn.call(
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_truncate_async(nfs, p.c_str(), size, cb, d); },
+            nullptr);
+    }
+
     Errc statfs(StatFs& out) override {
         const std::string p = full("/");
         return pick().call(
@@ -1067,45 +1166,41 @@ private:
     std::atomic<std::size_t> next_{0};
 };
 
-Errc NfsFile::handle(Connection*& conn, std::uint64_t& generation, nfsfh*& fh) {
+Errc NfsFile::handle(Connection*& conn, std::uint64_t& generation, std::shared_ptr<OpenState>& state) {
     std::lock_guard lk(mu_);
-    if (closed_)
-        return Errc::bad_handle;
-    if (conn_->generation() == generation_) {
-        conn = conn_;
-        generation = generation_;
-        fh = fh_;
-        return Errc::ok;
+    if (!state_)
+        return Errc::bad_handle;  // closed
+    if (conn_->generation() != generation_) {
+        // The context was replaced: the old handle died with it.
+        std::unique_ptr<BackendFile> fresh;
+        Errc e = backend_.open_full(path_, flags_, fresh);
+        if (e != Errc::ok)
+            return e == Errc::not_found ? Errc::bad_handle : e;
+        auto* f = static_cast<NfsFile*>(fresh.get());
+        if (f->file_id_ != file_id_)
+            return Errc::bad_handle;  // another file has the name now; `fresh` closes its open
+        // Its open is ours now.
+        std::lock_guard theirs(f->mu_);
+        conn_ = f->conn_;
+        generation_ = f->generation_;
+        state_ = std::move(f->state_);
     }
-    // The context was replaced: the old handle died with it.
-    std::unique_ptr<BackendFile> fresh;
-    Errc e = backend_.open_full(path_, flags_, fresh);
-    if (e != Errc::ok)
-        return e == Errc::not_found ? Errc::bad_handle : e;
-    auto* f = static_cast<NfsFile*>(fresh.get());
-    if (f->file_id_ != file_id_)
-        return Errc::bad_handle;  // another file has the name now; `fresh` closes its handle
-    conn_ = f->conn_;
-    generation_ = f->generation_;
-    fh_ = f->fh_;
-    f->closed_ = true;  // its handle is ours now
-    f->fh_ = nullptr;
     conn = conn_;
     generation = generation_;
-    fh = fh_;
+    state = state_;
     return Errc::ok;
 }
 
 Errc NfsFile::read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) {
     Connection* conn;
     std::uint64_t gen;
-    nfsfh* fh;
-    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+    std::shared_ptr<OpenState> st;
+    if (Errc e = handle(conn, gen, st); e != Errc::ok)
         return e;
     const std::uint64_t count = std::min<std::uint64_t>(buf.size(), conn->readmax());
     transferred = 0;
     return conn->call(
-        [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_pread_async(nfs, fh, offset, count, cb, d); },
+        [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_pread_async(nfs, st->fh, offset, count, cb, d); },
         [&](nfs_context*, int status, void* data) {
             const auto n = std::min<std::size_t>(static_cast<std::size_t>(status), buf.size());
             std::memcpy(buf.data(), data, n);
@@ -1117,8 +1212,8 @@ Errc NfsFile::read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& 
 Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) {
     Connection* conn;
     std::uint64_t gen;
-    nfsfh* fh;
-    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+    std::shared_ptr<OpenState> st;
+    if (Errc e = handle(conn, gen, st); e != Errc::ok)
         return e;
     transferred = 0;
     // A write longer than the server's (or libnfs's, see kNfs4WriteMax)
@@ -1126,7 +1221,8 @@ Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::
     // trip after another. libnfs encodes each request, data included, when
     // it is queued.
     const std::uint64_t piece = conn->writemax();
-    const std::size_t pieces = static_cast<std::size_t>(std::min<std::uint64_t>((data.size() + piece - 1) / piece, kMaxPieces));
+    const std::size_t pieces =
+        static_cast<std::size_t>(std::min<std::uint64_t>((data.size() + piece - 1) / piece, kMaxPieces));
     std::vector<std::size_t> written(pieces, 0);
     std::vector<Connection::Request> requests;
     requests.reserve(pieces);
@@ -1135,8 +1231,9 @@ Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::
         const std::uint64_t count = std::min<std::uint64_t>(piece, data.size() - at);
         const std::byte* bytes = data.data() + at;
         std::size_t* done = &written[i];
-        requests.push_back({[fh, at, count, bytes, offset](nfs_context* nfs, nfs_cb cb, void* d) {
-                                return nfs_pwrite_async(nfs, fh, offset + at, count, bytes, cb, d);
+        OpenState* open = st.get();
+        requests.push_back({[open, at, count, bytes, offset](nfs_context* nfs, nfs_cb cb, void* d) {
+                                return nfs_pwrite_async(nfs, open->fh, offset + at, count, bytes, cb, d);
                             },
                             [done](nfs_context*, int status, void*) { *done = static_cast<std::size_t>(status); }});
     }
@@ -1157,42 +1254,41 @@ Errc NfsFile::write(std::uint64_t offset, std::span<const std::byte> data, std::
 Errc NfsFile::fsync(bool) {
     Connection* conn;
     std::uint64_t gen;
-    nfsfh* fh;
-    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+    std::shared_ptr<OpenState> st;
+    if (Errc e = handle(conn, gen, st); e != Errc::ok)
         return e;
-    return conn->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fsync_async(nfs, fh, cb, d); }, nullptr,
-                      gen);
+    return conn->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fsync_async(nfs, st->fh, cb, d); },
+                      nullptr, gen);
 }
 
 Errc NfsFile::getattr(Attr& out) {
     Connection* conn;
     std::uint64_t gen;
-    nfsfh* fh;
-    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+    std::shared_ptr<OpenState> st;
+    if (Errc e = handle(conn, gen, st); e != Errc::ok)
         return e;
-    return backend_.fstat(*conn, gen, fh, out);
+    return backend_.fstat(*conn, gen, st, out);
 }
 
 Errc NfsFile::truncate(std::uint64_t size) {
     Connection* conn;
     std::uint64_t gen;
-    nfsfh* fh;
-    if (Errc e = handle(conn, gen, fh); e != Errc::ok)
+    std::shared_ptr<OpenState> st;
+    if (Errc e = handle(conn, gen, st); e != Errc::ok)
         return e;
-    return conn->call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_ftruncate_async(nfs, fh, size, cb, d); },
-                      nullptr, gen);
+    return conn->call(
+        [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_ftruncate_async(nfs, st->fh, size, cb, d); }, nullptr,
+        gen);
 }
 
 Errc NfsFile::close() {
     std::lock_guard lk(mu_);
-    if (closed_)
+    if (!state_)
         return Errc::ok;
-    closed_ = true;
-    if (!fh_ || conn_->generation() != generation_)
+    std::shared_ptr<OpenState> st = std::move(state_);
+    if (conn_->generation() != generation_)
         return Errc::ok;  // the handle died with its context
-    nfsfh* fh = fh_;
-    fh_ = nullptr;
-    return NfsBackend::close_handle(*conn_, generation_, fh);
+    return NfsBackend::close_open(*conn_, generation_, st);
 }
 
 } // namespace

@@ -267,6 +267,44 @@ private slots:
         QVERIFY(!QFileInfo::exists(server_.direct(dir + "/sub")));
     }
 
+    void same_file_opened_twice_data() { versions(); }
+    // Two handles of one file on one connection: over NFSv4 they share the
+    // server's open state, so neither a second OPEN nor the first CLOSE may
+    // break the other handle.
+    void same_file_opened_twice() {
+        QFETCH(int, version);
+        const QString dir = fresh_dir("twice");
+        RemoteOptions options;
+        options.connections = 1;
+        auto b = open(version, dir, options);
+        QVERIFY(b);
+        std::unique_ptr<BackendFile> first, second;
+        Attr a;
+        QCOMPARE(fmt(b->create("/f", 0644, O_RDWR | O_EXCL, first, a)), fmt(Errc::ok));
+        const auto one = random_bytes(10'000, 1), two = random_bytes(10'000, 2);
+        QCOMPARE(fmt(write_all(*first, 0, one)), fmt(Errc::ok));
+        QCOMPARE(fmt(b->open("/f", O_RDONLY, second)), fmt(Errc::ok));
+        QCOMPARE(fmt(write_all(*first, 10'000, two)), fmt(Errc::ok));  // after the second OPEN
+        std::vector<std::byte> got;
+        QCOMPARE(fmt(read_all(*second, 0, 20'000, got)), fmt(Errc::ok));
+        QVERIFY(std::equal(one.begin(), one.end(), got.begin()));
+        QVERIFY(std::equal(two.begin(), two.end(), got.begin() + 10'000));
+        QCOMPARE(fmt(first->close()), fmt(Errc::ok));
+        QCOMPARE(fmt(read_all(*second, 5'000, 10'000, got)), fmt(Errc::ok));  // after the first CLOSE
+        QCOMPARE(got.size(), std::size_t{10'000});
+        QVERIFY(std::equal(one.begin() + 5'000, one.end(), got.begin()));
+        QVERIFY(std::equal(two.begin(), two.begin() + 5'000, got.begin() + 5'000));
+        // truncate by path while open elsewhere
+        SetAttr change;
+        change.mask = SetAttr::kSize;
+        change.size = 100;
+        QCOMPARE(fmt(b->setattr("/f", change, a)), fmt(Errc::ok));
+        QCOMPARE(a.size, std::uint64_t{100});
+        QCOMPARE(fmt(read_all(*second, 0, 1000, got)), fmt(Errc::ok));
+        QCOMPARE(got.size(), std::size_t{100});
+        QCOMPARE(fmt(second->close()), fmt(Errc::ok));
+    }
+
     void version_changes_data() { versions(); }
     // Cached data is keyed by Version: a write through another client must change it.
     void version_changes() {
