@@ -48,6 +48,7 @@
 #include <nfsc/libnfs.h>
 #include <nfsc/libnfs-raw.h>
 #include <nfsc/libnfs-raw-nfs.h>
+#include <nfsc/libnfs-raw-nfs4.h>
 
 #include <algorithm>
 #include <atomic>
@@ -309,6 +310,30 @@ void close_orphan_dir(nfs_context* nfs, int status, void* data) {
         nfs_closedir(nfs, static_cast<nfsdir*>(data));
 }
 
+// XDR, for the attributes of a raw SETATTR (NfsBackend::setattr_dir_v4).
+void put_u32(std::string& out, std::uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8)
+        out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+void put_string(std::string& out, const std::string& text) {
+    put_u32(out, static_cast<std::uint32_t>(text.size()));
+    out += text;
+    out.append((4 - text.size() % 4) % 4, '\0');
+}
+
+void put_settime(std::string& out, bool now, const timespec& t) {
+    if (now) {
+        put_u32(out, SET_TO_SERVER_TIME4);
+        return;
+    }
+    put_u32(out, SET_TO_CLIENT_TIME4);
+    const auto seconds = static_cast<std::uint64_t>(static_cast<std::int64_t>(t.tv_sec));
+    put_u32(out, static_cast<std::uint32_t>(seconds >> 32));
+    put_u32(out, static_cast<std::uint32_t>(seconds));
+    put_u32(out, static_cast<std::uint32_t>(t.tv_nsec));
+}
+
 // One open of one file on one connection. Over NFSv4 it is shared by every
 // NfsFile of that file on the connection: the server keeps one open state
 // per (open-owner, file), libnfs 4.0 has one open-owner per context, and a
@@ -458,6 +483,24 @@ public:
         if (Errc e = submit_locked(submit, std::move(take), orphan, c); e != Errc::ok)
             return e;
         return wait_locked(lk, c, deadline);
+    }
+
+    // The callback for a raw NFSv4 COMPOUND (rpc_nfs4_compound_async), as
+    // an nfs_cb: its status as -errno, nothing to take.
+    static void on_compound_reply(rpc_context*, int status, void* data, void* private_data) {
+        int err = -EIO;
+        if (status == RPC_STATUS_SUCCESS) {
+            const nfsstat4 nfs4 = static_cast<COMPOUND4res*>(data)->status;
+            // NFSv4 status codes below 100 are errno values; STALE and DELAY are not.
+            err = nfs4 == NFS4_OK                          ? 0
+                  : nfs4 == NFS4ERR_STALE                  ? -ESTALE
+                  : nfs4 == NFS4ERR_DELAY                  ? -EAGAIN
+                  : static_cast<int>(nfs4) < 100           ? -static_cast<int>(nfs4)
+                                                           : -EIO;
+        } else if (status == RPC_STATUS_CANCEL || status == RPC_STATUS_TIMEOUT) {
+            err = -EINTR;
+        }
+        on_reply(err, nullptr, nullptr, private_data);
     }
 
     // One request per element, all in flight at once; results[i] for requests[i].
@@ -794,6 +837,9 @@ public:
         limits_.max_in_flight = 16 * static_cast<std::uint32_t>(conns_.size());
         limits_.has_file_id = true;
         limits_.has_change_attr = false;
+        // The server forgets an unlinked file at once (ganesha: STALE), so the
+        // engine renames an open file aside instead, as the kernel's client does.
+        limits_.open_files_survive_unlink = false;
         return Errc::ok;
     }
 
@@ -853,8 +899,10 @@ public:
         // ganesha answers a listing with STALE when an entry vanishes while
         // it collects the attributes (seen with renames racing a listing);
         // the directory itself is fine, and a new listing succeeds.
+        // Over NFSv4 an entry renamed in between can also fail it with NOENT.
         Errc e = Errc::bad_handle;
-        for (int attempt = 0; attempt < 5 && e == Errc::bad_handle; ++attempt)
+        for (int attempt = 0; attempt < 5 && (e == Errc::bad_handle || (attempt > 0 && e == Errc::not_found));
+             ++attempt)
             e = list(full(path), out);
         return e;
     }
@@ -985,10 +1033,28 @@ public:
     Errc create(const std::string& path, std::uint32_t mode, int flags, std::unique_ptr<BackendFile>& out,
                 Attr& attr) override {
         const std::string p = full(path);
+        auto create_with = [&](int nfs_flags) {
+            return open_with(p, flags, out, &attr, [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                return nfs_create_async(nfs, p.c_str(), nfs_flags, static_cast<int>(mode & 07777), cb, d);
+            });
+        };
         const int nfs_flags = (flags & (O_ACCMODE | O_TRUNC | O_EXCL)) | O_NOFOLLOW | kStableWrites;
-        return open_with(p, flags, out, &attr, [&](nfs_context* nfs, nfs_cb cb, void* d) {
-            return nfs_create_async(nfs, p.c_str(), nfs_flags, static_cast<int>(mode & 07777), cb, d);
-        });
+        if (target_.version == 3 || (flags & O_EXCL))
+            return create_with(nfs_flags);
+        // libnfs 4.0 gives a file created without O_EXCL mode 0600 whatever
+        // was asked (only its exclusive create sets attributes): create
+        // exclusively, and open the file when it exists already.
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            Errc e = create_with((nfs_flags & ~O_TRUNC) | O_EXCL);
+            if (e != Errc::exists)
+                return e;
+            e = open_with(p, flags, out, &attr, [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                return nfs_open_async(nfs, p.c_str(), (nfs_flags & ~O_EXCL), cb, d);
+            });
+            if (e != Errc::not_found)
+                return e;  // (not_found: removed in between; try again)
+        }
+        return Errc::again;
     }
 
     Errc mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) override {
@@ -1000,8 +1066,9 @@ public:
                 e = f->close();
             return e;
         }
-        // libnfs 4.0 creates only device nodes over NFSv4 ("Invalid file type for MKNOD call").
-        if (target_.version == 4 && (S_ISFIFO(mode) || S_ISSOCK(mode)))
+        // libnfs 4.0 makes no FIFOs or sockets over NFSv4 ("Invalid file
+        // type for MKNOD call"), and device nodes with device number 0.
+        if (target_.version == 4)
             return Errc::not_supported;
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_mknod_async(nfs, p.c_str(), static_cast<int>(mode), static_cast<int>(rdev), cb, d);
@@ -1064,11 +1131,20 @@ public:
         Attr before;
         if (Errc e = lstat_full(conn, p, before); e != Errc::ok)
             return e;
+        if (target_.version == 4 && S_ISDIR(before.mode) && !(change.mask & SetAttr::kSize)) {
+            if (Errc e = setattr_dir_v4(conn, p, change); e != Errc::ok)
+                return e;
+            return lstat_full(conn, p, out);
+        }
+        // The l- variants only for a symbolic link: over NFSv4 libnfs 4.0's
+        // lchmod/lchown/lutimes fail on a directory (NFS4ERR_ISDIR). `before`
+        // says what the path is; a swap between the two requests is followed.
+        const bool is_link = S_ISLNK(before.mode);
         if (change.mask & SetAttr::kMode) {
             // A symbolic link has no mode of its own on Linux; leave it.
             if (!S_ISLNK(before.mode)) {
                 Errc e = conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) {
-                    return nfs_lchmod_async(nfs, p.c_str(), static_cast<int>(change.mode & 07777), cb, d);
+                    return nfs_chmod_async(nfs, p.c_str(), static_cast<int>(change.mode & 07777), cb, d);
                 }, nullptr);
                 if (e != Errc::ok)
                     return e;
@@ -1078,7 +1154,10 @@ public:
             const int uid = static_cast<int>((change.mask & SetAttr::kUid) ? change.uid : before.uid);
             const int gid = static_cast<int>((change.mask & SetAttr::kGid) ? change.gid : before.gid);
             Errc e = conn.call(
-                [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lchown_async(nfs, p.c_str(), uid, gid, cb, d); },
+                [&](nfs_context* nfs, nfs_cb cb, void* d) {
+                    return is_link ? nfs_lchown_async(nfs, p.c_str(), uid, gid, cb, d)
+                                   : nfs_chown_async(nfs, p.c_str(), uid, gid, cb, d);
+                },
                 nullptr);
             if (e != Errc::ok)
                 return e;
@@ -1111,13 +1190,81 @@ public:
                                   target_.version == 3;
             Errc e = conn.call(
                 [&](nfs_context* nfs, nfs_cb cb, void* d) {
-                    return nfs_lutimes_async(nfs, p.c_str(), both_now ? nullptr : times, cb, d);
+                    timeval* t = both_now ? nullptr : times;
+                    return is_link ? nfs_lutimes_async(nfs, p.c_str(), t, cb, d) : nfs_utimes_async(nfs, p.c_str(), t, cb, d);
                 },
                 nullptr);
             if (e != Errc::ok)
                 return e;
         }
         return lstat_full(conn, p, out);
+    }
+
+    // libnfs 4.0 changes attributes over NFSv4 through an OPEN of the path,
+    // which a directory refuses (NFS4ERR_ISDIR). So for a directory the
+    // backend sends the COMPOUND itself: PUTROOTFH, a LOOKUP per component
+    // of the path in the server's pseudo file system, SETATTR (anonymous
+    // stateid: no size change) with the mode, owner, group and times asked for.
+    Errc setattr_dir_v4(Connection& conn, const std::string& p, const SetAttr& change) {
+        std::vector<std::string> names;
+        const std::string whole = (target_.export_path == "/" ? "" : target_.export_path) + (p == "/" ? "" : p);
+        for (std::size_t at = 0; at < whole.size();) {
+            const std::size_t next = whole.find('/', at);
+            const std::size_t end = next == std::string::npos ? whole.size() : next;
+            if (end > at)
+                names.push_back(whole.substr(at, end - at));
+            at = end + 1;
+        }
+        // Attributes in the order of their numbers, as XDR for fattr4 wants.
+        std::uint32_t mask[2] = {0, 0};
+        std::string values;
+        auto set = [&](int attr) { mask[attr / 32] |= 1u << (attr % 32); };
+        if (change.mask & SetAttr::kMode) {
+            set(FATTR4_MODE);
+            put_u32(values, change.mode & 07777);
+        }
+        if (change.mask & SetAttr::kUid) {
+            set(FATTR4_OWNER);
+            put_string(values, std::to_string(change.uid));  // numeric, as libnfs sends owners
+        }
+        if (change.mask & SetAttr::kGid) {
+            set(FATTR4_OWNER_GROUP);
+            put_string(values, std::to_string(change.gid));
+        }
+        if (change.mask & (SetAttr::kAtime | SetAttr::kAtimeNow)) {
+            set(FATTR4_TIME_ACCESS_SET);
+            put_settime(values, change.mask & SetAttr::kAtimeNow, change.atime);
+        }
+        if (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)) {
+            set(FATTR4_TIME_MODIFY_SET);
+            put_settime(values, change.mask & SetAttr::kMtimeNow, change.mtime);
+        }
+        if (mask[0] == 0 && mask[1] == 0)
+            return Errc::ok;
+        return conn.call(
+            [&](nfs_context* nfs, nfs_cb, void* d) {
+                std::vector<nfs_argop4> ops(names.size() + 2);
+                ops[0].argop = OP_PUTROOTFH;
+                for (std::size_t i = 0; i < names.size(); ++i) {
+                    ops[i + 1].argop = OP_LOOKUP;
+                    ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_len = static_cast<u_int>(names[i].size());
+                    ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_val = names[i].data();
+                }
+                SETATTR4args& sa = ops.back().nfs_argop4_u.opsetattr;
+                ops.back().argop = OP_SETATTR;
+                sa.stateid = {};
+                sa.obj_attributes.attrmask.bitmap4_len = 2;
+                sa.obj_attributes.attrmask.bitmap4_val = mask;
+                sa.obj_attributes.attr_vals.attrlist4_len = static_cast<u_int>(values.size());
+                sa.obj_attributes.attr_vals.attrlist4_val = values.data();
+                COMPOUND4args args{};
+                args.minorversion = 0;
+                args.argarray.argarray_len = static_cast<u_int>(ops.size());
+                args.argarray.argarray_val = ops.data();
+                // Encoded when queued: `ops` and `values` may go after this returns.
+                return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), &Connection::on_compound_reply, &args, d);
+            },
+            nullptr);
     }
 
     // Over NFSv4 libnfs truncates by path through an OPEN and a CLOSE of

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -168,6 +169,15 @@ private slots:
         std::unique_ptr<BackendFile> f;
         QCOMPARE(fmt(b->create("/sub/f", 0640, O_WRONLY | O_EXCL, f, a)), fmt(Errc::ok));
         QCOMPARE(fmt(b->create("/sub/f", 0640, O_WRONLY | O_EXCL, f, a)), fmt(Errc::exists));
+        std::unique_ptr<BackendFile> plain;
+        Attr pa;
+        QCOMPARE(fmt(b->create("/sub/plain", 0644, O_RDWR, plain, pa)), fmt(Errc::ok));  // O_CREAT without O_EXCL
+        QCOMPARE(pa.mode & 07777, 0644u);
+        QCOMPARE(fmt(plain->close()), fmt(Errc::ok));
+        QCOMPARE(fmt(b->create("/sub/plain", 0600, O_RDWR, plain, pa)), fmt(Errc::ok));  // exists: opened, mode kept
+        QCOMPARE(pa.mode & 07777, 0644u);
+        QCOMPARE(fmt(plain->close()), fmt(Errc::ok));
+        QCOMPARE(fmt(b->unlink("/sub/plain")), fmt(Errc::ok));
         QCOMPARE(fmt(b->open("/sub/f", O_RDWR, f)), fmt(Errc::ok));
         const std::string hello = "hello over nfs";
         QCOMPARE(fmt(write_all(*f, 0, std::as_bytes(std::span(hello)))), fmt(Errc::ok));
@@ -232,6 +242,26 @@ private slots:
         QCOMPARE(fmt(b->setattr("/sub/f", change, a)), fmt(Errc::ok));
         QVERIFY2(a.mtime.tv_sec >= started - 5 && a.mtime.tv_sec <= started + 5, qPrintable(QString::number(a.mtime.tv_sec)));
 
+        // a directory's attributes (over NFSv4 libnfs 4.0 cannot: the backend's own SETATTR)
+        SetAttr dir_change;
+        dir_change.mask = SetAttr::kMode | SetAttr::kUid | SetAttr::kGid | SetAttr::kMtime;
+        dir_change.mode = 01777;
+        dir_change.uid = 4321;
+        dir_change.gid = 5432;
+        dir_change.mtime = {1'500'000'000, 0};
+        Attr dir_after;
+        QCOMPARE(fmt(b->setattr("/sub", dir_change, dir_after)), fmt(Errc::ok));
+        QCOMPARE(dir_after.mode & 07777, 01777u);
+        QVERIFY(S_ISDIR(dir_after.mode));
+        QCOMPARE(::stat(qPrintable(server_.direct(dir + "/sub")), &st), 0);
+        QCOMPARE(st.st_mode & 07777, 01777u);
+        QCOMPARE(st.st_uid, uid_t{4321});
+        QCOMPARE(st.st_gid, gid_t{5432});
+        QCOMPARE(st.st_mtim.tv_sec, time_t{1'500'000'000});
+        dir_change.mask = SetAttr::kMode;
+        dir_change.mode = 0755;
+        QCOMPARE(fmt(b->setattr("/sub", dir_change, dir_after)), fmt(Errc::ok));
+
         // special files
         Attr node;
         if (version == 3) {
@@ -241,8 +271,9 @@ private slots:
             QVERIFY(S_ISFIFO(st.st_mode));
             QCOMPARE(fmt(b->unlink("/sub/fifo")), fmt(Errc::ok));
         } else {
-            // libnfs 4.0 makes only device nodes over NFSv4
+            // libnfs 4.0 makes no FIFOs over NFSv4, and device nodes without their numbers
             QCOMPARE(fmt(b->mknod("/sub/fifo", S_IFIFO | 0644, 0, node)), fmt(Errc::not_supported));
+            QCOMPARE(fmt(b->mknod("/sub/null", S_IFCHR | 0644, makedev(1, 3), node)), fmt(Errc::not_supported));
         }
         QCOMPARE(fmt(b->mknod("/sub/plain", S_IFREG | 0600, 0, node)), fmt(Errc::ok));
         QVERIFY(S_ISREG(node.mode));
