@@ -38,6 +38,7 @@ TOOLS=${TOOLS:-"netfs sshfs rclone"}
 NETS=${NETS:-"loopback latency"}
 FIO_RUNTIME=${FIO_RUNTIME:-10}
 WORKDIR=${WORKDIR:-/tmp/netfs-remotes-bench}
+NETFS_OPTIONS=${NETFS_OPTIONS:-}   # more -o options for netfs, e.g. connections=8
 
 say() { printf '[bench %(%T)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -121,7 +122,7 @@ mount_tool() {  # tool port
     case $tool in
     netfs)
         "$NETFS" mount "sftp://root@127.0.0.1:$port$WORKDIR/export" "$MNT" \
-            -o "identity=$KEY,known_hosts=$KNOWN" --cache-dir "$WORKDIR/cache-netfs" --key-file "$WORKDIR/keys/cachekey" ;;
+            -o "identity=$KEY,known_hosts=$KNOWN${NETFS_OPTIONS:+,$NETFS_OPTIONS}" --cache-dir "$WORKDIR/cache-netfs" --key-file "$WORKDIR/keys/cachekey" ;;
     sshfs)
         sshfs -p "$port" -o "IdentityFile=$KEY,UserKnownHostsFile=$KNOWN,StrictHostKeyChecking=yes" \
             "root@127.0.0.1:$WORKDIR/export" "$MNT" ;;

@@ -844,15 +844,31 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     // O_APPEND is the kernel's business (it sends the offset); a remote
     // handle opened with it would ignore the offsets of our writeback.
     const int remote_flags = flags & O_ACCMODE;
+    // Close-to-open: what the remote holds now decides whether cached data
+    // stays. Asked by path while the open is in flight, so that a network
+    // remote spends one round trip on both, not two.
+    struct Lookup {
+        Errc error = Errc::io;
+        Attr attr;
+        std::promise<void> done;
+    };
+    auto lookup = std::make_shared<Lookup>();
+    impl_->pool->submit(IoPool::Priority::urgent, [backend = impl_->backend.get(), path, lookup] {
+        lookup->error = backend->getattr(path, lookup->attr);
+        lookup->done.set_value();
+    });
     std::unique_ptr<BackendFile> file;
     Errc e = impl_->backend->open(path, remote_flags, file);
+    lookup->done.get_future().wait();
     if (e != Errc::ok)
         return e;
-    // Close-to-open: what the remote holds now decides whether cached data stays.
-    Attr attr;
-    e = file->getattr(attr);
-    if (e != Errc::ok)
-        return e;
+    Attr attr = lookup->attr;
+    if (lookup->error != Errc::ok || !S_ISREG(attr.mode)) {
+        // Replaced or renamed meanwhile: the handle's own view is the one that counts.
+        e = file->getattr(attr);
+        if (e != Errc::ok)
+            return e;
+    }
     // The persistent cache checks the same version for its own copy.
     std::uint64_t cache_object = 0, cache_version = 0;
     impl_->cache_object_of(path, attr, cache_object, cache_version);
