@@ -526,12 +526,12 @@ public:
 
 private:
     Errc wait_until_up(std::unique_lock<std::mutex>& lk, Clock::time_point deadline, std::uint64_t generation) {
-        if (!nfs_) {
+        if (!nfs_ || state_lost_) {
             if (state_ == ConnectionState::unreachable)
                 return Errc::unreachable;
             up_cv_.wait_until(lk, std::min(deadline, Clock::now() + kWaitForReconnect),
-                              [&] { return nfs_ != nullptr || stopping_; });
-            if (!nfs_)
+                              [&] { return (nfs_ != nullptr && !state_lost_) || stopping_; });
+            if (!nfs_ || state_lost_)
                 return Errc::unreachable;
         }
         if (generation != 0 && generation != generation_)
@@ -602,6 +602,8 @@ private:
                 // Fails over like a lost connection: the service thread starts
                 // a new client, and open files re-open on it.
                 c->result = Errc::unreachable;
+                if (!self->state_lost_)
+                    self->state_lost_at_ = Clock::now();
                 self->state_lost_ = true;
                 self->wake();
             }
@@ -709,7 +711,11 @@ private:
                 drop_context(std::string("connection lost: ") + (e ? e : "socket error"));
                 continue;
             }
-            if (state_lost_) {
+            // [!] Dropped only once the requests still in flight are answered
+            // (or the server falls silent): the server is alive and would
+            // still carry out a WRITE we had failed over, after its retry on
+            // the new client, possibly over newer data.
+            if (state_lost_ && (outstanding_.empty() || seconds_since(state_lost_at_) > dead_after_)) {
                 state_lost_ = false;
                 drop_context("the server forgot this client's NFSv4 state (lease expired, or it restarted)");
                 continue;
@@ -760,7 +766,8 @@ private:
     std::set<Call*> outstanding_;
     std::map<std::uint64_t, std::shared_ptr<OpenState>> opens_;  // by file id (NFSv4)
     bool ping_in_flight_ = false;
-    bool state_lost_ = false;  // a reply said our NFSv4 client or stateids are gone
+    bool state_lost_ = false;  // a reply said our NFSv4 client or stateids are gone: no new requests
+    Clock::time_point state_lost_at_;
     Clock::time_point last_heard_;  // bytes arrived, or the connection became busy
     Clock::time_point ping_sent_;   // the last idle ping went out
     double dead_after_;
