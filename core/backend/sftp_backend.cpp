@@ -55,6 +55,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <span>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -424,6 +425,306 @@ private:
     int last_error_ = 0;
 };
 
+// ---- the file channel: many requests in flight --------------------------------
+
+constexpr std::uint8_t kFxpOpen = 3, kFxpClose = 4, kFxpRead = 5, kFxpWrite = 6, kFxpFstat = 8, kFxpFsetstat = 10,
+                       kFxpHandle = 102, kFxpData = 103, kFxpAttrs = 105;
+constexpr std::uint32_t kFxOk = 0, kFxEof = 1;
+constexpr std::uint32_t kAttrSize = 1, kAttrUidGid = 2, kAttrPermissions = 4, kAttrTimes = 8, kAttrExtended = 0x80000000u;
+
+// The data of one SFTP READ or WRITE. OpenSSH's sftp-server answers up to
+// 255 KiB; 64 KiB keeps a short read at the end of a file cheap.
+constexpr std::uint32_t kChunk = 64u << 10;
+// The receive window of a file channel, and how many bytes of reads a
+// connection keeps asked for at most: always less than the window, so the
+// server can always send every answer and never stops reading requests
+// (a blocking write under the connection's mutex waits on exactly that).
+constexpr std::uint32_t kFileWindow = 16u << 20;
+constexpr std::size_t kMaxReadsInFlight = 8u << 20;
+// A thread waiting for answers wakes this often to look for answers that
+// another thread's libssh2 call took off the socket meanwhile.
+constexpr auto kPollTick = milliseconds(5);
+
+void put_u32(char* p, std::uint32_t v) {
+    p[0] = static_cast<char>(v >> 24);
+    p[1] = static_cast<char>(v >> 16);
+    p[2] = static_cast<char>(v >> 8);
+    p[3] = static_cast<char>(v);
+}
+
+std::uint32_t get_u32(const char* p) {
+    const auto* u = reinterpret_cast<const unsigned char*>(p);
+    return (std::uint32_t(u[0]) << 24) | (u[1] << 16) | (u[2] << 8) | u[3];
+}
+
+// What came back for one request. Owned by the thread that waits for it;
+// the channel points to it while it is pending.
+struct Reply {
+    char* into = nullptr;       // READ: where the data goes
+    std::size_t capacity = 0;   // READ: how much was asked
+    bool done = false;
+    bool lost = false;          // the connection went away first
+    std::uint8_t type = 0;      // kFxpStatus, kFxpData, kFxpHandle, kFxpAttrs, ...
+    std::uint32_t status = kFxOk;
+    std::size_t got = 0;        // DATA: bytes received
+    std::string body;           // HANDLE, ATTRS, EXTENDED_REPLY: what follows the id
+};
+
+Errc status_errc(const Reply& r) {
+    if (r.lost)
+        return Errc::unreachable;
+    if (r.type == kFxpStatus)
+        return from_status(r.status);
+    return Errc::ok;
+}
+
+// An SFTP v3 ATTRS structure as libssh2 would have decoded it.
+bool decode_attrs(Reader& r, LIBSSH2_SFTP_ATTRIBUTES& a) {
+    a = {};
+    const std::uint32_t flags = r.u32();
+    if (flags & kAttrSize) {
+        const std::uint64_t hi = r.u32();
+        a.filesize = (hi << 32) | r.u32();
+        a.flags |= LIBSSH2_SFTP_ATTR_SIZE;
+    }
+    if (flags & kAttrUidGid) {
+        a.uid = r.u32();
+        a.gid = r.u32();
+        a.flags |= LIBSSH2_SFTP_ATTR_UIDGID;
+    }
+    if (flags & kAttrPermissions) {
+        a.permissions = r.u32();
+        a.flags |= LIBSSH2_SFTP_ATTR_PERMISSIONS;
+    }
+    if (flags & kAttrTimes) {
+        a.atime = r.u32();
+        a.mtime = r.u32();
+        a.flags |= LIBSSH2_SFTP_ATTR_ACMODTIME;
+    }
+    if (flags & kAttrExtended) {
+        for (std::uint32_t n = r.u32(); r.ok && n > 0; --n) {
+            r.str();
+            r.str();
+        }
+    }
+    return r.ok;
+}
+
+// A third SFTP session on a connection that carries all file I/O, spoken
+// by netfs itself so that any number of requests, of any threads, are in
+// flight on it at once (libssh2's own SFTP API waits for each request's
+// answers before the next request can go out, and keeps one position per
+// handle). Requests go out in blocking mode; answers are taken in
+// non-blocking mode and handed to whichever thread waits for them
+// (Pool::await). Every member is used under the connection's mutex.
+class FileChannel {
+public:
+    ~FileChannel() { close(); }
+
+    bool open(LIBSSH2_SESSION* session) {
+        channel_ = libssh2_channel_open_ex(session, "session", sizeof "session" - 1, kFileWindow,
+                                           LIBSSH2_CHANNEL_PACKET_DEFAULT, nullptr, 0);
+        if (!channel_)
+            return false;
+        if (libssh2_channel_subsystem(channel_, "sftp") != 0) {
+            close();
+            return false;
+        }
+        std::string init(9, '\0');
+        put_u32(init.data(), 5);
+        init[4] = static_cast<char>(kFxpInit);
+        put_u32(init.data() + 5, 3);
+        if (write_all(init) != 0) {
+            close();
+            return false;
+        }
+        // The VERSION answer, read blocking (nothing else is in flight yet).
+        char header[4];
+        std::string reply;
+        if (!read_exact(header, 4) || get_u32(header) > (1u << 20)) {
+            close();
+            return false;
+        }
+        reply.resize(get_u32(header));
+        if (!read_exact(reply.data(), reply.size())) {
+            close();
+            return false;
+        }
+        Reader r{reply};
+        if (r.u8() != kFxpVersion) {
+            close();
+            return false;
+        }
+        r.u32();
+        while (r.ok && !r.rest.empty()) {
+            const std::string name(r.str());
+            r.str();
+            if (r.ok)
+                extensions_.insert(name);
+        }
+        return true;
+    }
+
+    // Fails every pending request: its connection is gone.
+    void close() {
+        for (auto& [id, reply] : pending_) {
+            reply->lost = true;
+            reply->done = true;
+        }
+        pending_.clear();
+        if (channel_)
+            libssh2_channel_free(channel_);
+        channel_ = nullptr;
+        rx_.clear();
+        rx_at_ = 0;
+        polling = false;
+    }
+
+    bool is_open() const { return channel_ != nullptr; }
+    bool offers(const std::string& name) const { return channel_ && extensions_.count(name); }
+
+    // Appends one request to `out`, its answer to go to `reply` (nullptr:
+    // nobody waits for it).
+    void add(std::string& out, std::uint8_t type, std::string_view arguments, Reply* reply,
+             std::string_view data = {}) {
+        const std::uint32_t id = ++next_id_;
+        char header[9];
+        put_u32(header, static_cast<std::uint32_t>(5 + arguments.size() + data.size()));
+        header[4] = static_cast<char>(type);
+        put_u32(header + 5, id);
+        out.append(header, sizeof header);
+        out += arguments;
+        out += data;
+        if (reply)
+            pending_[id] = reply;
+    }
+
+    // Sends what add() built, blocking: a negative libssh2 error if the
+    // channel failed.
+    int write_all(std::string_view bytes) {
+        while (!bytes.empty()) {
+            const ssize_t n = libssh2_channel_write(channel_, bytes.data(), bytes.size());
+            if (n < 0)
+                return static_cast<int>(n);
+            bytes.remove_prefix(static_cast<std::size_t>(n));
+        }
+        return 0;
+    }
+
+    // Stops waiting for the replies that are not done (their thread gives up).
+    void forget(std::span<Reply> replies) {
+        for (auto it = pending_.begin(); it != pending_.end();) {
+            const Reply* r = it->second;
+            if (r >= replies.data() && r < replies.data() + replies.size())
+                it = pending_.erase(it);
+            else
+                ++it;
+        }
+    }
+
+    // Takes every answer that has arrived, without waiting, and hands it to
+    // its Reply. Sets `delivered` when any Reply completed. A negative
+    // libssh2 error if the connection failed.
+    int pump(LIBSSH2_SESSION* session, int sock, Clock::time_point deadline, bool& delivered) {
+        delivered = false;
+        libssh2_session_set_blocking(session, 0);
+        int result = 0;
+        char buf[64 << 10];
+        for (;;) {
+            const ssize_t n = libssh2_channel_read(channel_, buf, sizeof buf);
+            if (n > 0) {
+                rx_.append(buf, static_cast<std::size_t>(n));
+                continue;
+            }
+            if (n == 0 && libssh2_channel_eof(channel_)) {
+                result = LIBSSH2_ERROR_CHANNEL_CLOSED;
+                break;
+            }
+            if (n == 0 || n == LIBSSH2_ERROR_EAGAIN) {
+                // A packet half sent (a window adjustment) must be finished
+                // before the mutex goes: libssh2 refuses any other packet until then.
+                if (!(libssh2_session_block_directions(session) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
+                    break;
+                const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+                pollfd p{sock, POLLOUT, 0};
+                if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) {
+                    result = LIBSSH2_ERROR_TIMEOUT;
+                    break;
+                }
+                continue;
+            }
+            result = static_cast<int>(n);
+            break;
+        }
+        libssh2_session_set_blocking(session, 1);
+        if (!dispatch(delivered) && result == 0)
+            result = LIBSSH2_ERROR_PROTO;
+        return result;
+    }
+
+    bool polling = false;  // a thread is waiting on the socket for everyone
+
+private:
+    // Hands out every whole answer in rx_; false on a malformed one.
+    bool dispatch(bool& delivered) {
+        while (rx_.size() - rx_at_ >= 4) {
+            const std::uint32_t len = get_u32(rx_.data() + rx_at_);
+            if (len < 5 || len > (1u << 20))
+                return false;
+            if (rx_.size() - rx_at_ < 4 + std::size_t(len))
+                break;
+            const char* body = rx_.data() + rx_at_ + 4;
+            rx_at_ += 4 + std::size_t(len);
+            const auto it = pending_.find(get_u32(body + 1));
+            if (it == pending_.end())
+                continue;  // an answer nobody waits for (a close sent without waiting)
+            Reply& reply = *it->second;
+            pending_.erase(it);
+            reply.type = static_cast<std::uint8_t>(body[0]);
+            Reader r{std::string_view(body + 5, len - 5)};
+            if (reply.type == kFxpStatus) {
+                reply.status = r.u32();
+            } else if (reply.type == kFxpData) {
+                const std::string_view data = r.str();
+                reply.got = std::min(data.size(), reply.capacity);
+                std::memcpy(reply.into, data.data(), reply.got);
+            } else {
+                reply.body.assign(r.rest);
+            }
+            if (!r.ok)
+                return false;
+            reply.done = true;
+            delivered = true;
+        }
+        if (rx_at_ == rx_.size()) {
+            rx_.clear();
+            rx_at_ = 0;
+        } else if (rx_at_ > (1u << 20)) {
+            rx_.erase(0, rx_at_);
+            rx_at_ = 0;
+        }
+        return true;
+    }
+
+    bool read_exact(char* out, std::size_t n) {
+        std::size_t done = 0;
+        while (done < n) {
+            const ssize_t got = libssh2_channel_read(channel_, out + done, n - done);
+            if (got <= 0)
+                return false;
+            done += static_cast<std::size_t>(got);
+        }
+        return true;
+    }
+
+    LIBSSH2_CHANNEL* channel_ = nullptr;
+    std::set<std::string> extensions_;
+    std::map<std::uint32_t, Reply*> pending_;
+    std::uint32_t next_id_ = 0;
+    std::string rx_;          // answers received, not yet handed out from rx_at_ on
+    std::size_t rx_at_ = 0;
+};
+
 // ---- connections ------------------------------------------------------------
 
 // What logging in needs, shared by every connection of the pool. Secrets
@@ -457,12 +758,20 @@ struct Connection {
     std::mutex mu;
     LIBSSH2_SESSION* session = nullptr;
     LIBSSH2_SFTP* sftp = nullptr;
+    FileChannel files;
+    std::condition_variable files_cv;  // with `mu`: a Reply was delivered, or the channel was closed
     ExtChannel ext;
     std::uint64_t generation = 0;  // bumped at each connect: handles of an older one are gone
     // When a request last used it; read without `mu` by the heartbeat.
     std::atomic<Clock::rep> last_used{0};
     void touch() { last_used = Clock::now().time_since_epoch().count(); }
     Clock::duration idle() const { return Clock::now().time_since_epoch() - Clock::duration(last_used.load()); }
+
+    // Bytes of reads asked for on `files` and not yet answered (at most
+    // kMaxReadsInFlight); under reads_mu, never held with `mu`.
+    std::mutex reads_mu;
+    std::condition_variable reads_cv;
+    std::size_t reads_in_flight = 0;
 
     // Reconnect schedule, guarded by Pool::state_mu_.
     Clock::time_point next_attempt{};
@@ -478,6 +787,8 @@ struct Connection {
     // Frees the session. With `polite`, says goodbye first (only on a
     // working connection: on a dead one that would wait for the timeout).
     void teardown(bool polite) {
+        files.close();
+        files_cv.notify_all();
         ext.close();
         if (sftp)
             libssh2_sftp_shutdown(sftp);
@@ -957,7 +1268,70 @@ public:
         state_cv_.notify_all();
     }
 
+    // Sends `requests` (built by c.files.add for `replies`) on connection c
+    // of `generation` and waits for every answer. Returns with `lock` held:
+    // ok once all are done (each Reply says how it went), else
+    // Errc::unreachable or the error of a failed connection.
+    Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
+                  std::string_view requests, std::span<Reply> replies) {
+        if (!c.up || c.generation != generation || !c.files.is_open()) {
+            c.files.forget(replies);
+            return Errc::unreachable;
+        }
+        if (const int rc = c.files.write_all(requests); rc < 0) {
+            c.files.forget(replies);
+            return fail(c, rc);
+        }
+        c.touch();
+        return await(c, lock, generation, replies);
+    }
+
 private:
+    // c.mu is let go while nothing has arrived, so that other threads send
+    // their requests and take their answers meanwhile: one waiter polls the
+    // socket for everyone, the others sleep until an answer is delivered.
+    Errc await(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation, std::span<Reply> replies) {
+        const auto deadline = Clock::now() + op_timeout_;
+        const auto all_done = [&] {
+            return std::all_of(replies.begin(), replies.end(), [](const Reply& r) { return r.done; });
+        };
+        while (!all_done()) {
+            if (!c.up || c.generation != generation || !c.files.is_open()) {
+                c.files.forget(replies);
+                return Errc::unreachable;
+            }
+            bool delivered = false;
+            const int rc = c.files.pump(c.session, c.sock, deadline, delivered);
+            if (delivered)
+                c.files_cv.notify_all();
+            if (rc < 0) {
+                c.files.forget(replies);
+                return fail(c, rc);
+            }
+            c.touch();
+            if (all_done())
+                break;
+            if (Clock::now() >= deadline) {
+                c.files.forget(replies);
+                lose_all("no answer within the timeout");
+                return Errc::unreachable;
+            }
+            if (!c.files.polling) {
+                c.files.polling = true;
+                pollfd p{c.sock, POLLIN, 0};
+                lock.unlock();
+                ::poll(&p, 1, static_cast<int>(kPollTick.count()));
+                lock.lock();
+                if (c.generation == generation)
+                    c.files.polling = false;
+            } else {
+                c.files_cv.wait_for(lock, kPollTick);
+            }
+        }
+        c.files_cv.notify_all();  // someone else may take over polling
+        return Errc::ok;
+    }
+
     bool any_up() const {
         return std::any_of(connections_.begin(), connections_.end(), [](const auto& c) { return c->up.load(); });
     }
@@ -1019,6 +1393,11 @@ private:
         c.sftp = libssh2_sftp_init(c.session);
         if (!c.sftp) {
             message = "the server refused an SFTP session (is its sftp subsystem enabled?)";
+            c.teardown(false);
+            return Errc::not_supported;
+        }
+        if (!c.files.open(c.session)) {
+            message = "the server refused a second SFTP session on one connection (its MaxSessions must be 2 or more)";
             c.teardown(false);
             return Errc::not_supported;
         }
@@ -1132,127 +1511,255 @@ unsigned int len(const std::string& s) { return static_cast<unsigned int>(s.size
 
 // ---- files ------------------------------------------------------------------
 
+// Holds `bytes` of a connection's reads in flight for its lifetime; waits
+// while the connection has kMaxReadsInFlight asked for already.
+class ReadBudget {
+public:
+    ReadBudget(Connection& c, std::size_t bytes) : c_(c), bytes_(bytes) {
+        std::unique_lock lock(c.reads_mu);
+        c.reads_cv.wait(lock, [&] { return c.reads_in_flight == 0 || c.reads_in_flight + bytes <= kMaxReadsInFlight; });
+        c.reads_in_flight += bytes;
+    }
+    ~ReadBudget() {
+        {
+            std::lock_guard lock(c_.reads_mu);
+            c_.reads_in_flight -= bytes_;
+        }
+        c_.reads_cv.notify_all();
+    }
+    ReadBudget(const ReadBudget&) = delete;
+    ReadBudget& operator=(const ReadBudget&) = delete;
+
+private:
+    Connection& c_;
+    const std::size_t bytes_;
+};
+
+std::string handle_of(const Reply& reply) {
+    Reader r{reply.body};
+    return std::string(r.str());
+}
+
+// The Errc of a request whose answer should have been `expected`.
+Errc unexpected(const Reply& reply) {
+    const Errc e = status_errc(reply);
+    return e == Errc::ok ? Errc::io : e;
+}
+
 class SftpFile : public BackendFile {
 public:
-    SftpFile(std::shared_ptr<Pool> pool, std::size_t index, LIBSSH2_SFTP_HANDLE* handle, std::uint64_t generation,
+    SftpFile(std::shared_ptr<Pool> pool, std::size_t index, std::string handle, std::uint64_t generation,
              std::string path, unsigned long flags)
         : pool_(std::move(pool)), path_(std::move(path)),
           // A reopen after a reconnect must not create, truncate or fail on
           // the file it already made.
           reopen_flags_(flags & ~(LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC | LIBSSH2_FXF_EXCL)), index_(index),
-          handle_(handle), generation_(generation) {}
+          handle_(std::move(handle)), generation_(generation) {}
 
     ~SftpFile() override { close(); }
 
     Errc read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) override {
         transferred = 0;
-        return with_handle([&](Connection& c, LIBSSH2_SFTP_HANDLE* h) {
-            position(h, offset, false);
-            auto* out = reinterpret_cast<char*>(buf.data());
-            while (transferred < buf.size()) {
-                // libssh2 keeps up to 4 x the buffer given in flight: asking for
-                // a quarter of what is left pipelines the whole request and
-                // little beyond it (what lies beyond is thrown away at the next seek).
-                const std::size_t left = buf.size() - transferred;
-                const std::size_t ask = std::max<std::size_t>(std::min<std::size_t>(left, 30000), (left + 3) / 4);
-                const ssize_t n = libssh2_sftp_read(h, out + transferred, std::min(ask, left));
-                if (n < 0) {
-                    reset_position();
-                    return pool_->fail(c, static_cast<int>(n));
-                }
-                if (n == 0)
-                    break;
-                transferred += static_cast<std::size_t>(n);
-            }
-            // libssh2 remembers an end of file it met: the file may grow.
-            if (transferred < buf.size())
-                reset_position();
-            return Errc::ok;
-        });
+        while (transferred < buf.size()) {
+            std::size_t got = 0;
+            bool end = false;
+            if (Errc e = read_some(offset + transferred, buf.subspan(transferred), got, end); e != Errc::ok)
+                return e;
+            transferred += got;
+            if (end || got == 0)
+                break;
+        }
+        return Errc::ok;
     }
 
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
         transferred = 0;
-        return with_handle([&](Connection& c, LIBSSH2_SFTP_HANDLE* h) {
-            position(h, offset, true);
-            const auto* in = reinterpret_cast<const char*>(data.data());
-            while (transferred < data.size()) {
-                // All of it goes out in 30000-byte packets at once; the call
-                // returns as acknowledgements arrive.
-                const ssize_t n = libssh2_sftp_write(h, in + transferred, data.size() - transferred);
-                if (n < 0) {
-                    reset_position();
-                    Errc e = pool_->fail(c, static_cast<int>(n));
-                    return e == Errc::io ? write_failure(c) : e;
-                }
-                transferred += static_cast<std::size_t>(n);
+        const std::size_t n = (data.size() + kChunk - 1) / kChunk;
+        std::vector<Reply> replies(n);
+        const auto piece = [&](std::size_t i) {
+            return std::string_view(reinterpret_cast<const char*>(data.data()) + i * kChunk,
+                                    std::min<std::size_t>(kChunk, data.size() - i * kChunk));
+        };
+        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+                                 std::uint64_t generation) {
+            std::string requests;
+            requests.reserve(data.size() + n * (32 + handle.size()));
+            for (std::size_t i = 0; i < n; ++i) {
+                Packet args;
+                args.str(handle);
+                args.u64(offset + i * kChunk);
+                args.u32(static_cast<std::uint32_t>(piece(i).size()));
+                c.files.add(requests, kFxpWrite, args.bytes, &replies[i], piece(i));
             }
-            return Errc::ok;
+            return pool_->exchange(c, lock, generation, requests, replies);
         });
+        if (e != Errc::ok)
+            return e;
+        // Acknowledged in order from the start: a failed piece ends the run.
+        for (std::size_t i = 0; i < n; ++i) {
+            if (Errc s = replies[i].type == kFxpStatus ? status_errc(replies[i]) : Errc::io; s != Errc::ok)
+                return s == Errc::io ? write_failure() : s;
+            transferred += piece(i).size();
+        }
+        return Errc::ok;
     }
 
     Errc fsync(bool) override {
-        return with_handle([&](Connection& c, LIBSSH2_SFTP_HANDLE* h) {
-            const int rc = libssh2_sftp_fsync(h);
-            if (rc == 0)
-                return Errc::ok;
-            Errc e = pool_->fail(c, rc);
-            if (e == Errc::not_supported) {
-                // Without fsync@openssh.com there is no way to ask: the data
-                // is with the server, as far as SFTP can tell.
-                static std::once_flag warned;
-                std::call_once(warned, [&] {
-                    LOG_WARN("%s: the server has no fsync@openssh.com: fsync cannot make data durable",
-                             pool_->login().url.shown.c_str());
-                });
+        Reply reply;
+        bool supported = true;
+        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+                                 std::uint64_t generation) {
+            if (!c.files.offers("fsync@openssh.com")) {
+                supported = false;
                 return Errc::ok;
             }
-            return e;
+            Packet args;
+            args.str("fsync@openssh.com");
+            args.str(handle);
+            std::string request;
+            c.files.add(request, kFxpExtended, args.bytes, &reply);
+            return pool_->exchange(c, lock, generation, request, {&reply, 1});
         });
+        if (e == Errc::ok && supported)
+            e = status_errc(reply);
+        if (e == Errc::not_supported || (e == Errc::ok && !supported)) {
+            // Without fsync@openssh.com there is no way to ask: the data
+            // is with the server, as far as SFTP can tell.
+            static std::once_flag warned;
+            std::call_once(warned, [&] {
+                LOG_WARN("%s: the server has no fsync@openssh.com: fsync cannot make data durable",
+                         pool_->login().url.shown.c_str());
+            });
+            return Errc::ok;
+        }
+        return e;
     }
 
     Errc getattr(Attr& out) override {
-        return with_handle([&](Connection& c, LIBSSH2_SFTP_HANDLE* h) {
-            LIBSSH2_SFTP_ATTRIBUTES a{};
-            const int rc = libssh2_sftp_fstat_ex(h, &a, 0);
-            if (rc != 0)
-                return pool_->fail(c, rc);
-            out = to_attr(a);
-            return Errc::ok;
+        Reply reply;
+        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+                                 std::uint64_t generation) {
+            return fstat(*pool_, c, lock, generation, handle, reply);
         });
+        if (e != Errc::ok)
+            return e;
+        LIBSSH2_SFTP_ATTRIBUTES a{};
+        if (reply.type != kFxpAttrs)
+            return unexpected(reply);
+        Reader r{reply.body};
+        if (!decode_attrs(r, a))
+            return Errc::io;
+        out = to_attr(a);
+        return Errc::ok;
     }
 
     Errc truncate(std::uint64_t size) override {
-        return with_handle([&](Connection& c, LIBSSH2_SFTP_HANDLE* h) {
-            LIBSSH2_SFTP_ATTRIBUTES a{};
-            a.flags = LIBSSH2_SFTP_ATTR_SIZE;
-            a.filesize = size;
-            const int rc = libssh2_sftp_fstat_ex(h, &a, 1);
-            return rc == 0 ? Errc::ok : pool_->fail(c, rc);
+        Reply reply;
+        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+                                 std::uint64_t generation) {
+            Packet args;
+            args.str(handle);
+            args.u32(kAttrSize);
+            args.u64(size);
+            std::string request;
+            c.files.add(request, kFxpFsetstat, args.bytes, &reply);
+            return pool_->exchange(c, lock, generation, request, {&reply, 1});
         });
+        return e == Errc::ok ? status_errc(reply) : e;
     }
 
     Errc close() override {
         std::size_t index;
+        std::string handle;
+        std::uint64_t generation;
         {
             std::lock_guard file(file_mu_);
-            if (!handle_ || !pool_)
+            if (closed_ || !pool_)
                 return Errc::ok;
+            closed_ = true;
             index = index_;
+            handle = std::move(handle_);
+            generation = generation_;
         }
-        Connection& c = pool_->at(index);
-        std::lock_guard lock(c.mu);
-        std::lock_guard file(file_mu_);
-        closed_ = true;
-        LIBSSH2_SFTP_HANDLE* h = std::exchange(handle_, nullptr);
-        // A handle of an older session went with it; nothing to close.
-        if (!h || index_ != index || !c.up || c.generation != generation_)
+        if (handle.empty())
             return Errc::ok;
-        const int rc = libssh2_sftp_close_handle(h);
-        return rc == 0 ? Errc::ok : pool_->fail(c, rc);
+        Connection& c = pool_->at(index);
+        std::unique_lock lock(c.mu);
+        // A handle of an older session went with it; nothing to close.
+        if (!c.up || c.generation != generation)
+            return Errc::ok;
+        Reply reply;
+        Packet args;
+        args.str(handle);
+        std::string request;
+        c.files.add(request, kFxpClose, args.bytes, &reply);
+        const Errc e = pool_->exchange(c, lock, generation, request, {&reply, 1});
+        if (e == Errc::unreachable)
+            return Errc::ok;  // the handle is gone with its connection
+        return e == Errc::ok ? status_errc(reply) : e;
+    }
+
+    // FSTAT of `handle` on c's file channel.
+    static Errc fstat(Pool& pool, Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
+                      const std::string& handle, Reply& reply) {
+        Packet args;
+        args.str(handle);
+        std::string request;
+        c.files.add(request, kFxpFstat, args.bytes, &reply);
+        return pool.exchange(c, lock, generation, request, {&reply, 1});
     }
 
 private:
+    // One round of READs, kChunk each, all in flight at once. `end`: the
+    // end of the file was met; `got` may be short without it when the
+    // server answered a piece short (the caller goes on from there).
+    Errc read_some(std::uint64_t offset, std::span<std::byte> buf, std::size_t& got, bool& end) {
+        got = 0;
+        end = false;
+        const std::size_t n = (buf.size() + kChunk - 1) / kChunk;
+        std::vector<Reply> replies(n);
+        std::size_t index;
+        {
+            std::lock_guard file(file_mu_);
+            index = index_;
+        }
+        ReadBudget budget(pool_->at(index), buf.size());
+        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+                                 std::uint64_t generation) {
+            std::string requests;
+            requests.reserve(n * (32 + handle.size()));
+            for (std::size_t i = 0; i < n; ++i) {
+                replies[i].into = reinterpret_cast<char*>(buf.data()) + i * kChunk;
+                replies[i].capacity = std::min<std::size_t>(kChunk, buf.size() - i * kChunk);
+                Packet args;
+                args.str(handle);
+                args.u64(offset + i * kChunk);
+                args.u32(static_cast<std::uint32_t>(replies[i].capacity));
+                c.files.add(requests, kFxpRead, args.bytes, &replies[i]);
+            }
+            return pool_->exchange(c, lock, generation, requests, replies);
+        });
+        if (e != Errc::ok)
+            return e;
+        for (std::size_t i = 0; i < n; ++i) {
+            const Reply& r = replies[i];
+            if (r.type == kFxpStatus && r.status == kFxEof) {
+                end = true;
+                return Errc::ok;
+            }
+            if (r.type != kFxpData)
+                return unexpected(r);
+            got += r.got;
+            if (r.got < r.capacity) {
+                // OpenSSH answers short only at the end of the file: when
+                // nothing after this piece says otherwise, that is where we are.
+                end = i + 1 == n || replies[i + 1].type != kFxpData;
+                return Errc::ok;
+            }
+        }
+        return Errc::ok;
+    }
+
     // Runs `op` with this file's handle on a working connection, reopening
     // the file by its path if the connection was rebuilt since.
     template <class Op>
@@ -1269,46 +1776,59 @@ private:
         if (Errc e = pool_->acquire(preferred, lock, index); e != Errc::ok)
             return e;
         Connection& c = pool_->at(index);
-        LIBSSH2_SFTP_HANDLE* h = nullptr;
+        const std::uint64_t generation = c.generation;
+        std::string handle;
         {
             std::lock_guard file(file_mu_);
             if (closed_)
                 return Errc::bad_handle;
-            if (handle_ && index == index_ && c.generation == generation_)
-                h = handle_;
+            if (!handle_.empty() && index == index_ && generation == generation_)
+                handle = handle_;
         }
-        if (!h) {
-            h = libssh2_sftp_open_ex(c.sftp, path_.c_str(), len(path_), reopen_flags_, 0, LIBSSH2_SFTP_OPENFILE);
-            if (!h) {
-                Errc e = pool_->fail(c, libssh2_session_last_errno(c.session));
-                return e == Errc::not_found ? Errc::bad_handle : e;
-            }
+        if (handle.empty()) {
             // The old handle went with its session (acquire gives another
             // connection only when the file's own is down).
+            Reply opened;
+            Packet args;
+            args.str(path_);
+            args.u32(static_cast<std::uint32_t>(reopen_flags_));
+            args.u32(0);  // no attributes
+            std::string request;
+            c.files.add(request, kFxpOpen, args.bytes, &opened);
+            if (Errc e = pool_->exchange(c, lock, generation, request, {&opened, 1}); e != Errc::ok)
+                return e;
+            if (opened.type != kFxpHandle) {
+                const Errc e = unexpected(opened);
+                return e == Errc::not_found ? Errc::bad_handle : e;
+            }
+            handle = handle_of(opened);
             std::lock_guard file(file_mu_);
-            handle_ = h;
-            index_ = index;
-            generation_ = c.generation;
-            positioned_ = false;
-            LOG_INFO("%s: reopened %s after a reconnect", pool_->login().url.shown.c_str(), path_.c_str());
+            if (!handle_.empty() && index == index_ && generation == generation_) {
+                // Another thread reopened it meanwhile: use that one.
+                Packet close_args;
+                close_args.str(handle);
+                std::string close_request;
+                c.files.add(close_request, kFxpClose, close_args.bytes, nullptr);
+                c.files.write_all(close_request);
+                handle = handle_;
+            } else {
+                handle_ = handle;
+                index_ = index;
+                generation_ = generation;
+                LOG_INFO("%s: reopened %s after a reconnect", pool_->login().url.shown.c_str(), path_.c_str());
+            }
         }
         c.touch();
-        return op(c, h);
+        return op(c, lock, handle, generation);
     }
-
-    // libssh2 keeps a file position, and a seek throws away the reads it
-    // has in flight: seek only when the request does not continue the
-    // previous one of the same kind.
-    void position(LIBSSH2_SFTP_HANDLE* h, std::uint64_t offset, bool writing) {
-        if (!positioned_ || writing != last_was_write_ || libssh2_sftp_tell64(h) != offset)
-            libssh2_sftp_seek64(h, offset);
-        positioned_ = true;
-        last_was_write_ = writing;
-    }
-    void reset_position() { positioned_ = false; }
 
     // OpenSSH reports ENOSPC and EDQUOT as a bare FAILURE.
-    Errc write_failure(Connection& c) {
+    Errc write_failure() {
+        std::unique_lock<std::mutex> lock;
+        std::size_t index = 0;
+        if (pool_->acquire(kAnyConnection, lock, index) != Errc::ok)
+            return Errc::io;
+        Connection& c = pool_->at(index);
         LIBSSH2_SFTP_STATVFS st{};
         const std::string& root = pool_->login().root;
         if (libssh2_sftp_statvfs(c.sftp, root.c_str(), root.size(), &st) == 0 && st.f_bavail == 0)
@@ -1319,16 +1839,13 @@ private:
     std::shared_ptr<Pool> pool_;
     const std::string path_;
     const unsigned long reopen_flags_;
-    // Which handle on which connection. Changes only after a reconnect;
-    // lock order: Connection::mu, then file_mu_.
+    // Which handle on which connection. Changes only after a reconnect.
+    // Lock order: Connection::mu, then file_mu_.
     std::mutex file_mu_;
     std::size_t index_;
-    LIBSSH2_SFTP_HANDLE* handle_;
+    std::string handle_;
     std::uint64_t generation_;
     bool closed_ = false;
-    // libssh2's view of the handle's position; used under the connection's mutex.
-    std::atomic<bool> positioned_{false};
-    std::atomic<bool> last_was_write_{false};
 };
 
 // ---- the backend --------------------------------------------------------------
@@ -1349,7 +1866,9 @@ public:
         BackendLimits limits;
         limits.rsize = limits.rsize_max = kIoSize;
         limits.wsize = limits.wsize_max = kIoSize;
-        limits.max_in_flight = static_cast<std::uint32_t>(2 * pool_->size());
+        // A connection carries many requests at once (FileChannel): enough
+        // threads to keep one stream's reads in flight over a long round trip.
+        limits.max_in_flight = static_cast<std::uint32_t>(std::max<std::size_t>(8, 2 * pool_->size()));
         limits.has_file_id = false;     // SFTP v3 has no inode numbers
         limits.has_change_attr = false;
         return limits;
@@ -1668,30 +2187,53 @@ private:
             return Errc::not_found;
         if (is_transient(exists))
             return exists;
-        LIBSSH2_SFTP_HANDLE* h =
-            libssh2_sftp_open_ex(c.sftp, p.c_str(), len(p), flags, static_cast<long>(mode), LIBSSH2_SFTP_OPENFILE);
-        if (!h) {
-            Errc e = pool_->fail(c, libssh2_session_last_errno(c.session));
+        // The file's handle lives on the connection's file channel (see FileChannel).
+        const std::uint64_t generation = c.generation;
+        Reply opened;
+        Packet args;
+        args.str(p);
+        args.u32(static_cast<std::uint32_t>(flags));
+        if (flags & LIBSSH2_FXF_CREAT) {
+            args.u32(kAttrPermissions);
+            args.u32(mode);
+        } else {
+            args.u32(0);
+        }
+        std::string request;
+        c.files.add(request, kFxpOpen, args.bytes, &opened);
+        if (Errc e = pool_->exchange(c, lock, generation, request, {&opened, 1}); e != Errc::ok)
+            return e;
+        if (opened.type != kFxpHandle) {
+            const Errc e = unexpected(opened);
             return (flags & LIBSSH2_FXF_EXCL) ? refine_exists(c, p, e) : e;
         }
+        const std::string handle = handle_of(opened);
         if (attr) {
+            Reply stat;
             LIBSSH2_SFTP_ATTRIBUTES a{};
-            if (const int rc = libssh2_sftp_fstat_ex(h, &a, 0); rc != 0) {
-                Errc e = pool_->fail(c, rc);
-                if (c.up)
-                    libssh2_sftp_close_handle(h);
+            Errc e = SftpFile::fstat(*pool_, c, lock, generation, handle, stat);
+            if (e == Errc::ok && stat.type != kFxpAttrs)
+                e = unexpected(stat);
+            Reader r{stat.body};
+            if (e == Errc::ok && !decode_attrs(r, a))
+                e = Errc::io;
+            if (e == Errc::ok) {
+                *attr = to_attr(a);
+                if (flags & LIBSSH2_FXF_CREAT && exists == Errc::not_found)
+                    e = undo_server_umask(c, p, mode, *attr);
+            }
+            if (e != Errc::ok) {
+                if (c.up && c.generation == generation) {
+                    Packet close_args;
+                    close_args.str(handle);
+                    std::string close_request;
+                    c.files.add(close_request, kFxpClose, close_args.bytes, nullptr);
+                    c.files.write_all(close_request);
+                }
                 return e;
             }
-            *attr = to_attr(a);
-            if (flags & LIBSSH2_FXF_CREAT && exists == Errc::not_found) {
-                if (Errc e = undo_server_umask(c, p, mode, *attr); e != Errc::ok) {
-                    if (c.up)
-                        libssh2_sftp_close_handle(h);
-                    return e;
-                }
-            }
         }
-        out = std::make_unique<SftpFile>(pool_, index, h, c.generation, p, flags);
+        out = std::make_unique<SftpFile>(pool_, index, handle, generation, p, flags);
         return Errc::ok;
     }
 
