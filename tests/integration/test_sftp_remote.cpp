@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 using namespace netfs;
@@ -356,6 +357,59 @@ private slots:
         for (auto& t : threads)
             t.join();
         QCOMPARE(failures.load(), 0);
+    }
+
+    // One open file shared by 8 threads: their requests interleave on the
+    // file's connection (many in flight at once), every answer reaches the
+    // thread it belongs to, and the handle keeps naming its file after a
+    // rename and a replacement at its old path.
+    void one_file_shared_by_threads() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        constexpr int kThreads = 8;
+        const std::size_t size = (6u << 20) + 4321;
+        const std::size_t piece = (192u << 10) + 1;  // not a multiple of the 64 KiB SFTP requests
+        const auto data = random_bytes(size, 4242);
+        std::unique_ptr<BackendFile> file;
+        Attr attr;
+        QCOMPARE(backend->create("/shared", 0644, O_RDWR | O_EXCL, file, attr), Errc::ok);
+        std::atomic<int> failures{0};
+        const auto in_parallel = [&](const std::function<void(std::size_t, std::size_t)>& body) {
+            std::vector<std::thread> threads;
+            for (int t = 0; t < kThreads; ++t) {
+                threads.emplace_back([&, t] {
+                    for (std::size_t at = t * piece; at < size; at += kThreads * piece)
+                        body(at, std::min(piece, size - at));
+                });
+            }
+            for (auto& t : threads)
+                t.join();
+        };
+        in_parallel([&](std::size_t at, std::size_t n) {
+            if (write_all(*file, at, {data.data() + at, n}) != Errc::ok)
+                failures++;
+        });
+        QCOMPARE(failures.load(), 0);
+        QCOMPARE(read_file(server_->direct("shared")), data);
+
+        QCOMPARE(backend->rename("/shared", "/shared.old", 0), Errc::ok);
+        QVERIFY(write_bytes(server_->direct("shared"), random_bytes(size, 99)));
+        std::vector<std::byte> back(size);
+        in_parallel([&](std::size_t at, std::size_t n) {
+            std::size_t got = 0;
+            Attr a;
+            if (read_all(*file, at, span_of(back, at, n), got) != Errc::ok || got != n)
+                failures++;
+            if (backend->getattr("/shared", a) != Errc::ok || a.size != size)
+                failures++;
+        });
+        QCOMPARE(failures.load(), 0);
+        QVERIFY(back == data);
+        QCOMPARE(file->getattr(attr), Errc::ok);
+        QCOMPARE(attr.size, size);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(backend->unlink("/shared"), Errc::ok);
+        QCOMPARE(backend->unlink("/shared.old"), Errc::ok);
     }
 
     void encrypted_key_asks_its_passphrase() {
