@@ -29,6 +29,10 @@ std::string env_dir(const char* variable, const char* fallback_below_home) {
 
 } // namespace
 
+std::string cache_dir(const CacheRequest& request, const std::string& id) {
+    return request.dir.empty() ? env_dir("XDG_CACHE_HOME", ".cache") + "/netfs/" + id : request.dir;
+}
+
 std::string cache_id(const std::string& remote) {
     const std::string base = remote.substr(0, remote.find('?'));
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -182,7 +186,7 @@ Errc open_cache(const CacheRequest& request, const std::string& id, std::shared_
     CacheOptions options;
     options.metadata_only = metadata_only;
     options.owner = id;
-    options.dir = request.dir.empty() ? env_dir("XDG_CACHE_HOME", ".cache") + "/netfs/" + id : request.dir;
+    options.dir = cache_dir(request, id);
     if (!make_dirs(options.dir)) {
         message = "cannot create the cache directory " + options.dir + ": " + std::strerror(errno);
         return from_errno(errno);

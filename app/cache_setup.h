@@ -48,6 +48,9 @@ bool ask_on_terminal(int tty, const std::string& prompt, std::string& out);
 // directory and of its generated key. From the URL without its query.
 std::string cache_id(const std::string& remote);
 
+// The directory of the cache with this id: --cache-dir, or the default place.
+std::string cache_dir(const CacheRequest& request, const std::string& id);
+
 // Opens (or creates) the cache with this id. With `metadata_only` no secret
 // is needed (stats, evict, clear). On failure `message` is one line that
 // says what to do.

@@ -13,6 +13,7 @@
 #include "app/cache_command.h"
 #include "app/mount_command.h"
 #include "app/mount_options.h"
+#include "app/status_command.h"
 
 #include <malloc.h>
 #include <QCommandLineParser>
@@ -28,12 +29,14 @@ constexpr int kUsageError = 2;
 const char* const kUsage =
     "usage: netfs mount REMOTE MOUNTPOINT [-o OPTIONS] [-f] [--log-file FILE] [-d]\n"
     "       netfs unmount MOUNTPOINT\n"
+    "       netfs status [MOUNTPOINT] [--json]\n"
     "       netfs cache stats|verify|evict|clear [REMOTE | --cache-dir DIR]\n"
     "       netfs --help | --version\n"
     "\n"
     "Commands:\n"
-    "  mount      mount REMOTE (file:///path) on the directory MOUNTPOINT\n"
+    "  mount      mount REMOTE (sftp://, nfs://, file://) on the directory MOUNTPOINT\n"
     "  unmount    unmount MOUNTPOINT after writing back its data (alias: umount)\n"
+    "  status     what running mounts report: server, cache, pending data\n"
     "  cache      look after a persistent cache (see netfs cache --help)\n"
     "\n"
     "See netfs mount --help for the mount options.\n";
@@ -53,7 +56,8 @@ const char* const kMountUsage =
     "  --cache-dir DIR     where it lives (default ~/.cache/netfs/<remote id>)\n"
     "  --key-file FILE     unlock it with FILE's content (FILE must be mode 600)\n"
     "  --ask-passphrase    unlock it with a passphrase typed on the terminal\n"
-    "                      (default: a generated key in ~/.config/netfs/keys/, 600)\n"
+    "                      (default: a secret in the desktop keyring; without one,\n"
+    "                      a generated key in ~/.config/netfs/keys/, 600)\n"
     "  --granule-size SIZE cache unit, a power of two from 64K to 2M (default 256K)\n"
     "  --cache-size SIZE   keep the cache under SIZE (least recently used data goes first)\n"
     "  --cache-free RUN,CULL,STOP  free space of the cache's filesystem, in percent:\n"
@@ -62,6 +66,8 @@ const char* const kMountUsage =
     "  --no-encrypt, --no-compress, --no-cache\n"
     "\n"
     "REMOTE:\n"
+    "  sftp://[user@]host[:port]/path   an SSH server (see the sftp options below)\n"
+    "  nfs://host[:port]/export/path    an NFS server (?nfsport=N&mountport=M: no rpcbind needed)\n"
     "  file:///abs/path  a local directory (options: latency_ms, bandwidth_mbs, faults,\n"
     "                    rsize, wsize, max_in_flight as ?name=value&...)\n"
     "\n"
@@ -244,5 +250,7 @@ int main(int argc, char** argv) {
         return unmount_main(arguments, command == "unmount" ? "unmount" : "umount");
     if (command == "cache")
         return netfs::run_cache_command(arguments);
+    if (command == "status")
+        return netfs::status_main(arguments);
     return usage_error(QStringLiteral("unknown command '%1' (see netfs --help)").arg(command));
 }

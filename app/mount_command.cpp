@@ -1,5 +1,7 @@
 #include "app/mount_command.h"
 
+#include "app/control_server.h"
+#include "app/daemon_status.h"
 #include "app/fuse_adapter.h"
 #include "core/backend/remote_url.h"
 #include "core/log.h"
@@ -601,6 +603,15 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
         if (chdir("/") != 0)
             LOG_WARN("cannot change to /: %s", errno_text(errno).c_str());
     }
+    // The control API: `netfs status`, the tray.
+    DaemonInfo info{paths.mountpoint, request.remote, request.cache.enabled ? cache_dir(request.cache, cache_id(request.remote)) : std::string(),
+                    request.cache.size_limit, engine.get(), engine_opts.cache};
+    ControlServer control;
+    if (std::string control_error; !control.start(
+            control_socket_path(paths.mountpoint),
+            [&info](const std::string& line) { return answer_control_request(info, line); }, control_error))
+        LOG_WARN("no control API for this mount (netfs status will not see it): %s", control_error.c_str());
+
     // Modes of new files arrive from the kernel with the caller's umask applied.
     umask(0);
 
@@ -615,6 +626,7 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
 
     // The signal handlers stay until the writeback is done: a second Ctrl-C
     // or SIGTERM must not throw away data the kernel was told is written.
+    control.stop();
     const Errc shutdown_error = write_back(*engine, request, paths);
     // The engine drains its I/O pool (and any queued kernel invalidation)
     // while the session still exists.
@@ -694,6 +706,8 @@ bool daemon_alive(pid_t pid) {
 }
 
 } // namespace
+
+std::string runtime_dir() { return pid_dirs().front(); }
 
 std::string escape_path(std::string_view path) {
     while (!path.empty() && path.front() == '/')

@@ -53,6 +53,10 @@ struct MountRequest {
 int run_mount(const MountRequest& request);
 int run_unmount(const std::string& mountpoint);
 
+// Where a user's daemons keep their pid files and control sockets:
+// $XDG_RUNTIME_DIR/netfs, else /run/user/UID/netfs, else /tmp/netfs-UID.
+std::string runtime_dir();
+
 // The mount point as one file name, as systemd-escape --path does:
 // "/mnt/my data" -> "mnt-my\x20data", "/" -> "-".
 std::string escape_path(std::string_view absolute_path);

@@ -1,0 +1,25 @@
+// What a running mount reports through its control API (docs/control_api.md).
+#pragma once
+
+#include "core/engine/engine.h"
+
+#include <memory>
+#include <string>
+
+namespace netfs {
+
+class CacheStore;
+
+struct DaemonInfo {
+    std::string mountpoint;
+    std::string remote;
+    std::string cache_dir;             // empty without a cache
+    std::uint64_t cache_limit = 0;     // --cache-size; 0: none
+    Engine* engine = nullptr;
+    std::shared_ptr<CacheStore> cache;  // may be null
+};
+
+// Answers one control request (a JSON object on one line) with one line.
+std::string answer_control_request(const DaemonInfo& daemon, const std::string& request);
+
+} // namespace netfs

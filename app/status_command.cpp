@@ -1,0 +1,128 @@
+#include "app/status_command.h"
+
+#include "app/control_server.h"
+#include "app/mount_command.h"
+
+#include <QCommandLineParser>
+#include <QDir>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+
+#include <cstdio>
+
+namespace netfs {
+
+namespace {
+
+const char* const kStatusUsage =
+    "usage: netfs status [MOUNTPOINT] [--json]\n"
+    "\n"
+    "Shows each running mount (or only MOUNTPOINT): its remote, whether the\n"
+    "server answers, cache use, data not yet on the server, conflicts.\n"
+    "  --json   one JSON object (docs/control_api.md)\n";
+
+QString bytes(qint64 n) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = double(n);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    return u == 0 ? QString("%1 B").arg(n) : QString("%1 %2").arg(v, 0, 'f', 1).arg(units[u]);
+}
+
+void print_human(const QJsonObject& s) {
+    const QJsonObject cache = s["cache"].toObject();
+    QString cache_text = "off";
+    if (cache["enabled"].toBool()) {
+        cache_text = bytes(cache["stored_bytes"].toInteger()) + " stored";
+        if (cache["limit_bytes"].toInteger() > 0)
+            cache_text += " of " + bytes(cache["limit_bytes"].toInteger());
+        cache_text += ", pinned " + bytes(cache["pinned_bytes"].toInteger());
+    }
+    std::printf("%s  %s\n  server: %s   cache: %s   not yet on the server: %s   pending operations: %lld   "
+                "conflicts: %lld\n",
+                qPrintable(s["mountpoint"].toString()), qPrintable(s["remote"].toString()),
+                qPrintable(s["mode"].toString()), qPrintable(cache_text),
+                qPrintable(bytes(s["engine"].toObject()["dirty_bytes"].toInteger())),
+                static_cast<long long>(s["pending_operations"].toInteger()),
+                static_cast<long long>(s["conflicts"].toInteger()));
+}
+
+bool ask(const std::string& socket, QJsonObject& out, std::string& error) {
+    std::string reply;
+    if (!control_request(socket, "{\"op\":\"status\"}", reply, error))
+        return false;
+    out = QJsonDocument::fromJson(QByteArray::fromStdString(reply)).object();
+    if (!out["ok"].toBool()) {
+        error = "the daemon answered: " + out["error"].toString().toStdString();
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+int status_main(const QStringList& arguments) {
+    QCommandLineParser parser;
+    const QCommandLineOption help({"h", "help"}, "Show help.");
+    const QCommandLineOption json("json", "JSON output.");
+    parser.addOptions({help, json});
+    if (!parser.parse(QStringList{"netfs"} + arguments)) {
+        std::fprintf(stderr, "netfs: %s (see netfs status --help)\n", qPrintable(parser.errorText()));
+        return 2;
+    }
+    if (parser.isSet(help)) {
+        std::fputs(kStatusUsage, stdout);
+        return 0;
+    }
+    const QStringList positional = parser.positionalArguments();
+    if (positional.size() > 1) {
+        std::fprintf(stderr, "netfs: unexpected argument '%s' (see netfs status --help)\n", qPrintable(positional[1]));
+        return 2;
+    }
+    std::vector<std::string> sockets;
+    if (positional.size() == 1) {
+        const QString canonical = QDir(positional[0]).canonicalPath();
+        if (canonical.isEmpty()) {
+            std::fprintf(stderr, "netfs: %s does not exist\n", qPrintable(positional[0]));
+            return 1;
+        }
+        sockets.push_back(control_socket_path(canonical.toStdString()));
+    } else {
+        const QDir dir(QString::fromStdString(runtime_dir()));
+        for (const QString& name : dir.entryList({"*.sock"}, QDir::System | QDir::Files, QDir::Name))
+            sockets.push_back(dir.filePath(name).toStdString());
+    }
+    QJsonArray mounts;
+    int failed = 0;
+    for (const auto& socket : sockets) {
+        QJsonObject s;
+        std::string error;
+        if (!ask(socket, s, error)) {
+            if (positional.size() == 1) {
+                std::fprintf(stderr, "netfs: %s is not a running netfs mount (%s)\n", qPrintable(positional[0]),
+                             error.c_str());
+                return 1;
+            }
+            ++failed;  // a daemon that died: its socket is stale
+            continue;
+        }
+        mounts.append(s);
+    }
+    if (parser.isSet(json)) {
+        const QJsonDocument doc = positional.size() == 1 ? QJsonDocument(mounts.first().toObject())
+                                                          : QJsonDocument(QJsonObject{{"mounts", mounts}});
+        std::fputs(doc.toJson(QJsonDocument::Indented).constData(), stdout);
+    } else if (mounts.isEmpty()) {
+        std::puts("no netfs mounts are running");
+    } else {
+        for (const auto& m : mounts)
+            print_human(m.toObject());
+    }
+    return 0;
+}
+
+} // namespace netfs
