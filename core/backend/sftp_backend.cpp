@@ -81,8 +81,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// The unit of one engine request: 16 SFTP requests of kChunk, all in
-// flight at once. Measured on loopback (docs/remotes.md).
+// The unit of one engine request: 16 SFTP requests of kChunk (with
+// OpenSSH), all in flight at once. Measured on loopback (docs/remotes.md).
 constexpr std::uint32_t kIoSize = 1u << 20;
 // An idle connection is checked this often, with this long to answer, so
 // that a server that went away is noticed within 5 seconds.
@@ -444,9 +444,11 @@ constexpr std::uint8_t kFxpOpen = 3, kFxpClose = 4, kFxpRead = 5, kFxpWrite = 6,
 constexpr std::uint32_t kFxOk = 0, kFxEof = 1;
 constexpr std::uint32_t kAttrSize = 1, kAttrUidGid = 2, kAttrPermissions = 4, kAttrTimes = 8, kAttrExtended = 0x80000000u;
 
-// The data of one SFTP READ or WRITE. OpenSSH's sftp-server answers up to
-// 255 KiB; 64 KiB keeps a short read at the end of a file cheap.
+// The data of one SFTP READ or WRITE: what the server's limits@openssh.com
+// allows (OpenSSH: 255 KiB) up to kChunk, else what every server must take
+// (SFTP v3 promises 32768-byte reads; libssh2 writes 30000 bytes).
 constexpr std::uint32_t kChunk = 64u << 10;
+constexpr std::uint32_t kSafeReadChunk = 32768, kSafeWriteChunk = 30000;
 // The receive window of a file channel, and how many bytes of reads a
 // connection keeps asked for at most: always less than the window, so the
 // server can always send every answer and never stops reading requests
@@ -581,8 +583,17 @@ public:
             if (r.ok)
                 extensions_.insert(name);
         }
+        read_chunk_ = kSafeReadChunk;
+        write_chunk_ = kSafeWriteChunk;
+        if (offers("limits@openssh.com") && !learn_limits()) {
+            close();
+            return false;
+        }
         return true;
     }
+
+    std::uint32_t read_chunk() const { return read_chunk_; }
+    std::uint32_t write_chunk() const { return write_chunk_; }
 
     // Fails every pending request: its connection is gone.
     void close() {
@@ -740,7 +751,45 @@ private:
         return true;
     }
 
+    // Asks limits@openssh.com for the largest READ and WRITE (blocking:
+    // nothing else is in flight yet); 0 means "no limit".
+    bool learn_limits() {
+        Packet args;
+        args.str("limits@openssh.com");
+        std::string request;
+        add(request, kFxpExtended, args.bytes, nullptr);
+        if (write_all(request) != 0)
+            return false;
+        char header[4];
+        if (!read_exact(header, 4) || get_u32(header) > (1u << 20))
+            return false;
+        std::string answer(get_u32(header), '\0');
+        if (!read_exact(answer.data(), answer.size()))
+            return false;
+        Reader r{answer};
+        const std::uint8_t type = r.u8();
+        r.u32();  // the id
+        if (type != kFxpExtendedReply)
+            return r.ok;  // refused: keep the safe sizes
+        const auto u64 = [&] {
+            const std::uint64_t hi = r.u32();
+            return (hi << 32) | r.u32();
+        };
+        u64();  // largest packet
+        const std::uint64_t max_read = u64(), max_write = u64();
+        if (!r.ok)
+            return false;
+        const auto pick = [](std::uint64_t limit) {
+            return limit == 0 ? kChunk : static_cast<std::uint32_t>(std::clamp<std::uint64_t>(limit, 1024, kChunk));
+        };
+        read_chunk_ = pick(max_read);
+        write_chunk_ = pick(max_write);
+        return true;
+    }
+
     LIBSSH2_CHANNEL* channel_ = nullptr;
+    std::uint32_t read_chunk_ = kSafeReadChunk;
+    std::uint32_t write_chunk_ = kSafeWriteChunk;
     std::set<std::string> extensions_;
     std::map<std::uint32_t, Reply*> pending_;
     std::uint32_t next_id_ = 0;
@@ -1606,20 +1655,23 @@ public:
 
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
         transferred = 0;
-        const std::size_t n = (data.size() + kChunk - 1) / kChunk;
-        std::vector<Reply> replies(n);
+        std::size_t chunk = kSafeWriteChunk;  // the connection's, known once it is chosen
+        std::vector<Reply> replies;
         const auto piece = [&](std::size_t i) {
-            return std::string_view(reinterpret_cast<const char*>(data.data()) + i * kChunk,
-                                    std::min<std::size_t>(kChunk, data.size() - i * kChunk));
+            return std::string_view(reinterpret_cast<const char*>(data.data()) + i * chunk,
+                                    std::min<std::size_t>(chunk, data.size() - i * chunk));
         };
         Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
+            chunk = c.files.write_chunk();
+            const std::size_t n = (data.size() + chunk - 1) / chunk;
+            replies = std::vector<Reply>(n);
             std::string requests;
             requests.reserve(data.size() + n * (32 + handle.size()));
             for (std::size_t i = 0; i < n; ++i) {
                 Packet args;
                 args.str(handle);
-                args.u64(offset + i * kChunk);
+                args.u64(offset + i * chunk);
                 args.u32(static_cast<std::uint32_t>(piece(i).size()));
                 c.files.add(requests, kFxpWrite, args.bytes, &replies[i], piece(i));
             }
@@ -1628,7 +1680,7 @@ public:
         if (e != Errc::ok)
             return e;
         // Acknowledged in order from the start: a failed piece ends the run.
-        for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t i = 0; i < replies.size(); ++i) {
             if (Errc s = replies[i].type == kFxpStatus ? status_errc(replies[i]) : Errc::io; s != Errc::ok)
                 return s == Errc::io ? write_failure() : s;
             transferred += piece(i).size();
@@ -1742,14 +1794,13 @@ public:
     }
 
 private:
-    // One round of READs, kChunk each, all in flight at once. `end`: the
+    // One round of READs, all in flight at once. `end`: the
     // end of the file was met; `got` may be short without it when the
     // server answered a piece short (the caller goes on from there).
     Errc read_some(std::uint64_t offset, std::span<std::byte> buf, std::size_t& got, bool& end) {
         got = 0;
         end = false;
-        const std::size_t n = (buf.size() + kChunk - 1) / kChunk;
-        std::vector<Reply> replies(n);
+        std::vector<Reply> replies;
         std::size_t index;
         {
             std::lock_guard file(file_mu_);
@@ -1758,14 +1809,17 @@ private:
         ReadBudget budget(pool_->at(index), buf.size());
         Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
+            const std::size_t chunk = c.files.read_chunk();
+            const std::size_t n = (buf.size() + chunk - 1) / chunk;
+            replies = std::vector<Reply>(n);
             std::string requests;
             requests.reserve(n * (32 + handle.size()));
             for (std::size_t i = 0; i < n; ++i) {
-                replies[i].into = reinterpret_cast<char*>(buf.data()) + i * kChunk;
-                replies[i].capacity = std::min<std::size_t>(kChunk, buf.size() - i * kChunk);
+                replies[i].into = reinterpret_cast<char*>(buf.data()) + i * chunk;
+                replies[i].capacity = std::min<std::size_t>(chunk, buf.size() - i * chunk);
                 Packet args;
                 args.str(handle);
-                args.u64(offset + i * kChunk);
+                args.u64(offset + i * chunk);
                 args.u32(static_cast<std::uint32_t>(replies[i].capacity));
                 c.files.add(requests, kFxpRead, args.bytes, &replies[i]);
             }
@@ -1773,6 +1827,7 @@ private:
         });
         if (e != Errc::ok)
             return e;
+        const std::size_t n = replies.size();
         for (std::size_t i = 0; i < n; ++i) {
             const Reply& r = replies[i];
             if (r.type == kFxpStatus && r.status == kFxEof) {
