@@ -118,6 +118,9 @@ SshdServer::SshdServer() {
                          "UseDNS no\n"
                          "MaxStartups 100\n"
                          "MaxSessions 100\n"
+                         // A key exchange every 16 MiB: large transfers of the
+                         // tests meet several in the middle of their requests.
+                         "RekeyLimit 16M\n"
                          "LogLevel VERBOSE\n"
                          "Subsystem sftp internal-sftp -l INFO\n"
                          "ForceCommand internal-sftp -l INFO\n"
