@@ -98,8 +98,11 @@ private slots:
         out.write(config.toUtf8());
         out.close();
         QDir().mkpath("/run/sshd");
-        sshd_.setProcessChannelMode(QProcess::ForwardedErrorChannel);
-        sshd_.start("ip", {"netns", "exec", ns_, "/usr/sbin/sshd", "-D", "-e", "-f", path});
+        // Its log to a file: never CTest's pipes, which a leftover would hold open.
+        sshd_.setStandardOutputFile(QProcess::nullDevice());
+        sshd_.setStandardErrorFile(QProcess::nullDevice());
+        sshd_.start("ip", {"netns", "exec", ns_, "/usr/sbin/sshd", "-D", "-E", keys_->scratch() + "/sshd_ns.log", "-f",
+                           path});
         QVERIFY(sshd_.waitForStarted(5000));
         QElapsedTimer clock;
         clock.start();

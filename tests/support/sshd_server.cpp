@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -182,8 +183,14 @@ bool SshdServer::start() {
         return false;
     }
     if (pid == 0) {
+        // Dies with the test process, and never holds its output pipes: a
+        // test that crashed must not leave a server that keeps CTest waiting
+        // for the end of its output.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         const int null_fd = ::open("/dev/null", O_RDWR);
         ::dup2(null_fd, 0);
+        ::dup2(null_fd, 1);
+        ::dup2(null_fd, 2);
         ::execl("/usr/sbin/sshd", "/usr/sbin/sshd", "-D", "-f", config.constData(), "-E", log.constData(),
                 static_cast<char*>(nullptr));
         ::_exit(127);
