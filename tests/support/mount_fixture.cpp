@@ -8,6 +8,8 @@
 #include <QThread>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -124,6 +126,9 @@ bool MountFixture::mount() {
     process_->setProcessChannelMode(QProcess::MergedChannels);
     process_->setStandardInputFile(QProcess::nullDevice());
     process_->setProcessEnvironment(environment());
+    // A test that crashes takes its daemon with it (SIGTERM: it writes back
+    // and unmounts), rather than leaving a mount behind.
+    process_->setChildProcessModifier([] { ::prctl(PR_SET_PDEATHSIG, SIGTERM); });
     process_->start(NETFS_BINARY, args);
     if (!process_->waitForStarted(5000)) {
         error_ = "could not start " NETFS_BINARY;
