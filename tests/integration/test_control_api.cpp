@@ -1,9 +1,13 @@
 // The control API through `netfs status` and the socket itself: a running
 // mount reports its remote, mode and cache; the socket is the user's alone
 // and goes away with the daemon.
+#include "tests/support/ganesha_server.h"
 #include "tests/support/mount_fixture.h"
+#include "tests/support/sshd_server.h"
 
 #include <QDir>
+#include <QElapsedTimer>
+#include <QThread>
 #include <QFileInfo>
 #include <QJsonArray>
 #include <QJsonDocument>
@@ -42,6 +46,23 @@ QByteArray exchange(const QString& socket_path, const QByteArray& request) {
     return reply;
 }
 
+// `netfs status MOUNTPOINT --json`'s mode, polled until `accept` says yes or
+// `within_ms` passed; returns how long it took (-1: never).
+template <typename Accept>
+qint64 wait_for_mode(const MountFixture& m, Accept accept, int within_ms) {
+    QElapsedTimer clock;
+    clock.start();
+    do {
+        const RunResult r = run(NETFS_BINARY, {"status", m.mountpoint(), "--json"}, 5000, m.environment());
+        if (accept(QJsonDocument::fromJson(r.out.toUtf8()).object()["mode"].toString()))
+            return clock.elapsed();
+        QThread::msleep(100);
+    } while (clock.elapsed() < within_ms);
+    return -1;
+}
+bool is_connected(const QString& mode) { return mode == "connected"; }
+bool is_lost(const QString& mode) { return mode == "reconnecting" || mode == "unreachable"; }
+
 } // namespace
 
 class TestControlApi : public QObject {
@@ -70,6 +91,40 @@ private slots:
         QCOMPARE(r.exit_code, 0);
         QVERIFY2(r.out.contains(QDir(m.mountpoint()).canonicalPath()) && r.out.contains("server: connected"),
                  qPrintable(r.out));
+    }
+
+    // A server that goes away is reported within 5 s, and its return too.
+    void a_lost_server_shows_in_the_mode() {
+        SshdServer sshd;
+        QVERIFY2(sshd.running(), qPrintable(sshd.error()));
+        RemoteSpec spec;
+        spec.kind = "sftp";
+        spec.url = sshd.url();
+        spec.backing = sshd.served();
+        MountFixture m(spec, sshd.options().split(','));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(wait_for_mode(m, is_connected, 0) >= 0);
+        sshd.kill();
+        const qint64 noticed = wait_for_mode(m, is_lost, 5000);
+        QVERIFY2(noticed >= 0, "sftp: the loss is reported within 5 s");
+        QVERIFY(sshd.restart());
+        QVERIFY2(wait_for_mode(m, is_connected, 10000) >= 0, "sftp: reported connected again");
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+
+        GaneshaServer nfs;
+        QVERIFY2(nfs.start(), qPrintable(nfs.error()));
+        RemoteSpec nfs_spec;
+        nfs_spec.kind = "nfs3";
+        nfs_spec.url = nfs.url();
+        nfs_spec.backing = nfs.export_dir();
+        MountFixture n(nfs_spec);
+        QVERIFY2(n.mount(), qPrintable(n.error()));
+        QVERIFY(wait_for_mode(n, is_connected, 0) >= 0);
+        nfs.kill();
+        QVERIFY2(wait_for_mode(n, is_lost, 5000) >= 0, "nfs: the loss is reported within 5 s");
+        QVERIFY(nfs.restart());
+        QVERIFY2(wait_for_mode(n, is_connected, 15000) >= 0, "nfs: reported connected again");
+        QVERIFY2(n.unmount(), qPrintable(n.error()));
     }
 
     void the_socket_is_private_and_goes_with_the_daemon() {
