@@ -25,6 +25,9 @@
 // reading requests (a sender blocked on the server's window under the
 // mutex relies on that).
 //
+// With many requests in flight, stat and truncate are ordered against file
+// I/O by a gate in the pool (SizeGate: why is told there).
+//
 // An open file is pinned to the connection it was opened on, and its
 // handle to that connection's file channel. SFTP has no inode numbers: the
 // handle is the only thing that names *this* file, and reopening the path
