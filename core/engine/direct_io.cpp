@@ -116,6 +116,7 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
             drop_folio_locked(d, f);
     }
     node->expect_own_change = true;
+    node->own_change_at = Clock::now();
     node->attr_expiry = {};
     invalidate_kernel_cache(node->ino, offset, data.size());
     if (wait->error != Errc::ok)

@@ -196,7 +196,8 @@ std::string Engine::Impl::child_path_locked(Ino parent, std::string_view name, E
     return path;
 }
 
-std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string& name, const Attr& attr) {
+std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string& name, const Attr& attr,
+                                                  Clock::time_point asked) {
     std::shared_ptr<Node> node;
     const std::uint32_t type = attr.mode & S_IFMT;
     if (limits.has_file_id && attr.file_id != 0) {
@@ -236,7 +237,7 @@ std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string&
     if (std::find(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name)) ==
         node->links.end())
         node->links.emplace_back(parent, name);
-    apply_remote_attr_locked(*node, attr);
+    apply_remote_attr_locked(*node, attr, asked);
     return node;
 }
 
@@ -289,7 +290,9 @@ void Engine::Impl::maybe_drop_locked(const std::shared_ptr<Node>& node) {
 
 // ---- attributes -----------------------------------------------------------
 
-bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr) {
+bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock::time_point asked) {
+    if (asked < node.own_change_at)
+        return false;  // possibly older than our own change; the next getattr asks again
     node.attr = attr;
     node.attr_expiry = Clock::now() + options.attr_timeout;
     if (!is_regular(node.type))
@@ -367,6 +370,7 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
     if (e != Errc::ok)
         return e;
     Attr attr;
+    const auto asked = Clock::now();
     e = impl_->backend->getattr(path, attr);
     std::lock_guard lock(impl_->mu);
     if (e == Errc::not_found) {
@@ -378,7 +382,7 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
     }
     if (e != Errc::ok)
         return e;
-    auto node = impl_->intern_locked(parent, std::string(name), attr);
+    auto node = impl_->intern_locked(parent, std::string(name), attr, asked);
     node->nlookup++;
     impl_->fill_entry_locked(*node, out);
     return Errc::ok;
@@ -409,6 +413,7 @@ Errc Engine::getattr(Ino ino, Attr& out) {
         file = node->data.writeback_file;
     }
     Attr attr;
+    const auto asked = Clock::now();
     Errc e = path.empty() ? Errc::not_found : impl_->backend->getattr(path, attr);
     if (e == Errc::not_found && file)
         e = file->getattr(attr);  // open but unlinked
@@ -424,7 +429,7 @@ Errc Engine::getattr(Ino ino, Attr& out) {
         }
         return e;
     }
-    impl_->apply_remote_attr_locked(*node, attr);
+    impl_->apply_remote_attr_locked(*node, attr, asked);
     out = impl_->view_locked(*node);
     return Errc::ok;
 }
@@ -454,6 +459,7 @@ Errc Engine::setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr&
         return e;
     std::lock_guard lock(impl_->mu);
     node->expect_own_change = true;  // ctime moved; the content did not
+    node->own_change_at = Clock::now();
     impl_->apply_remote_attr_locked(*node, attr);
     if (is_regular(node->type) && node->data.size_is_local && (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)))
         node->data.local_mtime = attr.mtime;
@@ -773,7 +779,7 @@ Errc Engine::readdir(Ino ino, std::uint64_t handle, std::uint64_t offset, bool p
                 break;
             continue;
         }
-        auto node = impl_->intern_locked(ino, de.name, de.attr);
+        auto node = impl_->intern_locked(ino, de.name, de.attr, dir->listed_at);
         entry.ino = node->ino;
         entry.attr = impl_->view_locked(*node);
         if (!accept(entry, i + 1)) {
@@ -808,10 +814,11 @@ void Engine::Impl::settle_version(const std::shared_ptr<Node>& node, BackendFile
             return;
     }
     Attr attr;
+    const auto asked = Clock::now();
     if (file.getattr(attr) != Errc::ok)
         return;  // the next open compares versions anyway
     std::lock_guard lock(mu);
-    apply_remote_attr_locked(*node, attr);
+    apply_remote_attr_locked(*node, attr, asked);
 }
 
 OpenFile* Engine::Impl::make_open_file_locked(const std::shared_ptr<Node>& node,
@@ -853,6 +860,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
         std::promise<void> done;
     };
     auto lookup = std::make_shared<Lookup>();
+    const auto asked = Clock::now();
     impl_->pool->submit(IoPool::Priority::urgent, [backend = impl_->backend.get(), path, lookup] {
         lookup->error = backend->getattr(path, lookup->attr);
         lookup->done.set_value();
@@ -876,7 +884,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     bool changed;
     {
         std::lock_guard lock(impl_->mu);
-        changed = impl_->apply_remote_attr_locked(*node, attr);
+        changed = impl_->apply_remote_attr_locked(*node, attr, asked);
         node->cache_object = cache_object;
         node->cache_version = cache_version;
         of = impl_->make_open_file_locked(node, std::move(file), flags);

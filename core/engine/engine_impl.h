@@ -75,6 +75,7 @@ struct Node {
     Clock::time_point attr_expiry{};    // trust `attr` until then
     Version cached_version;             // the remote version the folios hold
     bool expect_own_change = false;     // our own writes changed the remote's version
+    Clock::time_point own_change_at{};  // when our last write or truncate of it completed
 
     // The object in the persistent cache (0: none yet) and its content
     // version when we last looked: granules read under another are stale.
@@ -107,6 +108,7 @@ struct IoWait {
 
 struct DirHandle {
     Ino ino = 0;
+    Clock::time_point listed_at = Clock::now();  // when the listing was asked for
     std::vector<DirEntry> entries;
 };
 
@@ -136,12 +138,18 @@ struct Engine::Impl {
     std::string path_locked(const Node& node);
     std::string child_path_locked(Ino parent, std::string_view name, Errc& error);
     // Finds or makes the node for (parent, name) with these attributes.
-    std::shared_ptr<Node> intern_locked(Ino parent, const std::string& name, const Attr& attr);
+    std::shared_ptr<Node> intern_locked(Ino parent, const std::string& name, const Attr& attr,
+                                        Clock::time_point asked = Clock::time_point::max());
     void unlink_name_locked(Ino parent, const std::string& name);
     void maybe_drop_locked(const std::shared_ptr<Node>& node);
     // Takes attributes the remote reported. Returns true when the file's
     // content changed on the remote and cached data was dropped.
-    bool apply_remote_attr_locked(Node& node, const Attr& attr);
+    // `asked`: when the request that returned `attr` was sent. A reply to a
+    // request sent before our own last change of the file (a write or a
+    // truncate that completed since) may describe the file before it, on a
+    // remote whose requests can overtake each other: it is ignored. The
+    // default is a reply to our own change, which is always current.
+    bool apply_remote_attr_locked(Node& node, const Attr& attr, Clock::time_point asked = Clock::time_point::max());
     Attr view_locked(const Node& node) const;
     void fill_entry_locked(const Node& node, Entry& out) const;
     Errc finish_create(const Caller& caller, Ino parent, const std::string& name,

@@ -248,6 +248,7 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                 } else {
                     counters.bytes_uploaded += len;
                     node->expect_own_change = true;
+                    node->own_change_at = Clock::now();
                     node->attr_expiry = {};
                     if (object && object == node->cache_object)
                         queue_written_granules_locked(*node, s, e);
@@ -376,6 +377,7 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
     d.size = size;
     d.local_mtime = attr.mtime;
     node->expect_own_change = true;
+    node->own_change_at = Clock::now();
     apply_remote_attr_locked(*node, attr);
     out = view_locked(*node);
     return Errc::ok;
