@@ -30,14 +30,6 @@ QString sh(const QString& command) {
     return r.exit_code == 0 ? QString() : command + ": " + r.err.trimmed();
 }
 
-QByteArray sha256_of(const QString& path) {
-    QFile f(path);
-    if (!f.open(QIODevice::ReadOnly))
-        return {};
-    QCryptographicHash h(QCryptographicHash::Sha256);
-    h.addData(&f);
-    return h.result().toHex();
-}
 
 } // namespace
 
@@ -137,7 +129,7 @@ private slots:
         link(true);
         QVERIFY(reader.waitForFinished(60000));
         QCOMPARE(reader.exitCode(), 0);
-        QCOMPARE(sha256_of(m.scratch() + "/copy"), sha256_of(file));
+        QCOMPARE(sha256_of_file(m.scratch() + "/copy"), sha256_of_file(file));
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 

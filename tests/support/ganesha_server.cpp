@@ -21,30 +21,7 @@ namespace netfs::test {
 namespace {
 
 // A port nobody listens on now (the kernel's pick for a bound socket).
-std::uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    std::uint16_t port = 0;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-        port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
-}
 
-bool accepts(std::uint16_t port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-}
 
 bool rpcbind_running() {
     return run("pgrep", {"-x", "rpcbind"}, 5000).exit_code == 0;
@@ -59,9 +36,9 @@ GaneshaServer::GaneshaServer() {
     pid_file_ = dir_.path() + "/ganesha.pid";
     QDir().mkpath(export_);
     QDir().mkpath(dir_.path() + "/recovery");
-    nfs_port_ = free_port();
+    nfs_port_ = free_tcp_port();
     do
-        mount_port_ = free_port();
+        mount_port_ = free_tcp_port();
     while (mount_port_ == nfs_port_);
 }
 
@@ -158,7 +135,7 @@ bool GaneshaServer::start() {
             error_ = "ganesha.nfsd exited at start: " + log().right(3000);
             return false;
         }
-        if (log().contains("NFS SERVER INITIALIZED") && accepts(nfs_port_) && accepts(mount_port_))
+        if (log().contains("NFS SERVER INITIALIZED") && tcp_port_accepts(nfs_port_) && tcp_port_accepts(mount_port_))
             return true;
         QThread::msleep(50);
     }

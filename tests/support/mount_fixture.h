@@ -41,6 +41,13 @@ struct RunResult {
 RunResult run(const QString& program, const QStringList& args, int timeout_ms = 20000,
               const QProcessEnvironment& env = QProcessEnvironment::systemEnvironment());
 
+// A TCP port of 127.0.0.1 free at the time of asking (0 if none).
+std::uint16_t free_tcp_port();
+// Whether something accepts connections on 127.0.0.1:port.
+bool tcp_port_accepts(std::uint16_t port);
+// The SHA-256 of a file's content, in hex; empty when it cannot be read.
+QByteArray sha256_of_file(const QString& path);
+
 class MountFixture {
 public:
     explicit MountFixture(RemoteSpec remote = {}, QStringList options = {});

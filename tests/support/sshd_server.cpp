@@ -23,30 +23,7 @@ namespace netfs::test {
 
 namespace {
 
-std::uint16_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::uint16_t port = 0;
-    socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-        port = ntohs(a.sin_port);
-    ::close(fd);
-    return port;
-}
 
-bool accepts(std::uint16_t port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-}
 
 // Every process below `root`, found through the parent pids in /proc: the
 // sessions sshd forked (they leave its process group with setsid).
@@ -94,7 +71,7 @@ SshdServer::SshdServer() {
     config_ = dir_.path() + "/sshd_config";
     log_file_ = dir_.path() + "/sshd.log";
     QDir().mkpath(served_);
-    port_ = free_port();
+    port_ = free_tcp_port();
     const QString d = dir_.path();
     if (!keygen(d + "/host_key", "", "netfs-test-host") || !keygen(identity(), "", "netfs-test-user")) {
         error_ = "ssh-keygen failed (is openssh-client installed?)";
@@ -198,7 +175,7 @@ bool SshdServer::start() {
     pid_ = pid;
     QElapsedTimer clock;
     clock.start();
-    while (!accepts(port_)) {
+    while (!tcp_port_accepts(port_)) {
         int status = 0;
         if (::waitpid(pid_, &status, WNOHANG) == pid_) {
             pid_ = 0;
