@@ -2,6 +2,7 @@
 
 #include "core/cache/cache_key.h"
 #include "core/log.h"
+#include "core/sqlite_stmt.h"
 
 #include <openssl/rand.h>
 #include <sqlite3.h>
@@ -33,55 +34,6 @@ std::int64_t now_seconds() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
-
-// A prepared statement that resets itself after use.
-class Stmt {
-public:
-    Stmt() = default;
-    Stmt(sqlite3* db, const char* sql) {
-        if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK)
-            s_ = nullptr;
-    }
-    ~Stmt() { sqlite3_finalize(s_); }
-    Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
-    Stmt& operator=(Stmt&& o) noexcept {
-        std::swap(s_, o.s_);
-        return *this;
-    }
-    bool ok() const { return s_ != nullptr; }
-    Stmt& bind(int i, std::int64_t v) {
-        sqlite3_bind_int64(s_, i, v);
-        return *this;
-    }
-    Stmt& bind(int i, const std::string& v) {
-        sqlite3_bind_text(s_, i, v.data(), int(v.size()), SQLITE_TRANSIENT);
-        return *this;
-    }
-    Stmt& bind_blob(int i, const void* p, int n) {
-        sqlite3_bind_blob(s_, i, p, n, SQLITE_TRANSIENT);
-        return *this;
-    }
-    // SQLITE_ROW, SQLITE_DONE or an error.
-    int step() { return sqlite3_step(s_); }
-    std::int64_t col(int i) { return sqlite3_column_int64(s_, i); }
-    std::vector<std::uint8_t> blob(int i) {
-        auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, i));
-        return {p, p + sqlite3_column_bytes(s_, i)};
-    }
-    void reset() {
-        sqlite3_reset(s_);
-        sqlite3_clear_bindings(s_);
-    }
-    // Runs to completion; true on SQLITE_DONE.
-    bool run() {
-        const int rc = step();
-        reset();
-        return rc == SQLITE_DONE;
-    }
-
-private:
-    sqlite3_stmt* s_ = nullptr;
-};
 
 // True when SQLite can read the whole database: a damaged header or page
 // makes this fail, not a later query in the middle of a read.
@@ -374,6 +326,7 @@ CacheStore::CacheStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CacheStore::~CacheStore() = default;
 
 std::uint32_t CacheStore::granule_size() const { return impl_->options.granule_size; }
+std::uint64_t CacheStore::size_limit() const { return impl_->options.size_limit; }
 
 std::string CacheStore::owner() const {
     std::lock_guard lock(impl_->mu);
@@ -831,6 +784,42 @@ Errc CacheStore::set_pinned(std::uint64_t object, bool pinned) {
     std::lock_guard lock(impl_->mu);
     Stmt q(impl_->db, "UPDATE objects SET pinned = ?2 WHERE id = ?1");
     return q.bind(1, std::int64_t(object)).bind(2, pinned ? 1 : 0).run() ? Errc::ok : Errc::io;
+}
+
+Errc CacheStore::held(std::uint64_t object, std::vector<Held>& out) {
+    std::lock_guard lock(impl_->mu);
+    out.clear();
+    Stmt q(impl_->db, "SELECT idx, plain_len FROM granules WHERE object = ?1 ORDER BY idx");
+    q.bind(1, std::int64_t(object));
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW)
+        out.push_back({std::uint64_t(q.col(0)), std::uint32_t(q.col(1))});
+    return rc == SQLITE_DONE ? Errc::ok : Errc::io;
+}
+
+Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q(impl_->db, "SELECT id FROM objects WHERE remote = ?1");
+    q.bind(1, remote_path);
+    const int rc = q.step();
+    if (rc == SQLITE_ROW) {
+        id = std::uint64_t(q.col(0));
+        return Errc::ok;
+    }
+    return rc == SQLITE_DONE ? Errc::not_found : Errc::io;
+}
+
+Errc CacheStore::drop_object(std::uint64_t object) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    s.exec("BEGIN IMMEDIATE");
+    Stmt granules(s.db, "DELETE FROM granules WHERE object = ?1");
+    Stmt row(s.db, "DELETE FROM objects WHERE id = ?1");
+    const bool done = granules.bind(1, std::int64_t(object)).run() && row.bind(1, std::int64_t(object)).run();
+    if (!s.exec(done ? "COMMIT" : "ROLLBACK") || !done)
+        return Errc::io;
+    s.reclaim();
+    return Errc::ok;
 }
 
 CacheStats CacheStore::stats() {

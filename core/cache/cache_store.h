@@ -77,6 +77,7 @@ public:
     ~CacheStore();
 
     std::uint32_t granule_size() const;
+    std::uint64_t size_limit() const;  // CacheOptions::size_limit (0: none)
     std::string owner() const;
 
     // The cache's id for a remote object, checked against the version the
@@ -118,6 +119,20 @@ public:
     // Pins or unpins an object: a pinned object's granules are never culled
     // or evicted (disconnected operation's hoarding builds on this).
     Errc set_pinned(std::uint64_t object, bool pinned);
+
+    // Which granules of `object` are held: (index, plaintext length) in
+    // index order. For pinning progress and a file's cached fraction.
+    struct Held {
+        std::uint64_t index = 0;
+        std::uint32_t length = 0;
+    };
+    Errc held(std::uint64_t object, std::vector<Held>& out);
+    // The object's id for `remote_path` without checking its version
+    // (not_found when the cache has never seen it).
+    Errc find_object(const std::string& remote_path, std::uint64_t& id);
+    // Forgets an object and every granule of it, dirty ones too: for content
+    // the caller has put somewhere safer (local changes now on the remote).
+    Errc drop_object(std::uint64_t object);
 
     CacheStats stats();
 
