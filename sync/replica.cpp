@@ -1,0 +1,737 @@
+#include "sync/replica.h"
+
+#include "core/log.h"
+#include "core/sqlite_stmt.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace netfs {
+
+namespace {
+
+std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
+timespec ts(std::int64_t n) { return {time_t(n / 1000000000), long(n % 1000000000)}; }
+
+// The columns of a name's attributes, in the order bind_attr and read_attr use.
+constexpr const char* kAttrColumns =
+    "mode, nlink, uid, gid, rdev, size, blocks, atime_ns, mtime_ns, ctime_ns, file_id, change";
+
+void bind_attr(Stmt& q, int first, const Attr& a) {
+    q.bind(first, a.mode).bind(first + 1, a.nlink).bind(first + 2, a.uid).bind(first + 3, a.gid)
+        .bind(first + 4, std::int64_t(a.rdev)).bind(first + 5, std::int64_t(a.size))
+        .bind(first + 6, std::int64_t(a.blocks)).bind(first + 7, ns(a.atime)).bind(first + 8, ns(a.mtime))
+        .bind(first + 9, ns(a.ctime)).bind(first + 10, std::int64_t(a.file_id)).bind(first + 11, std::int64_t(a.change));
+}
+
+Attr read_attr(Stmt& q, int first) {
+    Attr a;
+    a.mode = std::uint32_t(q.col(first));
+    a.nlink = std::uint32_t(q.col(first + 1));
+    a.uid = std::uint32_t(q.col(first + 2));
+    a.gid = std::uint32_t(q.col(first + 3));
+    a.rdev = std::uint64_t(q.col(first + 4));
+    a.size = std::uint64_t(q.col(first + 5));
+    a.blocks = std::uint64_t(q.col(first + 6));
+    a.atime = ts(q.col(first + 7));
+    a.mtime = ts(q.col(first + 8));
+    a.ctime = ts(q.col(first + 9));
+    a.file_id = std::uint64_t(q.col(first + 10));
+    a.change = std::uint64_t(q.col(first + 11));
+    return a;
+}
+
+constexpr const char* kBaseColumns = "base_exists, base_mode, base_size, base_mtime_ns, base_change, base_file_id";
+
+void bind_base(Stmt& q, int first, const BaseVersion& b) {
+    q.bind(first, b.exists ? 1 : 0).bind(first + 1, b.mode).bind(first + 2, std::int64_t(b.size))
+        .bind(first + 3, b.mtime_ns).bind(first + 4, std::int64_t(b.change)).bind(first + 5, std::int64_t(b.file_id));
+}
+
+BaseVersion read_base(Stmt& q, int first) {
+    BaseVersion b;
+    b.exists = q.col(first) != 0;
+    b.mode = std::uint32_t(q.col(first + 1));
+    b.size = std::uint64_t(q.col(first + 2));
+    b.mtime_ns = q.col(first + 3);
+    b.change = std::uint64_t(q.col(first + 4));
+    b.file_id = std::uint64_t(q.col(first + 5));
+    return b;
+}
+
+std::string sql(std::string text, const char* attr_cols = kAttrColumns) {
+    for (std::size_t at; (at = text.find("@ATTR")) != std::string::npos;)
+        text.replace(at, 5, attr_cols);
+    for (std::size_t at; (at = text.find("@BASE")) != std::string::npos;)
+        text.replace(at, 5, kBaseColumns);
+    return text;
+}
+
+// SQL LIKE patterns are awkward with arbitrary names: "below dir" is a range
+// of the byte order instead. Every path below "/a" sorts in ["/a/", "/a0").
+std::pair<std::string, std::string> below(const std::string& dir) {
+    if (dir == "/")
+        return {"/", "0"};  // '0' follows '/'
+    return {dir + "/", dir + "0"};
+}
+
+} // namespace
+
+const char* op_name(OpKind kind) {
+    switch (kind) {
+    case OpKind::store: return "store";
+    case OpKind::mkdir: return "mkdir";
+    case OpKind::symlink: return "symlink";
+    case OpKind::link: return "link";
+    case OpKind::unlink: return "unlink";
+    case OpKind::rmdir: return "rmdir";
+    case OpKind::rename: return "rename";
+    case OpKind::setattr: return "setattr";
+    }
+    return "?";
+}
+
+const char* conflict_name(ConflictKind kind) {
+    switch (kind) {
+    case ConflictKind::update_update: return "update/update";
+    case ConflictKind::update_delete: return "update/delete";
+    case ConflictKind::delete_update: return "delete/update";
+    case ConflictKind::create_create: return "create/create";
+    case ConflictKind::rename_taken: return "rename/taken";
+    case ConflictKind::parent_removed: return "parent-removed";
+    }
+    return "?";
+}
+
+bool conflict_from_name(const std::string& name, ConflictKind& out) {
+    for (auto k : {ConflictKind::update_update, ConflictKind::update_delete, ConflictKind::delete_update,
+                   ConflictKind::create_create, ConflictKind::rename_taken, ConflictKind::parent_removed})
+        if (name == conflict_name(k)) {
+            out = k;
+            return true;
+        }
+    return false;
+}
+
+BaseVersion BaseVersion::of(const Attr& a) {
+    return {true, a.mode, a.size, ns(a.mtime), a.change, a.file_id};
+}
+
+bool BaseVersion::matches(const Attr& now) const {
+    if (!exists || (now.mode & S_IFMT) != (mode & S_IFMT))
+        return false;
+    if (S_ISDIR(mode))
+        return true;
+    if (change != 0 && now.change != 0)
+        return change == now.change;
+    return size == now.size && mtime_ns == ns(now.mtime);
+}
+
+std::string parent_of(const std::string& path) {
+    const auto slash = path.rfind('/');
+    return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+
+std::string base_name(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+std::string join_path(const std::string& dir, const std::string& name) {
+    return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+bool is_under(const std::string& path, const std::string& dir) {
+    if (dir == "/")
+        return true;
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+struct Replica::Impl {
+    sqlite3* db = nullptr;
+    std::mutex mu;
+
+    ~Impl() { sqlite3_close_v2(db); }
+
+    bool exec(const char* text) {
+        char* error = nullptr;
+        if (sqlite3_exec(db, text, nullptr, nullptr, &error) != SQLITE_OK) {
+            LOG_ERROR("replica database: %s (%s)", error ? error : "?", text);
+            sqlite3_free(error);
+            return false;
+        }
+        return true;
+    }
+    Stmt prepare(const std::string& text) { return Stmt(db, text.c_str()); }
+
+    std::int64_t new_object(const BaseVersion& base) {
+        Stmt q = prepare(sql("INSERT INTO objects(@BASE) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"));
+        bind_base(q, 1, base);
+        q.run();
+        return sqlite3_last_insert_rowid(db);
+    }
+    bool has_pending(std::int64_t oid) {
+        Stmt q = prepare("SELECT 1 FROM oplog WHERE oid = ?1 LIMIT 1");
+        q.bind(1, oid);
+        return q.step() == SQLITE_ROW;
+    }
+    // Pending operations touching `path` or anything below it.
+    bool has_pending_under(const std::string& path) {
+        const auto [lo, hi] = below(path);
+        Stmt q = prepare("SELECT 1 FROM oplog WHERE path = ?1 OR path2 = ?1 OR (path >= ?2 AND path < ?3)"
+                         " OR (path2 >= ?2 AND path2 < ?3) LIMIT 1");
+        q.bind(1, path).bind(2, lo).bind(3, hi);
+        return q.step() == SQLITE_ROW;
+    }
+    std::optional<Name> name_locked(const std::string& path) {
+        Stmt q = prepare(sql("SELECT oid, listed, target, @ATTR FROM names WHERE path = ?1"));
+        q.bind(1, path);
+        if (q.step() != SQLITE_ROW)
+            return std::nullopt;
+        Name n;
+        n.path = path;
+        n.oid = q.col(0);
+        n.listed = q.col(1) != 0;
+        n.target = q.text(2);
+        n.attr = read_attr(q, 3);
+        return n;
+    }
+    void upsert_seen(const std::string& path, const Attr& attr, const std::string& target) {
+        auto existing = name_locked(path);
+        if (existing && has_pending(existing->oid))
+            return;  // the local view wins until reintegrated
+        if (existing) {
+            Stmt q = prepare(sql("UPDATE names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13),"
+                                 " target = ?14 WHERE path = ?1"));
+            q.bind(1, path);
+            bind_attr(q, 2, attr);
+            q.bind(14, target);
+            q.run();
+            Stmt b = prepare(sql("UPDATE objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
+            b.bind(1, existing->oid);
+            bind_base(b, 2, BaseVersion::of(attr));
+            b.run();
+            if (!S_ISDIR(attr.mode) && S_ISDIR(existing->attr.mode))
+                remove_under(path, false);
+            return;
+        }
+        const std::int64_t oid = new_object(BaseVersion::of(attr));
+        Stmt q = prepare(sql("INSERT INTO names(path, parent, oid, target, @ATTR)"
+                             " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
+        q.bind(1, path).bind(2, path == "/" ? std::string() : parent_of(path)).bind(3, oid).bind(4, target);
+        bind_attr(q, 5, attr);
+        q.run();
+    }
+    // Removes `path` (with `self`) and every name below it.
+    void remove_under(const std::string& path, bool self) {
+        const auto [lo, hi] = below(path);
+        Stmt q = prepare("DELETE FROM names WHERE (path = ?1 AND ?4) OR (path >= ?2 AND path < ?3)");
+        q.bind(1, path).bind(2, lo).bind(3, hi).bind(4, self ? 1 : 0);
+        q.run();
+        exec("DELETE FROM objects WHERE oid NOT IN (SELECT oid FROM names) AND oid NOT IN (SELECT oid FROM oplog)"
+             " AND content = 0");
+    }
+    void move_locked(const std::string& from, const std::string& to) {
+        remove_under(to, true);
+        // Children first; their parent column moves with them.
+        const auto [lo, hi] = below(from);
+        Stmt kids = prepare("UPDATE names SET path = ?4 || substr(path, ?5), parent = ?4 || substr(parent, ?5)"
+                            " WHERE path >= ?2 AND path < ?3");
+        kids.bind(2, lo).bind(3, hi).bind(4, to).bind(5, std::int64_t(from.size() + 1));
+        kids.run();
+        Stmt self = prepare("UPDATE names SET path = ?2, parent = ?3 WHERE path = ?1");
+        self.bind(1, from).bind(2, to).bind(3, parent_of(to));
+        self.run();
+    }
+};
+
+std::unique_ptr<Replica> Replica::open(const std::string& db_path, std::string& message) {
+    std::unique_ptr<Replica> out(new Replica);
+    out->impl_ = std::make_unique<Impl>();
+    Impl& s = *out->impl_;
+    if (sqlite3_open_v2(db_path.c_str(), &s.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+        message = "cannot open the replica in " + db_path + ": " + sqlite3_errmsg(s.db);
+        return nullptr;
+    }
+    sqlite3_busy_timeout(s.db, 10000);
+    if (!s.exec(("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                 "CREATE TABLE IF NOT EXISTS names(path TEXT PRIMARY KEY, parent TEXT NOT NULL, oid INTEGER NOT NULL,"
+                 " listed INTEGER NOT NULL DEFAULT 0, target TEXT NOT NULL DEFAULT '', " +
+                 std::string(kAttrColumns) +
+                 ");"
+                 "CREATE INDEX IF NOT EXISTS names_parent ON names(parent);"
+                 "CREATE INDEX IF NOT EXISTS names_oid ON names(oid);"
+                 "CREATE TABLE IF NOT EXISTS objects(oid INTEGER PRIMARY KEY, " +
+                 std::string(kBaseColumns) +
+                 ", content INTEGER NOT NULL DEFAULT 0, content_gen INTEGER NOT NULL DEFAULT 0);"
+                 "CREATE TABLE IF NOT EXISTS oplog(seq INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL,"
+                 " oid INTEGER NOT NULL, path TEXT NOT NULL, path2 TEXT NOT NULL DEFAULT '', mode INTEGER NOT NULL DEFAULT 0,"
+                 " mask INTEGER NOT NULL DEFAULT 0, uid INTEGER, gid INTEGER, atime_ns INTEGER, mtime_ns INTEGER, " +
+                 kBaseColumns +
+                 ", b2_exists, b2_mode, b2_size, b2_mtime_ns, b2_change, b2_file_id);"
+                 "CREATE INDEX IF NOT EXISTS oplog_oid ON oplog(oid);"
+                 "CREATE TABLE IF NOT EXISTS conflicts(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, path TEXT NOT NULL,"
+                 " copy TEXT NOT NULL, local_size INTEGER, local_mtime_ns INTEGER, remote_exists INTEGER,"
+                 " remote_size INTEGER, remote_mtime_ns INTEGER, ops TEXT, detected_ns INTEGER);"
+                 "CREATE TABLE IF NOT EXISTS pins(path TEXT PRIMARY KEY);")
+                    .c_str())) {
+        message = "the replica tables in " + db_path + " cannot be made: " + sqlite3_errmsg(s.db);
+        return nullptr;
+    }
+    return out;
+}
+
+Replica::~Replica() = default;
+
+void Replica::set_durable(bool durable) {
+    std::lock_guard lock(impl_->mu);
+    impl_->exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+}
+
+void Replica::saw(const std::string& path, const Attr& attr, const std::string& target) {
+    std::lock_guard lock(impl_->mu);
+    impl_->upsert_seen(path, attr, target);
+}
+
+void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& entries) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    s.exec("BEGIN IMMEDIATE");
+    std::vector<std::string> present;
+    {
+        Stmt q = s.prepare("SELECT path FROM names WHERE parent = ?1");
+        q.bind(1, dir);
+        while (q.step() == SQLITE_ROW)
+            present.push_back(q.text(0));
+    }
+    std::vector<std::string> listed;
+    listed.reserve(entries.size());
+    for (const DirEntry& e : entries) {
+        listed.push_back(join_path(dir, e.name));
+        s.upsert_seen(listed.back(), e.attr, {});
+    }
+    std::sort(listed.begin(), listed.end());
+    for (const std::string& p : present)
+        if (!std::binary_search(listed.begin(), listed.end(), p) && !s.has_pending_under(p))
+            s.remove_under(p, true);
+    Stmt mark = s.prepare("UPDATE names SET listed = 1 WHERE path = ?1");
+    mark.bind(1, dir).run();
+    s.exec("COMMIT");
+}
+
+void Replica::saw_gone(const std::string& path) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    if (!s.has_pending_under(path))
+        s.remove_under(path, true);
+}
+
+void Replica::saw_rename(const std::string& from, const std::string& to) {
+    std::lock_guard lock(impl_->mu);
+    impl_->exec("BEGIN IMMEDIATE");
+    impl_->move_locked(from, to);
+    impl_->exec("COMMIT");
+}
+
+std::optional<Name> Replica::name(const std::string& path) {
+    std::lock_guard lock(impl_->mu);
+    return impl_->name_locked(path);
+}
+
+std::vector<Name> Replica::children(const std::string& dir) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare(sql("SELECT path, oid, listed, target, @ATTR FROM names WHERE parent = ?1 ORDER BY path"));
+    q.bind(1, dir);
+    std::vector<Name> out;
+    while (q.step() == SQLITE_ROW) {
+        Name n;
+        n.path = q.text(0);
+        n.oid = q.col(1);
+        n.listed = q.col(2) != 0;
+        n.target = q.text(3);
+        n.attr = read_attr(q, 4);
+        out.push_back(std::move(n));
+    }
+    return out;
+}
+
+std::optional<LocalObject> Replica::object(std::int64_t oid) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare(sql("SELECT content, content_gen, @BASE FROM objects WHERE oid = ?1"));
+    q.bind(1, oid);
+    if (q.step() != SQLITE_ROW)
+        return std::nullopt;
+    LocalObject o;
+    o.oid = oid;
+    o.content = std::uint64_t(q.col(0));
+    o.content_gen = std::uint64_t(q.col(1));
+    o.base = read_base(q, 2);
+    return o;
+}
+
+std::vector<std::string> Replica::paths_of(std::int64_t oid) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("SELECT path FROM names WHERE oid = ?1 ORDER BY path");
+    q.bind(1, oid);
+    std::vector<std::string> out;
+    while (q.step() == SQLITE_ROW)
+        out.push_back(q.text(0));
+    return out;
+}
+
+Errc Replica::add_name(const std::string& path, const Attr& attr, const std::string& target, bool created,
+                       std::int64_t& oid) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    if (s.name_locked(path))
+        return Errc::exists;
+    if (oid == 0)
+        oid = s.new_object(created ? BaseVersion{} : BaseVersion::of(attr));
+    Stmt q = s.prepare(sql("INSERT INTO names(path, parent, oid, target, listed, @ATTR)"
+                           " VALUES(?1, ?2, ?3, ?4, ?17, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
+    q.bind(1, path).bind(2, parent_of(path)).bind(3, oid).bind(4, target);
+    bind_attr(q, 5, attr);
+    q.bind(17, S_ISDIR(attr.mode) && created ? 1 : 0);  // a new directory's listing is complete: it is empty
+    return q.run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::set_attr(const std::string& path, const Attr& attr) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare(sql("UPDATE names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                                " WHERE oid = (SELECT oid FROM names WHERE path = ?1)"));
+    q.bind(1, path);
+    bind_attr(q, 2, attr);
+    return q.run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::remove_name(const std::string& path) {
+    std::lock_guard lock(impl_->mu);
+    impl_->exec("BEGIN IMMEDIATE");
+    impl_->remove_under(path, true);
+    return impl_->exec("COMMIT") ? Errc::ok : Errc::io;
+}
+
+Errc Replica::move_name(const std::string& from, const std::string& to) {
+    std::lock_guard lock(impl_->mu);
+    impl_->exec("BEGIN IMMEDIATE");
+    impl_->move_locked(from, to);
+    return impl_->exec("COMMIT") ? Errc::ok : Errc::io;
+}
+
+namespace {
+
+void bind_op(Stmt& q, const Op& op) {
+    q.bind(1, std::int64_t(op.kind)).bind(2, op.oid).bind(3, op.path).bind(4, op.path2).bind(5, op.mode)
+        .bind(6, op.attrs.mask).bind(7, op.attrs.uid).bind(8, op.attrs.gid).bind(9, ns(op.attrs.atime))
+        .bind(10, ns(op.attrs.mtime));
+    bind_base(q, 11, op.base);
+    bind_base(q, 17, op.base2);
+}
+
+Op read_op(Stmt& q) {
+    Op op;
+    op.seq = q.col(0);
+    op.kind = OpKind(q.col(1));
+    op.oid = q.col(2);
+    op.path = q.text(3);
+    op.path2 = q.text(4);
+    op.mode = std::uint32_t(q.col(5));
+    op.attrs.mask = std::uint32_t(q.col(6));
+    op.attrs.mode = op.mode;
+    op.attrs.uid = std::uint32_t(q.col(7));
+    op.attrs.gid = std::uint32_t(q.col(8));
+    op.attrs.atime = ts(q.col(9));
+    op.attrs.mtime = ts(q.col(10));
+    op.base = read_base(q, 11);
+    op.base2 = read_base(q, 17);
+    return op;
+}
+
+constexpr const char* kOpColumns =
+    "seq, kind, oid, path, path2, mode, mask, uid, gid, atime_ns, mtime_ns, " 
+    "base_exists, base_mode, base_size, base_mtime_ns, base_change, base_file_id, "
+    "b2_exists, b2_mode, b2_size, b2_mtime_ns, b2_change, b2_file_id";
+
+} // namespace
+
+Errc Replica::append(Op op) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    s.exec("BEGIN IMMEDIATE");
+    // The log is optimised as it grows (Coda's log optimisations): only
+    // what reintegration needs is kept.
+    auto last_for = [&](std::int64_t oid) -> std::optional<Op> {
+        Stmt q = s.prepare(std::string("SELECT ") + kOpColumns + " FROM oplog WHERE oid = ?1 ORDER BY seq DESC LIMIT 1");
+        q.bind(1, oid);
+        if (q.step() != SQLITE_ROW)
+            return std::nullopt;
+        return read_op(q);
+    };
+    auto created_here = [&](std::int64_t oid) {
+        // Made while disconnected and not on the server yet: its first op
+        // creates it (a store, mkdir or symlink with no base).
+        Stmt q = s.prepare("SELECT 1 FROM oplog WHERE oid = ?1 AND base_exists = 0 AND kind IN (?2, ?3, ?4) LIMIT 1");
+        q.bind(1, oid).bind(2, std::int64_t(OpKind::store)).bind(3, std::int64_t(OpKind::mkdir))
+            .bind(4, std::int64_t(OpKind::symlink));
+        return q.step() == SQLITE_ROW;
+    };
+    auto has_link = [&](std::int64_t oid) {
+        Stmt q = s.prepare("SELECT 1 FROM oplog WHERE oid = ?1 AND kind = ?2 LIMIT 1");
+        q.bind(1, oid).bind(2, std::int64_t(OpKind::link));
+        return q.step() == SQLITE_ROW;
+    };
+    auto drop_ops_of = [&](std::int64_t oid, std::initializer_list<OpKind> kinds) {
+        for (OpKind k : kinds) {
+            Stmt q = s.prepare("DELETE FROM oplog WHERE oid = ?1 AND kind = ?2");
+            q.bind(1, oid).bind(2, std::int64_t(k)).run();
+        }
+    };
+    bool add = true;
+    switch (op.kind) {
+    case OpKind::store: {
+        // A store carries the file's whole local content as it is at
+        // reintegration: one pending store per file is enough.
+        Stmt q = s.prepare("SELECT 1 FROM oplog WHERE oid = ?1 AND kind = ?2");
+        q.bind(1, op.oid).bind(2, std::int64_t(OpKind::store));
+        add = q.step() != SQLITE_ROW;
+        break;
+    }
+    case OpKind::unlink:
+    case OpKind::rmdir:
+        if (created_here(op.oid) && !has_link(op.oid)) {
+            // Created and removed while disconnected: the server never needs to hear of it.
+            Stmt q = s.prepare("DELETE FROM oplog WHERE oid = ?1");
+            q.bind(1, op.oid).run();
+            add = false;
+        } else {
+            drop_ops_of(op.oid, {OpKind::store, OpKind::setattr});
+        }
+        break;
+    case OpKind::rename: {
+        // mv a b; mv b c: one rename a -> c, when nothing came between.
+        Stmt q = s.prepare(std::string("SELECT ") + kOpColumns + " FROM oplog ORDER BY seq DESC LIMIT 1");
+        if (q.step() == SQLITE_ROW) {
+            Op last = read_op(q);
+            q.reset();
+            if (last.kind == OpKind::rename && last.oid == op.oid && last.path2 == op.path && !op.base2.exists &&
+                !last.base2.exists) {
+                if (last.path == op.path2) {
+                    Stmt d = s.prepare("DELETE FROM oplog WHERE seq = ?1");  // moved back: nothing happened
+                    d.bind(1, last.seq).run();
+                } else {
+                    Stmt u = s.prepare("UPDATE oplog SET path2 = ?2 WHERE seq = ?1");
+                    u.bind(1, last.seq).bind(2, op.path2).run();
+                }
+                add = false;
+            }
+        }
+        break;
+    }
+    case OpKind::setattr: {
+        // Repeated chmod/utimens: the last values of each field win.
+        if (auto last = last_for(op.oid); last && last->kind == OpKind::setattr) {
+            SetAttr merged = last->attrs;
+            const std::uint32_t m = op.attrs.mask;
+            if (m & SetAttr::kMode)
+                merged.mode = op.attrs.mode;
+            if (m & SetAttr::kUid)
+                merged.uid = op.attrs.uid;
+            if (m & SetAttr::kGid)
+                merged.gid = op.attrs.gid;
+            if (m & (SetAttr::kAtime | SetAttr::kAtimeNow)) {
+                merged.mask &= ~(SetAttr::kAtime | SetAttr::kAtimeNow);
+                merged.atime = op.attrs.atime;
+            }
+            if (m & (SetAttr::kMtime | SetAttr::kMtimeNow)) {
+                merged.mask &= ~(SetAttr::kMtime | SetAttr::kMtimeNow);
+                merged.mtime = op.attrs.mtime;
+            }
+            merged.mask |= m;
+            Stmt u = s.prepare("UPDATE oplog SET mask = ?2, mode = ?3, uid = ?4, gid = ?5, atime_ns = ?6, mtime_ns = ?7"
+                               " WHERE seq = ?1");
+            u.bind(1, last->seq).bind(2, merged.mask).bind(3, merged.mode).bind(4, merged.uid).bind(5, merged.gid)
+                .bind(6, ns(merged.atime)).bind(7, ns(merged.mtime)).run();
+            add = false;
+        }
+        if (op.attrs.mask & SetAttr::kMode)
+            op.mode = op.attrs.mode;
+        break;
+    }
+    default:
+        break;
+    }
+    if (add) {
+        Stmt q = s.prepare(std::string("INSERT INTO oplog(") + (kOpColumns + 5) +
+                           ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+                           " ?17, ?18, ?19, ?20, ?21, ?22)");
+        bind_op(q, op);
+        if (!q.run()) {
+            s.exec("ROLLBACK");
+            return Errc::io;
+        }
+    }
+    return s.exec("COMMIT") ? Errc::ok : Errc::io;
+}
+
+Errc Replica::set_content(std::int64_t oid, std::uint64_t content) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("UPDATE objects SET content = ?2, content_gen = content_gen + 1 WHERE oid = ?1");
+    return q.bind(1, oid).bind(2, std::int64_t(content)).run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::bump_content(std::int64_t oid) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("UPDATE objects SET content_gen = content_gen + 1 WHERE oid = ?1");
+    return q.bind(1, oid).run() ? Errc::ok : Errc::io;
+}
+
+std::vector<Op> Replica::pending(std::size_t limit) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare(std::string("SELECT ") + kOpColumns + " FROM oplog ORDER BY seq LIMIT ?1");
+    q.bind(1, limit == SIZE_MAX ? std::int64_t(-1) : std::int64_t(limit));
+    std::vector<Op> out;
+    while (q.step() == SQLITE_ROW)
+        out.push_back(read_op(q));
+    return out;
+}
+
+std::uint64_t Replica::pending_count() {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("SELECT count(*) FROM oplog");
+    return q.step() == SQLITE_ROW ? std::uint64_t(q.col(0)) : 0;
+}
+
+Errc Replica::applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    s.exec("BEGIN IMMEDIATE");
+    Stmt d = s.prepare("DELETE FROM oplog WHERE seq = ?1");
+    d.bind(1, seq).run();
+    Stmt b = s.prepare(sql("UPDATE objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
+    b.bind(1, oid);
+    bind_base(b, 2, now);
+    b.run();
+    return s.exec("COMMIT") ? Errc::ok : Errc::io;
+}
+
+Errc Replica::set_base(std::int64_t oid, const BaseVersion& now) {
+    std::lock_guard lock(impl_->mu);
+    Stmt b = impl_->prepare(sql("UPDATE objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
+    b.bind(1, oid);
+    bind_base(b, 2, now);
+    return b.run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::repath_pending(const std::string& from, const std::string& to) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    s.exec("BEGIN IMMEDIATE");
+    const auto [lo, hi] = below(from);
+    for (const char* col : {"path", "path2"}) {
+        Stmt q = s.prepare(std::string("UPDATE oplog SET ") + col + " = ?4 || substr(" + col +
+                           ", ?5) WHERE " + col + " = ?1 OR (" + col + " >= ?2 AND " + col + " < ?3)");
+        q.bind(1, from).bind(2, lo).bind(3, hi).bind(4, to).bind(5, std::int64_t(from.size() + 1)).run();
+    }
+    s.move_locked(from, to);
+    return s.exec("COMMIT") ? Errc::ok : Errc::io;
+}
+
+Errc Replica::add_conflict(Conflict& c) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("INSERT INTO conflicts(kind, path, copy, local_size, local_mtime_ns, remote_exists,"
+                            " remote_size, remote_mtime_ns, ops, detected_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    c.detected_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count();
+    q.bind(1, std::string(conflict_name(c.kind))).bind(2, c.path).bind(3, c.copy).bind(4, std::int64_t(c.local_size))
+        .bind(5, c.local_mtime_ns).bind(6, c.remote_exists ? 1 : 0).bind(7, std::int64_t(c.remote_size))
+        .bind(8, c.remote_mtime_ns).bind(9, c.ops).bind(10, c.detected_ns);
+    if (!q.run())
+        return Errc::io;
+    c.id = sqlite3_last_insert_rowid(impl_->db);
+    return Errc::ok;
+}
+
+std::vector<Conflict> Replica::conflicts() {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("SELECT id, kind, path, copy, local_size, local_mtime_ns, remote_exists, remote_size,"
+                            " remote_mtime_ns, ops, detected_ns FROM conflicts ORDER BY id");
+    std::vector<Conflict> out;
+    while (q.step() == SQLITE_ROW) {
+        Conflict c;
+        c.id = q.col(0);
+        conflict_from_name(q.text(1), c.kind);
+        c.path = q.text(2);
+        c.copy = q.text(3);
+        c.local_size = std::uint64_t(q.col(4));
+        c.local_mtime_ns = q.col(5);
+        c.remote_exists = q.col(6) != 0;
+        c.remote_size = std::uint64_t(q.col(7));
+        c.remote_mtime_ns = q.col(8);
+        c.ops = q.text(9);
+        c.detected_ns = q.col(10);
+        out.push_back(std::move(c));
+    }
+    return out;
+}
+
+std::optional<Conflict> Replica::conflict_at(const std::string& path) {
+    for (Conflict& c : conflicts())
+        if (c.path == path || c.copy == path)
+            return c;
+    return std::nullopt;
+}
+
+Errc Replica::remove_conflict(std::int64_t id) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("DELETE FROM conflicts WHERE id = ?1");
+    return q.bind(1, id).run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::set_pin(const std::string& path, bool pinned) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare(pinned ? "INSERT OR IGNORE INTO pins(path) VALUES(?1)" : "DELETE FROM pins WHERE path = ?1");
+    return q.bind(1, path).run() ? Errc::ok : Errc::io;
+}
+
+std::vector<std::string> Replica::pins() {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("SELECT path FROM pins ORDER BY path");
+    std::vector<std::string> out;
+    while (q.step() == SQLITE_ROW)
+        out.push_back(q.text(0));
+    return out;
+}
+
+bool Replica::is_pinned(const std::string& path) {
+    for (const std::string& p : pins())
+        if (is_under(path, p))
+            return true;
+    return false;
+}
+
+std::vector<LocalObject> Replica::content_not_needed() {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare(sql("SELECT oid, content, content_gen, @BASE FROM objects WHERE content != 0 AND"
+                                " oid NOT IN (SELECT oid FROM oplog WHERE kind = " +
+                                std::to_string(int(OpKind::store)) + ")"));
+    std::vector<LocalObject> out;
+    while (q.step() == SQLITE_ROW) {
+        LocalObject o;
+        o.oid = q.col(0);
+        o.content = std::uint64_t(q.col(1));
+        o.content_gen = std::uint64_t(q.col(2));
+        o.base = read_base(q, 3);
+        out.push_back(o);
+    }
+    return out;
+}
+
+Errc Replica::clear_content(std::int64_t oid) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("UPDATE objects SET content = 0 WHERE oid = ?1");
+    return q.bind(1, oid).run() ? Errc::ok : Errc::io;
+}
+
+} // namespace netfs
