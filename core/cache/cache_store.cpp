@@ -786,6 +786,40 @@ Errc CacheStore::set_pinned(std::uint64_t object, bool pinned) {
     return q.bind(1, std::int64_t(object)).bind(2, pinned ? 1 : 0).run() ? Errc::ok : Errc::io;
 }
 
+namespace {
+// Remote paths at or below `path` are `path` itself and those in
+// [prefix, upper): prefix is path + "/" and upper the same with its last
+// "/" raised to "0", the next byte. A range, not LIKE: names may hold "%"
+// or "_", and the range uses the index on objects.remote.
+struct Subtree {
+    std::string path, prefix, upper;
+    explicit Subtree(const std::string& p)
+        : path(p), prefix(p == "/" ? std::string("/") : p + "/"), upper(prefix) {
+        upper.back() = '0';
+    }
+};
+} // namespace
+
+Errc CacheStore::set_pinned_under(const std::string& path, bool pinned) {
+    const Subtree t(path);
+    std::lock_guard lock(impl_->mu);
+    Stmt q(impl_->db, "UPDATE objects SET pinned = ?1 WHERE remote = ?2 OR (remote >= ?3 AND remote < ?4)");
+    return q.bind(1, pinned ? 1 : 0).bind(2, t.path).bind(3, t.prefix).bind(4, t.upper).run() ? Errc::ok
+                                                                                                : Errc::io;
+}
+
+Errc CacheStore::pinned_bytes_under(const std::string& path, std::uint64_t& bytes) {
+    const Subtree t(path);
+    std::lock_guard lock(impl_->mu);
+    Stmt q(impl_->db, "SELECT coalesce(sum(g.plain_len), 0) FROM granules g JOIN objects o ON o.id = g.object"
+                      " WHERE o.pinned != 0 AND (o.remote = ?1 OR (o.remote >= ?2 AND o.remote < ?3))");
+    q.bind(1, t.path).bind(2, t.prefix).bind(3, t.upper);
+    if (q.step() != SQLITE_ROW)
+        return Errc::io;
+    bytes = std::uint64_t(q.col(0));
+    return Errc::ok;
+}
+
 Errc CacheStore::held(std::uint64_t object, std::vector<Held>& out) {
     std::lock_guard lock(impl_->mu);
     out.clear();

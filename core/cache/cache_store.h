@@ -119,6 +119,13 @@ public:
     // Pins or unpins an object: a pinned object's granules are never culled
     // or evicted (disconnected operation's hoarding builds on this).
     Errc set_pinned(std::uint64_t object, bool pinned);
+    // The same for every object at or below `path`: the path itself and
+    // path + "/..." ("/a" covers "/a/b", never "/ab"; "/" covers all). By
+    // remote path alone, so unpinning needs no remote.
+    Errc set_pinned_under(const std::string& path, bool pinned);
+    // Plaintext bytes held by pinned objects at or below `path` (same rule):
+    // what pinning `path` again would not add to the pinned total.
+    Errc pinned_bytes_under(const std::string& path, std::uint64_t& bytes);
 
     // Which granules of `object` are held: (index, plaintext length) in
     // index order. For pinning progress and a file's cached fraction.
