@@ -97,6 +97,16 @@ void ControlServer::stop() {
         (void)!::write(wake_fd_[1], "x", 1);
         thread_.join();
     }
+    // Clients still connected: their next read fails, their threads end.
+    std::vector<std::pair<int, std::thread>> clients;
+    {
+        std::lock_guard lock(clients_mu_);
+        for (int fd : client_fds_)
+            ::shutdown(fd, SHUT_RDWR);
+        clients.swap(clients_);
+    }
+    for (auto& [fd, t] : clients)
+        t.join();
     if (!path_.empty())
         ::unlink(path_.c_str());
     path_.clear();
@@ -130,13 +140,31 @@ void ControlServer::serve() {
             ::close(client);
             continue;
         }
-        std::string request;
-        // A client may send several requests on one connection.
-        while (read_line(client, request, 2000))
-            if (!write_all(client, handler_(request) + "\n"))
-                break;
-        ::close(client);
+        // Each client has a thread: a long request (sync waits for the end of
+        // reintegration) never holds up status for the others.
+        std::lock_guard lock(clients_mu_);
+        for (auto it = clients_.begin(); it != clients_.end();) {  // reap finished ones
+            if (client_fds_.count(it->first)) {
+                ++it;
+                continue;
+            }
+            it->second.join();
+            it = clients_.erase(it);
+        }
+        client_fds_.insert(client);
+        clients_.emplace_back(client, std::thread([this, client] { serve_client(client); }));
     }
+}
+
+void ControlServer::serve_client(int client) {
+    std::string request;
+    // A client may send several requests on one connection.
+    while (read_line(client, request, 2000))
+        if (!write_all(client, handler_(request) + "\n"))
+            break;
+    std::lock_guard lock(clients_mu_);
+    client_fds_.erase(client);
+    ::close(client);
 }
 
 bool control_request(const std::string& socket_path, const std::string& request, std::string& reply,

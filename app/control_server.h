@@ -4,12 +4,16 @@
 // Messages are JSON objects, one per line, documented in docs/control_api.md.
 //
 // The daemon has no Qt event loop (its data path is plain C++ threads), so
-// the server is one thread of its own: it accepts a client, reads a request
-// line, writes the reply line, and serves the next. Requests are small and
-// answered from memory and the cache's metadata; none waits on the remote.
+// the server is one thread of its own that accepts clients, and each client
+// gets a thread that reads request lines and writes reply lines. Most
+// requests are answered from memory and the cache's metadata; `sync` waits
+// for a reintegration pass.
 #pragma once
 
 #include <functional>
+#include <mutex>
+#include <set>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -33,12 +37,16 @@ public:
 
 private:
     void serve();
+    void serve_client(int fd);
 
     std::string path_;
     Handler handler_;
     int listen_fd_ = -1;
     int wake_fd_[2] = {-1, -1};  // a byte here ends serve()
     std::thread thread_;
+    std::mutex clients_mu_;
+    std::set<int> client_fds_;
+    std::vector<std::pair<int, std::thread>> clients_;  // by descriptor; a finished one is gone from client_fds_
 };
 
 // The socket path of the mount at `mountpoint` (absolute, canonical).

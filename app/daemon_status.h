@@ -9,6 +9,7 @@
 namespace netfs {
 
 class CacheStore;
+class ReplicaBackend;
 
 struct DaemonInfo {
     std::string mountpoint;
@@ -17,6 +18,7 @@ struct DaemonInfo {
     std::uint64_t cache_limit = 0;     // --cache-size; 0: none
     Engine* engine = nullptr;
     std::shared_ptr<CacheStore> cache;  // may be null
+    ReplicaBackend* sync = nullptr;     // disconnected operation; null without a cache
 };
 
 // Answers one control request (a JSON object on one line) with one line.

@@ -14,6 +14,7 @@
 #include "app/mount_command.h"
 #include "app/mount_options.h"
 #include "app/status_command.h"
+#include "app/sync_commands.h"
 
 #include <malloc.h>
 #include <QCommandLineParser>
@@ -30,6 +31,8 @@ const char* const kUsage =
     "usage: netfs mount REMOTE MOUNTPOINT [-o OPTIONS] [-f] [--log-file FILE] [-d]\n"
     "       netfs unmount MOUNTPOINT\n"
     "       netfs status [MOUNTPOINT] [--json]\n"
+    "       netfs offline|online|sync|conflicts MOUNTPOINT [--json]\n"
+    "       netfs pin|unpin PATH... [--wait]   netfs resolve PATH... --keep local|remote|both\n"
     "       netfs cache stats|verify|evict|clear [REMOTE | --cache-dir DIR]\n"
     "       netfs --help | --version\n"
     "\n"
@@ -37,6 +40,11 @@ const char* const kUsage =
     "  mount      mount REMOTE (sftp://, nfs://, file://) on the directory MOUNTPOINT\n"
     "  unmount    unmount MOUNTPOINT after writing back its data (alias: umount)\n"
     "  status     what running mounts report: server, cache, pending data\n"
+    "  offline    stop talking to the server; changes are logged (online: resume)\n"
+    "  sync       replay logged changes on the server now and wait for the end\n"
+    "  conflicts  changes that collided with the server's, and where both versions are\n"
+    "  resolve    settle a conflict: keep the local version, the server's, or both\n"
+    "  pin        keep files and folders available offline (unpin: stop)\n"
     "  cache      look after a persistent cache (see netfs cache --help)\n"
     "\n"
     "See netfs mount --help for the mount options.\n";
@@ -252,5 +260,9 @@ int main(int argc, char** argv) {
         return netfs::run_cache_command(arguments);
     if (command == "status")
         return netfs::status_main(arguments);
+    if (command == "offline" || command == "online" || command == "sync" || command == "conflicts")
+        return netfs::sync_command_main(command, arguments);
+    if (command == "pin" || command == "unpin" || command == "resolve")
+        return netfs::path_command_main(command, arguments);
     return usage_error(QStringLiteral("unknown command '%1' (see netfs --help)").arg(command));
 }

@@ -5,6 +5,7 @@
 #include "app/fuse_adapter.h"
 #include "core/backend/remote_url.h"
 #include "core/log.h"
+#include "sync/replica_backend.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -536,19 +537,55 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     const Errc opened = open_remote(request.remote, remote_options, backend, message);
     if (tty >= 0)
         close(tty);
-    if (Errc e = opened; e != Errc::ok)
-        return report.fail(message.empty() ? request.remote + ": " + std::string(describe(e)) : message);
     EngineOptions engine_opts = engine_options(options, geteuid() == 0);
     if (!request.remote.starts_with("file:"))  // a network remote: ride out a reconnect, never hang
         engine_opts.retry_timeout =
             std::chrono::milliseconds(static_cast<std::int64_t>(options.remote.op_timeout * 1000));
+    const std::string remote_error =
+        message.empty() ? request.remote + ": " + std::string(describe(opened)) : message;
+    // Wrong credentials, an unknown host key, a missing path: said first.
+    // Only a server out of reach may leave the mount to the cache.
+    if (opened != Errc::ok && !is_transient(opened))
+        return report.fail(remote_error);
+    std::shared_ptr<Replica> replica;
     if (request.cache.enabled) {
-        if (Errc e = open_cache(request.cache, cache_id(request.remote), engine_opts.cache, message); e != Errc::ok)
-            return report.fail(message);
+        std::string cache_message;
+        if (Errc e = open_cache(request.cache, cache_id(request.remote), engine_opts.cache, cache_message);
+            e != Errc::ok)
+            return report.fail(opened != Errc::ok ? remote_error : cache_message);
+        replica = Replica::open(cache_dir(request.cache, cache_id(request.remote)) + "/cache.db", cache_message);
+        if (!replica)
+            return report.fail(opened != Errc::ok ? remote_error : cache_message);
+    }
+    // A server that cannot be reached is no reason to refuse the mount when
+    // the replica knows the tree: it starts disconnected and connects later.
+    const bool start_disconnected =
+        opened != Errc::ok && is_transient(opened) && replica && replica->name("/").has_value();
+    if (opened != Errc::ok && !start_disconnected)
+        return report.fail(remote_error);
+    if (start_disconnected)
+        LOG_WARN("%s; starting disconnected: cached files are readable, changes are kept and sent later",
+                 message.c_str());
+    ReplicaBackend* sync = nullptr;
+    if (replica) {
+        RemoteOptions reconnect_options = options.remote;
+        reconnect_options.ask_secret = nullptr;  // nobody to ask any more
+        auto connect = [url = request.remote, reconnect_options](std::unique_ptr<Backend>& out, std::string& why) {
+            return open_remote(url, reconnect_options, out, why);
+        };
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        const std::string description = backend ? backend->describe() : request.remote;
+        auto wrapped = std::make_unique<ReplicaBackend>(std::move(backend), connect, replica, engine_opts.cache,
+                                                        description, host);
+        sync = wrapped.get();
+        backend = std::move(wrapped);
     }
     auto engine = std::make_unique<Engine>(std::move(backend), engine_opts);
     if (Errc e = engine->start(); e != Errc::ok)
         return report.fail(request.remote + ": " + std::string(describe(e)));
+    if (sync)
+        sync->start(std::chrono::milliseconds(static_cast<std::int64_t>(options.pin_refresh * 1000)));
     auto adapter = std::make_unique<FuseAdapter>(*engine, options);
 
     const std::vector<std::string> arguments = fuse_arguments(request);
@@ -605,7 +642,7 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     }
     // The control API: `netfs status`, the tray.
     DaemonInfo info{paths.mountpoint, request.remote, request.cache.enabled ? cache_dir(request.cache, cache_id(request.remote)) : std::string(),
-                    request.cache.size_limit, engine.get(), engine_opts.cache};
+                    request.cache.size_limit, engine.get(), engine_opts.cache, sync};
     ControlServer control;
     if (std::string control_error; !control.start(
             control_socket_path(paths.mountpoint),
@@ -626,6 +663,8 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
 
     // The signal handlers stay until the writeback is done: a second Ctrl-C
     // or SIGTERM must not throw away data the kernel was told is written.
+    if (sync)
+        sync->stop();  // no reintegration during the final writeback; `netfs sync` callers are answered
     control.stop();
     const Errc shutdown_error = write_back(*engine, request, paths);
     // The engine drains its I/O pool (and any queued kernel invalidation)

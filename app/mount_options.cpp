@@ -34,6 +34,9 @@ const char* const kMountOptionsHelp =
     "  connect_timeout=SECONDS give up connecting after this long (default 10)\n"
     "  timeout=SECONDS         an operation the server does not answer fails with EIO\n"
     "                          after this long (default 30)\n"
+    "  Offline use (with the cache):\n"
+    "  pin_refresh=SECONDS     how often pinned folders are checked for changes on\n"
+    "                          the server (default 60)\n"
     "  SIZE is a number of bytes with an optional K, M or G suffix.\n"
     "  Options used by mount(8), fstab and systemd (defaults, auto, noauto, user,\n"
     "  users, nouser, _netdev, nofail, x-*, comment=*, ...) are accepted and ignored.\n";
@@ -216,6 +219,13 @@ bool parse_one(std::string_view item, MountOptions& o, std::string& error) {
         if (!parse_seconds(value, seconds) || seconds < 0.1)
             return bad_value("seconds, at least 0.1");
         (name == "timeout" ? o.remote.op_timeout : o.remote.connect_timeout) = seconds;
+        return true;
+    }
+    if (name == "pin_refresh") {
+        double seconds;
+        if (!parse_seconds(value, seconds) || seconds < 0.1)
+            return bad_value("seconds, at least 0.1");
+        o.pin_refresh = seconds;
         return true;
     }
     if (name == "fsname") {

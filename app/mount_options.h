@@ -49,6 +49,10 @@ struct MountOptions {
 
     // sftp:// and nfs:// remotes.
     RemoteOptions remote;
+
+    // Disconnected operation: how often pinned folders are checked for
+    // files added or changed on the server, while connected.
+    double pin_refresh = 60.0;  // seconds
 };
 
 // Parses one -o argument ("ro,uid=1000,readahead=4M") into `options`, on top

@@ -163,10 +163,15 @@ struct Replica::Impl {
         }
         return true;
     }
-    Stmt prepare(const std::string& text) { return Stmt(db, text.c_str()); }
+    Stmt prepare(const std::string& text) {
+        Stmt q(db, text.c_str());
+        if (!q.ok())  // a bug, not a condition: say where
+            LOG_ERROR("replica database: %s in: %s", sqlite3_errmsg(db), text.c_str());
+        return q;
+    }
 
     std::int64_t new_object(const BaseVersion& base) {
-        Stmt q = prepare(sql("INSERT INTO objects(@BASE) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"));
+        Stmt q = prepare(sql("INSERT INTO replica_objects(@BASE) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"));
         bind_base(q, 1, base);
         q.run();
         return sqlite3_last_insert_rowid(db);
@@ -185,7 +190,7 @@ struct Replica::Impl {
         return q.step() == SQLITE_ROW;
     }
     std::optional<Name> name_locked(const std::string& path) {
-        Stmt q = prepare(sql("SELECT oid, listed, target, @ATTR FROM names WHERE path = ?1"));
+        Stmt q = prepare(sql("SELECT oid, listed, target, @ATTR FROM replica_names WHERE path = ?1"));
         q.bind(1, path);
         if (q.step() != SQLITE_ROW)
             return std::nullopt;
@@ -202,13 +207,13 @@ struct Replica::Impl {
         if (existing && has_pending(existing->oid))
             return;  // the local view wins until reintegrated
         if (existing) {
-            Stmt q = prepare(sql("UPDATE names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13),"
+            Stmt q = prepare(sql("UPDATE replica_names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13),"
                                  " target = ?14 WHERE path = ?1"));
             q.bind(1, path);
             bind_attr(q, 2, attr);
             q.bind(14, target);
             q.run();
-            Stmt b = prepare(sql("UPDATE objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
+            Stmt b = prepare(sql("UPDATE replica_objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
             b.bind(1, existing->oid);
             bind_base(b, 2, BaseVersion::of(attr));
             b.run();
@@ -217,7 +222,7 @@ struct Replica::Impl {
             return;
         }
         const std::int64_t oid = new_object(BaseVersion::of(attr));
-        Stmt q = prepare(sql("INSERT INTO names(path, parent, oid, target, @ATTR)"
+        Stmt q = prepare(sql("INSERT INTO replica_names(path, parent, oid, target, @ATTR)"
                              " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
         q.bind(1, path).bind(2, path == "/" ? std::string() : parent_of(path)).bind(3, oid).bind(4, target);
         bind_attr(q, 5, attr);
@@ -226,21 +231,21 @@ struct Replica::Impl {
     // Removes `path` (with `self`) and every name below it.
     void remove_under(const std::string& path, bool self) {
         const auto [lo, hi] = below(path);
-        Stmt q = prepare("DELETE FROM names WHERE (path = ?1 AND ?4) OR (path >= ?2 AND path < ?3)");
+        Stmt q = prepare("DELETE FROM replica_names WHERE (path = ?1 AND ?4) OR (path >= ?2 AND path < ?3)");
         q.bind(1, path).bind(2, lo).bind(3, hi).bind(4, self ? 1 : 0);
         q.run();
-        exec("DELETE FROM objects WHERE oid NOT IN (SELECT oid FROM names) AND oid NOT IN (SELECT oid FROM oplog)"
+        exec("DELETE FROM replica_objects WHERE oid NOT IN (SELECT oid FROM replica_names) AND oid NOT IN (SELECT oid FROM oplog)"
              " AND content = 0");
     }
     void move_locked(const std::string& from, const std::string& to) {
         remove_under(to, true);
         // Children first; their parent column moves with them.
         const auto [lo, hi] = below(from);
-        Stmt kids = prepare("UPDATE names SET path = ?4 || substr(path, ?5), parent = ?4 || substr(parent, ?5)"
+        Stmt kids = prepare("UPDATE replica_names SET path = ?4 || substr(path, ?5), parent = ?4 || substr(parent, ?5)"
                             " WHERE path >= ?2 AND path < ?3");
         kids.bind(2, lo).bind(3, hi).bind(4, to).bind(5, std::int64_t(from.size() + 1));
         kids.run();
-        Stmt self = prepare("UPDATE names SET path = ?2, parent = ?3 WHERE path = ?1");
+        Stmt self = prepare("UPDATE replica_names SET path = ?2, parent = ?3 WHERE path = ?1");
         self.bind(1, from).bind(2, to).bind(3, parent_of(to));
         self.run();
     }
@@ -257,13 +262,13 @@ std::unique_ptr<Replica> Replica::open(const std::string& db_path, std::string& 
     }
     sqlite3_busy_timeout(s.db, 10000);
     if (!s.exec(("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                 "CREATE TABLE IF NOT EXISTS names(path TEXT PRIMARY KEY, parent TEXT NOT NULL, oid INTEGER NOT NULL,"
+                 "CREATE TABLE IF NOT EXISTS replica_names(path TEXT PRIMARY KEY, parent TEXT NOT NULL, oid INTEGER NOT NULL,"
                  " listed INTEGER NOT NULL DEFAULT 0, target TEXT NOT NULL DEFAULT '', " +
                  std::string(kAttrColumns) +
                  ");"
-                 "CREATE INDEX IF NOT EXISTS names_parent ON names(parent);"
-                 "CREATE INDEX IF NOT EXISTS names_oid ON names(oid);"
-                 "CREATE TABLE IF NOT EXISTS objects(oid INTEGER PRIMARY KEY, " +
+                 "CREATE INDEX IF NOT EXISTS names_parent ON replica_names(parent);"
+                 "CREATE INDEX IF NOT EXISTS names_oid ON replica_names(oid);"
+                 "CREATE TABLE IF NOT EXISTS replica_objects(oid INTEGER PRIMARY KEY, " +
                  std::string(kBaseColumns) +
                  ", content INTEGER NOT NULL DEFAULT 0, content_gen INTEGER NOT NULL DEFAULT 0);"
                  "CREATE TABLE IF NOT EXISTS oplog(seq INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL,"
@@ -301,7 +306,7 @@ void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& e
     s.exec("BEGIN IMMEDIATE");
     std::vector<std::string> present;
     {
-        Stmt q = s.prepare("SELECT path FROM names WHERE parent = ?1");
+        Stmt q = s.prepare("SELECT path FROM replica_names WHERE parent = ?1");
         q.bind(1, dir);
         while (q.step() == SQLITE_ROW)
             present.push_back(q.text(0));
@@ -316,7 +321,7 @@ void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& e
     for (const std::string& p : present)
         if (!std::binary_search(listed.begin(), listed.end(), p) && !s.has_pending_under(p))
             s.remove_under(p, true);
-    Stmt mark = s.prepare("UPDATE names SET listed = 1 WHERE path = ?1");
+    Stmt mark = s.prepare("UPDATE replica_names SET listed = 1 WHERE path = ?1");
     mark.bind(1, dir).run();
     s.exec("COMMIT");
 }
@@ -335,6 +340,17 @@ void Replica::saw_rename(const std::string& from, const std::string& to) {
     impl_->exec("COMMIT");
 }
 
+void Replica::saw_target(const std::string& path, const std::string& target) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("UPDATE replica_names SET target = ?2 WHERE path = ?1");
+    q.bind(1, path).bind(2, target).run();
+}
+
+std::int64_t Replica::new_object(const BaseVersion& base) {
+    std::lock_guard lock(impl_->mu);
+    return impl_->new_object(base);
+}
+
 std::optional<Name> Replica::name(const std::string& path) {
     std::lock_guard lock(impl_->mu);
     return impl_->name_locked(path);
@@ -342,7 +358,7 @@ std::optional<Name> Replica::name(const std::string& path) {
 
 std::vector<Name> Replica::children(const std::string& dir) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare(sql("SELECT path, oid, listed, target, @ATTR FROM names WHERE parent = ?1 ORDER BY path"));
+    Stmt q = impl_->prepare(sql("SELECT path, oid, listed, target, @ATTR FROM replica_names WHERE parent = ?1 ORDER BY path"));
     q.bind(1, dir);
     std::vector<Name> out;
     while (q.step() == SQLITE_ROW) {
@@ -359,7 +375,7 @@ std::vector<Name> Replica::children(const std::string& dir) {
 
 std::optional<LocalObject> Replica::object(std::int64_t oid) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare(sql("SELECT content, content_gen, @BASE FROM objects WHERE oid = ?1"));
+    Stmt q = impl_->prepare(sql("SELECT content, content_gen, @BASE FROM replica_objects WHERE oid = ?1"));
     q.bind(1, oid);
     if (q.step() != SQLITE_ROW)
         return std::nullopt;
@@ -373,7 +389,7 @@ std::optional<LocalObject> Replica::object(std::int64_t oid) {
 
 std::vector<std::string> Replica::paths_of(std::int64_t oid) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare("SELECT path FROM names WHERE oid = ?1 ORDER BY path");
+    Stmt q = impl_->prepare("SELECT path FROM replica_names WHERE oid = ?1 ORDER BY path");
     q.bind(1, oid);
     std::vector<std::string> out;
     while (q.step() == SQLITE_ROW)
@@ -382,14 +398,12 @@ std::vector<std::string> Replica::paths_of(std::int64_t oid) {
 }
 
 Errc Replica::add_name(const std::string& path, const Attr& attr, const std::string& target, bool created,
-                       std::int64_t& oid) {
+                       std::int64_t oid) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     if (s.name_locked(path))
         return Errc::exists;
-    if (oid == 0)
-        oid = s.new_object(created ? BaseVersion{} : BaseVersion::of(attr));
-    Stmt q = s.prepare(sql("INSERT INTO names(path, parent, oid, target, listed, @ATTR)"
+    Stmt q = s.prepare(sql("INSERT INTO replica_names(path, parent, oid, target, listed, @ATTR)"
                            " VALUES(?1, ?2, ?3, ?4, ?17, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
     q.bind(1, path).bind(2, parent_of(path)).bind(3, oid).bind(4, target);
     bind_attr(q, 5, attr);
@@ -399,8 +413,8 @@ Errc Replica::add_name(const std::string& path, const Attr& attr, const std::str
 
 Errc Replica::set_attr(const std::string& path, const Attr& attr) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare(sql("UPDATE names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                                " WHERE oid = (SELECT oid FROM names WHERE path = ?1)"));
+    Stmt q = impl_->prepare(sql("UPDATE replica_names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                                " WHERE oid = (SELECT oid FROM replica_names WHERE path = ?1)"));
     q.bind(1, path);
     bind_attr(q, 2, attr);
     return q.run() ? Errc::ok : Errc::io;
@@ -422,7 +436,7 @@ Errc Replica::move_name(const std::string& from, const std::string& to) {
 
 namespace {
 
-void bind_op(Stmt& q, const Op& op) {
+void bind_op(Stmt& q, const LoggedOp& op) {
     q.bind(1, std::int64_t(op.kind)).bind(2, op.oid).bind(3, op.path).bind(4, op.path2).bind(5, op.mode)
         .bind(6, op.attrs.mask).bind(7, op.attrs.uid).bind(8, op.attrs.gid).bind(9, ns(op.attrs.atime))
         .bind(10, ns(op.attrs.mtime));
@@ -430,8 +444,8 @@ void bind_op(Stmt& q, const Op& op) {
     bind_base(q, 17, op.base2);
 }
 
-Op read_op(Stmt& q) {
-    Op op;
+LoggedOp read_op(Stmt& q) {
+    LoggedOp op;
     op.seq = q.col(0);
     op.kind = OpKind(q.col(1));
     op.oid = q.col(2);
@@ -456,13 +470,13 @@ constexpr const char* kOpColumns =
 
 } // namespace
 
-Errc Replica::append(Op op) {
+Errc Replica::append(LoggedOp op) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     s.exec("BEGIN IMMEDIATE");
     // The log is optimised as it grows (Coda's log optimisations): only
     // what reintegration needs is kept.
-    auto last_for = [&](std::int64_t oid) -> std::optional<Op> {
+    auto last_for = [&](std::int64_t oid) -> std::optional<LoggedOp> {
         Stmt q = s.prepare(std::string("SELECT ") + kOpColumns + " FROM oplog WHERE oid = ?1 ORDER BY seq DESC LIMIT 1");
         q.bind(1, oid);
         if (q.step() != SQLITE_ROW)
@@ -513,7 +527,7 @@ Errc Replica::append(Op op) {
         // mv a b; mv b c: one rename a -> c, when nothing came between.
         Stmt q = s.prepare(std::string("SELECT ") + kOpColumns + " FROM oplog ORDER BY seq DESC LIMIT 1");
         if (q.step() == SQLITE_ROW) {
-            Op last = read_op(q);
+            LoggedOp last = read_op(q);
             q.reset();
             if (last.kind == OpKind::rename && last.oid == op.oid && last.path2 == op.path && !op.base2.exists &&
                 !last.base2.exists) {
@@ -577,21 +591,21 @@ Errc Replica::append(Op op) {
 
 Errc Replica::set_content(std::int64_t oid, std::uint64_t content) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare("UPDATE objects SET content = ?2, content_gen = content_gen + 1 WHERE oid = ?1");
+    Stmt q = impl_->prepare("UPDATE replica_objects SET content = ?2, content_gen = content_gen + 1 WHERE oid = ?1");
     return q.bind(1, oid).bind(2, std::int64_t(content)).run() ? Errc::ok : Errc::io;
 }
 
 Errc Replica::bump_content(std::int64_t oid) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare("UPDATE objects SET content_gen = content_gen + 1 WHERE oid = ?1");
+    Stmt q = impl_->prepare("UPDATE replica_objects SET content_gen = content_gen + 1 WHERE oid = ?1");
     return q.bind(1, oid).run() ? Errc::ok : Errc::io;
 }
 
-std::vector<Op> Replica::pending(std::size_t limit) {
+std::vector<LoggedOp> Replica::pending(std::size_t limit) {
     std::lock_guard lock(impl_->mu);
     Stmt q = impl_->prepare(std::string("SELECT ") + kOpColumns + " FROM oplog ORDER BY seq LIMIT ?1");
     q.bind(1, limit == SIZE_MAX ? std::int64_t(-1) : std::int64_t(limit));
-    std::vector<Op> out;
+    std::vector<LoggedOp> out;
     while (q.step() == SQLITE_ROW)
         out.push_back(read_op(q));
     return out;
@@ -609,7 +623,7 @@ Errc Replica::applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now
     s.exec("BEGIN IMMEDIATE");
     Stmt d = s.prepare("DELETE FROM oplog WHERE seq = ?1");
     d.bind(1, seq).run();
-    Stmt b = s.prepare(sql("UPDATE objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
+    Stmt b = s.prepare(sql("UPDATE replica_objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
     b.bind(1, oid);
     bind_base(b, 2, now);
     b.run();
@@ -618,7 +632,7 @@ Errc Replica::applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now
 
 Errc Replica::set_base(std::int64_t oid, const BaseVersion& now) {
     std::lock_guard lock(impl_->mu);
-    Stmt b = impl_->prepare(sql("UPDATE objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
+    Stmt b = impl_->prepare(sql("UPDATE replica_objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
     b.bind(1, oid);
     bind_base(b, 2, now);
     return b.run() ? Errc::ok : Errc::io;
@@ -713,7 +727,7 @@ bool Replica::is_pinned(const std::string& path) {
 
 std::vector<LocalObject> Replica::content_not_needed() {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare(sql("SELECT oid, content, content_gen, @BASE FROM objects WHERE content != 0 AND"
+    Stmt q = impl_->prepare(sql("SELECT oid, content, content_gen, @BASE FROM replica_objects WHERE content != 0 AND"
                                 " oid NOT IN (SELECT oid FROM oplog WHERE kind = " +
                                 std::to_string(int(OpKind::store)) + ")"));
     std::vector<LocalObject> out;
@@ -730,7 +744,7 @@ std::vector<LocalObject> Replica::content_not_needed() {
 
 Errc Replica::clear_content(std::int64_t oid) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare("UPDATE objects SET content = 0 WHERE oid = ?1");
+    Stmt q = impl_->prepare("UPDATE replica_objects SET content = 0 WHERE oid = ?1");
     return q.bind(1, oid).run() ? Errc::ok : Errc::io;
 }
 

@@ -54,7 +54,7 @@ enum class OpKind { store, mkdir, symlink, link, unlink, rmdir, rename, setattr 
 const char* op_name(OpKind kind);
 
 // One entry of the modification log.
-struct Op {
+struct LoggedOp {
     std::int64_t seq = 0;
     OpKind kind = OpKind::store;
     std::int64_t oid = 0;    // the object changed (for rename: the one moved)
@@ -120,6 +120,7 @@ public:
     void saw_gone(const std::string& path);
     // A forwarded mutation succeeded: the namespace follows it.
     void saw_rename(const std::string& from, const std::string& to);
+    void saw_target(const std::string& path, const std::string& target);
 
     // ---- lookups ---------------------------------------------------------
     std::optional<Name> name(const std::string& path);
@@ -128,13 +129,16 @@ public:
     std::vector<std::string> paths_of(std::int64_t oid);
 
     // ---- local changes (disconnected): each returns once durable --------
-    // The new row is created with `attr`; the op is appended. `oid` out.
+    // A new object; `base` is what the server has of it (nothing, for an
+    // object made while disconnected).
+    std::int64_t new_object(const BaseVersion& base);
+    // A new name for `oid` with `attr`.
     Errc add_name(const std::string& path, const Attr& attr, const std::string& target, bool created,
-                  std::int64_t& oid);
+                  std::int64_t oid);
     Errc set_attr(const std::string& path, const Attr& attr);
     Errc remove_name(const std::string& path);
     Errc move_name(const std::string& from, const std::string& to);
-    Errc append(Op op);
+    Errc append(LoggedOp op);
     // Local content of `oid` (a cache object id) and its generation.
     Errc set_content(std::int64_t oid, std::uint64_t content);
     Errc bump_content(std::int64_t oid);
@@ -143,7 +147,7 @@ public:
     static std::uint64_t local_file_id(std::int64_t oid) { return (1ull << 62) | std::uint64_t(oid); }
 
     // ---- reintegration ---------------------------------------------------
-    std::vector<Op> pending(std::size_t limit = SIZE_MAX);
+    std::vector<LoggedOp> pending(std::size_t limit = SIZE_MAX);
     std::uint64_t pending_count();
     // `seq` reached the server: it leaves the log and its object's base
     // becomes `now` (what the server reports after it).

@@ -206,6 +206,17 @@ std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string&
             node = node_locked(it->second);
         if (node && node->type != type)
             node.reset();
+        // One name only (nlink 1), and not one we know: the names we know
+        // are stale (it was renamed by someone else, or its id is a reused
+        // inode number of an object deleted behind our back). Those names
+        // are forgotten, or its path would still be an old one.
+        if (node && attr.nlink == 1 &&
+            std::find(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name)) ==
+                node->links.end()) {
+            for (const auto& [dir, old_name] : std::vector(node->links))
+                unlink_name_locked(dir, old_name);
+            node.reset();  // a node of its own (the old one may be gone by now)
+        }
     }
     auto named = by_name.find(std::pair<Ino, std::string>(parent, name));
     if (!node && named != by_name.end()) {

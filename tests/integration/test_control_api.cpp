@@ -54,7 +54,7 @@ qint64 wait_for_mode(const MountFixture& m, Accept accept, int within_ms) {
     clock.start();
     do {
         const RunResult r = run(NETFS_BINARY, {"status", m.mountpoint(), "--json"}, 5000, m.environment());
-        if (accept(QJsonDocument::fromJson(r.out.toUtf8()).object()["mode"].toString()))
+        if (accept(QJsonDocument::fromJson(r.out.toUtf8()).object()["server"].toString()))
             return clock.elapsed();
         QThread::msleep(100);
     } while (clock.elapsed() < within_ms);
@@ -79,6 +79,7 @@ private slots:
         const QJsonObject s = QJsonDocument::fromJson(r.out.toUtf8()).object();
         QCOMPARE(s["mountpoint"].toString(), QDir(m.mountpoint()).canonicalPath());
         QCOMPARE(s["remote"].toString(), m.url());
+        QCOMPARE(s["server"].toString(), QString("connected"));
         QCOMPARE(s["mode"].toString(), QString("connected"));
         QCOMPARE(s["pid"].toInteger(), m.daemon_pid());
         QVERIFY(s["cache"].toObject()["enabled"].toBool());

@@ -724,7 +724,10 @@ private slots:
         QVERIFY2(failure.isEmpty(), qPrintable(failure));
         QVERIFY2(read_errno == 0 || read_errno == EIO, qPrintable(QString("read failed with errno %1").arg(read_errno)));
         QVERIFY2(clock.elapsed() < 30000, "the reader was stuck");
-        // Working again: a fresh read of the whole file is right.
+        // Working again once the mount is back online (disconnected
+        // operation took over while the server was away): a fresh read of
+        // the whole file is right.
+        QVERIFY2(m.wait_for_mode("connected", 20000), "the mount did not reconnect within 20 s");
         QVERIFY(read_file(m.at("f")) == data);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
         qInfo("v%d: reader %s", version, read_errno ? "got EIO" : "finished with the right bytes");

@@ -6,6 +6,8 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QThread>
 
 #include <arpa/inet.h>
@@ -278,6 +280,18 @@ std::vector<std::byte> read_file(const QString& path) {
     std::vector<std::byte> out;
     read_file(path, out);
     return out;
+}
+
+bool MountFixture::wait_for_mode(const QString& mode, int within_ms) const {
+    QElapsedTimer clock;
+    clock.start();
+    do {
+        const RunResult r = run(NETFS_BINARY, {"status", mountpoint_, "--json"}, 5000, environment());
+        if (QJsonDocument::fromJson(r.out.toUtf8()).object()["mode"].toString() == mode)
+            return true;
+        QThread::msleep(100);
+    } while (clock.elapsed() < within_ms);
+    return false;
 }
 
 } // namespace netfs::test

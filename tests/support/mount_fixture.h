@@ -79,6 +79,9 @@ public:
     QString log() const;                                  // the daemon's log so far
     qint64 daemon_pid() const { return process_ ? process_->processId() : 0; }
     bool mounted() const;
+    // `netfs status`'s mode (connected, disconnected, reintegrating): polls
+    // until it is `mode` (true) or `within_ms` passed (false).
+    bool wait_for_mode(const QString& mode, int within_ms) const;
 
     // An environment variable for the daemon and environment() (a desktop
     // session's DBUS_SESSION_BUS_ADDRESS, say); empty `value` removes it.

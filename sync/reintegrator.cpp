@@ -1,0 +1,394 @@
+#include "sync/reintegrator.h"
+
+#include "core/cache/cache_store.h"
+#include "core/log.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <ctime>
+
+namespace netfs {
+
+namespace {
+
+std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
+struct Pass {
+    const Reintegration& job;
+    SyncOutcome outcome;
+    SyncProgress progress;
+
+    // The local attributes of an object (its first name), if it still has one.
+    std::optional<Attr> local_attr(std::int64_t oid) {
+        for (const std::string& p : job.replica.paths_of(oid))
+            if (auto n = job.replica.name(p))
+                return n->attr;
+        return std::nullopt;
+    }
+
+    // A name for the local version beside `path` that the server does not have.
+    std::string free_copy_path(const std::string& path) {
+        const std::string first = conflicted_copy_path(path, job.hostname, std::time(nullptr));
+        std::string candidate = first;
+        for (int n = 2; n < 100; ++n) {
+            Attr a;
+            if (job.remote.getattr(candidate, a) == Errc::not_found)
+                return candidate;
+            const auto dot = first.rfind(')');
+            candidate = first.substr(0, dot) + " " + std::to_string(n) + first.substr(dot);
+        }
+        return candidate;
+    }
+
+    void conflict(ConflictKind kind, const LoggedOp& op, const std::string& path, const std::string& copy,
+                  const std::optional<Attr>& local, const Attr* remote) {
+        Conflict c;
+        c.kind = kind;
+        c.path = path;
+        c.copy = copy;
+        if (local) {
+            c.local_size = local->size;
+            c.local_mtime_ns = ns(local->mtime);
+        }
+        if (remote) {
+            c.remote_exists = true;
+            c.remote_size = remote->size;
+            c.remote_mtime_ns = ns(remote->mtime);
+        }
+        c.ops = std::string(op_name(op.kind)) + " #" + std::to_string(op.seq);
+        job.replica.add_conflict(c);
+        outcome.conflicts++;
+        LOG_WARN("conflict (%s) on %s: the server's version stays%s%s", conflict_name(kind), path.c_str(),
+                 copy.empty() ? "" : ", the local one is kept as ", copy.c_str());
+    }
+
+    // Writes the local content of `oid` to `target` on the server through a
+    // temporary name, with the local mode and modification time.
+    Errc upload(const LoggedOp& op, std::uint64_t content, const Attr& local, const std::string& target, Attr& after) {
+        const std::string tmp = join_path(parent_of(target), ".netfs-upload-" + std::to_string(op.oid) + "-" +
+                                                                 std::to_string(op.seq));
+        std::unique_ptr<BackendFile> file;
+        Attr created;
+        Errc e = job.remote.create(tmp, local.mode & 07777, O_WRONLY | O_CREAT | O_TRUNC, file, created);
+        if (e != Errc::ok)
+            return e;
+        const std::uint64_t granule = job.cache.granule_size();
+        std::vector<std::byte> plain;
+        for (std::uint64_t index = 0; index * granule < local.size && e == Errc::ok; ++index) {
+            if (job.stop())
+                e = Errc::unreachable;
+            else if ((e = job.cache.get(content, index, plain)) != Errc::ok) {
+                LOG_ERROR("local content of %s is damaged at granule %llu: it stays in the log", op.path.c_str(),
+                          static_cast<unsigned long long>(index));
+                e = Errc::io;
+            }
+            const std::uint64_t want = std::min<std::uint64_t>(granule, local.size - index * granule);
+            if (e == Errc::ok && plain.size() < want)
+                plain.resize(want);
+            for (std::uint64_t done = 0; e == Errc::ok && done < want;) {
+                std::size_t n = 0;
+                e = file->write(index * granule + done, std::span(plain).subspan(done, want - done), n);
+                if (e == Errc::ok && n == 0)
+                    e = Errc::io;
+                done += n;
+            }
+            if (e == Errc::ok) {
+                progress.bytes_left -= std::min(progress.bytes_left, want);
+                job.progress(progress);
+            }
+        }
+        if (e == Errc::ok)
+            e = file->fsync(false);
+        if (e == Errc::ok)
+            e = file->close();
+        file.reset();
+        if (e == Errc::ok) {
+            SetAttr times;
+            times.mask = SetAttr::kMtime | SetAttr::kAtime;
+            times.mtime = local.mtime;
+            times.atime = local.atime;
+            Attr ignored;
+            e = job.remote.setattr(tmp, times, ignored);
+        }
+        if (e == Errc::ok)
+            e = job.remote.rename(tmp, target, 0);
+        if (e == Errc::ok)
+            e = job.remote.getattr(target, after);
+        if (e != Errc::ok && !is_transient(e))
+            job.remote.unlink(tmp);
+        return e;
+    }
+
+    Errc store(const LoggedOp& op) {
+        auto object = job.replica.object(op.oid);
+        auto local = local_attr(op.oid);
+        if (!object || !object->content || !local)
+            return job.replica.applied(op.seq, op.oid, object ? object->base : BaseVersion{});  // nothing left to send
+        if (job.busy(op.oid))
+            return Errc::busy;
+        const std::uint64_t generation = object->content_gen;
+        Attr now;
+        const Errc g = job.remote.getattr(op.path, now);
+        if (g != Errc::ok && g != Errc::not_found)
+            return g;
+        // Already there: an earlier pass uploaded it and stopped before its commit.
+        if (g == Errc::ok && S_ISREG(now.mode) && now.size == local->size && ns(now.mtime) == ns(local->mtime))
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+        const BaseVersion& base = object->base;
+        std::optional<ConflictKind> kind;
+        if (base.exists && g == Errc::not_found)
+            kind = ConflictKind::update_delete;
+        else if (base.exists && !base.matches(now))
+            kind = ConflictKind::update_update;
+        else if (!base.exists && g == Errc::ok)
+            kind = ConflictKind::create_create;
+        std::string target = kind ? free_copy_path(op.path) : op.path;
+        Attr after;
+        Errc e = upload(op, object->content, *local, target, after);
+        if (e == Errc::not_found) {
+            // The directory it was in is gone from the server: keep it at the top.
+            kind = ConflictKind::parent_removed;
+            target = free_copy_path("/" + base_name(op.path));
+            e = upload(op, object->content, *local, target, after);
+        }
+        if (e != Errc::ok)
+            return e;
+        if (kind) {
+            conflict(*kind, op, op.path, target, local, g == Errc::ok ? &now : nullptr);
+            // The name holds the server's version now; later operations on it apply to that.
+            return job.replica.applied(op.seq, op.oid, g == Errc::ok ? BaseVersion::of(now) : BaseVersion{});
+        }
+        if (job.replica.object(op.oid)->content_gen != generation) {
+            // Written again while uploading: the newer content goes next pass.
+            return job.replica.set_base(op.oid, BaseVersion::of(after));
+        }
+        return job.replica.applied(op.seq, op.oid, BaseVersion::of(after));
+    }
+
+    Errc make(const LoggedOp& op) {  // mkdir, symlink
+        Attr now;
+        const Errc g = job.remote.getattr(op.path, now);
+        if (g != Errc::ok && g != Errc::not_found)
+            return g;
+        const bool want_dir = op.kind == OpKind::mkdir;
+        if (g == Errc::ok) {
+            std::string target;
+            const bool same = want_dir ? S_ISDIR(now.mode)
+                                       : S_ISLNK(now.mode) && job.remote.readlink(op.path, target) == Errc::ok &&
+                                             target == op.path2;
+            if (same)  // made by an earlier pass, or the same on both sides
+                return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+        }
+        std::string at = op.path;
+        std::optional<ConflictKind> kind;
+        if (g == Errc::ok) {
+            kind = ConflictKind::create_create;
+            at = free_copy_path(op.path);
+        }
+        Attr made;
+        Errc e = want_dir ? job.remote.mkdir(at, op.mode & 07777, made) : job.remote.symlink(op.path2, at, made);
+        if (e == Errc::not_found) {
+            kind = ConflictKind::parent_removed;
+            at = free_copy_path("/" + base_name(op.path));
+            e = want_dir ? job.remote.mkdir(at, op.mode & 07777, made) : job.remote.symlink(op.path2, at, made);
+        }
+        if (e != Errc::ok)
+            return e;
+        if (kind) {
+            conflict(*kind, op, op.path, at, local_attr(op.oid), g == Errc::ok ? &now : nullptr);
+            if (want_dir)  // what was made inside it locally follows it
+                job.replica.repath_pending(op.path, at);
+        }
+        return job.replica.applied(op.seq, op.oid, BaseVersion::of(made));
+    }
+
+    Errc link(const LoggedOp& op) {
+        Attr now, existing;
+        const Errc g = job.remote.getattr(op.path2, now);
+        if (g != Errc::ok && g != Errc::not_found)
+            return g;
+        const Errc ge = job.remote.getattr(op.path, existing);
+        if (ge != Errc::ok && ge != Errc::not_found)
+            return ge;
+        if (g == Errc::ok && ge == Errc::ok && now.file_id == existing.file_id && now.file_id != 0)
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+        if (ge == Errc::not_found) {
+            conflict(ConflictKind::update_delete, op, op.path, {}, local_attr(op.oid), nullptr);
+            return job.replica.applied(op.seq, op.oid, BaseVersion{});
+        }
+        std::string at = g == Errc::ok ? free_copy_path(op.path2) : op.path2;
+        Attr made;
+        const Errc e = job.remote.link(op.path, at, made);
+        if (e != Errc::ok)
+            return e;
+        if (g == Errc::ok)
+            conflict(ConflictKind::create_create, op, op.path2, at, local_attr(op.oid), &now);
+        return job.replica.applied(op.seq, op.oid, BaseVersion::of(made));
+    }
+
+    Errc remove(const LoggedOp& op) {  // unlink, rmdir
+        Attr now;
+        const Errc g = job.remote.getattr(op.path, now);
+        if (g == Errc::not_found)
+            return job.replica.applied(op.seq, op.oid, BaseVersion{});
+        if (g != Errc::ok)
+            return g;
+        const bool dir = op.kind == OpKind::rmdir;
+        if (!op.base.matches(now) || S_ISDIR(now.mode) != dir) {
+            conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+        }
+        const Errc e = dir ? job.remote.rmdir(op.path) : job.remote.unlink(op.path);
+        if (e == Errc::not_empty || e == Errc::exists) {
+            // Files were added to it on the server: they stay, and so does it.
+            conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+        }
+        if (e != Errc::ok && e != Errc::not_found)
+            return e;
+        return job.replica.applied(op.seq, op.oid, BaseVersion{});
+    }
+
+    Errc rename(const LoggedOp& op) {
+        Attr from, to;
+        const Errc gf = job.remote.getattr(op.path, from);
+        if (gf != Errc::ok && gf != Errc::not_found)
+            return gf;
+        const Errc gt = job.remote.getattr(op.path2, to);
+        if (gt != Errc::ok && gt != Errc::not_found)
+            return gt;
+        auto object = job.replica.object(op.oid);
+        const BaseVersion base = object ? object->base : op.base;
+        // The same object, maybe changed on the server since.
+        auto same_object = [&](const Attr& a) { return base.matches(a) || (base.file_id && base.file_id == a.file_id); };
+        if (gf == Errc::not_found) {
+            if (gt == Errc::ok && same_object(to))  // moved by an earlier pass
+                return job.replica.applied(op.seq, op.oid, base.matches(to) ? BaseVersion::of(to) : base);
+            conflict(ConflictKind::update_delete, op, op.path, {}, local_attr(op.oid), nullptr);
+            return job.replica.applied(op.seq, op.oid, BaseVersion{});
+        }
+        std::optional<ConflictKind> kind;
+        std::string at = op.path2;
+        if (gt == Errc::ok && !(op.base2.exists && op.base2.matches(to))) {
+            kind = ConflictKind::rename_taken;
+            at = free_copy_path(op.path2);
+        }
+        Errc e = job.remote.rename(op.path, at, 0);
+        if (e == Errc::not_found) {
+            // The directory it was moving to is gone from the server: keep it at the top.
+            kind = ConflictKind::parent_removed;
+            at = free_copy_path("/" + base_name(op.path2));
+            e = job.remote.rename(op.path, at, 0);
+        }
+        if (e != Errc::ok)
+            return e;
+        Attr after;
+        if ((e = job.remote.getattr(at, after)) != Errc::ok)
+            return e;
+        if (kind) {
+            conflict(*kind, op, op.path2, at, local_attr(op.oid), gt == Errc::ok ? &to : nullptr);
+            job.replica.repath_pending(op.path2, at);
+        }
+        // A rename moves what the server has, changed or not; but a change
+        // made there since the base was taken is still one nobody here has
+        // seen: the base stays, so that a later store or unlink of the
+        // object is a conflict rather than an overwrite of that change.
+        return job.replica.applied(op.seq, op.oid, base.matches(from) ? BaseVersion::of(after) : base);
+    }
+
+    Errc setattr(const LoggedOp& op) {
+        Attr now;
+        const Errc g = job.remote.getattr(op.path, now);
+        if (g == Errc::not_found) {
+            conflict(ConflictKind::update_delete, op, op.path, {}, local_attr(op.oid), nullptr);
+            return job.replica.applied(op.seq, op.oid, BaseVersion{});
+        }
+        if (g != Errc::ok)
+            return g;
+        auto object = job.replica.object(op.oid);
+        const BaseVersion base = object ? object->base : op.base;
+        if (!base.matches(now)) {
+            // Its content changed on the server: the server's version keeps its own attributes.
+            conflict(ConflictKind::update_update, op, op.path, {}, local_attr(op.oid), &now);
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+        }
+        SetAttr change = op.attrs;
+        change.mask &= ~SetAttr::kSize;
+        Attr after;
+        const Errc e = job.remote.setattr(op.path, change, after);
+        if (e != Errc::ok)
+            return e;
+        return job.replica.applied(op.seq, op.oid, BaseVersion::of(after));
+    }
+
+    Errc apply(const LoggedOp& op) {
+        switch (op.kind) {
+        case OpKind::store: return store(op);
+        case OpKind::mkdir:
+        case OpKind::symlink: return make(op);
+        case OpKind::link: return link(op);
+        case OpKind::unlink:
+        case OpKind::rmdir: return remove(op);
+        case OpKind::rename: return rename(op);
+        case OpKind::setattr: return setattr(op);
+        }
+        return Errc::invalid;
+    }
+};
+
+} // namespace
+
+std::string conflicted_copy_path(const std::string& path, const std::string& hostname, std::time_t when) {
+    std::tm local{};
+    localtime_r(&when, &local);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H%M%S", &local);
+    const std::string name = base_name(path);
+    // The extension stays last so the copy opens in the same application;
+    // a leading dot (".bashrc") is not one.
+    auto dot = name.rfind('.');
+    if (dot == 0 || dot == std::string::npos)
+        dot = name.size();
+    return join_path(parent_of(path),
+                     name.substr(0, dot) + " (conflicted copy " + stamp + " " + hostname + ")" + name.substr(dot));
+}
+
+SyncOutcome reintegrate(const Reintegration& job) {
+    Pass pass{job, {}, {}};
+    const std::vector<LoggedOp> ops = job.replica.pending();
+    pass.progress.ops_total = ops.size();
+    for (const LoggedOp& op : ops)
+        if (op.kind == OpKind::store)
+            if (auto a = pass.local_attr(op.oid))
+                pass.progress.bytes_left += a->size;
+    job.progress(pass.progress);
+    for (const LoggedOp& op : ops) {
+        if (job.stop()) {
+            pass.outcome.error = Errc::unreachable;
+            pass.outcome.message = "stopped";
+            break;
+        }
+        const Errc e = pass.apply(op);
+        if (e == Errc::busy) {
+            pass.outcome.error = e;
+            pass.outcome.message = op.path + " is open for writing here: it is sent once closed";
+            break;
+        }
+        if (e != Errc::ok) {
+            pass.outcome.error = e;
+            pass.outcome.message = std::string(op_name(op.kind)) + " " + op.path + ": " + std::string(describe(e));
+            if (!is_transient(e))
+                LOG_ERROR("reintegration of %s %s failed (%s): it stays in the log and is retried",
+                          op_name(op.kind), op.path.c_str(), std::string(describe(e)).c_str());
+            break;
+        }
+        pass.outcome.applied++;
+        pass.progress.ops_done++;
+        job.progress(pass.progress);
+    }
+    pass.outcome.pending = job.replica.pending_count();
+    return pass.outcome;
+}
+
+} // namespace netfs

@@ -1,0 +1,1211 @@
+#include "sync/replica_backend.h"
+
+#include "core/cache/cache_store.h"
+#include "core/log.h"
+#include "sync/hoarder.h"
+#include "sync/reintegrator.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+namespace netfs {
+
+namespace {
+
+timespec now_ts() {
+    timespec t{};
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t;
+}
+
+// Local content lives in the cache under a key no remote path can have.
+std::string content_key(std::int64_t oid) { return "local:" + std::to_string(oid); }
+
+} // namespace
+
+const char* mode_name(SyncMode mode) {
+    switch (mode) {
+    case SyncMode::connected: return "connected";
+    case SyncMode::disconnected: return "disconnected";
+    case SyncMode::reintegrating: return "reintegrating";
+    }
+    return "?";
+}
+
+// A file opened through the replica backend: on the server while connected,
+// on its local content otherwise. A handle opened online that outlives the
+// connection moves to the local content at its first change.
+class ReplicaFile : public BackendFile {
+public:
+    ReplicaFile(ReplicaBackend& owner, std::int64_t oid, std::string path, std::unique_ptr<BackendFile> remote,
+                bool local)
+        : owner_(owner), oid_(oid), path_(std::move(path)), remote_(std::move(remote)), local_(local) {
+        if (local_)
+            hold();
+    }
+    ~ReplicaFile() override { release(); }
+
+    Errc read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) override {
+        if (!local_ && remote_ && owner_.online()) {
+            const Errc e = remote_->read(offset, buf, transferred);
+            if (!owner_.lost(e))
+                return e;
+        }
+        if (local_ || has_content())
+            return owner_.read_content(oid_, offset, buf, transferred);
+        owner_.uncached_reads_++;
+        return Errc::io;  // not cached, and the server is away: at once, never a hang
+    }
+
+    Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
+        if (!local_ && remote_ && owner_.online()) {
+            const Errc e = remote_->write(offset, data, transferred);
+            wrote_remote_ = true;
+            if (!owner_.lost(e))
+                return e;
+        }
+        if (Errc e = go_local(false); e != Errc::ok)
+            return e;
+        const Errc e = owner_.write_content(oid_, offset, data);
+        transferred = e == Errc::ok ? data.size() : 0;
+        return e;
+    }
+
+    Errc fsync(bool datasync) override {
+        if (!local_ && remote_ && owner_.online()) {
+            const Errc e = remote_->fsync(datasync);
+            if (!owner_.lost(e))
+                return e;
+        }
+        // What was sent to the server before an outage may not be on it:
+        // never report it durable.
+        if (wrote_remote_)
+            return Errc::io;
+        return Errc::ok;  // every local write was durable when it returned
+    }
+
+    Errc getattr(Attr& out) override {
+        if (!local_ && remote_ && owner_.online()) {
+            const Errc e = remote_->getattr(out);
+            if (!owner_.lost(e))
+                return e;
+        }
+        auto n = owner_.name_of(oid_);
+        if (!n)
+            return Errc::bad_handle;
+        out = n->attr;
+        return Errc::ok;
+    }
+
+    Errc truncate(std::uint64_t size) override {
+        if (!local_ && remote_ && owner_.online()) {
+            const Errc e = remote_->truncate(size);
+            if (!owner_.lost(e))
+                return e;
+        }
+        if (Errc e = go_local(size == 0); e != Errc::ok)
+            return e;
+        return owner_.resize_content(oid_, size);
+    }
+
+    Errc close() override {
+        Errc e = Errc::ok;
+        if (remote_) {
+            e = remote_->close();
+            if (owner_.lost(e))
+                e = Errc::ok;  // nothing of ours is waiting on it: writes were acknowledged or moved local
+        }
+        return e;
+    }
+
+private:
+    bool has_content() {
+        auto o = owner_.replica_->object(oid_);
+        return o && o->content;
+    }
+    Errc go_local(bool truncate) {
+        if (local_)
+            return Errc::ok;
+        // Writes already sent to the server are in no local copy: changing
+        // the file locally now could lose them. The engine keeps the data
+        // and retries; it reaches the server once it answers again.
+        if (wrote_remote_)
+            return Errc::io;
+        auto n = owner_.name_of(oid_);
+        if (!n)
+            return Errc::bad_handle;
+        std::uint64_t content = 0;
+        if (Errc e = owner_.ensure_content(*n, truncate, content); e != Errc::ok)
+            return e;
+        local_ = true;
+        hold();
+        return Errc::ok;
+    }
+    void hold() {
+        std::lock_guard lock(owner_.mu_);
+        owner_.open_local_[oid_]++;
+        held_ = true;
+    }
+    void release() {
+        if (!held_)
+            return;
+        std::lock_guard lock(owner_.mu_);
+        if (--owner_.open_local_[oid_] == 0)
+            owner_.open_local_.erase(oid_);
+        held_ = false;
+    }
+
+    ReplicaBackend& owner_;
+    std::int64_t oid_;
+    std::string path_;
+    std::unique_ptr<BackendFile> remote_;
+    bool local_;
+    bool held_ = false;
+    bool wrote_remote_ = false;  // something was written through remote_
+};
+
+ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect, std::shared_ptr<Replica> replica,
+                               std::shared_ptr<CacheStore> cache, std::string description, std::string hostname)
+    : remote_(std::move(remote)), connect_(std::move(connect)), replica_(std::move(replica)),
+      cache_(std::move(cache)), description_(std::move(description)), hostname_(std::move(hostname)) {
+    if (remote_)
+        limits_ = remote_->limits();
+    // Changes left in the log by an earlier run are the truth until reintegrated.
+    mode_ = remote_ && replica_->pending_count() == 0 ? SyncMode::connected : SyncMode::disconnected;
+    replica_->set_durable(mode_ != SyncMode::connected);
+    status_.pending = replica_->pending_count();
+    status_.conflicts = replica_->conflicts().size();
+}
+
+ReplicaBackend::~ReplicaBackend() { stop(); }
+
+void ReplicaBackend::start(std::chrono::milliseconds pin_refresh) {
+    pin_refresh_ = pin_refresh;
+    thread_ = std::thread([this] { sync_loop(); });
+    pin_thread_ = std::thread([this] { pin_loop(); });
+}
+
+void ReplicaBackend::stop() {
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+    }
+    pin_cancel_ = true;
+    wake_.notify_all();
+    if (thread_.joinable())
+        thread_.join();
+    if (pin_thread_.joinable())
+        pin_thread_.join();
+}
+
+// ---- pinning ----------------------------------------------------------------
+
+Errc ReplicaBackend::pin(const std::string& path, std::string& message) {
+    if (!cache_) {
+        message = "this mount has no cache to pin into";
+        return Errc::not_supported;
+    }
+    Attr attr;
+    if (Errc e = getattr(path, attr); e != Errc::ok) {
+        message = path + ": " + std::string(netfs::describe(e));
+        return e;
+    }
+    // What it needs beside what is pinned elsewhere must fit: refused now,
+    // not after an hour of fetching.
+    if (const std::uint64_t limit = cache_->size_limit()) {
+        Hoarder hoarder(*this, *cache_);
+        std::uint64_t present = 0, total = 0, pinned_all = 0, pinned_here = 0;
+        if (Errc e = hoarder.presence(path, present, total); e != Errc::ok) {
+            message = path + ": " + std::string(netfs::describe(e)) + " while measuring it";
+            return e;
+        }
+        cache_->pinned_bytes_under("/", pinned_all);
+        cache_->pinned_bytes_under(path, pinned_here);
+        if (total + (pinned_all - std::min(pinned_all, pinned_here)) > limit) {
+            message = path + " needs " + std::to_string(total >> 20) + " MiB, and " +
+                      std::to_string((pinned_all - std::min(pinned_all, pinned_here)) >> 20) +
+                      " MiB are pinned already: more than the cache's limit of " + std::to_string(limit >> 20) +
+                      " MiB (raise --cache-size, or unpin something)";
+            return Errc::no_space;
+        }
+    }
+    if (Errc e = replica_->set_pin(path, true); e != Errc::ok) {
+        message = "cannot record the pin: " + std::string(netfs::describe(e));
+        return e;
+    }
+    std::lock_guard lock(mu_);
+    pins_changed_ = true;
+    pin_states_.push_back({path, 0, 0, "waiting", {}});
+    generation_++;
+    wake_.notify_all();
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::unpin(const std::string& path, std::string& message) {
+    if (!cache_) {
+        message = "this mount has no cache";
+        return Errc::not_supported;
+    }
+    bool found = false;
+    for (const std::string& p : replica_->pins())
+        found |= p == path;
+    if (!found) {
+        message = path + " is not pinned";
+        return Errc::not_found;
+    }
+    pin_cancel_ = true;  // a fetch of it stops; the pin thread starts over with the rest
+    replica_->set_pin(path, false);
+    Hoarder(*this, *cache_).unpin(path);
+    // Pins still covering some of it keep theirs.
+    for (const std::string& p : replica_->pins())
+        if (is_under(p, path) || is_under(path, p))
+            cache_->set_pinned_under(p, true);
+    std::lock_guard lock(mu_);
+    pins_changed_ = true;
+    std::erase_if(pin_states_, [&](const PinState& s) { return s.path == path; });
+    generation_++;
+    wake_.notify_all();
+    return Errc::ok;
+}
+
+std::vector<PinState> ReplicaBackend::pin_states() {
+    std::lock_guard lock(mu_);
+    return pin_states_;
+}
+
+void ReplicaBackend::pin_loop() {
+    // Every pin is refreshed every pin_refresh_ while connected (cheap when all is
+    // held: listings only), and at once when pins change or the mode does.
+    std::uint64_t seen_generation = 0;
+    auto next_refresh = std::chrono::steady_clock::now();
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+        wake_.wait_until(lock, next_refresh, [&] {
+            return stopping_ || pins_changed_ || (mode_ == SyncMode::connected && generation_ != seen_generation);
+        });
+        if (stopping_)
+            break;
+        seen_generation = generation_;
+        pins_changed_ = false;
+        next_refresh = std::chrono::steady_clock::now() + pin_refresh_;
+        const bool connected = mode_ == SyncMode::connected;
+        lock.unlock();
+        pin_cancel_ = false;
+        std::vector<PinState> states;
+        for (const std::string& path : replica_->pins()) {
+            PinState state{path, 0, 0, connected ? "fetching" : "waiting", {}};
+            Hoarder hoarder(*this, *cache_);
+            if (connected) {
+                {
+                    std::lock_guard l(mu_);
+                    for (PinState& s : pin_states_)
+                        if (s.path == path)
+                            s.state = "fetching";
+                }
+                std::string message;
+                const Errc e = hoarder.pin(
+                    path,
+                    [&](const PinProgress& p) {
+                        std::lock_guard l(mu_);
+                        for (PinState& s : pin_states_)
+                            if (s.path == path) {
+                                s.present = p.bytes_done;
+                                s.total = p.bytes_total;
+                            }
+                    },
+                    pin_cancel_, message);
+                if (e == Errc::busy)
+                    break;  // cancelled: start over with the pins as they are now
+                if (e != Errc::ok) {
+                    state.state = "failed";
+                    state.message = message;
+                    LOG_WARN("pinning %s: %s", path.c_str(), message.c_str());
+                }
+            }
+            hoarder.presence(path, state.present, state.total);
+            if (state.state == "fetching")
+                state.state = state.present >= state.total ? "ready" : "fetching";
+            states.push_back(state);
+            std::lock_guard l(mu_);
+            for (PinState& s : pin_states_)
+                if (s.path == path)
+                    s = state;
+        }
+        lock.lock();
+        if (!pins_changed_) {
+            pin_states_ = states;
+            generation_++;
+        }
+        seen_generation = generation_;  // our own news is no reason for another pass
+    }
+}
+
+void ReplicaBackend::set_mode(SyncMode mode, const char* why) {
+    // Called with mu_ held.
+    if (mode_ == mode)
+        return;
+    LOG_INFO("%s: %s -> %s (%s)", description_.c_str(), mode_name(mode_), mode_name(mode), why);
+    if (mode_ == SyncMode::connected)
+        replica_->set_durable(true);
+    mode_ = mode;
+    if (mode == SyncMode::connected)
+        replica_->set_durable(false);
+    generation_++;
+    wake_.notify_all();
+}
+
+void ReplicaBackend::go_offline() {
+    std::lock_guard lock(mu_);
+    manual_offline_ = true;
+    set_mode(SyncMode::disconnected, "asked to go offline");
+}
+
+void ReplicaBackend::go_online() {
+    {
+        std::lock_guard lock(mu_);
+        manual_offline_ = false;
+        sync_asked_ = true;
+        generation_++;
+    }
+    wake_.notify_all();
+}
+
+SyncOutcome ReplicaBackend::sync_now(std::chrono::milliseconds wait) {
+    std::unique_lock lock(mu_);
+    const std::uint64_t passes = status_.passes;
+    sync_asked_ = true;
+    wake_.notify_all();
+    wake_.wait_for(lock, wait, [&] { return status_.passes > passes || stopping_; });
+    SyncOutcome out = status_.passes > passes ? status_.last : SyncOutcome{};
+    if (status_.passes == passes) {
+        out.error = manual_offline_ ? Errc::unreachable : Errc::timed_out;
+        out.message = manual_offline_ ? "the mount is offline (netfs online to reconnect)"
+                                      : "no reintegration pass finished in time";
+        out.pending = replica_->pending_count();
+    }
+    return out;
+}
+
+SyncStatus ReplicaBackend::status() {
+    const std::uint64_t pending = replica_->pending_count();
+    const std::uint64_t conflicts = replica_->conflicts().size();
+    std::lock_guard lock(mu_);
+    SyncStatus s = status_;
+    s.pending = pending;
+    s.conflicts = conflicts;
+    s.mode = mode_;
+    s.manual_offline = manual_offline_;
+    s.uncached_reads = uncached_reads_.load();
+    return s;
+}
+
+ConnectionState ReplicaBackend::connection_state() const {
+    std::lock_guard lock(mu_);
+    return remote_ ? remote_->connection_state() : ConnectionState::unreachable;
+}
+
+std::shared_ptr<Backend> ReplicaBackend::online() {
+    std::lock_guard lock(mu_);
+    return mode_ == SyncMode::connected ? remote_ : nullptr;
+}
+
+bool ReplicaBackend::lost(Errc error) {
+    if (!is_transient(error))
+        return false;
+    std::lock_guard lock(mu_);
+    // While the backend is still reconnecting the error goes back to the
+    // engine, which retries it (a server restart is ridden out); once the
+    // backend gives the server up as unreachable, we answer locally.
+    if (remote_ && remote_->connection_state() != ConnectionState::unreachable)
+        return false;
+    set_mode(SyncMode::disconnected, "the server cannot be reached");
+    return true;
+}
+
+Errc ReplicaBackend::unknown(const std::string& path) {
+    if (path == "/")
+        return Errc::io;
+    auto parent = replica_->name(parent_of(path));
+    if (!parent)
+        return Errc::io;  // nothing known of where it would be
+    if (!S_ISDIR(parent->attr.mode))
+        return Errc::not_dir;
+    // A name not seen in a directory that was: absent as far as anyone here
+    // can tell, so that it can be created (a name the server has meanwhile
+    // becomes a create/create conflict at reintegration, never a loss).
+    return Errc::not_found;
+}
+
+std::optional<Name> ReplicaBackend::name_of(std::int64_t oid) {
+    for (const std::string& p : replica_->paths_of(oid))
+        if (auto n = replica_->name(p))
+            return n;
+    return std::nullopt;
+}
+
+Attr ReplicaBackend::new_attr(std::uint32_t mode, std::int64_t oid) const {
+    Attr a;
+    a.mode = mode;
+    a.nlink = S_ISDIR(mode) ? 2 : 1;
+    a.uid = geteuid();
+    a.gid = getegid();
+    a.atime = a.mtime = a.ctime = now_ts();
+    a.file_id = Replica::local_file_id(oid);
+    return a;
+}
+
+// ---- namespace ------------------------------------------------------------
+
+Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
+    if (auto r = online()) {
+        const Errc e = r->getattr(path, out);
+        if (e == Errc::ok)
+            replica_->saw(path, out);
+        else if (e == Errc::not_found)
+            replica_->saw_gone(path);
+        if (!lost(e))
+            return e;
+    }
+    if (auto n = replica_->name(path)) {
+        out = n->attr;
+        return Errc::ok;
+    }
+    return unknown(path);
+}
+
+Errc ReplicaBackend::readdir(const std::string& path, std::vector<DirEntry>& out) {
+    if (auto r = online()) {
+        const Errc e = r->readdir(path, out);
+        if (e == Errc::ok)
+            replica_->saw_listing(path, out);
+        else if (e == Errc::not_found)
+            replica_->saw_gone(path);
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(path);
+    if (!n)
+        return unknown(path);
+    if (!S_ISDIR(n->attr.mode))
+        return Errc::not_dir;
+    if (!n->listed)
+        return Errc::io;  // never listed online
+    out.clear();
+    for (Name& child : replica_->children(path))
+        out.push_back({base_name(child.path), child.attr});
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::readlink(const std::string& path, std::string& target) {
+    if (auto r = online()) {
+        const Errc e = r->readlink(path, target);
+        if (e == Errc::ok)
+            replica_->saw_target(path, target);
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(path);
+    if (!n)
+        return unknown(path);
+    if (!S_ISLNK(n->attr.mode))
+        return Errc::invalid;
+    if (n->target.empty())
+        return Errc::io;  // never read online
+    target = n->target;
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::statfs(StatFs& out) {
+    if (auto r = online()) {
+        const Errc e = r->statfs(out);
+        if (e == Errc::ok) {
+            std::lock_guard lock(mu_);
+            last_statfs_ = out;
+        }
+        if (!lost(e))
+            return e;
+    }
+    std::lock_guard lock(mu_);
+    out = last_statfs_;  // as last seen; all zero when never seen
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::mkdir(const std::string& path, std::uint32_t mode, Attr& attr) {
+    if (auto r = online()) {
+        const Errc e = r->mkdir(path, mode, attr);
+        if (e == Errc::ok) {
+            replica_->saw(path, attr);
+            replica_->saw_listing(path, {});  // new: empty, and so listed
+        }
+        if (!lost(e))
+            return e;
+    }
+    auto parent = replica_->name(parent_of(path));
+    if (!parent)
+        return unknown(parent_of(path));
+    if (replica_->name(path))
+        return Errc::exists;
+    const std::int64_t oid = replica_->new_object(BaseVersion{});
+    attr = new_attr(S_IFDIR | (mode & 07777), oid);
+    if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
+        return e;
+    LoggedOp op;
+    op.kind = OpKind::mkdir;
+    op.oid = oid;
+    op.path = path;
+    op.mode = mode;
+    return replica_->append(op);
+}
+
+Errc ReplicaBackend::symlink(const std::string& target, const std::string& path, Attr& attr) {
+    if (auto r = online()) {
+        const Errc e = r->symlink(target, path, attr);
+        if (e == Errc::ok) {
+            replica_->saw(path, attr, target);
+        }
+        if (!lost(e))
+            return e;
+    }
+    if (!replica_->name(parent_of(path)))
+        return unknown(parent_of(path));
+    if (replica_->name(path))
+        return Errc::exists;
+    const std::int64_t oid = replica_->new_object(BaseVersion{});
+    attr = new_attr(S_IFLNK | 0777, oid);
+    attr.size = target.size();
+    if (Errc e = replica_->add_name(path, attr, target, true, oid); e != Errc::ok)
+        return e;
+    LoggedOp op;
+    op.kind = OpKind::symlink;
+    op.oid = oid;
+    op.path = path;
+    op.path2 = target;
+    return replica_->append(op);
+}
+
+Errc ReplicaBackend::link(const std::string& existing, const std::string& path, Attr& attr) {
+    if (auto r = online()) {
+        const Errc e = r->link(existing, path, attr);
+        if (e == Errc::ok) {
+            replica_->saw(path, attr);
+            replica_->saw(existing, attr);
+        }
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(existing);
+    if (!n)
+        return unknown(existing);
+    if (S_ISDIR(n->attr.mode))
+        return Errc::perm;
+    if (replica_->name(path))
+        return Errc::exists;
+    attr = n->attr;
+    attr.nlink++;
+    attr.ctime = now_ts();
+    if (Errc e = replica_->add_name(path, attr, n->target, false, n->oid); e != Errc::ok)
+        return e;
+    replica_->set_attr(path, attr);
+    LoggedOp op;
+    op.kind = OpKind::link;
+    op.oid = n->oid;
+    op.path = existing;
+    op.path2 = path;
+    return replica_->append(op);
+}
+
+Errc ReplicaBackend::unlink(const std::string& path) {
+    if (auto r = online()) {
+        const Errc e = r->unlink(path);
+        if (e == Errc::ok || e == Errc::not_found)
+            replica_->saw_gone(path);
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(path);
+    if (!n)
+        return unknown(path);
+    if (S_ISDIR(n->attr.mode))
+        return Errc::is_dir;
+    auto object = replica_->object(n->oid);
+    LoggedOp op;
+    op.kind = OpKind::unlink;
+    op.oid = n->oid;
+    op.path = path;
+    op.base = object ? object->base : BaseVersion{};
+    if (Errc e = replica_->append(op); e != Errc::ok)
+        return e;
+    return replica_->remove_name(path);
+}
+
+Errc ReplicaBackend::rmdir(const std::string& path) {
+    if (auto r = online()) {
+        const Errc e = r->rmdir(path);
+        if (e == Errc::ok || e == Errc::not_found)
+            replica_->saw_gone(path);
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(path);
+    if (!n)
+        return unknown(path);
+    if (!S_ISDIR(n->attr.mode))
+        return Errc::not_dir;
+    if (!replica_->children(path).empty())
+        return Errc::not_empty;
+    if (!n->listed)
+        return Errc::io;  // it may hold entries never seen here
+    auto object = replica_->object(n->oid);
+    LoggedOp op;
+    op.kind = OpKind::rmdir;
+    op.oid = n->oid;
+    op.path = path;
+    op.base = object ? object->base : BaseVersion{};
+    if (Errc e = replica_->append(op); e != Errc::ok)
+        return e;
+    return replica_->remove_name(path);
+}
+
+Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsigned flags) {
+    if (auto r = online()) {
+        const Errc e = r->rename(from, to, flags);
+        if (e == Errc::ok) {
+            if (flags & RENAME_EXCHANGE) {
+                replica_->saw_gone(from);
+                replica_->saw_gone(to);
+            } else {
+                replica_->saw_rename(from, to);
+            }
+        }
+        if (!lost(e))
+            return e;
+    }
+    if (flags & RENAME_EXCHANGE)
+        return Errc::not_supported;  // not while disconnected
+    auto n = replica_->name(from);
+    if (!n)
+        return unknown(from);
+    if (!replica_->name(parent_of(to)))
+        return unknown(parent_of(to));
+    if (is_under(to, from) && to != from)
+        return Errc::invalid;
+    if (to == from)
+        return Errc::ok;
+    if (auto old = replica_->name(to)) {
+        if (flags & RENAME_NOREPLACE)
+            return Errc::exists;
+        if (S_ISDIR(n->attr.mode) != S_ISDIR(old->attr.mode))
+            return S_ISDIR(old->attr.mode) ? Errc::is_dir : Errc::not_dir;
+        if (S_ISDIR(old->attr.mode) && (!old->listed || !replica_->children(to).empty()))
+            return Errc::not_empty;
+        // The replaced object goes as if removed first (a conflict if the
+        // server changed it meanwhile), then the name is taken.
+        auto object = replica_->object(old->oid);
+        LoggedOp gone;
+        gone.kind = S_ISDIR(old->attr.mode) ? OpKind::rmdir : OpKind::unlink;
+        gone.oid = old->oid;
+        gone.path = to;
+        gone.base = object ? object->base : BaseVersion{};
+        if (Errc e = replica_->append(gone); e != Errc::ok)
+            return e;
+        replica_->remove_name(to);
+    }
+    auto object = replica_->object(n->oid);
+    LoggedOp op;
+    op.kind = OpKind::rename;
+    op.oid = n->oid;
+    op.path = from;
+    op.path2 = to;
+    op.base = object ? object->base : BaseVersion{};
+    if (Errc e = replica_->append(op); e != Errc::ok)
+        return e;
+    return replica_->move_name(from, to);
+}
+
+Errc ReplicaBackend::mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) {
+    if (auto r = online()) {
+        const Errc e = r->mknod(path, mode, rdev, attr);
+        if (e == Errc::ok)
+            replica_->saw(path, attr);
+        if (!lost(e))
+            return e;
+    }
+    if (!S_ISREG(mode))
+        return Errc::not_supported;  // devices and fifos wait for the server
+    std::unique_ptr<BackendFile> file;
+    return create(path, mode, O_WRONLY | O_CREAT | O_EXCL, file, attr);
+}
+
+Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Attr& out) {
+    if (auto r = online()) {
+        const Errc e = r->setattr(path, change, out);
+        if (e == Errc::ok)
+            replica_->saw(path, out);
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(path);
+    if (!n)
+        return unknown(path);
+    if (change.mask & SetAttr::kSize) {
+        if (!S_ISREG(n->attr.mode))
+            return S_ISDIR(n->attr.mode) ? Errc::is_dir : Errc::invalid;
+        std::uint64_t content = 0;
+        if (Errc e = ensure_content(*n, change.size == 0, content); e != Errc::ok)
+            return e;
+        if (Errc e = resize_content(n->oid, change.size); e != Errc::ok)
+            return e;
+        n = replica_->name(path);
+    }
+    Attr a = n->attr;
+    const timespec now = now_ts();
+    if (change.mask & SetAttr::kMode)
+        a.mode = (a.mode & S_IFMT) | (change.mode & 07777);
+    if (change.mask & SetAttr::kUid)
+        a.uid = change.uid;
+    if (change.mask & SetAttr::kGid)
+        a.gid = change.gid;
+    if (change.mask & SetAttr::kAtime)
+        a.atime = change.atime;
+    if (change.mask & SetAttr::kAtimeNow)
+        a.atime = now;
+    if (change.mask & SetAttr::kMtime)
+        a.mtime = change.mtime;
+    if (change.mask & SetAttr::kMtimeNow)
+        a.mtime = now;
+    a.ctime = now;
+    const std::uint32_t meta = change.mask & ~SetAttr::kSize;
+    if (meta) {
+        auto object = replica_->object(n->oid);
+        LoggedOp op;
+        op.kind = OpKind::setattr;
+        op.oid = n->oid;
+        op.path = path;
+        op.attrs = change;
+        op.attrs.mask = meta;
+        op.attrs.atime = a.atime;
+        op.attrs.mtime = a.mtime;
+        op.base = object ? object->base : BaseVersion{};
+        // "now" flags become the times they meant here, not at reintegration.
+        if (meta & SetAttr::kAtimeNow)
+            op.attrs.mask = (op.attrs.mask & ~SetAttr::kAtimeNow) | SetAttr::kAtime;
+        if (meta & SetAttr::kMtimeNow)
+            op.attrs.mask = (op.attrs.mask & ~SetAttr::kMtimeNow) | SetAttr::kMtime;
+        if (Errc e = replica_->append(op); e != Errc::ok)
+            return e;
+    }
+    if (Errc e = replica_->set_attr(path, a); e != Errc::ok)
+        return e;
+    out = a;
+    return Errc::ok;
+}
+
+// ---- files ----------------------------------------------------------------
+
+Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) {
+    if (auto r = online()) {
+        std::unique_ptr<BackendFile> file;
+        const Errc e = r->open(path, flags, file);
+        if (e == Errc::ok) {
+            auto n = replica_->name(path);
+            out = std::make_unique<ReplicaFile>(*this, n ? n->oid : 0, path, std::move(file), false);
+            return e;
+        }
+        if (e == Errc::not_found)
+            replica_->saw_gone(path);
+        if (!lost(e))
+            return e;
+    }
+    auto n = replica_->name(path);
+    if (!n)
+        return unknown(path);
+    if (S_ISDIR(n->attr.mode))
+        return Errc::is_dir;
+    if (!S_ISREG(n->attr.mode))
+        return Errc::io;
+    const bool writable = (flags & O_ACCMODE) != O_RDONLY;
+    if (writable || (flags & O_TRUNC)) {
+        // Changed here: the whole file must be local before the first write
+        // is accepted, so that the change can be kept.
+        std::uint64_t content = 0;
+        if (Errc e = ensure_content(*n, (flags & O_TRUNC) != 0, content); e != Errc::ok)
+            return e;
+        if ((flags & O_TRUNC) && n->attr.size != 0)
+            if (Errc e = resize_content(n->oid, 0); e != Errc::ok)
+                return e;
+    }
+    auto object = replica_->object(n->oid);
+    const bool local = object && object->content;
+    out = std::make_unique<ReplicaFile>(*this, n->oid, path, nullptr, local);
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::create(const std::string& path, std::uint32_t mode, int flags,
+                            std::unique_ptr<BackendFile>& out, Attr& attr) {
+    if (auto r = online()) {
+        std::unique_ptr<BackendFile> file;
+        const Errc e = r->create(path, mode, flags, file, attr);
+        if (e == Errc::ok) {
+            replica_->saw(path, attr);
+            auto n = replica_->name(path);
+            out = std::make_unique<ReplicaFile>(*this, n ? n->oid : 0, path, std::move(file), false);
+            return e;
+        }
+        if (!lost(e))
+            return e;
+    }
+    auto parent = replica_->name(parent_of(path));
+    if (!parent)
+        return unknown(parent_of(path));
+    if (!S_ISDIR(parent->attr.mode))
+        return Errc::not_dir;
+    if (replica_->name(path)) {
+        if (flags & O_EXCL)
+            return Errc::exists;
+        if (Errc e = open(path, flags | O_WRONLY, out); e != Errc::ok)
+            return e;
+        return getattr(path, attr);
+    }
+    const std::int64_t oid = replica_->new_object(BaseVersion{});
+    attr = new_attr(S_IFREG | (mode & 07777), oid);
+    std::uint64_t content = 0, content_version = 0;
+    if (Errc e = cache_->object(content_key(oid), Version{}, content, content_version); e != Errc::ok)
+        return e;
+    if (Errc e = replica_->set_content(oid, content); e != Errc::ok)
+        return e;
+    if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
+        return e;
+    LoggedOp op;
+    op.kind = OpKind::store;
+    op.oid = oid;
+    op.path = path;
+    op.mode = mode;
+    if (Errc e = replica_->append(op); e != Errc::ok)
+        return e;
+    out = std::make_unique<ReplicaFile>(*this, oid, path, nullptr, true);
+    return Errc::ok;
+}
+
+// ---- local content ----------------------------------------------------------
+
+Errc ReplicaBackend::log_store(const Name& name) {
+    auto object = replica_->object(name.oid);
+    LoggedOp op;
+    op.kind = OpKind::store;
+    op.oid = name.oid;
+    op.path = name.path;
+    op.mode = name.attr.mode & 07777;
+    op.base = object ? object->base : BaseVersion{};
+    return replica_->append(op);
+}
+
+Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64_t& content) {
+    std::lock_guard lock(content_mu_);
+    auto object = replica_->object(name.oid);
+    if (!object)
+        return Errc::bad_handle;
+    if (object->content) {
+        content = object->content;
+        return log_store(name);
+    }
+    if (!cache_)
+        return Errc::io;
+    std::uint64_t ignored_version = 0;
+    if (Errc e = cache_->object(content_key(name.oid), Version{}, content, ignored_version); e != Errc::ok)
+        return e;
+    cache_->drop_from(content, 0);  // leftovers of an interrupted copy
+    const std::uint64_t granule = cache_->granule_size();
+    const std::uint64_t count = truncate ? 0 : (name.attr.size + granule - 1) / granule;
+    if (count) {
+        // The base version's granules, as the engine cached them.
+        std::uint64_t base = 0, base_version = 0;
+        if (cache_->object(name.path, Version::of(name.attr), base, base_version) != Errc::ok)
+            return Errc::io;
+        std::vector<CacheStore::Held> held;
+        cache_->held(base, held);
+        if (held.size() < count) {
+            LOG_WARN("%s is not fully cached (%zu of %llu granules): it cannot be changed while disconnected "
+                     "(pin it to keep it available offline)",
+                     name.path.c_str(), held.size(), static_cast<unsigned long long>(count));
+            uncached_reads_++;
+            return Errc::io;
+        }
+        std::vector<std::vector<std::byte>> bytes;
+        std::vector<CacheStore::Put> puts;
+        for (std::uint64_t i = 0; i < count; ++i) {
+            bytes.emplace_back();
+            if (cache_->get(base, i, bytes.back()) != Errc::ok) {
+                LOG_WARN("%s: a cached granule could not be read; it cannot be changed while disconnected",
+                         name.path.c_str());
+                return Errc::io;
+            }
+            if (bytes.size() == 16 || i + 1 == count) {
+                puts.clear();
+                for (std::size_t k = 0; k < bytes.size(); ++k)
+                    puts.push_back({content, i + 1 - bytes.size() + k, bytes[k], true, 0});
+                Errc error = Errc::ok;
+                cache_->put_many(puts, error);
+                if (error != Errc::ok)
+                    return error;
+                bytes.clear();
+            }
+        }
+    }
+    if (Errc e = replica_->set_content(name.oid, content); e != Errc::ok)
+        return e;
+    if (truncate && name.attr.size) {
+        Attr a = name.attr;
+        a.size = 0;
+        a.mtime = a.ctime = now_ts();
+        replica_->set_attr(name.path, a);
+    }
+    return log_store(name);
+}
+
+Errc ReplicaBackend::read_content(std::int64_t oid, std::uint64_t offset, std::span<std::byte> buf,
+                                  std::size_t& transferred) {
+    transferred = 0;
+    auto n = name_of(oid);
+    auto object = replica_->object(oid);
+    if (!n || !object || !object->content)
+        return Errc::bad_handle;
+    const std::uint64_t size = n->attr.size;
+    if (offset >= size)
+        return Errc::ok;
+    const std::uint64_t granule = cache_->granule_size();
+    const std::uint64_t end = std::min<std::uint64_t>(size, offset + buf.size());
+    std::vector<std::byte> plain;
+    for (std::uint64_t pos = offset; pos < end;) {
+        const std::uint64_t index = pos / granule;
+        const std::uint64_t in = pos - index * granule;
+        const std::uint64_t n_bytes = std::min(end - pos, granule - in);
+        if (cache_->get(object->content, index, plain) != Errc::ok)
+            return Errc::io;  // damaged: never return bytes that do not verify
+        std::memset(buf.data() + (pos - offset), 0, n_bytes);
+        if (in < plain.size())
+            std::memcpy(buf.data() + (pos - offset), plain.data() + in, std::min<std::uint64_t>(n_bytes, plain.size() - in));
+        pos += n_bytes;
+    }
+    transferred = end - offset;
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::span<const std::byte> data) {
+    std::lock_guard lock(content_mu_);
+    auto n = name_of(oid);
+    auto object = replica_->object(oid);
+    if (!n || !object || !object->content)
+        return Errc::bad_handle;
+    const std::uint64_t granule = cache_->granule_size();
+    const std::uint64_t old_size = n->attr.size;
+    const std::uint64_t end = offset + data.size();
+    const std::uint64_t new_size = std::max(old_size, end);
+    // Every granule up to the new end is stored (zeros where nothing was
+    // written): the local content is dense, so a missing granule means damage.
+    const std::uint64_t first = std::min(offset, old_size) / granule;
+    const std::uint64_t last = (new_size - 1) / granule;
+    std::vector<std::vector<std::byte>> bytes;
+    std::vector<CacheStore::Put> puts;
+    for (std::uint64_t index = first; index <= last; ++index) {
+        const std::uint64_t start = index * granule;
+        const std::uint64_t length = std::min(granule, new_size - start);
+        std::vector<std::byte> plain;
+        if (start < old_size && cache_->get(object->content, index, plain) != Errc::ok)
+            return Errc::io;
+        plain.resize(length);
+        if (end > start && offset < start + length) {
+            const std::uint64_t lo = std::max(offset, start), hi = std::min(end, start + length);
+            std::memcpy(plain.data() + (lo - start), data.data() + (lo - offset), hi - lo);
+        }
+        bytes.push_back(std::move(plain));
+        if (bytes.size() == 16 || index == last) {
+            puts.clear();
+            for (std::size_t k = 0; k < bytes.size(); ++k)
+                puts.push_back({object->content, index + 1 - bytes.size() + k, bytes[k], true, 0});
+            Errc error = Errc::ok;
+            cache_->put_many(puts, error);
+            if (error != Errc::ok)
+                return error;
+            bytes.clear();
+        }
+    }
+    Attr a = n->attr;
+    a.size = new_size;
+    a.blocks = (new_size + 511) / 512;
+    a.mtime = a.ctime = now_ts();
+    if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
+        return e;
+    replica_->bump_content(oid);
+    return log_store(*n);
+}
+
+Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
+    auto n = name_of(oid);
+    if (!n)
+        return Errc::bad_handle;
+    if (size > n->attr.size) {
+        // Growing writes zeros (the content stays dense).
+        std::vector<std::byte> zeros(std::min<std::uint64_t>(size - n->attr.size, 1u << 20));
+        for (std::uint64_t at = n->attr.size; at < size;) {
+            const std::uint64_t len = std::min<std::uint64_t>(zeros.size(), size - at);
+            if (Errc e = write_content(oid, at, std::span(zeros).first(len)); e != Errc::ok)
+                return e;
+            at += len;
+        }
+        return Errc::ok;
+    }
+    std::lock_guard lock(content_mu_);
+    auto object = replica_->object(oid);
+    if (!object || !object->content)
+        return Errc::bad_handle;
+    const std::uint64_t granule = cache_->granule_size();
+    const std::uint64_t keep = (size + granule - 1) / granule;
+    if (size % granule) {
+        std::vector<std::byte> plain;
+        if (cache_->get(object->content, keep - 1, plain) != Errc::ok)
+            return Errc::io;
+        plain.resize(size % granule);
+        if (Errc e = cache_->put(object->content, keep - 1, plain, true); e != Errc::ok)
+            return e;
+    }
+    cache_->drop_from(object->content, keep);
+    Attr a = n->attr;
+    a.size = size;
+    a.blocks = (size + 511) / 512;
+    a.mtime = a.ctime = now_ts();
+    if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
+        return e;
+    replica_->bump_content(oid);
+    return log_store(*n);
+}
+
+// ---- the sync thread --------------------------------------------------------
+
+void ReplicaBackend::drop_unneeded_content() {
+    for (const LocalObject& o : replica_->content_not_needed()) {
+        {
+            std::lock_guard lock(mu_);
+            if (open_local_.count(o.oid))
+                continue;
+        }
+        std::lock_guard lock(content_mu_);
+        if (replica_->clear_content(o.oid) == Errc::ok)
+            cache_->drop_object(o.content);
+    }
+}
+
+SyncOutcome ReplicaBackend::reintegrate_once() {
+    std::shared_ptr<Backend> remote;
+    {
+        std::lock_guard lock(mu_);
+        remote = remote_;
+    }
+    Reintegration job{*replica_, *remote, *cache_, hostname_,
+                      [this](const SyncProgress& p) {
+                          std::lock_guard lock(mu_);
+                          status_.progress = p;
+                      },
+                      [this] {
+                          std::lock_guard lock(mu_);
+                          return stopping_ || manual_offline_;
+                      },
+                      [this](std::int64_t oid) {
+                          std::lock_guard lock(mu_);
+                          return open_local_.count(oid) != 0;
+                      }};
+    return reintegrate(job);
+}
+
+void ReplicaBackend::sync_loop() {
+    auto backoff = std::chrono::seconds(1);
+    auto next_connect = std::chrono::steady_clock::now();
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+        wake_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_ || sync_asked_; });
+        if (stopping_)
+            break;
+        const bool asked = std::exchange(sync_asked_, false);
+        if (manual_offline_) {
+            if (asked) {  // sync_now while offline: report at once
+                status_.last = SyncOutcome{0, 0, replica_->pending_count(), Errc::unreachable,
+                                           "the mount is offline (netfs online to reconnect)"};
+                status_.passes++;
+                wake_.notify_all();
+            }
+            continue;
+        }
+        if (!remote_) {
+            if (std::chrono::steady_clock::now() < next_connect)
+                continue;
+            lock.unlock();
+            std::unique_ptr<Backend> fresh;
+            std::string message;
+            const Errc e = connect_ ? connect_(fresh, message) : Errc::unreachable;
+            lock.lock();
+            if (e != Errc::ok) {
+                next_connect = std::chrono::steady_clock::now() + backoff;
+                backoff = std::min(backoff * 2, std::chrono::seconds(30));
+                LOG_DEBUG("still disconnected: %s", message.c_str());
+                continue;
+            }
+            remote_ = std::move(fresh);
+            backoff = std::chrono::seconds(1);
+        }
+        const ConnectionState state = remote_->connection_state();
+        if (state == ConnectionState::unreachable && mode_ == SyncMode::connected)
+            set_mode(SyncMode::disconnected, "the server cannot be reached");
+        if (mode_ == SyncMode::connected || state == ConnectionState::unreachable) {
+            if (asked) {  // nothing to replay, or nobody to replay it to
+                const std::uint64_t pending = replica_->pending_count();
+                status_.last = SyncOutcome{0, 0, pending, pending ? Errc::unreachable : Errc::ok,
+                                           pending ? "the server cannot be reached" : ""};
+                status_.passes++;
+                wake_.notify_all();
+            }
+            continue;
+        }
+        // Disconnected, and the backend thinks the server may answer: see
+        // whether it does, then replay the log.
+        std::shared_ptr<Backend> remote = remote_;
+        lock.unlock();
+        Attr root;
+        const Errc probe = remote->getattr("/", root);
+        lock.lock();
+        if (probe != Errc::ok) {
+            if (asked) {
+                status_.last = SyncOutcome{0, 0, replica_->pending_count(), probe, "the server does not answer"};
+                status_.passes++;
+                wake_.notify_all();
+            }
+            continue;
+        }
+        set_mode(SyncMode::reintegrating, "the server answers again");
+        lock.unlock();
+        SyncOutcome outcome = reintegrate_once();
+        drop_unneeded_content();
+        lock.lock();
+        // Connected again only when nothing is left: local operations made
+        // meanwhile are in the log, and the next pass takes them.
+        if (outcome.error == Errc::ok && replica_->pending_count() == 0 && !manual_offline_)
+            set_mode(SyncMode::connected, "reintegrated");
+        else if (mode_ == SyncMode::reintegrating)
+            set_mode(SyncMode::disconnected, outcome.message.c_str());
+        if (outcome.error == Errc::ok && replica_->pending_count() != 0)
+            sync_asked_ = true;  // more came in during the pass
+        status_.last = outcome;
+        status_.passes++;
+        status_.pending = outcome.pending;
+        status_.conflicts = replica_->conflicts().size();
+        status_.progress = {};
+        generation_++;
+        wake_.notify_all();
+    }
+}
+
+} // namespace netfs

@@ -1,0 +1,195 @@
+// Disconnected operation as a backend: the engine talks to this one, and it
+// talks to the real remote while it can.
+//
+//   connected       every call is forwarded; what the server answers is
+//                   recorded in the replica (sync/replica.h)
+//   disconnected    calls are answered from the replica and the cache; every
+//                   mutation is applied there and appended to the log,
+//                   durable before it returns; file contents changed here
+//                   live in the cache as dirty granules ("local content")
+//   reintegrating   as disconnected for callers, while the sync thread
+//                   replays the log on the server (sync/reintegrator.h);
+//                   connected again once the log is empty
+//
+// The switch to disconnected is automatic when a request fails because the
+// server cannot be reached (never on any other error: an outage is not a
+// deletion) or the backend reports it unreachable, and manual with
+// go_offline(). The sync thread notices the server is back and
+// reintegrates by itself.
+//
+// Because the engine owns all caching, this layer needs no read path of its
+// own for unchanged files: the engine asks the persistent cache first, and a
+// miss that reaches a disconnected remote fails at once with EIO.
+#pragma once
+
+#include "core/backend/backend.h"
+#include "sync/replica.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace netfs {
+
+class CacheStore;
+
+enum class SyncMode { connected, disconnected, reintegrating };
+const char* mode_name(SyncMode mode);
+
+// The outcome of one reintegration pass.
+struct SyncOutcome {
+    std::uint64_t applied = 0;    // operations now on the server
+    std::uint64_t conflicts = 0;  // new conflicts
+    std::uint64_t pending = 0;    // operations still in the log
+    Errc error = Errc::ok;        // why it stopped early (the server went away...)
+    std::string message;
+};
+
+struct SyncProgress {
+    std::uint64_t ops_done = 0;
+    std::uint64_t ops_total = 0;
+    std::uint64_t bytes_left = 0;
+};
+
+// A pinned path and how much of it is in the cache, as of the last pass of
+// the pin thread (which refreshes every pin while connected, so files added
+// on the server to a pinned directory are fetched too).
+struct PinState {
+    std::string path;
+    std::uint64_t present = 0;  // bytes held in the cache
+    std::uint64_t total = 0;    // bytes of its regular files
+    std::string state;          // waiting (for the server), fetching, ready, failed
+    std::string message;        // why it failed
+};
+
+struct SyncStatus {
+    SyncMode mode = SyncMode::connected;
+    bool manual_offline = false;
+    std::uint64_t pending = 0;
+    std::uint64_t conflicts = 0;
+    std::uint64_t uncached_reads = 0;  // reads refused while disconnected (data not cached)
+    SyncProgress progress;             // of the reintegration running now
+    SyncOutcome last;                  // of the last finished pass
+    std::uint64_t passes = 0;
+};
+
+class ReplicaBackend : public Backend {
+public:
+    // Makes a new connection to the server (for a mount that started
+    // disconnected, or to replace one that failed for good).
+    using Connect = std::function<Errc(std::unique_ptr<Backend>& out, std::string& message)>;
+
+    // `remote` may be null: the mount starts disconnected and `connect` is
+    // tried in the background. `hostname` names conflicted copies.
+    ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect, std::shared_ptr<Replica> replica,
+                   std::shared_ptr<CacheStore> cache, std::string description, std::string hostname);
+    ~ReplicaBackend() override;
+
+    // Starts the sync thread (reintegration, reconnection) and the pin
+    // thread, which refreshes every pin this often while connected.
+    void start(std::chrono::milliseconds pin_refresh = std::chrono::seconds(60));
+    void stop();
+
+    void go_offline();
+    void go_online();
+    // Reintegrates now and returns when the pass is over (or after `wait`).
+    SyncOutcome sync_now(std::chrono::milliseconds wait);
+    SyncStatus status();
+    // Bumped at every mode change, new conflict and finished pass: the
+    // control API's event stream polls it.
+    std::uint64_t generation() const { return generation_.load(); }
+    Replica& replica() { return *replica_; }
+
+    // Pins `path` (a remote path): refused with no_space and `message` when
+    // it cannot fit in the cache beside what is pinned already. Fetching
+    // goes on in the background (pin_states() shows it).
+    Errc pin(const std::string& path, std::string& message);
+    Errc unpin(const std::string& path, std::string& message);
+    std::vector<PinState> pin_states();
+
+    // ---- Backend ----
+    ConnectionState connection_state() const override;
+    std::string describe() const override { return description_; }
+    BackendLimits limits() const override { return limits_; }
+    Errc getattr(const std::string& path, Attr& out) override;
+    Errc readdir(const std::string& path, std::vector<DirEntry>& out) override;
+    Errc open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) override;
+    Errc create(const std::string& path, std::uint32_t mode, int flags, std::unique_ptr<BackendFile>& out,
+                Attr& attr) override;
+    Errc mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) override;
+    Errc mkdir(const std::string& path, std::uint32_t mode, Attr& attr) override;
+    Errc symlink(const std::string& target, const std::string& path, Attr& attr) override;
+    Errc link(const std::string& existing, const std::string& path, Attr& attr) override;
+    Errc readlink(const std::string& path, std::string& target) override;
+    Errc unlink(const std::string& path) override;
+    Errc rmdir(const std::string& path) override;
+    Errc rename(const std::string& from, const std::string& to, unsigned flags) override;
+    Errc setattr(const std::string& path, const SetAttr& change, Attr& out) override;
+    Errc statfs(StatFs& out) override;
+
+private:
+    friend class ReplicaFile;
+
+    // The remote while connected; null otherwise.
+    std::shared_ptr<Backend> online();
+    // A forwarded request failed with `error`: when that means the server is
+    // out of reach, switch to disconnected and return true (the caller then
+    // answers locally).
+    bool lost(Errc error);
+    void set_mode(SyncMode mode, const char* why);
+    // Answers for a path the replica does not know: not_found when its
+    // parent is a known directory, io (unknown while disconnected) otherwise.
+    Errc unknown(const std::string& path);
+
+    // Local content: the whole file as changed here, as dirty granules.
+    // Made from the cached base version at the first change (io when the
+    // file is not fully cached: it cannot be changed while disconnected).
+    Errc ensure_content(const Name& name, bool truncate, std::uint64_t& content);
+    Errc read_content(std::int64_t oid, std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred);
+    Errc write_content(std::int64_t oid, std::uint64_t offset, std::span<const std::byte> data);
+    Errc resize_content(std::int64_t oid, std::uint64_t size);
+    std::optional<Name> name_of(std::int64_t oid);
+    Attr new_attr(std::uint32_t mode, std::int64_t oid) const;
+    // A local change of `oid`'s content or attributes (durable first).
+    Errc log_store(const Name& name);
+
+    void sync_loop();
+    void pin_loop();
+    SyncOutcome reintegrate_once();
+    void drop_unneeded_content();
+
+    std::shared_ptr<Backend> remote_;  // guarded by mu_
+    Connect connect_;
+    std::shared_ptr<Replica> replica_;
+    std::shared_ptr<CacheStore> cache_;
+    std::string description_;
+    std::string hostname_;
+    BackendLimits limits_;
+
+    mutable std::mutex mu_;
+    std::condition_variable wake_;
+    SyncMode mode_ = SyncMode::connected;
+    bool manual_offline_ = false;
+    bool stopping_ = false;
+    bool sync_asked_ = false;
+    SyncStatus status_;
+    std::map<std::int64_t, unsigned> open_local_;  // oids with handles open on their local content
+    StatFs last_statfs_{};
+    std::atomic<std::uint64_t> generation_{0};
+    std::atomic<std::uint64_t> uncached_reads_{0};
+    std::mutex content_mu_;  // read-modify-write of local content granules
+    std::thread thread_;
+    // Pinning: its own thread, so a long fetch never holds up reintegration.
+    std::thread pin_thread_;
+    bool pins_changed_ = true;              // guarded by mu_
+    std::chrono::milliseconds pin_refresh_{60000};
+    std::atomic<bool> pin_cancel_{false};  // an unpin or shutdown stops a fetch
+    std::vector<PinState> pin_states_;      // guarded by mu_
+};
+
+} // namespace netfs

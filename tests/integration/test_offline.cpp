@@ -1,0 +1,449 @@
+// Disconnected operation through a real mount: work goes on while the mount
+// is offline, every change reaches the server when it is back, a change that
+// collides with one made on the server becomes a conflict with both versions
+// kept, and a daemon killed while changes are pending loses none of them.
+//
+// Runs against the suite's remote (tests/support/test_remote.h).
+#include "tests/support/mount_fixture.h"
+#include "tests/support/test_remote.h"
+
+#include <QDir>
+#include <QDirIterator>
+#include <QElapsedTimer>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QMap>
+#include <QTest>
+#include <QThread>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+using namespace netfs::test;
+
+namespace {
+
+std::unique_ptr<MountFixture> make_mount() {
+    RemoteSpec spec;
+    QStringList options;
+    use_test_remote(spec, options);
+    return std::make_unique<MountFixture>(spec, options);
+}
+
+QJsonObject netfs_json(const MountFixture& m, const QString& command, int timeout_ms = 60000) {
+    const RunResult r = run(NETFS_BINARY, {command, m.mountpoint(), "--json"}, timeout_ms, m.environment());
+    return QJsonDocument::fromJson(r.out.toUtf8()).object();
+}
+
+bool netfs_ok(const MountFixture& m, const QString& command, QString* err = nullptr) {
+    const RunResult r = run(NETFS_BINARY, {command, m.mountpoint()}, 60000, m.environment());
+    if (err)
+        *err = r.err + r.out;
+    return r.exit_code == 0;
+}
+
+// Every file under `root` (relative path -> content; directories as "dir/"),
+// symlinks as "-> target".
+QMap<QString, QByteArray> tree(const QString& root) {
+    QMap<QString, QByteArray> out;
+    QDirIterator it(root, QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden | QDir::System,
+                    QDirIterator::Subdirectories);
+    while (it.hasNext()) {
+        const QString path = it.next();
+        const QString rel = QDir(root).relativeFilePath(path);
+        const QFileInfo info(path);
+        if (info.isSymLink()) {
+            char target[4096];
+            const ssize_t n = ::readlink(qPrintable(path), target, sizeof target);
+            out[rel] = "-> " + QByteArray(target, n > 0 ? int(n) : 0);
+        }
+        else if (info.isDir())
+            out[rel + "/"] = {};
+        else {
+            const auto bytes = read_file(path);
+            out[rel] = QByteArray(reinterpret_cast<const char*>(bytes.data()), qsizetype(bytes.size()));
+        }
+    }
+    return out;
+}
+
+QByteArray text(const QString& path) {
+    std::vector<std::byte> bytes;
+    if (!read_file(path, bytes))
+        qWarning("cannot read %s: %s", qPrintable(path), strerror(errno));
+    return QByteArray(reinterpret_cast<const char*>(bytes.data()), qsizetype(bytes.size()));
+}
+
+bool put_text(const QString& path, const QByteArray& content) {
+    return write_file(path, std::vector<std::byte>(reinterpret_cast<const std::byte*>(content.constData()),
+                                                   reinterpret_cast<const std::byte*>(content.constData()) + content.size()));
+}
+
+QString mode_of(const MountFixture& m) { return netfs_json(m, "status")["mode"].toString(); }
+
+} // namespace
+
+class TestOffline : public QObject {
+    Q_OBJECT
+private slots:
+    // Edit, create, rename and delete offline; the server sees none of it
+    // until the mount is online, then exactly all of it.
+    void offline_changes_reach_the_server() {
+        auto m = make_mount();
+        QVERIFY(QDir().mkpath(m->direct("docs/old")));
+        QVERIFY(put_text(m->direct("docs/report.txt"), "draft 1\n"));
+        QVERIFY(write_file(m->direct("docs/data.bin"), random_bytes(700 * 1024 + 3, 1)));
+        QVERIFY(put_text(m->direct("docs/old/gone.txt"), "remove me\n"));
+        QVERIFY(put_text(m->direct("keep.txt"), "untouched\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        // Read once online: now cached and listed.
+        const auto seen = tree(m->mountpoint());
+        QCOMPARE(seen.size(), 6);
+
+        QString err;
+        QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
+        QCOMPARE(mode_of(*m), QString("disconnected"));
+        const auto server_before = tree(m->backing());
+
+        // A partial overwrite of a cached file, a new file, a new directory
+        // with a file, a rename, a delete, a removed directory, a symlink, chmod.
+        {
+            const int fd = ::open(qPrintable(m->at("docs/data.bin")), O_WRONLY);
+            QVERIFY(fd >= 0);
+            const auto patch = random_bytes(300 * 1024, 2);
+            QCOMPARE(::pwrite(fd, patch.data(), patch.size(), 200 * 1024), ssize_t(patch.size()));
+            QCOMPARE(::fsync(fd), 0);
+            QCOMPARE(::close(fd), 0);
+        }
+        QVERIFY(put_text(m->at("docs/report.txt"), "draft 2, written offline\n"));
+        QVERIFY(write_file(m->at("docs/new.bin"), random_bytes(1500 * 1024, 3)));
+        QVERIFY(QDir().mkdir(m->at("fresh")));
+        QVERIFY(put_text(m->at("fresh/inside.txt"), "made offline\n"));
+        QCOMPARE(::rename(qPrintable(m->at("keep.txt")), qPrintable(m->at("kept.txt"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("docs/old/gone.txt"))), 0);
+        QCOMPARE(::rmdir(qPrintable(m->at("docs/old"))), 0);
+        QCOMPARE(::symlink("docs/report.txt", qPrintable(m->at("latest"))), 0);
+        QCOMPARE(::chmod(qPrintable(m->at("docs/report.txt")), 0600), 0);
+        // A file created and removed offline never reaches the server.
+        QVERIFY(put_text(m->at("scratch.tmp"), "temporary\n"));
+        QCOMPARE(::unlink(qPrintable(m->at("scratch.tmp"))), 0);
+
+        const auto local = tree(m->mountpoint());
+        QCOMPARE(tree(m->backing()), server_before);  // nothing sent while offline
+        const QJsonObject status = netfs_json(*m, "status");
+        QVERIFY2(status["pending_operations"].toInteger() > 0, "the changes are logged");
+
+        QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), QJsonDocument(outcome).toJson().constData());
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(outcome["conflicts"].toInteger(), 0);
+        QCOMPARE(mode_of(*m), QString("connected"));
+
+        // The server holds exactly what the mount showed offline.
+        const auto server = tree(m->backing());
+        QCOMPARE(server.keys(), local.keys());
+        for (const QString& key : local.keys())
+            QVERIFY2(server[key] == local[key], qPrintable("differs on the server: " + key));
+        struct stat st {};
+        QCOMPARE(::stat(qPrintable(m->direct("docs/report.txt")), &st), 0);
+        QCOMPARE(st.st_mode & 07777, 0600u);
+        // No temporary upload names are left behind.
+        for (const QString& key : server.keys())
+            QVERIFY2(!key.contains(".netfs-upload-"), qPrintable(key));
+        // And the mount, connected again, shows the server's state.
+        QCOMPARE(tree(m->mountpoint()), server);
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
+    // Offline: reading what was never cached fails at once with EIO;
+    // directories seen online list with their attributes.
+    void uncached_data_fails_fast_offline() {
+        auto m = make_mount();
+        QVERIFY(QDir().mkpath(m->direct("seen")));
+        QVERIFY(QDir().mkpath(m->direct("unseen")));
+        QVERIFY(put_text(m->direct("seen/read.txt"), "read online\n"));
+        QVERIFY(write_file(m->direct("seen/never.bin"), random_bytes(512 * 1024, 4)));
+        QVERIFY(put_text(m->direct("unseen/x"), "x\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QCOMPARE(text(m->at("seen/read.txt")), QByteArray("read online\n"));
+        QCOMPARE(QDir(m->at("seen")).entryList(QDir::Files).size(), 2);  // listed online
+        QVERIFY(QFileInfo::exists(m->at("unseen")));
+        QVERIFY(netfs_ok(*m, "offline"));
+
+        QCOMPARE(text(m->at("seen/read.txt")), QByteArray("read online\n"));
+        QCOMPARE(QDir(m->at("seen")).entryList(QDir::Files, QDir::Name), QStringList({"never.bin", "read.txt"}));
+        QCOMPARE(QFileInfo(m->at("seen/never.bin")).size(), 512 * 1024);
+
+        QElapsedTimer clock;
+        clock.start();
+        const int fd = ::open(qPrintable(m->at("seen/never.bin")), O_RDONLY);
+        QVERIFY(fd >= 0);
+        char buf[4096];
+        errno = 0;
+        QCOMPARE(::read(fd, buf, sizeof buf), ssize_t(-1));
+        QCOMPARE(errno, EIO);
+        ::close(fd);
+        QVERIFY2(clock.elapsed() < 1000, qPrintable(QString("took %1 ms").arg(clock.elapsed())));
+        // A directory never listed online cannot be listed offline: EIO, not
+        // an empty directory.
+        {
+            errno = 0;
+            DIR* dir = ::opendir(qPrintable(m->at("unseen")));
+            const bool listed = dir && ::readdir(dir) != nullptr;
+            const int error = errno;
+            if (dir)
+                ::closedir(dir);
+            QVERIFY(!listed);
+            QCOMPARE(error, EIO);
+        }
+        QVERIFY(netfs_json(*m, "status")["uncached_reads"].toInteger() >= 1);
+        // Changing a file that is not cached is refused, not faked.
+        QCOMPARE(::open(qPrintable(m->at("seen/never.bin")), O_WRONLY), -1);
+        QCOMPARE(errno, EIO);
+        QVERIFY(netfs_ok(*m, "online"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
+    // Both sides change the same things: every collision is a conflict, the
+    // server's version stays in place, the local one sits beside it, and
+    // nothing else is touched.
+    void collisions_become_conflicts_with_both_versions_kept() {
+        auto m = make_mount();
+        for (const char* name : {"both.txt", "del_here.txt", "del_there.txt", "quiet.txt"})
+            QVERIFY(put_text(m->direct(name), QByteArray("original ") + name + "\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        tree(m->mountpoint());  // cache everything
+        QVERIFY(netfs_ok(*m, "offline"));
+
+        QVERIFY(put_text(m->at("both.txt"), "local edit\n"));
+        QCOMPARE(::unlink(qPrintable(m->at("del_here.txt"))), 0);
+        QVERIFY(put_text(m->at("del_there.txt"), "local edit of a file the server deletes\n"));
+        QVERIFY(put_text(m->at("taken.txt"), "created here\n"));
+        QThread::msleep(1100);  // a different mtime on the server, even at 1 s resolution
+
+        QVERIFY(put_text(m->direct("both.txt"), "server edit\n"));
+        QVERIFY(put_text(m->direct("del_here.txt"), "server edit of a file deleted here\n"));
+        QVERIFY(QFile::remove(m->direct("del_there.txt")));
+        QVERIFY(put_text(m->direct("taken.txt"), "created on the server\n"));
+
+        QVERIFY(netfs_ok(*m, "online"));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 4);
+
+        const QJsonArray list = netfs_json(*m, "conflicts")["conflicts"].toArray();
+        QCOMPARE(list.size(), 4);
+        QMap<QString, QJsonObject> by_path;
+        for (const auto& c : list)
+            by_path[c.toObject()["path"].toString()] = c.toObject();
+        QCOMPARE(by_path["/both.txt"]["kind"].toString(), QString("update/update"));
+        QCOMPARE(by_path["/del_here.txt"]["kind"].toString(), QString("delete/update"));
+        QCOMPARE(by_path["/del_there.txt"]["kind"].toString(), QString("update/delete"));
+        QCOMPARE(by_path["/taken.txt"]["kind"].toString(), QString("create/create"));
+
+        // The server's versions stay where they were.
+        QCOMPARE(text(m->direct("both.txt")), QByteArray("server edit\n"));
+        QCOMPARE(text(m->direct("del_here.txt")), QByteArray("server edit of a file deleted here\n"));
+        QVERIFY(!QFileInfo::exists(m->direct("del_there.txt")));
+        QCOMPARE(text(m->direct("taken.txt")), QByteArray("created on the server\n"));
+        // The local ones beside them, named as users of sync clients expect.
+        auto copy_of = [&](const QString& path) { return m->direct(by_path[path]["copy"].toString().mid(1)); };
+        QVERIFY(by_path["/both.txt"]["copy"].toString().startsWith("/both (conflicted copy "));
+        QVERIFY(by_path["/both.txt"]["copy"].toString().endsWith(").txt"));
+        QCOMPARE(text(copy_of("/both.txt")), QByteArray("local edit\n"));
+        QCOMPARE(text(copy_of("/del_there.txt")), QByteArray("local edit of a file the server deletes\n"));
+        QCOMPARE(text(copy_of("/taken.txt")), QByteArray("created here\n"));
+        QCOMPARE(by_path["/del_here.txt"]["copy"].toString(), QString());
+        QCOMPARE(text(m->direct("quiet.txt")), QByteArray("original quiet.txt\n"));
+        QCOMPARE(QDir(m->backing()).entryList(QDir::Files).size(), 4 + 3);
+        // The mount shows all of it too.
+        QCOMPARE(text(m->at("both.txt")), QByteArray("server edit\n"));
+        QCOMPARE(text(m->at(by_path["/both.txt"]["copy"].toString().mid(1))), QByteArray("local edit\n"));
+
+        // Resolving: each choice is carried out on the server.
+        auto resolve = [&](const QStringList& paths, const QString& keep) {
+            QStringList args{"resolve"};
+            for (const QString& p : paths)
+                args << m->at(p);
+            args << "--keep" << keep;
+            const RunResult r = run(NETFS_BINARY, args, 30000, m->environment());
+            return r.exit_code == 0 ? QString() : r.err;
+        };
+        const QString both_copy = by_path["/both.txt"]["copy"].toString().mid(1);
+        QCOMPARE(resolve({"both.txt"}, "local"), QString());
+        QCOMPARE(resolve({by_path["/taken.txt"]["copy"].toString().mid(1)}, "remote"), QString());  // by the copy's name
+        QCOMPARE(resolve({"del_there.txt", "del_here.txt"}, "both"), QString());
+        QVERIFY(!resolve({"quiet.txt"}, "local").isEmpty());  // no conflict there: an error, nothing done
+        QCOMPARE(netfs_json(*m, "conflicts")["conflicts"].toArray().size(), 0);
+        QCOMPARE(text(m->direct("both.txt")), QByteArray("local edit\n"));
+        QVERIFY(!QFileInfo::exists(m->direct(both_copy)));
+        QCOMPARE(text(m->direct("taken.txt")), QByteArray("created on the server\n"));
+        QVERIFY(!QFileInfo::exists(copy_of("/taken.txt")));
+        QCOMPARE(text(copy_of("/del_there.txt")), QByteArray("local edit of a file the server deletes\n"));
+        QCOMPARE(text(m->direct("del_here.txt")), QByteArray("server edit of a file deleted here\n"));
+        QCOMPARE(text(m->direct("quiet.txt")), QByteArray("original quiet.txt\n"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
+    // Resolving while offline: the choice is logged and reintegrated like
+    // any other change; "keep local" of a local deletion deletes on the server.
+    void a_resolution_made_offline_is_reintegrated() {
+        auto m = make_mount();
+        QVERIFY(put_text(m->direct("gone_here.txt"), "v1\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        tree(m->mountpoint());
+        QVERIFY(netfs_ok(*m, "offline"));
+        QCOMPARE(::unlink(qPrintable(m->at("gone_here.txt"))), 0);
+        QThread::msleep(1100);
+        QVERIFY(put_text(m->direct("gone_here.txt"), "v2 from the server\n"));
+        QVERIFY(netfs_ok(*m, "online"));
+        netfs_json(*m, "sync");
+        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 1);
+        QVERIFY(m->wait_for_mode("connected", 10000));
+        QCOMPARE(text(m->at("gone_here.txt")), QByteArray("v2 from the server\n"));
+
+        QVERIFY(netfs_ok(*m, "offline"));
+        const RunResult r =
+            run(NETFS_BINARY, {"resolve", m->at("gone_here.txt"), "--keep", "local"}, 30000, m->environment());
+        QVERIFY2(r.exit_code == 0, qPrintable(r.err));
+        QVERIFY(!QFileInfo::exists(m->at("gone_here.txt")));
+        QVERIFY(QFileInfo::exists(m->direct("gone_here.txt")));  // still offline
+        QVERIFY(netfs_ok(*m, "online"));
+        QCOMPARE(netfs_json(*m, "sync")["pending"].toInteger(), 0);
+        QVERIFY(!QFileInfo::exists(m->direct("gone_here.txt")));
+        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 0);
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
+    // Pinned folders: fetched in the background, refreshed with what the
+    // server adds, readable offline, never culled; a pin that cannot fit is
+    // refused with a clear error.
+    void pinned_folders_are_available_offline() {
+        RemoteSpec spec;
+        QStringList options;
+        use_test_remote(spec, options);
+        options << "pin_refresh=0.5";
+        MountFixture m(spec, options);
+        m.set_extra_args({"--cache-size", "16M"});
+        QVERIFY(QDir().mkpath(m.direct("work/deep")));
+        QVERIFY(QDir().mkpath(m.direct("bulk")));
+        QVERIFY(write_file(m.direct("work/deep/a.bin"), random_bytes(3 << 20, 11)));
+        QVERIFY(put_text(m.direct("work/notes.txt"), "notes\n"));
+        QVERIFY(write_file(m.direct("bulk/one.bin"), random_bytes(12 << 20, 12)));
+        QVERIFY(write_file(m.direct("bulk/two.bin"), random_bytes(12 << 20, 13)));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+
+        RunResult r = run(NETFS_BINARY, {"pin", m.at("work"), "--wait"}, 60000, m.environment());
+        QVERIFY2(r.exit_code == 0, qPrintable(r.err));
+        QJsonObject status = netfs_json(m, "status");
+        QCOMPARE(status["pins"].toArray().size(), 1);
+        QJsonObject pin = status["pins"].toArray()[0].toObject();
+        QCOMPARE(pin["path"].toString(), QString("/work"));
+        QCOMPARE(pin["state"].toString(), QString("ready"));
+        QCOMPARE(pin["total_bytes"].toInteger(), (3 << 20) + 6);
+        QCOMPARE(pin["present_bytes"].toInteger(), pin["total_bytes"].toInteger());
+        QVERIFY(status["ready_for_offline"].toBool());
+
+        // Too big for the cache beside what is pinned: refused, in one line.
+        r = run(NETFS_BINARY, {"pin", m.at("bulk")}, 60000, m.environment());
+        QCOMPARE(r.exit_code, 1);
+        QVERIFY2(r.err.contains("more than the cache's limit"), qPrintable(r.err));
+        QCOMPARE(netfs_json(m, "status")["pins"].toArray().size(), 1);
+
+        // Added on the server later: pinned too (sticky).
+        QVERIFY(write_file(m.direct("work/deep/later.bin"), random_bytes(1 << 20, 14)));
+        QElapsedTimer clock;
+        clock.start();
+        do {
+            pin = netfs_json(m, "status")["pins"].toArray()[0].toObject();
+            if (pin["total_bytes"].toInteger() == (4 << 20) + 6 && pin["state"].toString() == "ready")
+                break;
+            QThread::msleep(200);
+        } while (clock.elapsed() < 15000);
+        QCOMPARE(pin["total_bytes"].toInteger(), (4 << 20) + 6);
+        QCOMPARE(pin["present_bytes"].toInteger(), pin["total_bytes"].toInteger());
+
+        // Reading more than the cache holds culls, but not the pinned.
+        QCOMPARE(read_file(m.at("bulk/one.bin")), random_bytes(12 << 20, 12));
+        QCOMPARE(read_file(m.at("bulk/two.bin")), random_bytes(12 << 20, 13));
+        QVERIFY(netfs_ok(m, "offline"));
+        QCOMPARE(read_file(m.at("work/deep/a.bin")), random_bytes(3 << 20, 11));
+        QCOMPARE(read_file(m.at("work/deep/later.bin")), random_bytes(1 << 20, 14));
+        QCOMPARE(text(m.at("work/notes.txt")), QByteArray("notes\n"));
+        QCOMPARE(QDir(m.at("work/deep")).entryList(QDir::Files, QDir::Name), QStringList({"a.bin", "later.bin"}));
+        QVERIFY(netfs_ok(m, "online"));
+
+        r = run(NETFS_BINARY, {"unpin", m.at("work")}, 30000, m.environment());
+        QVERIFY2(r.exit_code == 0, qPrintable(r.err));
+        QCOMPARE(netfs_json(m, "status")["pins"].toArray().size(), 0);
+        r = run(NETFS_BINARY, {"unpin", m.at("work")}, 30000, m.environment());
+        QCOMPARE(r.exit_code, 1);
+        QVERIFY2(r.err.contains("not pinned"), qPrintable(r.err));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    // SIGKILL while changes are pending: after a restart they are still
+    // pending (and visible), then reach the server.
+    void pending_changes_survive_a_daemon_kill() {
+        auto m = make_mount();
+        QVERIFY(put_text(m->direct("a.txt"), "before\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QCOMPARE(text(m->at("a.txt")), QByteArray("before\n"));
+        QVERIFY(netfs_ok(*m, "offline"));
+        const auto data = random_bytes(2 * 1024 * 1024 + 77, 9);
+        {
+            const int fd = ::open(qPrintable(m->at("big.bin")), O_WRONLY | O_CREAT | O_EXCL, 0644);
+            QVERIFY(fd >= 0);
+            QCOMPARE(::write(fd, data.data(), data.size()), ssize_t(data.size()));
+            QCOMPARE(::fsync(fd), 0);  // durable in the journal from here on
+            QCOMPARE(::close(fd), 0);
+        }
+        {
+            const int fd = ::open(qPrintable(m->at("a.txt")), O_WRONLY | O_TRUNC);
+            QVERIFY(fd >= 0);
+            QCOMPARE(::write(fd, "after\n", 6), ssize_t(6));
+            QCOMPARE(::fsync(fd), 0);
+            QCOMPARE(::close(fd), 0);
+        }
+        QVERIFY(QDir().mkdir(m->at("made")));
+        QVERIFY2(m->crash(), qPrintable(m->error()));
+
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        // Still pending: the mount shows the local state and has not sent it
+        // (it reintegrates by itself; either way nothing may be lost).
+        QCOMPARE(read_file(m->at("big.bin")), data);
+        QCOMPARE(text(m->at("a.txt")), QByteArray("after\n"));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(read_file(m->direct("big.bin")), data);
+        QCOMPARE(text(m->direct("a.txt")), QByteArray("after\n"));
+        QVERIFY(QFileInfo(m->direct("made")).isDir());
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
+    // Offline state is kept across a clean unmount too: the next mount
+    // starts by reintegrating it.
+    void a_remount_reintegrates_what_is_pending() {
+        auto m = make_mount();
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(netfs_ok(*m, "offline"));
+        QVERIFY(put_text(m->at("later.txt"), "sent after the remount\n"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+        QVERIFY(!QFileInfo::exists(m->direct("later.txt")));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QCOMPARE(netfs_json(*m, "sync")["pending"].toInteger(), 0);
+        QCOMPARE(text(m->direct("later.txt")), QByteArray("sent after the remount\n"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestOffline)
+#include "test_offline.moc"
