@@ -10,6 +10,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace netfs {
 
 namespace {
@@ -126,7 +128,7 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
         const QJsonObject req = doc.object();
         const QString op = req.value("op").toString();
         const bool sync_op = op == "offline" || op == "online" || op == "sync" || op == "conflicts" ||
-                             op == "pin" || op == "unpin" || op == "resolve";
+                             op == "pin" || op == "unpin" || op == "resolve" || op == "events";
         if (op == "ping")
             reply = {{"ok", true}};
         else if (op == "status")
@@ -143,6 +145,22 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
             const auto wait = std::chrono::seconds(req.value("timeout_s").toInt(600));
             reply = outcome_json(daemon.sync->sync_now(wait));
             reply["mode"] = mode_name(daemon.sync->status().mode);
+        } else if (op == "events") {
+            // A long poll: answered as soon as there is an event after
+            // `since`, or empty after `timeout_s`.
+            const auto since = std::uint64_t(req.value("since").toInteger(0));
+            const auto wait = std::chrono::milliseconds(std::clamp(req.value("timeout_s").toInt(25), 0, 300) * 1000);
+            QJsonArray list;
+            std::uint64_t last = since;
+            for (const SyncEvent& e : daemon.sync->events_after(since, wait)) {
+                list.append(QJsonObject{{"seq", qint64(e.seq)},
+                                        {"kind", QString::fromStdString(e.kind)},
+                                        {"detail", QString::fromStdString(e.detail)},
+                                        {"text", QString::fromStdString(e.text)},
+                                        {"when_ns", qint64(e.when_ns)}});
+                last = e.seq;
+            }
+            reply = {{"ok", true}, {"events", list}, {"last", qint64(last)}};
         } else if (op == "conflicts") {
             reply = conflicts_json(*daemon.sync);
         } else if (op == "pin" || op == "unpin" || op == "resolve") {
@@ -175,7 +193,7 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
                 reply["error"] = "some paths failed (see results)";
         } else {
             reply = failure("unknown op '" + op +
-                            "' (known: ping, status, offline, online, sync, conflicts, pin, unpin, resolve)");
+                            "' (known: ping, status, events, offline, online, sync, conflicts, pin, unpin, resolve)");
         }
     }
     return QJsonDocument(reply).toJson(QJsonDocument::Compact).toStdString();

@@ -425,12 +425,36 @@ void on_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 // ---- extended attributes ----------------------------------------------------
 
-// Not stored yet. Callers must see ENOTSUP, not ENODATA: ENODATA would tell
-// cp -a, rsync -X and friends that xattrs work here and this file merely has
-// none. The reply is ENOSYS, which the kernel turns into EOPNOTSUPP (the same
-// number as ENOTSUP) for every caller and remembers: otherwise it asks for
-// security.capability before every write(2), one more round trip each.
-void on_getxattr(fuse_req_t req, fuse_ino_t, const char*, size_t) { fuse_reply_err(req, ENOSYS); }
+// Only user.netfs.state is answered: netfs stores no extended attributes.
+// Other names get ENOTSUP, not ENODATA: ENODATA would tell cp -a, rsync -X
+// and friends that xattrs work here and this file merely has none. The
+// state is never listed (listxattr stays ENOSYS, which the kernel remembers):
+// a copy must not carry it along.
+constexpr char kStateXattr[] = "user.netfs.state";
+
+void on_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    FuseAdapter& adapter = adapter_of(req);
+    if (!adapter.state_reader()) {
+        fuse_reply_err(req, ENOSYS);  // no state to show: the kernel stops asking (see above)
+        return;
+    }
+    if (std::strcmp(name, kStateXattr) != 0) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+    }
+    std::string path, state;
+    Errc e = adapter.engine().path_of(ino, path);
+    if (e == Errc::ok)
+        e = adapter.state_reader()(path, state);
+    if (e != Errc::ok)
+        fuse_reply_err(req, to_errno(e));
+    else if (size == 0)
+        fuse_reply_xattr(req, state.size());
+    else if (size < state.size())
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, state.data(), state.size());
+}
 void on_listxattr(fuse_req_t req, fuse_ino_t, size_t) { fuse_reply_err(req, ENOSYS); }
 void on_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
     fuse_reply_err(req, ENOSYS);

@@ -40,6 +40,8 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <functional>
+#include <string>
 #include <memory>
 
 namespace netfs {
@@ -67,6 +69,12 @@ public:
     // dropping pages is not.
     void invalidate_attributes(Ino ino);
 
+    // Answers getxattr of user.netfs.state (disconnected operation's view of
+    // a file: cached, pinned, dirty, conflict) for a remote path.
+    using StateReader = std::function<Errc(const std::string& path, std::string& state)>;
+    void set_state_reader(StateReader reader) { state_reader_ = std::move(reader); }
+    const StateReader& state_reader() const { return state_reader_; }
+
     Engine& engine() { return engine_; }
     const MountOptions& options() const { return options_; }
 
@@ -75,6 +83,7 @@ private:
     static void invalidate(SessionSlot& slot, Ino ino, std::uint64_t offset, std::uint64_t length);
 
     Engine& engine_;
+    StateReader state_reader_;
     const MountOptions& options_;
     std::shared_ptr<SessionSlot> session_ = std::make_shared<SessionSlot>(nullptr);
 };

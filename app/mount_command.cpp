@@ -587,6 +587,9 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     if (sync)
         sync->start(std::chrono::milliseconds(static_cast<std::int64_t>(options.pin_refresh * 1000)));
     auto adapter = std::make_unique<FuseAdapter>(*engine, options);
+    if (sync && options.state_xattr)
+        adapter->set_state_reader(
+            [sync](const std::string& path, std::string& state) { return sync->file_state(path, state); });
 
     const std::vector<std::string> arguments = fuse_arguments(request);
     std::vector<char*> argv;

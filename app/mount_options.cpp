@@ -37,6 +37,9 @@ const char* const kMountOptionsHelp =
     "  Offline use (with the cache):\n"
     "  pin_refresh=SECONDS     how often pinned folders are checked for changes on\n"
     "                          the server (default 60)\n"
+    "  nostate_xattr           no user.netfs.state attribute: the kernel then stops\n"
+    "                          asking for extended attributes before every write(2),\n"
+    "                          which makes small writes faster\n"
     "  SIZE is a number of bytes with an optional K, M or G suffix.\n"
     "  Options used by mount(8), fstab and systemd (defaults, auto, noauto, user,\n"
     "  users, nouser, _netdev, nofail, x-*, comment=*, ...) are accepted and ignored.\n";
@@ -137,6 +140,8 @@ bool parse_one(std::string_view item, MountOptions& o, std::string& error) {
         {"direct_io", &MountOptions::direct_io, true},
         {"writeback_cache", &MountOptions::writeback_cache, true},
         {"nonempty", &MountOptions::nonempty, true},
+        {"state_xattr", &MountOptions::state_xattr, true},
+        {"nostate_xattr", &MountOptions::state_xattr, false},
         {"debug", &MountOptions::debug, true},
     };
     for (const auto& flag : kFlags) {

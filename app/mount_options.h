@@ -53,6 +53,10 @@ struct MountOptions {
     // Disconnected operation: how often pinned folders are checked for
     // files added or changed on the server, while connected.
     double pin_refresh = 60.0;  // seconds
+    // Each file's state as the extended attribute user.netfs.state. Its
+    // cost: with any xattr answered, the kernel asks for
+    // security.capability before every write(2) (FUSE clears SB_NOSEC).
+    bool state_xattr = true;
 };
 
 // Parses one -o argument ("ro,uid=1000,readahead=4M") into `options`, on top

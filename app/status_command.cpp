@@ -18,8 +18,9 @@ namespace {
 const char* const kStatusUsage =
     "usage: netfs status [MOUNTPOINT] [--json]\n"
     "\n"
-    "Shows each running mount (or only MOUNTPOINT): its remote, whether the\n"
-    "server answers, cache use, data not yet on the server, conflicts.\n"
+    "Shows each running mount (or only MOUNTPOINT): its remote, its mode\n"
+    "(connected, disconnected, reintegrating), cache use, data and operations\n"
+    "not yet on the server, conflicts, and pinned folders.\n"
     "  --json   one JSON object (docs/control_api.md)\n";
 
 QString bytes(qint64 n) {
@@ -40,15 +41,28 @@ void print_human(const QJsonObject& s) {
         cache_text = bytes(cache["stored_bytes"].toInteger()) + " stored";
         if (cache["limit_bytes"].toInteger() > 0)
             cache_text += " of " + bytes(cache["limit_bytes"].toInteger());
-        cache_text += ", pinned " + bytes(cache["pinned_bytes"].toInteger());
     }
-    std::printf("%s  %s\n  server: %s   cache: %s   not yet on the server: %s   pending operations: %lld   "
-                "conflicts: %lld\n",
-                qPrintable(s["mountpoint"].toString()), qPrintable(s["remote"].toString()),
-                qPrintable(s["mode"].toString()), qPrintable(cache_text),
-                qPrintable(bytes(s["engine"].toObject()["dirty_bytes"].toInteger())),
+    QString mode = s["mode"].toString();
+    if (s["manual_offline"].toBool())
+        mode += " (netfs online to reconnect)";
+    else if (mode != "connected")
+        mode += ", server " + s["server"].toString();
+    std::printf("%s  %s\n  mode: %s   cache: %s   not yet on the server: %s\n"
+                "  pending operations: %lld   conflicts: %lld\n",
+                qPrintable(s["mountpoint"].toString()), qPrintable(s["remote"].toString()), qPrintable(mode),
+                qPrintable(cache_text), qPrintable(bytes(s["engine"].toObject()["dirty_bytes"].toInteger())),
                 static_cast<long long>(s["pending_operations"].toInteger()),
                 static_cast<long long>(s["conflicts"].toInteger()));
+    const QJsonArray pins = s["pins"].toArray();
+    if (!pins.isEmpty())
+        std::printf("  pinned: %s of %s present, %s\n", qPrintable(bytes(s["pinned_present_bytes"].toInteger())),
+                    qPrintable(bytes(s["pinned_total_bytes"].toInteger())),
+                    s["ready_for_offline"].toBool() ? "ready to go offline" : "not all fetched yet");
+    for (const auto& item : pins) {
+        const QJsonObject p = item.toObject();
+        std::printf("    %s  %s%s%s\n", qPrintable(p["path"].toString()), qPrintable(p["state"].toString()),
+                    p["error"].toString().isEmpty() ? "" : ": ", qPrintable(p["error"].toString()));
+    }
 }
 
 bool ask(const std::string& socket, QJsonObject& out, std::string& error) {

@@ -49,7 +49,6 @@ to_bytes() {
     case ${BASH_REMATCH[2]^^} in K) n=$((n << 10)) ;; M) n=$((n << 20)) ;; G) n=$((n << 30)) ;; esac
     echo "$n"
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { echo "$EPOCHREALTIME"; }
 since() { awk "BEGIN { printf \"%.3f\", $EPOCHREALTIME - $1 }"; }
@@ -59,46 +58,19 @@ since() { awk "BEGIN { printf \"%.3f\", $EPOCHREALTIME - $1 }"; }
 BYTES=$(to_bytes "$SIZE") || die "bad SIZE '$SIZE'"
 MB=$((BYTES / 1000000))
 cmake --build "$REPO/build" --target bench_delay_proxy >/dev/null || die "cannot build bench_delay_proxy"
-PROXY_BIN=$REPO/build/bench_delay_proxy
 
 # ---------------------------------------------------------------- the server
 
 rm -rf "$WORKDIR"
-mkdir -p "$WORKDIR"/{export,keys,mnt,local}
-chmod 700 "$WORKDIR/keys"
-KEY=$WORKDIR/keys/user
-ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-ssh-keygen -q -t ed25519 -N '' -f "$WORKDIR/keys/host"
-mkdir -p /run/sshd
-PORT=$(free_port)
-cat >"$WORKDIR/sshd_config" <<EOF
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $WORKDIR/keys/host
-AuthorizedKeysFile $KEY.pub
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile $WORKDIR/sshd.pid
-Subsystem sftp internal-sftp
-EOF
-/usr/sbin/sshd -f "$WORKDIR/sshd_config" -E "$WORKDIR/sshd.log" || die "sshd did not start (see $WORKDIR/sshd.log)"
-PROXY_PORT=$(free_port)
-"$PROXY_BIN" "$PROXY_PORT" "$PORT" $((LATENCY_MS / 2)) &
-PROXY_PID=$!
-KNOWN=$WORKDIR/keys/known_hosts
-for p in "$PORT" "$PROXY_PORT"; do
-    echo "[127.0.0.1]:$p $(cut -d' ' -f1,2 "$WORKDIR/keys/host.pub")" >>"$KNOWN"
-done
+mkdir -p "$WORKDIR"/{export,mnt,local}
+# shellcheck source=bench/lib/sshd.sh
+source "$REPO/bench/lib/sshd.sh"
 
 cleanup() {
     for m in "$WORKDIR"/mnt; do
         mountpoint -q "$m" && { "$NETFS" unmount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || umount -l "$m"; }
     done
-    kill "$PROXY_PID" 2>/dev/null
-    [[ -f $WORKDIR/sshd.pid ]] && kill "$(cat "$WORKDIR/sshd.pid")" 2>/dev/null
+    stop_bench_servers
     pkill -f "rclone mount .*$WORKDIR" 2>/dev/null
 }
 trap cleanup EXIT

@@ -6,7 +6,10 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <ctime>
+#include <mutex>
+#include <thread>
 
 namespace netfs {
 
@@ -18,6 +21,12 @@ struct Pass {
     const Reintegration& job;
     SyncOutcome outcome;
     SyncProgress progress;
+    std::mutex mu;       // outcome and progress: stores run in parallel
+    std::mutex copy_mu;  // choosing a free conflicted-copy name and taking it is one step
+    // Pending operations were rewritten to a conflicted copy's name: the
+    // ones this pass read before are stale (it moved the server's file, not
+    // ours, when a later rename still named the taken path).
+    std::atomic<bool> repathed{false};
 
     // The local attributes of an object (its first name), if it still has one.
     std::optional<Attr> local_attr(std::int64_t oid) {
@@ -58,7 +67,10 @@ struct Pass {
         }
         c.ops = std::string(op_name(op.kind)) + " #" + std::to_string(op.seq);
         job.replica.add_conflict(c);
-        outcome.conflicts++;
+        {
+            std::lock_guard lock(mu);
+            outcome.conflicts++;
+        }
         LOG_WARN("conflict (%s) on %s: the server's version stays%s%s", conflict_name(kind), path.c_str(),
                  copy.empty() ? "" : ", the local one is kept as ", copy.c_str());
     }
@@ -94,6 +106,7 @@ struct Pass {
                 done += n;
             }
             if (e == Errc::ok) {
+                std::lock_guard lock(mu);
                 progress.bytes_left -= std::min(progress.bytes_left, want);
                 job.progress(progress);
             }
@@ -108,15 +121,23 @@ struct Pass {
             times.mask = SetAttr::kMtime | SetAttr::kAtime;
             times.mtime = local.mtime;
             times.atime = local.atime;
-            Attr ignored;
-            e = job.remote.setattr(tmp, times, ignored);
+            e = job.remote.setattr(tmp, times, after);
         }
         if (e == Errc::ok)
             e = job.remote.rename(tmp, target, 0);
-        if (e == Errc::ok)
-            e = job.remote.getattr(target, after);
         if (e != Errc::ok && !is_transient(e))
             job.remote.unlink(tmp);
+        // [!] Once renamed it is there, whatever happens next: a failure to
+        // read its attributes back must not leave the operation pending (the
+        // next pass would take our own upload for a server change and make a
+        // conflicted copy of it, or a second copy). The attributes the
+        // setattr returned stand in for them (all but the ctime the rename
+        // moved).
+        if (e == Errc::ok) {
+            Attr renamed;
+            if (job.remote.getattr(target, renamed) == Errc::ok)
+                after = renamed;
+        }
         return e;
     }
 
@@ -143,21 +164,32 @@ struct Pass {
             kind = ConflictKind::update_update;
         else if (!base.exists && g == Errc::ok)
             kind = ConflictKind::create_create;
+        std::unique_lock copy_lock(copy_mu, std::defer_lock);
+        if (kind)
+            copy_lock.lock();
         std::string target = kind ? free_copy_path(op.path) : op.path;
         Attr after;
         Errc e = upload(op, object->content, *local, target, after);
         if (e == Errc::not_found) {
             // The directory it was in is gone from the server: keep it at the top.
+            if (!copy_lock.owns_lock())
+                copy_lock.lock();
             kind = ConflictKind::parent_removed;
             target = free_copy_path("/" + base_name(op.path));
             e = upload(op, object->content, *local, target, after);
         }
+        if (copy_lock.owns_lock())
+            copy_lock.unlock();
         if (e != Errc::ok)
             return e;
         if (kind) {
             conflict(*kind, op, op.path, target, local, g == Errc::ok ? &now : nullptr);
-            // The name holds the server's version now; later operations on it apply to that.
-            return job.replica.applied(op.seq, op.oid, g == Errc::ok ? BaseVersion::of(now) : BaseVersion{});
+            // The base stays what the local side last saw: the server's
+            // version at the name is one nobody here has seen, so a later
+            // store or unlink of the object (logged before this pass, or
+            // after it while still disconnected) is a conflict too, never
+            // an overwrite or a removal of it.
+            return job.replica.applied(op.seq, op.oid, base);
         }
         if (job.replica.object(op.oid)->content_gen != generation) {
             // Written again while uploading: the newer content goes next pass.
@@ -197,8 +229,10 @@ struct Pass {
             return e;
         if (kind) {
             conflict(*kind, op, op.path, at, local_attr(op.oid), g == Errc::ok ? &now : nullptr);
-            if (want_dir)  // what was made inside it locally follows it
+            if (want_dir) {  // what was made inside it locally follows it
                 job.replica.repath_pending(op.path, at);
+                repathed = true;
+            }
         }
         return job.replica.applied(op.seq, op.oid, BaseVersion::of(made));
     }
@@ -283,12 +317,15 @@ struct Pass {
         }
         if (e != Errc::ok)
             return e;
-        Attr after;
-        if ((e = job.remote.getattr(at, after)) != Errc::ok)
-            return e;
+        // Moved: from here on the pass must record it whatever the server
+        // answers (see upload); its attributes are those it had before.
+        Attr after = from;
+        if (Attr moved; job.remote.getattr(at, moved) == Errc::ok)
+            after = moved;
         if (kind) {
             conflict(*kind, op, op.path2, at, local_attr(op.oid), gt == Errc::ok ? &to : nullptr);
             job.replica.repath_pending(op.path2, at);
+            repathed = true;
         }
         // A rename moves what the server has, changed or not; but a change
         // made there since the base was taken is still one nobody here has
@@ -309,9 +346,10 @@ struct Pass {
         auto object = job.replica.object(op.oid);
         const BaseVersion base = object ? object->base : op.base;
         if (!base.matches(now)) {
-            // Its content changed on the server: the server's version keeps its own attributes.
+            // Its content changed on the server: the server's version keeps
+            // its own attributes, and the base stays (see store).
             conflict(ConflictKind::update_update, op, op.path, {}, local_attr(op.oid), &now);
-            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+            return job.replica.applied(op.seq, op.oid, base);
         }
         SetAttr change = op.attrs;
         change.mask &= ~SetAttr::kSize;
@@ -354,38 +392,101 @@ std::string conflicted_copy_path(const std::string& path, const std::string& hos
                      name.substr(0, dot) + " (conflicted copy " + stamp + " " + hostname + ")" + name.substr(dot));
 }
 
+namespace {
+
+// Consecutive stores change one file each, at distinct paths (anything that
+// could free a path for another store is an operation between them): they
+// are independent, and run in parallel so that a log of many small files
+// costs round trips per batch, not per file.
+constexpr unsigned kParallelStores = 32;
+
+// Applies ops[first, last) of one batch; returns the first failure (its
+// index in `failed_at`), later ones in the batch still run.
+Errc run_batch(Pass& pass, const std::vector<LoggedOp>& ops, std::size_t first, std::size_t last,
+               std::size_t& failed_at) {
+    const Reintegration& job = pass.job;
+    std::atomic<std::size_t> next{first};
+    std::mutex mu;
+    Errc first_error = Errc::ok;
+    failed_at = last;
+    auto work = [&] {
+        for (std::size_t i; (i = next++) < last;) {
+            if (job.stop()) {
+                std::lock_guard lock(mu);
+                if (i < failed_at) {
+                    failed_at = i;
+                    first_error = Errc::unreachable;
+                }
+                return;
+            }
+            const Errc e = pass.apply(ops[i]);
+            std::lock_guard lock(mu);
+            if (e != Errc::ok) {
+                if (i < failed_at) {
+                    failed_at = i;
+                    first_error = e;
+                }
+                continue;
+            }
+            std::lock_guard progress_lock(pass.mu);
+            pass.outcome.applied++;
+            pass.progress.ops_done++;
+            job.progress(pass.progress);
+        }
+    };
+    const unsigned threads = unsigned(std::min<std::size_t>(kParallelStores, last - first));
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads; ++t)
+        pool.emplace_back(work);
+    work();
+    for (auto& t : pool)
+        t.join();
+    return first_error;
+}
+
+} // namespace
+
 SyncOutcome reintegrate(const Reintegration& job) {
-    Pass pass{job, {}, {}};
-    const std::vector<LoggedOp> ops = job.replica.pending();
+    Pass pass{job, {}, {}, {}, {}};
+    std::vector<LoggedOp> ops = job.replica.pending();
     pass.progress.ops_total = ops.size();
     for (const LoggedOp& op : ops)
         if (op.kind == OpKind::store)
             if (auto a = pass.local_attr(op.oid))
                 pass.progress.bytes_left += a->size;
     job.progress(pass.progress);
-    for (const LoggedOp& op : ops) {
-        if (job.stop()) {
-            pass.outcome.error = Errc::unreachable;
-            pass.outcome.message = "stopped";
-            break;
-        }
-        const Errc e = pass.apply(op);
-        if (e == Errc::busy) {
-            pass.outcome.error = e;
-            pass.outcome.message = op.path + " is open for writing here: it is sent once closed";
-            break;
-        }
+    for (std::size_t i = 0; i < ops.size();) {
+        std::size_t end = i + 1;
+        if (ops[i].kind == OpKind::store)
+            while (end < ops.size() && ops[end].kind == OpKind::store)
+                ++end;
+        std::size_t failed_at = end;
+        const Errc e = run_batch(pass, ops, i, end, failed_at);
         if (e != Errc::ok) {
+            const LoggedOp& op = ops[failed_at];
             pass.outcome.error = e;
-            pass.outcome.message = std::string(op_name(op.kind)) + " " + op.path + ": " + std::string(describe(e));
-            if (!is_transient(e))
+            if (e == Errc::busy)
+                pass.outcome.message = op.path + " is open for writing here: it is sent once closed";
+            else if (job.stop())
+                pass.outcome.message = "stopped";
+            else
+                pass.outcome.message = std::string(op_name(op.kind)) + " " + op.path + ": " + std::string(describe(e));
+            if (!is_transient(e) && e != Errc::busy && !job.stop())
                 LOG_ERROR("reintegration of %s %s failed (%s): it stays in the log and is retried",
                           op_name(op.kind), op.path.c_str(), std::string(describe(e)).c_str());
             break;
         }
-        pass.outcome.applied++;
-        pass.progress.ops_done++;
-        job.progress(pass.progress);
+        i = end;
+        if (pass.repathed.exchange(false)) {
+            // Carry on with the later operations as the log has them now.
+            const std::int64_t done = ops[end - 1].seq;
+            std::vector<LoggedOp> rest;
+            for (LoggedOp& later : job.replica.pending())
+                if (later.seq > done)
+                    rest.push_back(std::move(later));
+            ops = std::move(rest);
+            i = 0;
+        }
     }
     pass.outcome.pending = job.replica.pending_count();
     return pass.outcome;

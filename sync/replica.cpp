@@ -617,6 +617,13 @@ std::uint64_t Replica::pending_count() {
     return q.step() == SQLITE_ROW ? std::uint64_t(q.col(0)) : 0;
 }
 
+std::uint64_t Replica::pending_for(std::int64_t oid) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("SELECT count(*) FROM oplog WHERE oid = ?1");
+    q.bind(1, oid);
+    return q.step() == SQLITE_ROW ? std::uint64_t(q.col(0)) : 0;
+}
+
 Errc Replica::applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);

@@ -149,6 +149,7 @@ public:
     // ---- reintegration ---------------------------------------------------
     std::vector<LoggedOp> pending(std::size_t limit = SIZE_MAX);
     std::uint64_t pending_count();
+    std::uint64_t pending_for(std::int64_t oid);
     // `seq` reached the server: it leaves the log and its object's base
     // becomes `now` (what the server reports after it).
     Errc applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now);

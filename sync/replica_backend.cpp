@@ -189,12 +189,15 @@ void ReplicaBackend::start(std::chrono::milliseconds pin_refresh) {
     pin_refresh_ = pin_refresh;
     thread_ = std::thread([this] { sync_loop(); });
     pin_thread_ = std::thread([this] { pin_loop(); });
+    list_thread_ = std::thread([this] { list_loop(); });
 }
 
 void ReplicaBackend::stop() {
     {
         std::lock_guard lock(mu_);
         stopping_ = true;
+        event_.notify_all();
+        list_cv_.notify_all();
     }
     pin_cancel_ = true;
     wake_.notify_all();
@@ -202,6 +205,8 @@ void ReplicaBackend::stop() {
         thread_.join();
     if (pin_thread_.joinable())
         pin_thread_.join();
+    if (list_thread_.joinable())
+        list_thread_.join();
 }
 
 // ---- pinning ----------------------------------------------------------------
@@ -274,6 +279,33 @@ Errc ReplicaBackend::unpin(const std::string& path, std::string& message) {
     return Errc::ok;
 }
 
+Errc ReplicaBackend::file_state(const std::string& path, std::string& out) {
+    auto name = replica_->name(path);
+    if (!name)
+        return Errc::not_found;
+    auto object = replica_->object(name->oid);
+    const bool dirty = object && object->content && replica_->pending_for(name->oid) > 0;
+    std::uint64_t held = 0;
+    const std::uint64_t size = name->attr.size;
+    if (object && object->content) {
+        held = size;
+    } else if (cache_ && S_ISREG(name->attr.mode) && size) {
+        std::uint64_t id = 0, version = 0;
+        std::vector<CacheStore::Held> granules;
+        if (cache_->find_object(path, id) == Errc::ok &&
+            cache_->object(path, Version::of(name->attr), id, version) == Errc::ok &&
+            cache_->held(id, granules) == Errc::ok)
+            for (const auto& g : granules)
+                held += g.length;
+    }
+    const unsigned percent =
+        !S_ISREG(name->attr.mode) || size == 0 ? 100 : unsigned(std::min<std::uint64_t>(held, size) * 100 / size);
+    out = "cached=" + std::to_string(percent) + "% pinned=" + (replica_->is_pinned(path) ? "yes" : "no") +
+          " dirty=" + (dirty ? "yes" : "no") + " pending=" + std::to_string(replica_->pending_for(name->oid)) +
+          " conflict=" + (replica_->conflict_at(path) ? "yes" : "no");
+    return Errc::ok;
+}
+
 std::vector<PinState> ReplicaBackend::pin_states() {
     std::lock_guard lock(mu_);
     return pin_states_;
@@ -334,8 +366,11 @@ void ReplicaBackend::pin_loop() {
             states.push_back(state);
             std::lock_guard l(mu_);
             for (PinState& s : pin_states_)
-                if (s.path == path)
+                if (s.path == path) {
+                    if (s.state != state.state)
+                        emit("pin", path, state.state);
                     s = state;
+                }
         }
         lock.lock();
         if (!pins_changed_) {
@@ -346,11 +381,33 @@ void ReplicaBackend::pin_loop() {
     }
 }
 
+void ReplicaBackend::emit(std::string kind, std::string detail, std::string text) {
+    constexpr std::size_t kMaxEvents = 256;
+    SyncEvent e{next_event_++, std::move(kind), std::move(detail), std::move(text),
+                std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count()};
+    events_.push_back(std::move(e));
+    if (events_.size() > kMaxEvents)
+        events_.pop_front();
+    event_.notify_all();
+}
+
+std::vector<SyncEvent> ReplicaBackend::events_after(std::uint64_t since, std::chrono::milliseconds wait) {
+    std::unique_lock lock(mu_);
+    event_.wait_for(lock, wait, [&] { return stopping_ || (!events_.empty() && events_.back().seq > since); });
+    std::vector<SyncEvent> out;
+    for (const SyncEvent& e : events_)
+        if (e.seq > since)
+            out.push_back(e);
+    return out;
+}
+
 void ReplicaBackend::set_mode(SyncMode mode, const char* why) {
     // Called with mu_ held.
     if (mode_ == mode)
         return;
     LOG_INFO("%s: %s -> %s (%s)", description_.c_str(), mode_name(mode_), mode_name(mode), why);
+    emit("mode", mode_name(mode), why);
     if (mode_ == SyncMode::connected)
         replica_->set_durable(true);
     mode_ = mode;
@@ -361,7 +418,10 @@ void ReplicaBackend::set_mode(SyncMode mode, const char* why) {
 }
 
 void ReplicaBackend::go_offline() {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    // Directories visited online are being listed for offline use: a
+    // moment to finish, so that what was just looked at lists offline.
+    list_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return to_list_.empty() || stopping_; });
     manual_offline_ = true;
     set_mode(SyncMode::disconnected, "asked to go offline");
 }
@@ -415,14 +475,28 @@ std::shared_ptr<Backend> ReplicaBackend::online() {
     return mode_ == SyncMode::connected ? remote_ : nullptr;
 }
 
+bool ReplicaBackend::server_gone_locked() {
+    if (!remote_)
+        return true;
+    const ConnectionState state = remote_->connection_state();
+    const auto now = std::chrono::steady_clock::now();
+    if (state == ConnectionState::connected) {
+        reconnecting_since_ = {};
+        return false;
+    }
+    if (reconnecting_since_ == std::chrono::steady_clock::time_point{})
+        reconnecting_since_ = now;
+    return state == ConnectionState::unreachable || now - reconnecting_since_ >= kReconnectGrace;
+}
+
 bool ReplicaBackend::lost(Errc error) {
     if (!is_transient(error))
         return false;
     std::lock_guard lock(mu_);
-    // While the backend is still reconnecting the error goes back to the
-    // engine, which retries it (a server restart is ridden out); once the
-    // backend gives the server up as unreachable, we answer locally.
-    if (remote_ && remote_->connection_state() != ConnectionState::unreachable)
+    // While the backend is reconnecting, and not for long, the error goes
+    // back to the engine, which retries it: a server restart is ridden out.
+    // After that, or once the backend gives the server up, we answer locally.
+    if (!server_gone_locked())
         return false;
     set_mode(SyncMode::disconnected, "the server cannot be reached");
     return true;
@@ -432,14 +506,51 @@ Errc ReplicaBackend::unknown(const std::string& path) {
     if (path == "/")
         return Errc::io;
     auto parent = replica_->name(parent_of(path));
-    if (!parent)
-        return Errc::io;  // nothing known of where it would be
-    if (!S_ISDIR(parent->attr.mode))
+    if (parent && !S_ISDIR(parent->attr.mode))
         return Errc::not_dir;
-    // A name not seen in a directory that was: absent as far as anyone here
-    // can tell, so that it can be created (a name the server has meanwhile
-    // becomes a create/create conflict at reintegration, never a loss).
-    return Errc::not_found;
+    // Absent from a directory whose whole listing is known: it does not
+    // exist (and can be created; should the server have it meanwhile, that
+    // is a create/create conflict at reintegration, never a loss). Anywhere
+    // else nobody here knows: EIO, never a false "no such file".
+    return parent && parent->listed ? Errc::not_found : Errc::io;
+}
+
+void ReplicaBackend::visited(const std::string& path) {
+    const std::string dir = parent_of(path);
+    {
+        std::lock_guard lock(mu_);
+        if (listed_.count(dir) || to_list_.count(dir) || to_list_.size() >= kListQueue)
+            return;
+    }
+    auto n = replica_->name(dir);
+    std::lock_guard lock(mu_);
+    if (n && n->listed) {
+        listed_.insert(dir);
+    } else {
+        to_list_.insert(dir);
+        list_cv_.notify_all();
+    }
+}
+
+void ReplicaBackend::list_loop() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+        list_cv_.wait(lock, [&] { return stopping_ || !to_list_.empty(); });
+        if (stopping_)
+            break;
+        const std::string dir = *to_list_.begin();
+        if (mode_ != SyncMode::connected) {
+            to_list_.clear();  // visited again online, asked again
+            list_cv_.notify_all();
+            continue;
+        }
+        lock.unlock();
+        std::vector<DirEntry> entries;
+        readdir(dir, entries);  // forwarded and recorded
+        lock.lock();
+        to_list_.erase(dir);
+        list_cv_.notify_all();
+    }
 }
 
 std::optional<Name> ReplicaBackend::name_of(std::int64_t oid) {
@@ -465,10 +576,12 @@ Attr ReplicaBackend::new_attr(std::uint32_t mode, std::int64_t oid) const {
 Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
     if (auto r = online()) {
         const Errc e = r->getattr(path, out);
-        if (e == Errc::ok)
+        if (e == Errc::ok) {
             replica_->saw(path, out);
-        else if (e == Errc::not_found)
+            visited(path);
+        } else if (e == Errc::not_found) {
             replica_->saw_gone(path);
+        }
         if (!lost(e))
             return e;
     }
@@ -482,8 +595,11 @@ Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
 Errc ReplicaBackend::readdir(const std::string& path, std::vector<DirEntry>& out) {
     if (auto r = online()) {
         const Errc e = r->readdir(path, out);
-        if (e == Errc::ok)
+        if (e == Errc::ok) {
             replica_->saw_listing(path, out);
+            std::lock_guard lock(mu_);
+            listed_.insert(path);
+        }
         else if (e == Errc::not_found)
             replica_->saw_gone(path);
         if (!lost(e))
@@ -1100,16 +1216,30 @@ void ReplicaBackend::drop_unneeded_content() {
     }
 }
 
+std::int64_t ReplicaBackend::last_conflict_id() {
+    std::int64_t id = 0;
+    for (const Conflict& c : replica_->conflicts())
+        id = std::max(id, c.id);
+    return id;
+}
+
 SyncOutcome ReplicaBackend::reintegrate_once() {
     std::shared_ptr<Backend> remote;
     {
         std::lock_guard lock(mu_);
         remote = remote_;
     }
+    auto last_progress = std::chrono::steady_clock::time_point{};
     Reintegration job{*replica_, *remote, *cache_, hostname_,
-                      [this](const SyncProgress& p) {
+                      [this, &last_progress](const SyncProgress& p) {
                           std::lock_guard lock(mu_);
                           status_.progress = p;
+                          const auto now = std::chrono::steady_clock::now();
+                          if (now - last_progress >= std::chrono::milliseconds(250) || p.ops_done == p.ops_total) {
+                              last_progress = now;
+                              emit("progress", std::to_string(p.ops_done) + "/" + std::to_string(p.ops_total),
+                                   std::to_string(p.bytes_left) + " bytes left");
+                          }
                       },
                       [this] {
                           std::lock_guard lock(mu_);
@@ -1157,10 +1287,11 @@ void ReplicaBackend::sync_loop() {
             remote_ = std::move(fresh);
             backoff = std::chrono::seconds(1);
         }
-        const ConnectionState state = remote_->connection_state();
-        if (state == ConnectionState::unreachable && mode_ == SyncMode::connected)
+        const bool gone = server_gone_locked();
+        if (gone && mode_ == SyncMode::connected)
             set_mode(SyncMode::disconnected, "the server cannot be reached");
-        if (mode_ == SyncMode::connected || state == ConnectionState::unreachable) {
+        const ConnectionState state = remote_->connection_state();
+        if (mode_ == SyncMode::connected || state != ConnectionState::connected) {
             if (asked) {  // nothing to replay, or nobody to replay it to
                 const std::uint64_t pending = replica_->pending_count();
                 status_.last = SyncOutcome{0, 0, pending, pending ? Errc::unreachable : Errc::ok,
@@ -1186,6 +1317,7 @@ void ReplicaBackend::sync_loop() {
             continue;
         }
         set_mode(SyncMode::reintegrating, "the server answers again");
+        const std::int64_t conflicts_before = last_conflict_id();
         lock.unlock();
         SyncOutcome outcome = reintegrate_once();
         drop_unneeded_content();
@@ -1198,6 +1330,13 @@ void ReplicaBackend::sync_loop() {
             set_mode(SyncMode::disconnected, outcome.message.c_str());
         if (outcome.error == Errc::ok && replica_->pending_count() != 0)
             sync_asked_ = true;  // more came in during the pass
+        for (const Conflict& c : replica_->conflicts())
+            if (c.id > conflicts_before)
+                emit("conflict", c.path, conflict_name(c.kind));
+        emit("sync", outcome.error == Errc::ok ? "ok" : "stopped",
+             "applied " + std::to_string(outcome.applied) + ", new conflicts " + std::to_string(outcome.conflicts) +
+                 ", pending " + std::to_string(outcome.pending) +
+                 (outcome.message.empty() ? std::string() : ": " + outcome.message));
         status_.last = outcome;
         status_.passes++;
         status_.pending = outcome.pending;

@@ -27,8 +27,11 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
+#include <set>
+#include <unordered_set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -65,6 +68,20 @@ struct PinState {
     std::uint64_t total = 0;    // bytes of its regular files
     std::string state;          // waiting (for the server), fetching, ready, failed
     std::string message;        // why it failed
+};
+
+// Something a watcher (the tray) wants to hear of, in order. Kinds:
+//   mode       the mode changed: `detail` is the new mode, `text` why
+//   progress   reintegration progress (at most a few per second)
+//   sync       a reintegration pass ended: `text` sums it up
+//   conflict   a new conflict: `detail` is the path, `text` the kind
+//   pin        a pin changed state: `detail` is the path, `text` the state
+struct SyncEvent {
+    std::uint64_t seq = 0;
+    std::string kind;
+    std::string detail;
+    std::string text;
+    std::int64_t when_ns = 0;  // wall clock
 };
 
 struct SyncStatus {
@@ -105,12 +122,24 @@ public:
     std::uint64_t generation() const { return generation_.load(); }
     Replica& replica() { return *replica_; }
 
+    // Events after `since` (0: the recent ones kept), waiting up to `wait`
+    // for one when there is none yet: a long poll, repeated with the last
+    // seq, is the control API's event stream.
+    std::vector<SyncEvent> events_after(std::uint64_t since, std::chrono::milliseconds wait);
+
     // Pins `path` (a remote path): refused with no_space and `message` when
     // it cannot fit in the cache beside what is pinned already. Fetching
     // goes on in the background (pin_states() shows it).
     Errc pin(const std::string& path, std::string& message);
     Errc unpin(const std::string& path, std::string& message);
     std::vector<PinState> pin_states();
+
+    // One file's state, for `getfattr -n user.netfs.state`:
+    //   "cached=75% pinned=yes dirty=no pending=0 conflict=no"
+    // cached: how much of its content is in the cache (100% for a file
+    // changed here); dirty: changed here, not yet on the server; pending:
+    // logged operations on it; conflict: a conflict names it or its copy.
+    Errc file_state(const std::string& path, std::string& out);
 
     // ---- Backend ----
     ConnectionState connection_state() const override;
@@ -141,10 +170,21 @@ private:
     // out of reach, switch to disconnected and return true (the caller then
     // answers locally).
     bool lost(Errc error);
+    // The server is given up: the backend says unreachable, or it has been
+    // reconnecting for longer than kReconnectGrace. Called with mu_ held.
+    bool server_gone_locked();
+    static constexpr std::chrono::milliseconds kReconnectGrace{1500};
     void set_mode(SyncMode mode, const char* why);
+    // Records an event and wakes watchers. Called with mu_ held.
+    void emit(std::string kind, std::string detail, std::string text);
     // Answers for a path the replica does not know: not_found when its
-    // parent is a known directory, io (unknown while disconnected) otherwise.
+    // parent's listing is complete, io (unknown while disconnected) otherwise.
     Errc unknown(const std::string& path);
+    // `path` was seen online: its directory gets listed in the background
+    // (once), so that what a user visited online lists offline too.
+    void visited(const std::string& path);
+    void list_loop();
+    static constexpr std::size_t kListQueue = 1024;
 
     // Local content: the whole file as changed here, as dirty granules.
     // Made from the cached base version at the first change (io when the
@@ -161,6 +201,7 @@ private:
     void sync_loop();
     void pin_loop();
     SyncOutcome reintegrate_once();
+    std::int64_t last_conflict_id();
     void drop_unneeded_content();
 
     std::shared_ptr<Backend> remote_;  // guarded by mu_
@@ -175,6 +216,7 @@ private:
     std::condition_variable wake_;
     SyncMode mode_ = SyncMode::connected;
     bool manual_offline_ = false;
+    std::chrono::steady_clock::time_point reconnecting_since_{};  // when the backend stopped being connected
     bool stopping_ = false;
     bool sync_asked_ = false;
     SyncStatus status_;
@@ -190,6 +232,13 @@ private:
     std::chrono::milliseconds pin_refresh_{60000};
     std::atomic<bool> pin_cancel_{false};  // an unpin or shutdown stops a fetch
     std::vector<PinState> pin_states_;      // guarded by mu_
+    std::thread list_thread_;
+    std::set<std::string> to_list_;              // directories to list; guarded by mu_
+    std::unordered_set<std::string> listed_;     // known listed; guarded by mu_
+    std::condition_variable list_cv_;            // with mu_
+    std::deque<SyncEvent> events_;          // the last kMaxEvents; guarded by mu_
+    std::uint64_t next_event_ = 1;
+    std::condition_variable event_;          // with mu_
 };
 
 } // namespace netfs

@@ -408,6 +408,15 @@ void Engine::forget(Ino ino, std::uint64_t nlookup) {
     impl_->maybe_drop_locked(node);
 }
 
+Errc Engine::path_of(Ino ino, std::string& path) {
+    std::lock_guard lock(impl_->mu);
+    auto node = impl_->node_locked(ino);
+    if (!node)
+        return Errc::bad_handle;
+    path = impl_->path_locked(*node);
+    return path.empty() ? Errc::not_found : Errc::ok;
+}
+
 Errc Engine::getattr(Ino ino, Attr& out) {
     std::string path;
     std::shared_ptr<BackendFile> file;

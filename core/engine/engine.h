@@ -161,6 +161,10 @@ public:
     // The last reference to the handle is gone.
     void release(Ino ino, std::uint64_t handle);
 
+    // The remote path a node is known by now (its first name): for state
+    // reports (user.netfs.state). not_found once it has no name.
+    Errc path_of(Ino ino, std::string& path);
+
     EngineStats stats() const;
     // Whether the remote answers, as its backend last saw it: the signal
     // disconnected operation switches on.

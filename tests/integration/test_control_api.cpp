@@ -15,6 +15,7 @@
 #include <QTest>
 
 #include <cstring>
+#include <thread>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -60,6 +61,20 @@ qint64 wait_for_mode(const MountFixture& m, Accept accept, int within_ms) {
     } while (clock.elapsed() < within_ms);
     return -1;
 }
+// The socket of the mount `m`: <escaped mount point>.sock in the runtime directory.
+QString socket_of(const MountFixture& m) {
+    for (const QString& dir : {qEnvironmentVariable("XDG_RUNTIME_DIR") + "/netfs", QString("/run/user/0/netfs"),
+                               QString("/tmp/netfs-0")})
+        for (const QFileInfo& f : QDir(dir).entryInfoList({"*.sock"}, QDir::System))
+            if (exchange(f.filePath(), "{\"op\":\"status\"}").contains(QString("\"pid\":%1").arg(m.daemon_pid()).toUtf8()))
+                return f.filePath();
+    return {};
+}
+
+QJsonObject request(const QString& socket, const QJsonObject& r) {
+    return QJsonDocument::fromJson(exchange(socket, QJsonDocument(r).toJson(QJsonDocument::Compact))).object();
+}
+
 bool is_connected(const QString& mode) { return mode == "connected"; }
 bool is_lost(const QString& mode) { return mode == "reconnecting" || mode == "unreachable"; }
 
@@ -90,7 +105,7 @@ private slots:
         // Every running mount, in words.
         r = run(NETFS_BINARY, {"status"}, 10000, m.environment());
         QCOMPARE(r.exit_code, 0);
-        QVERIFY2(r.out.contains(QDir(m.mountpoint()).canonicalPath()) && r.out.contains("server: connected"),
+        QVERIFY2(r.out.contains(QDir(m.mountpoint()).canonicalPath()) && r.out.contains("mode: connected"),
                  qPrintable(r.out));
     }
 
@@ -137,16 +152,7 @@ private slots:
         for (const auto& mount : QJsonDocument::fromJson(r.out.toUtf8()).object()["mounts"].toArray())
             listed |= mount.toObject()["pid"].toInteger() == m.daemon_pid();
         QVERIFY2(listed, qPrintable(r.out));
-        // The socket file: <escaped mount point>.sock in the runtime directory.
-        QString path;
-        for (const QString& dir : {qEnvironmentVariable("XDG_RUNTIME_DIR") + "/netfs", QString("/run/user/0/netfs"),
-                                   QString("/tmp/netfs-0")}) {
-            for (const QFileInfo& f : QDir(dir).entryInfoList({"*.sock"}, QDir::System))
-                if (exchange(f.filePath(), "{\"op\":\"status\"}").contains(QString("\"pid\":%1").arg(m.daemon_pid()).toUtf8()))
-                    path = f.filePath();
-            if (!path.isEmpty())
-                break;
-        }
+        const QString path = socket_of(m);
         QVERIFY2(!path.isEmpty(), "the daemon's socket is in the runtime directory");
         struct stat st;
         QCOMPARE(::stat(path.toLocal8Bit().constData(), &st), 0);
@@ -166,6 +172,52 @@ private slots:
         QVERIFY2(r.err.startsWith("netfs: ") && r.err.contains("is not a running netfs mount") &&
                      r.err.trimmed().count('\n') == 0,
                  qPrintable(r.err));
+    }
+
+    // The event stream (a long poll): a watcher waiting before a change
+    // hears of it at once; mode changes, a reintegration pass and a new
+    // conflict each come as an event, in order.
+    void events_report_modes_passes_and_conflicts() {
+        MountFixture m;
+        QVERIFY(write_file(m.direct("c.txt"), random_bytes(100, 1)));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(read_file(m.at("c.txt")), random_bytes(100, 1));
+        const QString socket = socket_of(m);
+        QVERIFY(!socket.isEmpty());
+        const qint64 start = request(socket, {{"op", "events"}, {"since", 0}, {"timeout_s", 0}})["last"].toInteger();
+
+        QJsonObject heard;
+        qint64 waited_ms = -1;
+        std::thread watcher([&] {
+            QElapsedTimer clock;
+            clock.start();
+            heard = request(socket, {{"op", "events"}, {"since", start}, {"timeout_s", 20}});
+            waited_ms = clock.elapsed();
+        });
+        QThread::msleep(300);
+        QCOMPARE(run(NETFS_BINARY, {"offline", m.mountpoint()}, 10000, m.environment()).exit_code, 0);
+        watcher.join();
+        QVERIFY2(waited_ms >= 0 && waited_ms < 5000, qPrintable(QString("waited %1 ms").arg(waited_ms)));
+        QJsonArray events = heard["events"].toArray();
+        QVERIFY(!events.isEmpty());
+        QCOMPARE(events[0].toObject()["kind"].toString(), QString("mode"));
+        QCOMPARE(events[0].toObject()["detail"].toString(), QString("disconnected"));
+
+        QVERIFY(write_file(m.at("c.txt"), random_bytes(200, 2)));
+        QThread::msleep(1100);
+        QVERIFY(write_file(m.direct("c.txt"), random_bytes(300, 3)));
+        QCOMPARE(run(NETFS_BINARY, {"online", m.mountpoint()}, 10000, m.environment()).exit_code, 0);
+        QCOMPARE(run(NETFS_BINARY, {"sync", m.mountpoint()}, 30000, m.environment()).exit_code, 0);
+        events = request(socket, {{"op", "events"}, {"since", heard["last"].toInteger()}, {"timeout_s", 0}})["events"]
+                     .toArray();
+        QStringList kinds;
+        for (const auto& e : events)
+            kinds << e.toObject()["kind"].toString() + ":" + e.toObject()["detail"].toString();
+        QVERIFY2(kinds.contains("mode:reintegrating") && kinds.contains("conflict:/c.txt") &&
+                     kinds.contains("sync:ok") && kinds.contains("mode:connected"),
+                 qPrintable(kinds.join(' ')));
+        QVERIFY(kinds.indexOf("mode:reintegrating") < kinds.indexOf("sync:ok"));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 };
 

@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -84,6 +85,13 @@ QByteArray text(const QString& path) {
 bool put_text(const QString& path, const QByteArray& content) {
     return write_file(path, std::vector<std::byte>(reinterpret_cast<const std::byte*>(content.constData()),
                                                    reinterpret_cast<const std::byte*>(content.constData()) + content.size()));
+}
+
+// `getfattr -n user.netfs.state FILE`
+QByteArray state_of(const QString& path) {
+    char value[256];
+    const ssize_t n = ::getxattr(qPrintable(path), "user.netfs.state", value, sizeof value);
+    return n < 0 ? QByteArray("error: ") + strerror(errno) : QByteArray(value, int(n));
 }
 
 QString mode_of(const MountFixture& m) { return netfs_json(m, "status")["mode"].toString(); }
@@ -205,6 +213,11 @@ private slots:
             QCOMPARE(error, EIO);
         }
         QVERIFY(netfs_json(*m, "status")["uncached_reads"].toInteger() >= 1);
+        // Each file's state, as getfattr shows it.
+        QCOMPARE(state_of(m->at("seen/read.txt")), QByteArray("cached=100% pinned=no dirty=no pending=0 conflict=no"));
+        QCOMPARE(state_of(m->at("seen/never.bin")), QByteArray("cached=0% pinned=no dirty=no pending=0 conflict=no"));
+        QVERIFY(put_text(m->at("seen/read.txt"), "changed offline\n"));
+        QCOMPARE(state_of(m->at("seen/read.txt")), QByteArray("cached=100% pinned=no dirty=yes pending=1 conflict=no"));
         // Changing a file that is not cached is refused, not faked.
         QCOMPARE(::open(qPrintable(m->at("seen/never.bin")), O_WRONLY), -1);
         QCOMPARE(errno, EIO);

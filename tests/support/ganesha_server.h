@@ -55,6 +55,7 @@ public:
     QString log() const;  // ganesha's log so far
 
 private:
+    bool start_once();
     void write_config();
 
     QTemporaryDir dir_;

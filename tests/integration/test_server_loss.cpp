@@ -1,0 +1,206 @@
+// Disconnected operation when the server really goes away: sshd and
+// nfs-ganesha killed under a mount, a mount made while the server is down,
+// and a reintegration cut in the middle. The mount switches to disconnected
+// by itself within 5 s, keeps serving what is cached, logs changes, and
+// replays them by itself when the server is back: nothing lost, nothing
+// applied twice.
+#include "tests/support/ganesha_server.h"
+#include "tests/support/mount_fixture.h"
+#include "tests/support/sshd_server.h"
+
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFileInfo>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QTest>
+#include <QThread>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+using namespace netfs::test;
+
+namespace {
+
+QJsonObject status_of(const MountFixture& m) {
+    const RunResult r = run(NETFS_BINARY, {"status", m.mountpoint(), "--json"}, 10000, m.environment());
+    return QJsonDocument::fromJson(r.out.toUtf8()).object();
+}
+
+// How long until `netfs status` shows `mode` (ms), -1 after `within_ms`.
+qint64 time_to_mode(const MountFixture& m, const QString& mode, int within_ms) {
+    QElapsedTimer clock;
+    clock.start();
+    return m.wait_for_mode(mode, within_ms) ? clock.elapsed() : -1;
+}
+
+// Waits until the server's copy of `path` holds `content` (reintegration
+// runs by itself once the server is back).
+bool wait_for_content(const QString& path, const std::vector<std::byte>& content, int within_ms) {
+    QElapsedTimer clock;
+    clock.start();
+    do {
+        std::vector<std::byte> now;
+        if (read_file(path, now) && now == content)
+            return true;
+        QThread::msleep(100);
+    } while (clock.elapsed() < within_ms);
+    return false;
+}
+
+// The scenario both servers go through: cached data stays readable,
+// uncached data fails fast, changes are kept and replayed by themselves.
+void lose_and_regain(MountFixture& m, const std::function<void()>& kill, const std::function<bool()>& restart,
+                     const char* what) {
+    const auto cached = random_bytes(600 * 1024, 1);
+    QVERIFY(write_file(m.direct("cached.bin"), cached));
+    QVERIFY(write_file(m.direct("uncached.bin"), random_bytes(300 * 1024, 2)));
+    QVERIFY(QDir().mkpath(m.direct("dir")));
+    QVERIFY2(m.mount(), qPrintable(m.error()));
+    QCOMPARE(read_file(m.at("cached.bin")), cached);
+    QCOMPARE(QDir(m.at("dir")).entryList(QDir::NoDotAndDotDot | QDir::AllEntries).size(), 0);
+    QVERIFY(m.wait_for_mode("connected", 1000));
+
+    kill();
+    const qint64 noticed = time_to_mode(m, "disconnected", 5000);
+    QVERIFY2(noticed >= 0, qPrintable(QString("%1: not disconnected within 5 s").arg(what)));
+    qInfo("%s: disconnected %lld ms after the server was killed", what, noticed);
+
+    QCOMPARE(read_file(m.at("cached.bin")), cached);
+    QElapsedTimer clock;
+    clock.start();
+    std::vector<std::byte> ignored;
+    QVERIFY(!read_file(m.at("uncached.bin"), ignored));
+    QVERIFY2(clock.elapsed() < 1000, qPrintable(QString("an uncached read took %1 ms").arg(clock.elapsed())));
+    const auto written = random_bytes(200 * 1024, 3);
+    QVERIFY(write_file(m.at("dir/new.bin"), written));
+    auto edited = cached;
+    edited[1000] = std::byte{0x5a};
+    QVERIFY(write_file(m.at("cached.bin"), edited));
+    QVERIFY(status_of(m)["pending_operations"].toInteger() >= 2);
+    QVERIFY(!QFileInfo::exists(m.direct("dir/new.bin")));
+
+    QVERIFY(restart());
+    // By itself: no netfs online, no netfs sync.
+    QVERIFY2(wait_for_content(m.direct("dir/new.bin"), written, 30000),
+             qPrintable(QString("%1: the new file did not reach the server").arg(what)));
+    QVERIFY(wait_for_content(m.direct("cached.bin"), edited, 10000));
+    QVERIFY(m.wait_for_mode("connected", 10000));
+    QCOMPARE(status_of(m)["pending_operations"].toInteger(), 0);
+    QCOMPARE(status_of(m)["conflicts"].toInteger(), 0);
+    QCOMPARE(read_file(m.at("uncached.bin")), random_bytes(300 * 1024, 2));
+    QVERIFY2(m.unmount(), qPrintable(m.error()));
+}
+
+} // namespace
+
+class TestServerLoss : public QObject {
+    Q_OBJECT
+private slots:
+    void sshd_killed_and_restarted() {
+        SshdServer sshd;
+        QVERIFY2(sshd.start(), qPrintable(sshd.error()));
+        RemoteSpec spec;
+        spec.kind = "sftp";
+        spec.url = sshd.url();
+        spec.backing = sshd.served();
+        MountFixture m(spec, sshd.options().split(','));
+        lose_and_regain(m, [&] { sshd.kill(); }, [&] { return sshd.restart(); }, "sftp");
+    }
+
+    void ganesha_killed_and_restarted() {
+        GaneshaServer nfs;
+        QVERIFY2(nfs.start(), qPrintable(nfs.error()));
+        RemoteSpec spec;
+        spec.kind = "nfs3";
+        spec.url = nfs.url();
+        spec.backing = nfs.export_dir();
+        MountFixture m(spec);
+        lose_and_regain(m, [&] { nfs.kill(); }, [&] { return nfs.restart(); }, "nfs");
+    }
+
+    // A laptop mounting on the train: the server is down, the cache knows
+    // the tree. The mount starts disconnected and connects later by itself.
+    void a_mount_starts_disconnected_when_the_server_is_down() {
+        SshdServer sshd;
+        QVERIFY2(sshd.start(), qPrintable(sshd.error()));
+        RemoteSpec spec;
+        spec.kind = "sftp";
+        spec.url = sshd.url();
+        spec.backing = sshd.served();
+        MountFixture m(spec, (sshd.options() + ",connect_timeout=2").split(','));
+        const auto data = random_bytes(100 * 1024, 7);
+        QVERIFY(write_file(m.direct("doc.bin"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(read_file(m.at("doc.bin")), data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+
+        sshd.stop();
+        QVERIFY2(m.mount(), qPrintable("mounting with the server down: " + m.error()));
+        QCOMPARE(status_of(m)["mode"].toString(), QString("disconnected"));
+        QCOMPARE(read_file(m.at("doc.bin")), data);
+        const auto later = random_bytes(5000, 8);
+        QVERIFY(write_file(m.at("written_on_the_train.bin"), later));
+
+        QVERIFY(sshd.restart());
+        QVERIFY2(wait_for_content(m.direct("written_on_the_train.bin"), later, 60000),
+                 "reintegrated once the server came up");
+        QVERIFY(m.wait_for_mode("connected", 10000));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    // The server goes away in the middle of reintegration, at different
+    // points: the rest stays pending, and the final state is exactly the
+    // local one with no conflict (a repeated operation would be one).
+    void reintegration_cut_in_the_middle_applies_nothing_twice_data() {
+        QTest::addColumn<int>("cut_after");
+        for (int n : {1, 3, 6, 10})
+            QTest::addRow("after %d server calls", n) << n;
+    }
+    void reintegration_cut_in_the_middle_applies_nothing_twice() {
+        QFETCH(int, cut_after);
+        MountFixture m;
+        QVERIFY(write_file(m.direct("a.txt"), random_bytes(1000, 1)));
+        QVERIFY(write_file(m.direct("gone.txt"), random_bytes(10, 2)));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(read_file(m.at("a.txt")), random_bytes(1000, 1));
+        QVERIFY(QDir(m.mountpoint()).entryList().size() > 0);
+        QCOMPARE(run(NETFS_BINARY, {"offline", m.mountpoint()}, 10000, m.environment()).exit_code, 0);
+        QCOMPARE(::rename(qPrintable(m.at("a.txt")), qPrintable(m.at("b.txt"))), 0);
+        QVERIFY(QDir().mkdir(m.at("d")));
+        for (int i = 0; i < 6; ++i)
+            QVERIFY(write_file(m.at(QString("d/f%1").arg(i)), random_bytes(70000 + i, 10 + i)));
+        QCOMPARE(::unlink(qPrintable(m.at("gone.txt"))), 0);
+        QVERIFY(write_file(m.at("a.txt"), random_bytes(33, 3)));  // a new a.txt after the rename
+
+        // The server stops answering after `cut_after` calls, for a while.
+        m.set_faults(QString("any unreachable after=%1 count=4\n").arg(cut_after));
+        QCOMPARE(run(NETFS_BINARY, {"online", m.mountpoint()}, 10000, m.environment()).exit_code, 0);
+        QElapsedTimer clock;
+        clock.start();
+        QJsonObject s;
+        do {
+            QThread::msleep(200);
+            s = status_of(m);
+        } while ((s["mode"].toString() != "connected" || s["pending_operations"].toInteger() != 0) &&
+                 clock.elapsed() < 30000);
+        m.set_faults({});
+        QCOMPARE(s["pending_operations"].toInteger(), 0);
+        QCOMPARE(s["conflicts"].toInteger(), 0);
+        QCOMPARE(read_file(m.direct("b.txt")), random_bytes(1000, 1));
+        QCOMPARE(read_file(m.direct("a.txt")), random_bytes(33, 3));
+        QVERIFY(!QFileInfo::exists(m.direct("gone.txt")));
+        for (int i = 0; i < 6; ++i)
+            QCOMPARE(read_file(m.direct(QString("d/f%1").arg(i))), random_bytes(70000 + i, 10 + i));
+        const QStringList top = QDir(m.backing()).entryList(QDir::NoDotAndDotDot | QDir::AllEntries | QDir::Hidden);
+        QCOMPARE(top, QStringList({"a.txt", "b.txt", "d"}));
+        QCOMPARE(QDir(m.direct("d")).entryList(QDir::NoDotAndDotDot | QDir::AllEntries | QDir::Hidden).size(), 6);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestServerLoss)
+#include "test_server_loss.moc"
