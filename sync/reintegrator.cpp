@@ -82,6 +82,8 @@ struct Pass {
                                                                  std::to_string(op.seq));
         std::unique_ptr<BackendFile> file;
         Attr created;
+        if (Errc e = job.replica.note_upload(tmp); e != Errc::ok)
+            return e;
         Errc e = job.remote.create(tmp, local.mode & 07777, O_WRONLY | O_CREAT | O_TRUNC, file, created);
         if (e != Errc::ok)
             return e;
@@ -127,6 +129,8 @@ struct Pass {
             e = job.remote.rename(tmp, target, 0);
         if (e != Errc::ok && !is_transient(e))
             job.remote.unlink(tmp);
+        if (e == Errc::ok || !is_transient(e))
+            job.replica.upload_done(tmp);  // else removed by a later pass (remove_stale_uploads)
         // [!] Once renamed it is there, whatever happens next: a failure to
         // read its attributes back must not leave the operation pending (the
         // next pass would take our own upload for a server change and make a
@@ -184,12 +188,14 @@ struct Pass {
             return e;
         if (kind) {
             conflict(*kind, op, op.path, target, local, g == Errc::ok ? &now : nullptr);
-            // The base stays what the local side last saw: the server's
-            // version at the name is one nobody here has seen, so a later
-            // store or unlink of the object (logged before this pass, or
-            // after it while still disconnected) is a conflict too, never
-            // an overwrite or a removal of it.
-            return job.replica.applied(op.seq, op.oid, base);
+            // From here on the local object is the conflicted copy on the
+            // server: later operations of it logged under its old name
+            // (a rename, a chmod, a second store, an unlink) apply to the
+            // copy, never to the server's version at the name, and its base
+            // is the copy as uploaded.
+            job.replica.repath_pending(op.oid, op.path, target);
+            repathed = true;
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(after));
         }
         if (job.replica.object(op.oid)->content_gen != generation) {
             // Written again while uploading: the newer content goes next pass.
@@ -229,10 +235,8 @@ struct Pass {
             return e;
         if (kind) {
             conflict(*kind, op, op.path, at, local_attr(op.oid), g == Errc::ok ? &now : nullptr);
-            if (want_dir) {  // what was made inside it locally follows it
-                job.replica.repath_pending(op.path, at);
-                repathed = true;
-            }
+            job.replica.repath_pending(op.oid, op.path, at);  // with what was made inside it
+            repathed = true;
         }
         return job.replica.applied(op.seq, op.oid, BaseVersion::of(made));
     }
@@ -281,6 +285,7 @@ struct Pass {
         }
         if (e != Errc::ok && e != Errc::not_found)
             return e;
+        job.replica.copy_removed(op.path);  // a conflicted copy the user deleted: settled
         return job.replica.applied(op.seq, op.oid, BaseVersion{});
     }
 
@@ -322,9 +327,10 @@ struct Pass {
         Attr after = from;
         if (Attr moved; job.remote.getattr(at, moved) == Errc::ok)
             after = moved;
+        job.replica.copy_moved(op.path, at);  // a conflicted copy renamed here: its record follows
         if (kind) {
             conflict(*kind, op, op.path2, at, local_attr(op.oid), gt == Errc::ok ? &to : nullptr);
-            job.replica.repath_pending(op.path2, at);
+            job.replica.repath_pending(op.oid, op.path2, at);
             repathed = true;
         }
         // A rename moves what the server has, changed or not; but a change
@@ -357,6 +363,10 @@ struct Pass {
         const Errc e = job.remote.setattr(op.path, change, after);
         if (e != Errc::ok)
             return e;
+        // The cache holds the content under the local attributes (see
+        // ReplicaBackend::setattr); it stands for the server's now.
+        if (auto local = local_attr(op.oid); local && S_ISREG(after.mode))
+            job.cache.carry_over(op.path, Version::of(*local), Version::of(after));
         return job.replica.applied(op.seq, op.oid, BaseVersion::of(after));
     }
 
@@ -446,8 +456,31 @@ Errc run_batch(Pass& pass, const std::vector<LoggedOp>& ops, std::size_t first, 
 
 } // namespace
 
+// Temporaries of uploads an outage cut short go first: their operation may
+// be gone from the log since (the file was removed here), and nothing else
+// would ever remove them.
+static Errc remove_stale_uploads(const Reintegration& job) {
+    for (const std::string& tmp : job.replica.uploads()) {
+        const Errc e = job.remote.unlink(tmp);
+        if (e != Errc::ok && e != Errc::not_found) {
+            if (is_transient(e))
+                return e;
+            LOG_WARN("cannot remove the unfinished upload %s from the server (%s)", tmp.c_str(),
+                     std::string(describe(e)).c_str());
+        }
+        job.replica.upload_done(tmp);
+    }
+    return Errc::ok;
+}
+
 SyncOutcome reintegrate(const Reintegration& job) {
     Pass pass{job, {}, {}, {}, {}};
+    if (Errc e = remove_stale_uploads(job); e != Errc::ok) {
+        pass.outcome.error = e;
+        pass.outcome.message = "the server does not answer";
+        pass.outcome.pending = job.replica.pending_count();
+        return pass.outcome;
+    }
     std::vector<LoggedOp> ops = job.replica.pending();
     pass.progress.ops_total = ops.size();
     for (const LoggedOp& op : ops)

@@ -280,7 +280,8 @@ std::unique_ptr<Replica> Replica::open(const std::string& db_path, std::string& 
                  "CREATE TABLE IF NOT EXISTS conflicts(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, path TEXT NOT NULL,"
                  " copy TEXT NOT NULL, local_size INTEGER, local_mtime_ns INTEGER, remote_exists INTEGER,"
                  " remote_size INTEGER, remote_mtime_ns INTEGER, ops TEXT, detected_ns INTEGER);"
-                 "CREATE TABLE IF NOT EXISTS pins(path TEXT PRIMARY KEY);")
+                 "CREATE TABLE IF NOT EXISTS pins(path TEXT PRIMARY KEY);"
+                 "CREATE TABLE IF NOT EXISTS uploads(path TEXT PRIMARY KEY);")
                     .c_str())) {
         message = "the replica tables in " + db_path + " cannot be made: " + sqlite3_errmsg(s.db);
         return nullptr;
@@ -645,18 +646,58 @@ Errc Replica::set_base(std::int64_t oid, const BaseVersion& now) {
     return b.run() ? Errc::ok : Errc::io;
 }
 
-Errc Replica::repath_pending(const std::string& from, const std::string& to) {
+Errc Replica::repath_pending(std::int64_t oid, const std::string& from, const std::string& to) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     s.exec("BEGIN IMMEDIATE");
     const auto [lo, hi] = below(from);
+    // Its own operations at the name, and everything below it (its
+    // contents, whoever they are); other objects' operations at the name
+    // itself mean the name, which the server's object holds now.
     for (const char* col : {"path", "path2"}) {
-        Stmt q = s.prepare(std::string("UPDATE oplog SET ") + col + " = ?4 || substr(" + col +
-                           ", ?5) WHERE " + col + " = ?1 OR (" + col + " >= ?2 AND " + col + " < ?3)");
-        q.bind(1, from).bind(2, lo).bind(3, hi).bind(4, to).bind(5, std::int64_t(from.size() + 1)).run();
+        Stmt q = s.prepare(std::string("UPDATE oplog SET ") + col + " = ?4 || substr(" + col + ", ?5) WHERE (" + col +
+                           " = ?1 AND oid = ?6) OR (" + col + " >= ?2 AND " + col + " < ?3)");
+        q.bind(1, from).bind(2, lo).bind(3, hi).bind(4, to).bind(5, std::int64_t(from.size() + 1)).bind(6, oid).run();
     }
-    s.move_locked(from, to);
+    if (auto n = s.name_locked(from); n && n->oid == oid && !s.name_locked(to))
+        s.move_locked(from, to);
     return s.exec("COMMIT") ? Errc::ok : Errc::io;
+}
+
+Errc Replica::copy_moved(const std::string& from, const std::string& to) {
+    std::lock_guard lock(impl_->mu);
+    const auto [lo, hi] = below(from);
+    Stmt q = impl_->prepare("UPDATE conflicts SET copy = ?4 || substr(copy, ?5) WHERE copy = ?1 OR (copy >= ?2 AND copy < ?3)");
+    return q.bind(1, from).bind(2, lo).bind(3, hi).bind(4, to).bind(5, std::int64_t(from.size() + 1)).run() ? Errc::ok
+                                                                                                            : Errc::io;
+}
+
+Errc Replica::copy_removed(const std::string& path) {
+    std::lock_guard lock(impl_->mu);
+    const auto [lo, hi] = below(path);
+    Stmt q = impl_->prepare("DELETE FROM conflicts WHERE copy != '' AND (copy = ?1 OR (copy >= ?2 AND copy < ?3))");
+    return q.bind(1, path).bind(2, lo).bind(3, hi).run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::note_upload(const std::string& path) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("INSERT OR IGNORE INTO uploads(path) VALUES(?1)");
+    return q.bind(1, path).run() ? Errc::ok : Errc::io;
+}
+
+Errc Replica::upload_done(const std::string& path) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("DELETE FROM uploads WHERE path = ?1");
+    return q.bind(1, path).run() ? Errc::ok : Errc::io;
+}
+
+std::vector<std::string> Replica::uploads() {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("SELECT path FROM uploads ORDER BY path");
+    std::vector<std::string> out;
+    while (q.step() == SQLITE_ROW)
+        out.push_back(q.text(0));
+    return out;
 }
 
 Errc Replica::add_conflict(Conflict& c) {

@@ -154,9 +154,21 @@ public:
     // becomes `now` (what the server reports after it).
     Errc applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now);
     Errc set_base(std::int64_t oid, const BaseVersion& now);
-    // Rewrites pending operations' paths under `from` to `to` (a directory
-    // created locally went to a conflicted-copy name).
-    Errc repath_pending(const std::string& from, const std::string& to);
+    // The object `oid` went to a conflicted-copy name on the server,
+    // `from` -> `to`: its later operations logged under the old name, and
+    // every operation below it (its contents), follow; so does its local
+    // name. Other objects' operations at `from` stay (they mean the name).
+    Errc repath_pending(std::int64_t oid, const std::string& from, const std::string& to);
+    // A conflicted copy was moved or removed by a later operation: its
+    // record follows (removed along with it: the user chose to drop it).
+    Errc copy_moved(const std::string& from, const std::string& to);
+    Errc copy_removed(const std::string& path);
+    // Temporaries of uploads in progress on the server, recorded before
+    // they are made, so that one cut short by an outage is removed later
+    // even when its operation is gone from the log.
+    Errc note_upload(const std::string& path);
+    Errc upload_done(const std::string& path);
+    std::vector<std::string> uploads();
     Errc add_conflict(Conflict& c);
     std::vector<Conflict> conflicts();
     std::optional<Conflict> conflict_at(const std::string& path);

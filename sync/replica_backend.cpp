@@ -797,6 +797,8 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
                 replica_->saw_gone(to);
             } else {
                 replica_->saw_rename(from, to);
+                if (cache_)
+                    cache_->rename_objects(from, to);  // what is cached moves with it
             }
         }
         if (!lost(e))
@@ -841,6 +843,8 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
     op.base = object ? object->base : BaseVersion{};
     if (Errc e = replica_->append(op); e != Errc::ok)
         return e;
+    if (cache_)
+        cache_->rename_objects(from, to);  // cached content stays readable under the new name
     return replica_->move_name(from, to);
 }
 
@@ -860,9 +864,15 @@ Errc ReplicaBackend::mknod(const std::string& path, std::uint32_t mode, std::uin
 
 Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Attr& out) {
     if (auto r = online()) {
+        auto before = replica_->name(path);
         const Errc e = r->setattr(path, change, out);
-        if (e == Errc::ok)
+        if (e == Errc::ok) {
             replica_->saw(path, out);
+            // Attributes only: what is cached is still the content.
+            if (cache_ && before && S_ISREG(out.mode) && !(change.mask & SetAttr::kSize) &&
+                before->attr.size == out.size && before->attr.file_id == out.file_id)
+                cache_->carry_over(path, Version::of(before->attr), Version::of(out));
+        }
         if (!lost(e))
             return e;
     }
@@ -918,6 +928,11 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
     }
     if (Errc e = replica_->set_attr(path, a); e != Errc::ok)
         return e;
+    // The new ctime (and mtime, for utimens) make another version to the
+    // cache, whose granules would be dropped as stale at the next open:
+    // the content did not change, so the cache takes the new version.
+    if (cache_ && S_ISREG(a.mode) && !(change.mask & SetAttr::kSize))
+        cache_->carry_over(path, Version::of(n->attr), Version::of(a));
     out = a;
     return Errc::ok;
 }

@@ -577,6 +577,19 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
     return Errc::ok;
 }
 
+Errc CacheStore::carry_over(const std::string& path, const Version& before, const Version& after) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    Stmt q(s.db, "UPDATE objects SET size = ?7, mtime_ns = ?8, ctime_ns = ?9, change = ?10, file_id = ?11"
+                 " WHERE remote = ?1 AND size = ?2 AND mtime_ns = ?3 AND ctime_ns = ?4 AND change = ?5 AND file_id = ?6");
+    return q.bind(1, path).bind(2, std::int64_t(before.size)).bind(3, ns(before.mtime)).bind(4, ns(before.ctime))
+                   .bind(5, std::int64_t(before.change)).bind(6, std::int64_t(before.file_id))
+                   .bind(7, std::int64_t(after.size)).bind(8, ns(after.mtime)).bind(9, ns(after.ctime))
+                   .bind(10, std::int64_t(after.change)).bind(11, std::int64_t(after.file_id)).run()
+               ? Errc::ok
+               : Errc::io;
+}
+
 Errc CacheStore::accept_version(std::uint64_t object, const Version& v) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
@@ -841,6 +854,28 @@ Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id) 
         return Errc::ok;
     }
     return rc == SQLITE_DONE ? Errc::not_found : Errc::io;
+}
+
+Errc CacheStore::rename_objects(const std::string& from, const std::string& to) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    // Below "/a" is ["/a/", "/a0"): '0' follows '/'.
+    const std::string from_lo = from == "/" ? "/" : from + "/", from_hi = from == "/" ? "0" : from + "0";
+    const std::string to_lo = to + "/", to_hi = to + "0";
+    s.exec("BEGIN IMMEDIATE");
+    Stmt gone_granules(s.db, "DELETE FROM granules WHERE object IN (SELECT id FROM objects WHERE remote = ?1 OR"
+                             " (remote >= ?2 AND remote < ?3))");
+    Stmt gone(s.db, "DELETE FROM objects WHERE remote = ?1 OR (remote >= ?2 AND remote < ?3)");
+    Stmt move(s.db, "UPDATE objects SET remote = ?4 || substr(remote, ?5) WHERE remote = ?1 OR"
+                    " (remote >= ?2 AND remote < ?3)");
+    const bool done = gone_granules.bind(1, to).bind(2, to_lo).bind(3, to_hi).run() &&
+                      gone.bind(1, to).bind(2, to_lo).bind(3, to_hi).run() &&
+                      move.bind(1, from).bind(2, from_lo).bind(3, from_hi).bind(4, to)
+                          .bind(5, std::int64_t(from.size() + 1)).run();
+    if (!s.exec(done ? "COMMIT" : "ROLLBACK") || !done)
+        return Errc::io;
+    s.reclaim();
+    return Errc::ok;
 }
 
 Errc CacheStore::drop_object(std::uint64_t object) {

@@ -86,6 +86,11 @@ public:
     // object's content version moves on. `content_version` is that number.
     Errc object(const std::string& remote_path, const Version& version, std::uint64_t& id,
                 std::uint64_t& content_version);
+    // A change of attributes only (chmod, chown, utimens: a new ctime, maybe
+    // mtime or change attribute) moved the object at `path` from `before`
+    // to `after`: when the cache holds it at `before`, its content is still
+    // current and now stands for `after`. Nothing happens otherwise.
+    Errc carry_over(const std::string& path, const Version& before, const Version& after);
     // The remote's version moved because of our own writes: what the cache
     // holds is still the content. Records the new version, drops nothing.
     Errc accept_version(std::uint64_t object, const Version& version);
@@ -137,6 +142,10 @@ public:
     // The object's id for `remote_path` without checking its version
     // (not_found when the cache has never seen it).
     Errc find_object(const std::string& remote_path, std::uint64_t& id);
+    // The remote object at `from` (and every one below it, for a directory)
+    // is now at `to`: its cached content moves with it. Whatever the cache
+    // held at `to` is dropped (it was replaced).
+    Errc rename_objects(const std::string& from, const std::string& to);
     // Forgets an object and every granule of it, dirty ones too: for content
     // the caller has put somewhere safer (local changes now on the remote).
     Errc drop_object(std::uint64_t object);

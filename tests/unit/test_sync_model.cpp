@@ -55,9 +55,8 @@
 //
 // Changing a file whose content is not fully cached is refused with EIO
 // while disconnected, by design: counted, and a failure for a file written
-// locally since the last pass or one pinned at that path and unchanged since
-// (except after a chmod: a known bug, chmod_offline_keeps_a_pinned_file_
-// editable). Bugs not fixed yet are listed in kKnownBugs.
+// locally since the last pass or one pinned and unchanged since (renamed or
+// chmod-ed offline included). Bugs not fixed yet are listed in kKnownBugs.
 //
 // NETFS_SYNC_MODEL_SEED=S replays one scenario, NETFS_SYNC_MODEL_SEEDS=N runs
 // seeds 1..N (200 by default). A replay repeats every step, but where a
@@ -217,7 +216,7 @@ private:
 // Over every scenario of the run, for the summary.
 struct Totals {
     std::uint64_t scenarios = 0, steps = 0, local_ops = 0, server_ops = 0, rounds = 0, passes = 0,
-                  partial_passes = 0, kills = 0, refused = 0, refused_renamed = 0, refused_chmod = 0,
+                  partial_passes = 0, kills = 0, refused = 0,
                   versions_checked = 0, waited_ms = 0;
     std::map<std::string, std::uint64_t> conflicts;  // by kind
 };
@@ -853,23 +852,12 @@ bool Scenario::refused(const std::string& path, int v, Errc e) {
     totals.refused++;
     if (versions_[v].local_content)
         return fail("offline change of " + path + " refused (EIO) though it was written here: its content is local");
-    if (auto p = pinned_.find(path); p != pinned_.end() && p->second == v && chmodded_.count(path)) {
-        // Known bug (see chmod_offline_keeps_a_pinned_file_editable): a
-        // local chmod gives the file a new ctime, the cache object is looked
-        // up by a version that includes it, and the pinned granules are
-        // dropped as stale.
-        totals.refused_chmod++;
-        note("  refused (EIO) after a chmod offline: known bug");
-        return true;
-    }
     if (auto p = pinned_.find(path); p != pinned_.end() && p->second == v)
         return fail("offline change of " + path + " refused (EIO) though it is pinned and unchanged since");
     for (const auto& [p, pv] : pinned_)
-        if (pv == v) {
-            totals.refused_renamed++;
-            note("  refused (EIO): pinned as " + p + ", renamed offline to " + path);
-            return true;
-        }
+        if (pv == v)
+            return fail("offline change of " + path + " refused (EIO) though it was pinned as " + p +
+                        " and only renamed since");
     note("  refused (EIO): not cached");
     return true;
 }
@@ -1487,14 +1475,7 @@ struct KnownBug {
     const char* mark;  // in the failure message
     const char* seen;  // seeds that met it
 };
-const std::vector<KnownBug> kKnownBugs = {
-    {"an upload cut short by an outage, then the file removed here, leaves its temporary on the server "
-     "for good (an_upload_cut_short_leaves_no_temporary)",
-     "the server still has the temporary", "5, 90, 102, 198"},
-    {"a rename or unlink logged after a conflicting operation is replayed on the conflicted copy, and "
-     "the conflict record keeps naming the copy (a_conflict_record_names_where_its_copy_is)",
-     "which is not on the server", "2, 42, 81, 86, 115, 167"},
-};
+const std::vector<KnownBug> kKnownBugs = {};
 
 // ---- a fixed scene for the named tests ----------------------------------------
 
@@ -1693,7 +1674,7 @@ private slots:
 
     // The same for a store that conflicts in a pass that stops early, then
     // an unlink made offline after it (it removed the server's version).
-    void a_conflicting_store_keeps_the_base() {
+    void a_conflicting_store_moves_the_local_object_to_its_copy() {
         Rig rig;
         rig.put("/a.txt", "original");
         QVERIFY(rig.start());
@@ -1707,9 +1688,20 @@ private slots:
         rule.error = Errc::unreachable;
         rig.d.faults->add_rule(rule);
         QCOMPARE(rig.pass().pending, 1u);  // the store conflicted, the mkdir met the outage
-        QCOMPARE(rig.d.rb->unlink("/a.txt"), Errc::ok);
+        const auto conflicts = rig.d.replica->conflicts();
+        QCOMPARE(conflicts.size(), std::size_t(1));
+        const std::string copy = conflicts[0].copy;
+        // The local object is the conflicted copy now, here too: the name
+        // holds the server's version, which nothing here has seen.
+        QCOMPARE(rig.d.rb->unlink("/a.txt"), Errc::not_found);
+        QCOMPARE(rig.d.rb->getattr(copy, attr), Errc::ok);
+        // Removing it removes the copy, never the server's version, and
+        // settles the conflict.
+        QCOMPARE(rig.d.rb->unlink(copy), Errc::ok);
         QCOMPARE(rig.pass().pending, 0u);
         QCOMPARE(rig.get("/a.txt"), Bytes("changed on the server"));
+        QVERIFY(!rig.exists(copy));
+        QVERIFY(rig.d.replica->conflicts().empty());
     }
 
     // The server stops answering just after an upload was renamed into
@@ -1754,7 +1746,6 @@ private slots:
         Attr after;
         QCOMPARE(rig.d.rb->setattr("/a.txt", chmod, after), Errc::ok);
         std::unique_ptr<BackendFile> f;
-        QEXPECT_FAIL("", "bug: a chmod offline drops a pinned file's cached content (EIO)", Abort);
         QCOMPARE(rig.d.rb->open("/a.txt", O_WRONLY, f), Errc::ok);
     }
 
@@ -1769,7 +1760,6 @@ private slots:
         rig.d.rb->go_offline();
         QCOMPARE(rig.d.rb->rename("/a.txt", "/b.txt", 0), Errc::ok);
         std::unique_ptr<BackendFile> f;
-        QEXPECT_FAIL("", "bug: a pinned file renamed offline loses its cached content (EIO)", Abort);
         QCOMPARE(rig.d.rb->open("/b.txt", O_WRONLY, f), Errc::ok);
     }
 
@@ -1794,7 +1784,6 @@ private slots:
         for (const std::string& p : rig.server_paths())
             if (is_temp_path(p))
                 temporaries += p + " ";
-        QEXPECT_FAIL("", "bug: the temporary of an upload cut short stays when the file is removed", Abort);
         QVERIFY2(temporaries.empty(), temporaries.c_str());
     }
 
@@ -1834,7 +1823,6 @@ private slots:
         QCOMPARE(rig.d.rb->rename("/n.txt", "/m.txt", 0), Errc::ok);
         rig.put("/n.txt", "theirs");
         QCOMPARE(rig.pass().pending, 0u);
-        QEXPECT_FAIL("", "bug: a rename logged after a conflicting store is replayed on the server's file", Abort);
         QCOMPARE(rig.get("/n.txt"), Bytes("theirs"));
         QCOMPARE(rig.get("/m.txt"), Bytes("mine"));
     }
@@ -1854,7 +1842,6 @@ private slots:
         rig.put("/b.txt", "made on the server");
         QCOMPARE(rig.pass().pending, 0u);
         const Conflict c = rig.only_conflict();
-        QEXPECT_FAIL("", "bug: a conflict record names a copy a later logged rename moved", Abort);
         QVERIFY2(rig.exists(c.copy), c.copy.c_str());
     }
 
@@ -1864,14 +1851,13 @@ private slots:
             kinds += format(" %s=%llu", k.c_str(), (unsigned long long)n);
         qInfo("%llu scenarios, %llu steps (%llu local, %llu server operations), %llu rounds, %llu passes "
               "(%llu stopped early), %llu kills, %llu owed versions checked, %llu offline changes refused "
-              "(%llu of them pinned files renamed offline, %llu chmod-ed offline), %llu ms waiting for passes "
+              "(not cached), %llu ms waiting for passes "
               "started by themselves; conflicts:%s",
               (unsigned long long)totals.scenarios, (unsigned long long)totals.steps,
               (unsigned long long)totals.local_ops, (unsigned long long)totals.server_ops,
               (unsigned long long)totals.rounds, (unsigned long long)totals.passes,
               (unsigned long long)totals.partial_passes, (unsigned long long)totals.kills,
               (unsigned long long)totals.versions_checked, (unsigned long long)totals.refused,
-              (unsigned long long)totals.refused_renamed, (unsigned long long)totals.refused_chmod,
               (unsigned long long)totals.waited_ms, kinds.c_str());
     }
 };
