@@ -148,8 +148,10 @@ struct Pass {
     Errc store(const LoggedOp& op) {
         auto object = job.replica.object(op.oid);
         auto local = local_attr(op.oid);
-        if (!object || !object->content || !local)
-            return job.replica.applied(op.seq, op.oid, object ? object->base : BaseVersion{});  // nothing left to send
+        // Nothing left to send (a file made here and never written has no
+        // content object: it is sent empty).
+        if (!object || !local || (!object->content && local->size != 0))
+            return job.replica.applied(op.seq, op.oid, object ? object->base : BaseVersion{});
         if (job.busy(op.oid))
             return Errc::busy;
         const std::uint64_t generation = object->content_gen;

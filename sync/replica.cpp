@@ -150,7 +150,30 @@ bool is_under(const std::string& path, const std::string& dir) {
 
 struct Replica::Impl {
     sqlite3* db = nullptr;
-    std::mutex mu;
+    // Recursive: a Transaction holds it while the calls inside it take it.
+    std::recursive_mutex mu;
+    int depth = 0;        // nested begin()s; the outermost one is SQLite's transaction
+    bool doomed = false;  // an inner step failed: the outermost commit rolls back
+    bool durable = true;  // the outermost transaction syncs at commit
+
+    bool begin() { return depth++ > 0 || exec("BEGIN IMMEDIATE"); }
+    bool commit() {
+        if (--depth > 0)
+            return !doomed;
+        const bool ok = !doomed && exec("COMMIT");
+        if (!ok)
+            exec("ROLLBACK");
+        doomed = false;
+        return ok;
+    }
+    void rollback() {
+        if (--depth > 0) {
+            doomed = true;
+            return;
+        }
+        exec("ROLLBACK");
+        doomed = false;
+    }
 
     ~Impl() { sqlite3_close_v2(db); }
 
@@ -281,7 +304,9 @@ std::unique_ptr<Replica> Replica::open(const std::string& db_path, std::string& 
                  " copy TEXT NOT NULL, local_size INTEGER, local_mtime_ns INTEGER, remote_exists INTEGER,"
                  " remote_size INTEGER, remote_mtime_ns INTEGER, ops TEXT, detected_ns INTEGER);"
                  "CREATE TABLE IF NOT EXISTS pins(path TEXT PRIMARY KEY);"
-                 "CREATE TABLE IF NOT EXISTS uploads(path TEXT PRIMARY KEY);")
+                 "CREATE TABLE IF NOT EXISTS uploads(path TEXT PRIMARY KEY);"
+                 "CREATE TABLE IF NOT EXISTS flushes(n INTEGER NOT NULL);"
+                 "INSERT INTO flushes(n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM flushes);")
                     .c_str())) {
         message = "the replica tables in " + db_path + " cannot be made: " + sqlite3_errmsg(s.db);
         return nullptr;
@@ -293,7 +318,54 @@ Replica::~Replica() = default;
 
 void Replica::set_durable(bool durable) {
     std::lock_guard lock(impl_->mu);
+    impl_->durable = durable;
     impl_->exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+}
+
+Replica::Transaction::Transaction(Replica& replica, bool durable) : replica_(replica), lock_(replica.impl_->mu) {
+    Impl& s = *replica_.impl_;
+    relaxed_ = s.depth == 0 && !durable && s.durable;
+    if (relaxed_)
+        s.exec("PRAGMA synchronous=NORMAL");
+    s.begin();
+}
+
+Replica::Transaction::~Transaction() { commit(); }
+
+Errc Replica::Transaction::commit() {
+    if (!open_)
+        return Errc::ok;
+    open_ = false;
+    Impl& s = *replica_.impl_;
+    const bool ok = s.commit();
+    if (relaxed_)
+        s.exec("PRAGMA synchronous=FULL");
+    return ok ? Errc::ok : Errc::io;
+}
+
+Errc Replica::Transaction::finish(Errc outcome) {
+    if (outcome == Errc::ok)
+        return commit();
+    if (open_) {
+        open_ = false;
+        Impl& s = *replica_.impl_;
+        s.rollback();
+        if (relaxed_)
+            s.exec("PRAGMA synchronous=FULL");
+    }
+    return outcome;
+}
+
+Errc Replica::flush() {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    // A synced commit syncs the write-ahead log, with every commit before it.
+    if (!s.durable)
+        s.exec("PRAGMA synchronous=FULL");
+    const bool ok = s.exec("UPDATE flushes SET n = n + 1");
+    if (!s.durable)
+        s.exec("PRAGMA synchronous=NORMAL");
+    return ok ? Errc::ok : Errc::io;
 }
 
 void Replica::saw(const std::string& path, const Attr& attr, const std::string& target) {
@@ -304,7 +376,7 @@ void Replica::saw(const std::string& path, const Attr& attr, const std::string& 
 void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& entries) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    s.exec("BEGIN IMMEDIATE");
+    s.begin();
     std::vector<std::string> present;
     {
         Stmt q = s.prepare("SELECT path FROM replica_names WHERE parent = ?1");
@@ -324,7 +396,7 @@ void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& e
             s.remove_under(p, true);
     Stmt mark = s.prepare("UPDATE replica_names SET listed = 1 WHERE path = ?1");
     mark.bind(1, dir).run();
-    s.exec("COMMIT");
+    s.commit();
 }
 
 void Replica::saw_gone(const std::string& path) {
@@ -336,9 +408,9 @@ void Replica::saw_gone(const std::string& path) {
 
 void Replica::saw_rename(const std::string& from, const std::string& to) {
     std::lock_guard lock(impl_->mu);
-    impl_->exec("BEGIN IMMEDIATE");
+    impl_->begin();
     impl_->move_locked(from, to);
-    impl_->exec("COMMIT");
+    impl_->commit();
 }
 
 void Replica::saw_target(const std::string& path, const std::string& target) {
@@ -423,16 +495,16 @@ Errc Replica::set_attr(const std::string& path, const Attr& attr) {
 
 Errc Replica::remove_name(const std::string& path) {
     std::lock_guard lock(impl_->mu);
-    impl_->exec("BEGIN IMMEDIATE");
+    impl_->begin();
     impl_->remove_under(path, true);
-    return impl_->exec("COMMIT") ? Errc::ok : Errc::io;
+    return impl_->commit() ? Errc::ok : Errc::io;
 }
 
 Errc Replica::move_name(const std::string& from, const std::string& to) {
     std::lock_guard lock(impl_->mu);
-    impl_->exec("BEGIN IMMEDIATE");
+    impl_->begin();
     impl_->move_locked(from, to);
-    return impl_->exec("COMMIT") ? Errc::ok : Errc::io;
+    return impl_->commit() ? Errc::ok : Errc::io;
 }
 
 namespace {
@@ -474,7 +546,7 @@ constexpr const char* kOpColumns =
 Errc Replica::append(LoggedOp op) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    s.exec("BEGIN IMMEDIATE");
+    s.begin();
     // The log is optimised as it grows (Coda's log optimisations): only
     // what reintegration needs is kept.
     auto last_for = [&](std::int64_t oid) -> std::optional<LoggedOp> {
@@ -583,11 +655,11 @@ Errc Replica::append(LoggedOp op) {
                            " ?17, ?18, ?19, ?20, ?21, ?22)");
         bind_op(q, op);
         if (!q.run()) {
-            s.exec("ROLLBACK");
+            s.rollback();
             return Errc::io;
         }
     }
-    return s.exec("COMMIT") ? Errc::ok : Errc::io;
+    return s.commit() ? Errc::ok : Errc::io;
 }
 
 Errc Replica::set_content(std::int64_t oid, std::uint64_t content) {
@@ -628,14 +700,14 @@ std::uint64_t Replica::pending_for(std::int64_t oid) {
 Errc Replica::applied(std::int64_t seq, std::int64_t oid, const BaseVersion& now) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    s.exec("BEGIN IMMEDIATE");
+    s.begin();
     Stmt d = s.prepare("DELETE FROM oplog WHERE seq = ?1");
     d.bind(1, seq).run();
     Stmt b = s.prepare(sql("UPDATE replica_objects SET (@BASE) = (?2, ?3, ?4, ?5, ?6, ?7) WHERE oid = ?1"));
     b.bind(1, oid);
     bind_base(b, 2, now);
     b.run();
-    return s.exec("COMMIT") ? Errc::ok : Errc::io;
+    return s.commit() ? Errc::ok : Errc::io;
 }
 
 Errc Replica::set_base(std::int64_t oid, const BaseVersion& now) {
@@ -649,7 +721,7 @@ Errc Replica::set_base(std::int64_t oid, const BaseVersion& now) {
 Errc Replica::repath_pending(std::int64_t oid, const std::string& from, const std::string& to) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    s.exec("BEGIN IMMEDIATE");
+    s.begin();
     const auto [lo, hi] = below(from);
     // Its own operations at the name, and everything below it (its
     // contents, whoever they are); other objects' operations at the name
@@ -661,7 +733,7 @@ Errc Replica::repath_pending(std::int64_t oid, const std::string& from, const st
     }
     if (auto n = s.name_locked(from); n && n->oid == oid && !s.name_locked(to))
         s.move_locked(from, to);
-    return s.exec("COMMIT") ? Errc::ok : Errc::io;
+    return s.commit() ? Errc::ok : Errc::io;
 }
 
 Errc Replica::copy_moved(const std::string& from, const std::string& to) {

@@ -189,9 +189,35 @@ public:
     // is only a copy of the server's then).
     void set_durable(bool durable);
 
+    // Several calls as one SQLite transaction (one sync instead of one per
+    // call), on this thread; other threads wait. Committed by commit() or
+    // at the end of its scope; `durable` false: not synced at commit (a
+    // later flush() or durable commit makes it so), for writes whose
+    // durability POSIX only promises at fsync.
+    class Transaction {
+    public:
+        explicit Transaction(Replica& replica, bool durable = true);
+        ~Transaction();
+        Transaction(const Transaction&) = delete;
+        Transaction& operator=(const Transaction&) = delete;
+        Errc commit();
+        // Commits when `outcome` is ok, rolls back otherwise; returns it
+        // (or the commit's failure).
+        Errc finish(Errc outcome);
+
+    private:
+        Replica& replica_;
+        std::unique_lock<std::recursive_mutex> lock_;
+        bool open_ = true;
+        bool relaxed_ = false;  // the outermost one, and not durable
+    };
+    // Makes every committed change durable (fsync of a file changed here).
+    Errc flush();
+
 private:
     Replica() = default;
     struct Impl;
+    friend class Transaction;
     std::unique_ptr<Impl> impl_;
 };
 

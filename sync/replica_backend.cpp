@@ -87,7 +87,8 @@ public:
         // never report it durable.
         if (wrote_remote_)
             return Errc::io;
-        return Errc::ok;  // every local write was durable when it returned
+        // Local writes commit without a sync of their own: durable now.
+        return owner_.replica_->flush();
     }
 
     Errc getattr(Attr& out) override {
@@ -667,16 +668,17 @@ Errc ReplicaBackend::mkdir(const std::string& path, std::uint32_t mode, Attr& at
         return unknown(parent_of(path));
     if (replica_->name(path))
         return Errc::exists;
+    Replica::Transaction tx(*replica_);  // one sync for the whole change
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFDIR | (mode & 07777), oid);
     if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     LoggedOp op;
     op.kind = OpKind::mkdir;
     op.oid = oid;
     op.path = path;
     op.mode = mode;
-    return replica_->append(op);
+    return tx.finish(replica_->append(op));
 }
 
 Errc ReplicaBackend::symlink(const std::string& target, const std::string& path, Attr& attr) {
@@ -692,17 +694,18 @@ Errc ReplicaBackend::symlink(const std::string& target, const std::string& path,
         return unknown(parent_of(path));
     if (replica_->name(path))
         return Errc::exists;
+    Replica::Transaction tx(*replica_);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFLNK | 0777, oid);
     attr.size = target.size();
     if (Errc e = replica_->add_name(path, attr, target, true, oid); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     LoggedOp op;
     op.kind = OpKind::symlink;
     op.oid = oid;
     op.path = path;
     op.path2 = target;
-    return replica_->append(op);
+    return tx.finish(replica_->append(op));
 }
 
 Errc ReplicaBackend::link(const std::string& existing, const std::string& path, Attr& attr) {
@@ -725,15 +728,16 @@ Errc ReplicaBackend::link(const std::string& existing, const std::string& path, 
     attr = n->attr;
     attr.nlink++;
     attr.ctime = now_ts();
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->add_name(path, attr, n->target, false, n->oid); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     replica_->set_attr(path, attr);
     LoggedOp op;
     op.kind = OpKind::link;
     op.oid = n->oid;
     op.path = existing;
     op.path2 = path;
-    return replica_->append(op);
+    return tx.finish(replica_->append(op));
 }
 
 Errc ReplicaBackend::unlink(const std::string& path) {
@@ -755,9 +759,10 @@ Errc ReplicaBackend::unlink(const std::string& path) {
     op.oid = n->oid;
     op.path = path;
     op.base = object ? object->base : BaseVersion{};
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->append(op); e != Errc::ok)
-        return e;
-    return replica_->remove_name(path);
+        return tx.finish(e);
+    return tx.finish(replica_->remove_name(path));
 }
 
 Errc ReplicaBackend::rmdir(const std::string& path) {
@@ -783,9 +788,10 @@ Errc ReplicaBackend::rmdir(const std::string& path) {
     op.oid = n->oid;
     op.path = path;
     op.base = object ? object->base : BaseVersion{};
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->append(op); e != Errc::ok)
-        return e;
-    return replica_->remove_name(path);
+        return tx.finish(e);
+    return tx.finish(replica_->remove_name(path));
 }
 
 Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsigned flags) {
@@ -815,6 +821,7 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
         return Errc::invalid;
     if (to == from)
         return Errc::ok;
+    Replica::Transaction tx(*replica_);
     if (auto old = replica_->name(to)) {
         if (flags & RENAME_NOREPLACE)
             return Errc::exists;
@@ -831,7 +838,7 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
         gone.path = to;
         gone.base = object ? object->base : BaseVersion{};
         if (Errc e = replica_->append(gone); e != Errc::ok)
-            return e;
+            return tx.finish(e);
         replica_->remove_name(to);
     }
     auto object = replica_->object(n->oid);
@@ -842,10 +849,12 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
     op.path2 = to;
     op.base = object ? object->base : BaseVersion{};
     if (Errc e = replica_->append(op); e != Errc::ok)
+        return tx.finish(e);
+    if (Errc e = tx.finish(replica_->move_name(from, to)); e != Errc::ok)
         return e;
     if (cache_)
         cache_->rename_objects(from, to);  // cached content stays readable under the new name
-    return replica_->move_name(from, to);
+    return Errc::ok;
 }
 
 Errc ReplicaBackend::mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) {
@@ -907,6 +916,7 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
         a.mtime = now;
     a.ctime = now;
     const std::uint32_t meta = change.mask & ~SetAttr::kSize;
+    Replica::Transaction tx(*replica_);
     if (meta) {
         auto object = replica_->object(n->oid);
         LoggedOp op;
@@ -924,9 +934,9 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
         if (meta & SetAttr::kMtimeNow)
             op.attrs.mask = (op.attrs.mask & ~SetAttr::kMtimeNow) | SetAttr::kMtime;
         if (Errc e = replica_->append(op); e != Errc::ok)
-            return e;
+            return tx.finish(e);
     }
-    if (Errc e = replica_->set_attr(path, a); e != Errc::ok)
+    if (Errc e = tx.finish(replica_->set_attr(path, a)); e != Errc::ok)
         return e;
     // The new ctime (and mtime, for utimens) make another version to the
     // cache, whose granules would be dropped as stale at the next open:
@@ -972,7 +982,8 @@ Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<Ba
                 return e;
     }
     auto object = replica_->object(n->oid);
-    const bool local = object && object->content;
+    // Changed here, or made here (an empty new file has no content yet).
+    const bool local = object && (object->content || !object->base.exists);
     out = std::make_unique<ReplicaFile>(*this, n->oid, path, nullptr, local);
     return Errc::ok;
 }
@@ -1003,21 +1014,19 @@ Errc ReplicaBackend::create(const std::string& path, std::uint32_t mode, int fla
             return e;
         return getattr(path, attr);
     }
+    // The name and its store in one synced transaction; the content's cache
+    // object comes with the first write (an empty file needs none).
+    Replica::Transaction tx(*replica_);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFREG | (mode & 07777), oid);
-    std::uint64_t content = 0, content_version = 0;
-    if (Errc e = cache_->object(content_key(oid), Version{}, content, content_version); e != Errc::ok)
-        return e;
-    if (Errc e = replica_->set_content(oid, content); e != Errc::ok)
-        return e;
     if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     LoggedOp op;
     op.kind = OpKind::store;
     op.oid = oid;
     op.path = path;
     op.mode = mode;
-    if (Errc e = replica_->append(op); e != Errc::ok)
+    if (Errc e = tx.finish(replica_->append(op)); e != Errc::ok)
         return e;
     out = std::make_unique<ReplicaFile>(*this, oid, path, nullptr, true);
     return Errc::ok;
@@ -1088,15 +1097,16 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
             }
         }
     }
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->set_content(name.oid, content); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     if (truncate && name.attr.size) {
         Attr a = name.attr;
         a.size = 0;
         a.mtime = a.ctime = now_ts();
         replica_->set_attr(name.path, a);
     }
-    return log_store(name);
+    return tx.finish(log_store(name));
 }
 
 Errc ReplicaBackend::read_content(std::int64_t oid, std::uint64_t offset, std::span<std::byte> buf,
@@ -1104,11 +1114,13 @@ Errc ReplicaBackend::read_content(std::int64_t oid, std::uint64_t offset, std::s
     transferred = 0;
     auto n = name_of(oid);
     auto object = replica_->object(oid);
-    if (!n || !object || !object->content)
+    if (!n || !object)
         return Errc::bad_handle;
     const std::uint64_t size = n->attr.size;
     if (offset >= size)
         return Errc::ok;
+    if (!object->content)
+        return Errc::bad_handle;
     const std::uint64_t granule = cache_->granule_size();
     const std::uint64_t end = std::min<std::uint64_t>(size, offset + buf.size());
     std::vector<std::byte> plain;
@@ -1131,8 +1143,18 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
     std::lock_guard lock(content_mu_);
     auto n = name_of(oid);
     auto object = replica_->object(oid);
-    if (!n || !object || !object->content)
+    if (!n || !object)
         return Errc::bad_handle;
+    if (!object->content) {
+        // Made here and written for the first time: its content starts now.
+        if (object->base.exists || n->attr.size != 0)
+            return Errc::bad_handle;
+        std::uint64_t version = 0;
+        if (Errc e = cache_->object(content_key(oid), Version{}, object->content, version); e != Errc::ok)
+            return e;
+        if (Errc e = replica_->set_content(oid, object->content); e != Errc::ok)
+            return e;
+    }
     const std::uint64_t granule = cache_->granule_size();
     const std::uint64_t old_size = n->attr.size;
     const std::uint64_t end = offset + data.size();
@@ -1170,10 +1192,13 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
     a.size = new_size;
     a.blocks = (new_size + 511) / 512;
     a.mtime = a.ctime = now_ts();
+    // Not synced here: a write is durable at fsync (ReplicaFile::fsync
+    // flushes), as on a local disk; the granules above are synced already.
+    Replica::Transaction tx(*replica_, false);
     if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     replica_->bump_content(oid);
-    return log_store(*n);
+    return tx.finish(log_store(*n));
 }
 
 Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
@@ -1210,10 +1235,11 @@ Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
     a.size = size;
     a.blocks = (size + 511) / 512;
     a.mtime = a.ctime = now_ts();
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
-        return e;
+        return tx.finish(e);
     replica_->bump_content(oid);
-    return log_store(*n);
+    return tx.finish(log_store(*n));
 }
 
 // ---- the sync thread --------------------------------------------------------
