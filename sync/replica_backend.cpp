@@ -115,6 +115,8 @@ public:
         return owner_.resize_content(oid_, size);
     }
 
+    bool content_is_local() const override { return local_; }
+
     Errc close() override {
         Errc e = Errc::ok;
         if (remote_) {

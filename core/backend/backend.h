@@ -137,6 +137,11 @@ public:
     virtual Errc truncate(std::uint64_t size) = 0;
 
     virtual Errc close() = 0;
+
+    // The backend keeps what is written here on local storage itself (the
+    // local content of a file changed while disconnected, in the cache):
+    // the engine need not store the written bytes in the cache again.
+    virtual bool content_is_local() const { return false; }
 };
 
 // Whether the remote can be reached, as the backend last saw it. Disconnected

@@ -250,7 +250,7 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                     node->expect_own_change = true;
                     node->own_change_at = Clock::now();
                     node->attr_expiry = {};
-                    if (object && object == node->cache_object)
+                    if (object && object == node->cache_object && !file->content_is_local())
                         queue_written_granules_locked(*node, s, e);
                 }
                 changed.notify_all();
