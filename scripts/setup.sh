@@ -18,7 +18,7 @@ packages=(
   # a desktop keyring for the tests of the default cache secret
   dbus gnome-keyring libsecret-tools
   # the tray's SVG icons, and scripts/tray-screenshots.sh (X server, window manager, tray host, capture)
-  libqt6svg6 xvfb openbox trayer imagemagick xdotool
+  libqt6svg6 xvfb openbox trayer imagemagick
 )
 
 missing=()

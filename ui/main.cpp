@@ -1,5 +1,5 @@
 // netfs-tray: the state of every netfs mount in the system tray (README: Tray).
-//   netfs-tray [--show conflicts|offline|settings]
+//   netfs-tray [--show menu|conflicts|offline|settings]
 // --show opens that window of the first mount as soon as it is seen
 // (scripts/tray-screenshots.sh uses it).
 #include "ui/conflicts_window.h"
@@ -10,6 +10,7 @@
 
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QScreen>
 #include <QSystemTrayIcon>
 
 int main(int argc, char** argv) {
@@ -18,7 +19,7 @@ int main(int argc, char** argv) {
     QApplication::setOrganizationName("netfs");
     QCommandLineParser parser;
     parser.addHelpOption();
-    const QCommandLineOption show("show", "Open this window of the first mount: conflicts, offline or settings.",
+    const QCommandLineOption show("show", "Open the menu, or this window of the first mount: conflicts, offline or settings.",
                                   "WINDOW");
     parser.addOption(show);
     parser.process(app);
@@ -38,7 +39,10 @@ int main(int argc, char** argv) {
             if (model.mounts().isEmpty())
                 return;
             const QString socket = model.mounts().first().socket;
-            if (which == "conflicts")
+            if (which == "menu") {  // where a tray icon at the top right would open it
+                const QRect screen = QGuiApplication::primaryScreen()->availableGeometry();
+                shell.menu()->popup({screen.right() - shell.menu()->sizeHint().width(), screen.top() + 32});
+            } else if (which == "conflicts")
                 shell.conflicts_window(socket)->show();
             else if (which == "offline")
                 shell.offline_window(socket)->show();
