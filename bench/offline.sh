@@ -7,7 +7,9 @@
 #   back            server restarted -> `connected` again (s)
 #   offline files   FILES small files (1-4 KiB) copied into the mount while
 #                   disconnected, against the same copy to a directory on
-#                   the cache's own filesystem (s, and the ratio)
+#                   the cache's own filesystem (s, and the ratio), plain
+#                   and with an fsync per file (what netfs guarantees: each
+#                   create is logged durably before it returns)
 #   offline write   a WRITE_SIZE file written with fsync while disconnected,
 #                   against the same on the cache's filesystem (MB/s, ratio)
 #   reintegrate     `netfs sync` of those FILES files (s, files/s)
@@ -15,7 +17,7 @@
 #
 # Run as root after building: bench/offline.sh | tee /tmp/offline.md
 # Knobs: FILES (10000), WRITE_SIZE (1G), LATENCY_MS (20), NETS ("loopback
-# latency"), WORKDIR. MB is 10^6 bytes. Markdown on stdout, progress on stderr.
+# latency"), NETFS_OPTIONS (more -o options), WORKDIR. MB is 10^6 bytes. Markdown on stdout, progress on stderr.
 # shellcheck disable=SC2317  # cleanup runs from a trap
 set -uo pipefail
 export LC_ALL=C
@@ -27,6 +29,7 @@ WRITE_SIZE=${WRITE_SIZE:-1G}
 LATENCY_MS=${LATENCY_MS:-20}
 NETS=${NETS:-"loopback latency"}
 WORKDIR=${WORKDIR:-/var/tmp/netfs-offline-bench}
+NETFS_OPTIONS=${NETFS_OPTIONS:-}   # more -o options for netfs, e.g. connections=16
 
 say() { printf '[bench %(%T)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -78,7 +81,7 @@ head -c 4096 /dev/urandom >"$WORKDIR/export/seen"
 
 mount_netfs() {  # port
     "$NETFS" mount "sftp://root@127.0.0.1:$1$WORKDIR/export" "$MNT" \
-        -o "identity=$KEY,known_hosts=$KNOWN" --cache-dir "$WORKDIR/cache" --key-file "$WORKDIR/keys/cachekey" ||
+        -o "identity=$KEY,known_hosts=$KNOWN${NETFS_OPTIONS:+,$NETFS_OPTIONS}" --cache-dir "$WORKDIR/cache" --key-file "$WORKDIR/keys/cachekey" ||
         die "netfs did not mount"
 }
 
@@ -103,6 +106,24 @@ for net in $NETS; do
     t=$(now); cp -r "$WORKDIR/local/tree" "$MNT/tree"; sync -f "$MNT"; R[$net,files]=$(since "$t")
     rm -rf "$WORKDIR/cachefs/tree"
     t=$(now); cp -r "$WORKDIR/local/tree" "$WORKDIR/cachefs/tree"; sync -f "$WORKDIR/cachefs"; R[$net,files_local]=$(since "$t")
+    # The same guarantee netfs gives offline (each file durable once written): an fsync per file and directory.
+    rm -rf "$WORKDIR/cachefs/tree2"
+    t=$(now)
+    python3 - "$WORKDIR/local/tree" "$WORKDIR/cachefs/tree2" <<'PY'
+import os, sys
+src, dst = sys.argv[1], sys.argv[2]
+for root, dirs, files in os.walk(src):
+    out = os.path.join(dst, os.path.relpath(root, src))
+    os.makedirs(out, exist_ok=True)
+    for name in files:
+        with open(os.path.join(root, name), 'rb') as f, open(os.path.join(out, name), 'wb') as g:
+            g.write(f.read())
+            os.fsync(g.fileno())
+    fd = os.open(out, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+PY
+    R[$net,files_local_fsync]=$(since "$t")
     say "$net: reintegrating $FILES files"
     "$NETFS" online "$MNT" >/dev/null
     t=$(now); "$NETFS" sync "$MNT" --timeout 3600 >&2; R[$net,reint]=$(since "$t")
@@ -121,8 +142,8 @@ for net in $NETS; do
 done
 
 printf '# Disconnected operation (sftp://)\n\n'
-printf '%s, %s, %s cores, kernel %s. FILES=%s WRITE_SIZE=%s, latency runs at %s ms round trip (bench_delay_proxy). Cache and local comparison on %s.\n\n' \
-    "$(date -u +%F)" "$(uname -m)" "$(nproc)" "$(uname -r)" "$FILES" "$WRITE_SIZE" "$LATENCY_MS" "$(df --output=fstype "$WORKDIR" | tail -1)"
+printf '%s, %s, %s cores, kernel %s. FILES=%s WRITE_SIZE=%s NETFS_OPTIONS=%s, latency runs at %s ms round trip (bench_delay_proxy). Cache and local comparison on %s.\n\n' \
+    "$(date -u +%F)" "$(uname -m)" "$(nproc)" "$(uname -r)" "$FILES" "$WRITE_SIZE" "${NETFS_OPTIONS:-none}" "$LATENCY_MS" "$(df --output=fstype "$WORKDIR" | tail -1)"
 printf '| row | unit |'
 for net in $NETS; do printf ' %s |' "$net"; done
 printf ' target |\n|---|---|'
@@ -143,7 +164,9 @@ row "server killed -> disconnected" s "< 5" $(cols noticed)
 row "server back -> connected" s "-" $(cols back)
 row "$FILES small files copied in, offline" s "-" $(cols files)
 row "the same copy on the cache's filesystem" s "-" $(cols files_local)
+row "the same with an fsync per file (netfs's guarantee)" s "-" $(cols files_local_fsync)
 row "offline / local (small files)" x "<= 2" $(ratio files files_local)
+row "offline / local with fsync per file" x "-" $(ratio files files_local_fsync)
 row "$WRITE_SIZE written offline (fsync)" MB/s "-" $(cols write)
 row "the same on the cache's filesystem" MB/s "-" $(cols write_local)
 row "local / offline (write)" x "<= 2" $(ratio write_local write)

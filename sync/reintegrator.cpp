@@ -84,11 +84,37 @@ struct Pass {
         Attr created;
         if (Errc e = job.replica.note_upload(tmp); e != Errc::ok)
             return e;
-        Errc e = job.remote.create(tmp, local.mode & 07777, O_WRONLY | O_CREAT | O_TRUNC, file, created);
+        // O_EXCL, not O_TRUNC: a truncating open is a size change, which a
+        // remote may order against every other file's I/O (sftp does); a
+        // leftover of an earlier attempt is removed first.
+        Errc e = job.remote.create(tmp, local.mode & 07777, O_WRONLY | O_CREAT | O_EXCL, file, created);
+        if (e == Errc::exists && job.remote.unlink(tmp) == Errc::ok)
+            e = job.remote.create(tmp, local.mode & 07777, O_WRONLY | O_CREAT | O_EXCL, file, created);
         if (e != Errc::ok)
             return e;
+        // Granules go out gathered into large writes: a remote pipelines the
+        // requests of one write, so a long round trip is paid per batch, not
+        // per granule.
+        constexpr std::uint64_t kBatch = 8ull << 20;
         const std::uint64_t granule = job.cache.granule_size();
-        std::vector<std::byte> plain;
+        std::vector<std::byte> plain, batch;
+        std::uint64_t batch_at = 0;
+        auto send = [&]() -> Errc {
+            for (std::uint64_t done = 0; done < batch.size();) {
+                std::size_t n = 0;
+                if (Errc w = file->write(batch_at + done, std::span(batch).subspan(done), n); w != Errc::ok)
+                    return w;
+                if (n == 0)
+                    return Errc::io;
+                done += n;
+            }
+            std::lock_guard lock(mu);
+            progress.bytes_left -= std::min<std::uint64_t>(progress.bytes_left, batch.size());
+            job.progress(progress);
+            batch_at += batch.size();
+            batch.clear();
+            return Errc::ok;
+        };
         for (std::uint64_t index = 0; index * granule < local.size && e == Errc::ok; ++index) {
             if (job.stop())
                 e = Errc::unreachable;
@@ -97,22 +123,16 @@ struct Pass {
                           static_cast<unsigned long long>(index));
                 e = Errc::io;
             }
+            if (e != Errc::ok)
+                break;
             const std::uint64_t want = std::min<std::uint64_t>(granule, local.size - index * granule);
-            if (e == Errc::ok && plain.size() < want)
-                plain.resize(want);
-            for (std::uint64_t done = 0; e == Errc::ok && done < want;) {
-                std::size_t n = 0;
-                e = file->write(index * granule + done, std::span(plain).subspan(done, want - done), n);
-                if (e == Errc::ok && n == 0)
-                    e = Errc::io;
-                done += n;
-            }
-            if (e == Errc::ok) {
-                std::lock_guard lock(mu);
-                progress.bytes_left -= std::min(progress.bytes_left, want);
-                job.progress(progress);
-            }
+            plain.resize(want);
+            batch.insert(batch.end(), plain.begin(), plain.end());
+            if (batch.size() >= kBatch)
+                e = send();
         }
+        if (e == Errc::ok && !batch.empty())
+            e = send();
         if (e == Errc::ok)
             e = file->fsync(false);
         if (e == Errc::ok)
