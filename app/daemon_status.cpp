@@ -54,7 +54,7 @@ QJsonObject status(const DaemonInfo& d) {
     if (d.cache) {
         const CacheStats c = d.cache->stats();
         cache["dir"] = QString::fromStdString(d.cache_dir);
-        cache["limit_bytes"] = qint64(d.cache_limit);
+        cache["limit_bytes"] = qint64(d.cache->size_limit());
         cache["stored_bytes"] = qint64(c.stored_bytes);
         cache["logical_bytes"] = qint64(c.logical_bytes);
         cache["disk_bytes"] = qint64(c.disk_bytes);
@@ -81,6 +81,7 @@ QJsonObject status(const DaemonInfo& d) {
                                  {"ops_total", qint64(sync.progress.ops_total)},
                                  {"bytes_left", qint64(sync.progress.bytes_left)}}},
         {"generation", qint64(d.sync ? d.sync->generation() : 0)},
+        {"auto_sync", d.sync ? d.sync->auto_sync() : false},
         {"pins", pins},
         {"pinned_present_bytes", qint64(pinned_present)},
         {"pinned_total_bytes", qint64(pinned_total)},
@@ -128,7 +129,8 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
         const QJsonObject req = doc.object();
         const QString op = req.value("op").toString();
         const bool sync_op = op == "offline" || op == "online" || op == "sync" || op == "conflicts" ||
-                             op == "pin" || op == "unpin" || op == "resolve" || op == "events";
+                             op == "pin" || op == "unpin" || op == "resolve" || op == "events" ||
+                             op == "settings";
         if (op == "ping")
             reply = {{"ok", true}};
         else if (op == "status")
@@ -145,6 +147,24 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
             const auto wait = std::chrono::seconds(req.value("timeout_s").toInt(600));
             reply = outcome_json(daemon.sync->sync_now(wait));
             reply["mode"] = mode_name(daemon.sync->status().mode);
+        } else if (op == "settings") {
+            // Either or both; the reply has the values now in force.
+            reply = {{"ok", true}};
+            if (req.contains("cache_limit_bytes")) {
+                const qint64 limit = req.value("cache_limit_bytes").toInteger(-1);
+                if (limit != 0 && limit < (16 << 20))
+                    reply = failure("cache_limit_bytes is 0 (no limit) or at least 16 MiB (16777216)");
+                else
+                    daemon.cache->set_size_limit(std::uint64_t(limit));
+            }
+            if (req.contains("auto_sync")) {
+                if (!req.value("auto_sync").isBool())
+                    reply = failure("auto_sync is true or false");
+                else
+                    daemon.sync->set_auto_sync(req.value("auto_sync").toBool());
+            }
+            reply["cache_limit_bytes"] = qint64(daemon.cache->size_limit());
+            reply["auto_sync"] = daemon.sync->auto_sync();
         } else if (op == "events") {
             // A long poll: answered as soon as there is an event after
             // `since`, or empty after `timeout_s`.
@@ -193,7 +213,7 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
                 reply["error"] = "some paths failed (see results)";
         } else {
             reply = failure("unknown op '" + op +
-                            "' (known: ping, status, events, offline, online, sync, conflicts, pin, unpin, resolve)");
+                            "' (known: ping, status, events, offline, online, sync, conflicts, pin, unpin, resolve, settings)");
         }
     }
     return QJsonDocument(reply).toJson(QJsonDocument::Compact).toStdString();

@@ -15,7 +15,6 @@ struct DaemonInfo {
     std::string mountpoint;
     std::string remote;
     std::string cache_dir;             // empty without a cache
-    std::uint64_t cache_limit = 0;     // --cache-size; 0: none
     Engine* engine = nullptr;
     std::shared_ptr<CacheStore> cache;  // may be null
     ReplicaBackend* sync = nullptr;     // disconnected operation; null without a cache

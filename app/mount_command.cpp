@@ -645,7 +645,7 @@ int serve(const MountRequest& request, const Paths& paths, Report& report, bool 
     }
     // The control API: `netfs status`, the tray.
     DaemonInfo info{paths.mountpoint, request.remote, request.cache.enabled ? cache_dir(request.cache, cache_id(request.remote)) : std::string(),
-                    request.cache.size_limit, engine.get(), engine_opts.cache, sync};
+                    engine.get(), engine_opts.cache, sync};
     ControlServer control;
     if (std::string control_error; !control.start(
             control_socket_path(paths.mountpoint),

@@ -429,11 +429,22 @@ void ReplicaBackend::go_offline() {
     set_mode(SyncMode::disconnected, "asked to go offline");
 }
 
+void ReplicaBackend::set_auto_sync(bool on) {
+    std::lock_guard lock(mu_);
+    auto_sync_ = on;
+    wake_.notify_all();
+}
+
+bool ReplicaBackend::auto_sync() const {
+    std::lock_guard lock(mu_);
+    return auto_sync_;
+}
+
 void ReplicaBackend::go_online() {
     {
         std::lock_guard lock(mu_);
         manual_offline_ = false;
-        sync_asked_ = true;
+        sync_asked_ = auto_sync_;  // else the log waits for sync_now
         generation_++;
     }
     wake_.notify_all();
@@ -1344,6 +1355,9 @@ void ReplicaBackend::sync_loop() {
             }
             continue;
         }
+        // Changes are pending and the user replays them by hand (netfs sync).
+        if (!asked && !auto_sync_ && replica_->pending_count() != 0)
+            continue;
         // Disconnected, and the backend thinks the server may answer: see
         // whether it does, then replay the log.
         std::shared_ptr<Backend> remote = remote_;

@@ -114,6 +114,10 @@ public:
 
     void go_offline();
     void go_online();
+    // Whether the log is replayed by itself when the server is back (else
+    // only by sync_now). On by default.
+    void set_auto_sync(bool on);
+    bool auto_sync() const;
     // Reintegrates now and returns when the pass is over (or after `wait`).
     SyncOutcome sync_now(std::chrono::milliseconds wait);
     SyncStatus status();
@@ -216,6 +220,7 @@ private:
     std::condition_variable wake_;
     SyncMode mode_ = SyncMode::connected;
     bool manual_offline_ = false;
+    bool auto_sync_ = true;
     std::chrono::steady_clock::time_point reconnecting_since_{};  // when the backend stopped being connected
     bool stopping_ = false;
     bool sync_asked_ = false;

@@ -209,6 +209,7 @@ void MountsModel::on_status(const QString& socket, const QJsonObject& s) {
     m.pid = s["pid"].toInteger();
     m.cache_enabled = cache["enabled"].toBool();
     m.cache_limit_bytes = cache["limit_bytes"].toInteger();
+    m.auto_sync = s["auto_sync"].toBool(true);
     m.cache_stored_bytes = cache["stored_bytes"].toInteger();
     m.dirty_bytes = cache["dirty_bytes"].toInteger() + s["engine"].toObject()["dirty_bytes"].toInteger();
     m.pending_operations = s["pending_operations"].toInteger();
@@ -325,6 +326,16 @@ void MountsModel::pin(const QString& socket, const QStringList& paths, ControlCo
 void MountsModel::unpin(const QString& socket, const QStringList& paths, ControlConnection::Reply done) {
     act(socket, "Remove from offline", {{"op", "unpin"}, {"paths", QJsonArray::fromStringList(paths)}},
         kActionTimeoutMs, std::move(done));
+}
+
+void MountsModel::apply_settings(const QString& socket, qint64 cache_limit_bytes, std::optional<bool> auto_sync,
+                                 ControlConnection::Reply done) {
+    QJsonObject request{{"op", "settings"}};
+    if (cache_limit_bytes >= 0)
+        request["cache_limit_bytes"] = cache_limit_bytes;
+    if (auto_sync)
+        request["auto_sync"] = *auto_sync;
+    act(socket, "Settings", request, kActionTimeoutMs, std::move(done));
 }
 
 } // namespace netfs::ui

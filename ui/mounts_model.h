@@ -14,6 +14,8 @@
 #include <QStringList>
 #include <QTimer>
 
+#include <optional>
+
 namespace netfs::ui {
 
 class DaemonClient;
@@ -47,6 +49,7 @@ struct MountState {
     // From the last status reply:
     QString mountpoint, remote, server, mode;
     bool manual_offline = false;
+    bool auto_sync = true;  // the log is replayed by itself when the server is back
     qint64 pid = 0;
     bool cache_enabled = false;
     qint64 cache_limit_bytes = 0, cache_stored_bytes = 0;
@@ -97,6 +100,10 @@ public:
                  ControlConnection::Reply done = {});
     void pin(const QString& socket, const QStringList& paths, ControlConnection::Reply done = {});
     void unpin(const QString& socket, const QStringList& paths, ControlConnection::Reply done = {});
+    // The daemon's settings (docs/control_api.md "settings"); a negative
+    // limit leaves it as it is.
+    void apply_settings(const QString& socket, qint64 cache_limit_bytes, std::optional<bool> auto_sync,
+                        ControlConnection::Reply done = {});
 
 signals:
     void changed();  // a mount appeared, went or changed

@@ -1,6 +1,9 @@
 #include "ui/settings_window.h"
 
 #include <QFormLayout>
+#include <QHBoxLayout>
+#include <QJsonObject>
+#include <QRegularExpression>
 #include <QGroupBox>
 #include <QSettings>
 #include <QVBoxLayout>
@@ -31,14 +34,16 @@ SettingsWindow::SettingsWindow(MountsModel* model, QString socket, QWidget* pare
 
     auto* mount_box = new QGroupBox("This mount");
     auto* form = new QFormLayout(mount_box);
-    form->addRow("Cache size limit:", &cache_limit_);
-    auto_sync_.setChecked(true);
-    auto_sync_.setEnabled(false);
+    auto* limit_row = new QHBoxLayout;
+    cache_limit_.setPlaceholderText("e.g. 10G, or none");
+    limit_row->addWidget(&cache_limit_);
+    limit_row->addWidget(&apply_limit_);
+    form->addRow("Cache size limit:", limit_row);
+    form->addRow(&limit_error_);
     form->addRow(&auto_sync_);
-    auto* note = new QLabel("These are set when mounting (netfs mount --cache-size); the daemon cannot change "
-                            "them while running yet.");
-    note->setWordWrap(true);
-    form->addRow(note);
+    connect(&apply_limit_, &QPushButton::clicked, this, &SettingsWindow::apply_limit);
+    connect(&cache_limit_, &QLineEdit::returnPressed, this, &SettingsWindow::apply_limit);
+    connect(&auto_sync_, &QCheckBox::clicked, this, &SettingsWindow::choose_auto_sync);
 
     auto* notify_box = new QGroupBox("Notifications");
     auto* notify = new QVBoxLayout(notify_box);
@@ -62,8 +67,59 @@ SettingsWindow::SettingsWindow(MountsModel* model, QString socket, QWidget* pare
     reload();
 }
 
+qint64 parse_size(const QString& text) {
+    const QString t = text.trimmed().toUpper();
+    if (t == "NONE" || t == "0")
+        return 0;
+    // As typed (10G, 512M) or as shown (10.0 GiB).
+    static const QRegularExpression form(R"(^(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?$)");
+    const auto match = form.match(t);
+    if (!match.hasMatch())
+        return -1;
+    double n = match.captured(1).toDouble();
+    const QString unit = match.captured(2);
+    for (const QString u : {"K", "M", "G", "T"}) {
+        if (unit.isEmpty())
+            break;
+        n *= 1024;
+        if (unit == u)
+            break;
+    }
+    return qint64(n);
+}
+
+void SettingsWindow::apply_cache_limit(const QString& text) {
+    cache_limit_.setText(text);
+    apply_limit();
+}
+
+void SettingsWindow::choose_auto_sync(bool on) {
+    auto_sync_.setChecked(on);
+    model_->apply_settings(socket_, -1, on);
+}
+
+void SettingsWindow::apply_limit() {
+    const qint64 bytes = parse_size(cache_limit_.text());
+    if (bytes < 0) {
+        limit_error_.setText("A size such as 10G or 512M, or none.");
+        return;
+    }
+    limit_error_.clear();
+    model_->apply_settings(socket_, bytes, std::nullopt, [this](const QJsonObject& reply, const QString& error) {
+        limit_error_.setText(!error.isEmpty() ? error : reply["ok"].toBool() ? QString() : reply["error"].toString());
+    });
+}
+
 void SettingsWindow::reload() {
     const MountState* m = model_->find(socket_);
+    const bool usable = m && m->alive && m->cache_enabled;
+    cache_limit_.setEnabled(usable);
+    apply_limit_.setEnabled(usable);
+    auto_sync_.setEnabled(m && m->alive);
+    if (m)
+        auto_sync_.setChecked(m->auto_sync);
+    if (cache_limit_.hasFocus())
+        return;  // being edited
     if (!m)
         cache_limit_.setText("(not running)");
     else if (!m->cache_enabled)

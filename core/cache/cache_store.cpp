@@ -326,7 +326,15 @@ CacheStore::CacheStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CacheStore::~CacheStore() = default;
 
 std::uint32_t CacheStore::granule_size() const { return impl_->options.granule_size; }
-std::uint64_t CacheStore::size_limit() const { return impl_->options.size_limit; }
+std::uint64_t CacheStore::size_limit() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->options.size_limit;
+}
+
+void CacheStore::set_size_limit(std::uint64_t limit) {
+    std::lock_guard lock(impl_->mu);
+    impl_->options.size_limit = limit;
+}
 
 std::string CacheStore::owner() const {
     std::lock_guard lock(impl_->mu);

@@ -78,6 +78,9 @@ public:
 
     std::uint32_t granule_size() const;
     std::uint64_t size_limit() const;  // CacheOptions::size_limit (0: none)
+    // A new limit while running (the control API's settings): culling
+    // follows it from the next store on.
+    void set_size_limit(std::uint64_t limit);
     std::string owner() const;
 
     // The cache's id for a remote object, checked against the version the

@@ -219,6 +219,37 @@ private slots:
         QVERIFY(kinds.indexOf("mode:reintegrating") < kinds.indexOf("sync:ok"));
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
+
+    // Settings while running: the cache limit (status shows it, culling
+    // follows it) and whether the log is replayed by itself.
+    void settings_change_the_cache_limit_and_automatic_sync() {
+        MountFixture m;
+        QVERIFY(write_file(m.direct("a.txt"), random_bytes(100, 1)));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(read_file(m.at("a.txt")), random_bytes(100, 1));
+        const QString socket = socket_of(m);
+        QJsonObject r = request(socket, {{"op", "settings"}, {"cache_limit_bytes", 32 << 20}});
+        QVERIFY2(r["ok"].toBool(), QJsonDocument(r).toJson().constData());
+        QCOMPARE(r["cache_limit_bytes"].toInteger(), 32 << 20);
+        QCOMPARE(request(socket, {{"op", "status"}})["cache"].toObject()["limit_bytes"].toInteger(), 32 << 20);
+        r = request(socket, {{"op", "settings"}, {"cache_limit_bytes", 1000}});
+        QVERIFY(!r["ok"].toBool());
+        QVERIFY2(r["error"].toString().contains("16 MiB"), qPrintable(r["error"].toString()));
+        QCOMPARE(request(socket, {{"op", "status"}})["cache"].toObject()["limit_bytes"].toInteger(), 32 << 20);
+
+        r = request(socket, {{"op", "settings"}, {"auto_sync", false}});
+        QCOMPARE(r["auto_sync"].toBool(), false);
+        QCOMPARE(request(socket, {{"op", "status"}})["auto_sync"].toBool(), false);
+        QCOMPARE(run(NETFS_BINARY, {"offline", m.mountpoint()}, 10000, m.environment()).exit_code, 0);
+        QVERIFY(write_file(m.at("b.txt"), random_bytes(200, 2)));
+        QCOMPARE(run(NETFS_BINARY, {"online", m.mountpoint()}, 10000, m.environment()).exit_code, 0);
+        QThread::msleep(2000);  // four turns of the sync thread
+        QVERIFY2(!QFileInfo::exists(m.direct("b.txt")), "replayed though automatic sync is off");
+        QCOMPARE(request(socket, {{"op", "status"}})["pending_operations"].toInteger(), 1);
+        QCOMPARE(run(NETFS_BINARY, {"sync", m.mountpoint()}, 30000, m.environment()).exit_code, 0);
+        QCOMPARE(read_file(m.direct("b.txt")), random_bytes(200, 2));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
 };
 
 QTEST_GUILESS_MAIN(TestControlApi)

@@ -7,6 +7,7 @@
 #include "ui/conflicts_window.h"
 #include "ui/mounts_model.h"
 #include "ui/offline_window.h"
+#include "ui/settings_window.h"
 #include "ui/tray.h"
 
 #include <QAction>
@@ -174,6 +175,32 @@ private slots:
         window.remove_selected();
         QTRY_COMPARE_WITH_TIMEOUT(pinned_paths(m), QStringList{"/loose.txt"}, 5000);
         QTRY_COMPARE_WITH_TIMEOUT(window.listed_paths(), QStringList{"/loose.txt"}, 2000);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    // The Settings window changes the daemon's cache limit and automatic
+    // sync; a limit that is not a size is refused in the window.
+    void settings_are_applied_in_the_daemon() {
+        MountFixture m;
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        MountsModel model;
+        QVERIFY(wait_until_watched(model, m));
+        SettingsWindow window(&model, seen(model, m).socket);
+        window.show();
+        auto status = [&] {
+            const RunResult r = run(NETFS_BINARY, {"status", m.mountpoint(), "--json"}, 10000, m.environment());
+            return QJsonDocument::fromJson(r.out.toUtf8()).object();
+        };
+        window.apply_cache_limit("64M");
+        QTRY_COMPARE_WITH_TIMEOUT(status()["cache"].toObject()["limit_bytes"].toInteger(), qint64(64) << 20, 5000);
+        window.apply_cache_limit("lots");
+        QVERIFY(!window.limit_error().isEmpty());
+        window.apply_cache_limit("1M");  // below the daemon's minimum: its answer is shown
+        QTRY_VERIFY_WITH_TIMEOUT(window.limit_error().contains("16 MiB"), 5000);
+        QCOMPARE(status()["cache"].toObject()["limit_bytes"].toInteger(), qint64(64) << 20);
+        window.choose_auto_sync(false);
+        QTRY_COMPARE_WITH_TIMEOUT(status()["auto_sync"].toBool(true), false, 5000);
+        QTRY_COMPARE_WITH_TIMEOUT(seen(model, m).auto_sync, false, 2000);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
