@@ -11,6 +11,7 @@
 #include "ui/tray.h"
 
 #include <QAction>
+#include <QDesktopServices>
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFileInfo>
@@ -19,6 +20,7 @@
 #include <QJsonObject>
 #include <QTest>
 #include <QThread>
+#include <QUrl>
 
 using namespace netfs::test;
 using namespace netfs::ui;
@@ -69,6 +71,15 @@ bool wait_until_watched(const MountsModel& model, const MountFixture& m) {
 }
 
 } // namespace
+
+// Stands in for the desktop's default applications (QDesktopServices).
+class UrlRecorder : public QObject {
+    Q_OBJECT
+public:
+    QList<QUrl> urls;
+public slots:
+    void open(const QUrl& url) { urls.append(url); }
+};
 
 class TestTray : public QObject {
     Q_OBJECT
@@ -129,6 +140,17 @@ private slots:
         window.show();
         QTRY_COMPARE_WITH_TIMEOUT(window.listed_paths().size(), 2, 1000);
         QVERIFY(!window.keep_mine_action()->isEnabled());  // nothing selected yet
+
+        // Open both: the server's version and the local one, in their
+        // default applications (here a recorder stands in for them).
+        UrlRecorder opened;
+        QDesktopServices::setUrlHandler("file", &opened, "open");
+        window.select_paths({"/b.txt"});
+        window.open_both_action()->trigger();
+        QDesktopServices::unsetUrlHandler("file");
+        QCOMPARE(opened.urls, (QList<QUrl>{QUrl::fromLocalFile(m.mountpoint() + "/b.txt"),
+                                           QUrl::fromLocalFile(m.mountpoint() + b_copy)}));
+        QCOMPARE(text(m.mountpoint() + b_copy), QByteArray("mine b\n"));
 
         // Keep mine: the server gets the local version.
         window.select_paths({"/a.txt"});
