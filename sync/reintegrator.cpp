@@ -92,17 +92,21 @@ struct Pass {
             e = job.remote.create(tmp, local.mode & 07777, O_WRONLY | O_CREAT | O_EXCL, file, created);
         if (e != Errc::ok)
             return e;
-        // Granules go out gathered into large writes: a remote pipelines the
-        // requests of one write, so a long round trip is paid per batch, not
-        // per granule.
+        // Granules go out gathered into writes of the remote's largest size:
+        // a remote pipelines the requests of one write, so a long round trip
+        // is paid per write, not per granule.
         constexpr std::uint64_t kBatch = 8ull << 20;
         const std::uint64_t granule = job.cache.granule_size();
         std::vector<std::byte> plain, batch;
         std::uint64_t batch_at = 0;
+        // No write longer than the remote accepts (its wsize_max): both
+        // remotes pipeline the requests of one such write.
+        const std::uint64_t piece = std::max<std::uint64_t>(job.remote.limits().wsize_max, 4096);
         auto send = [&]() -> Errc {
             for (std::uint64_t done = 0; done < batch.size();) {
                 std::size_t n = 0;
-                if (Errc w = file->write(batch_at + done, std::span(batch).subspan(done), n); w != Errc::ok)
+                const auto chunk = std::span(batch).subspan(done, std::min<std::uint64_t>(piece, batch.size() - done));
+                if (Errc w = file->write(batch_at + done, chunk, n); w != Errc::ok)
                     return w;
                 if (n == 0)
                     return Errc::io;
