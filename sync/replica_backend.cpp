@@ -84,9 +84,9 @@ public:
                 return e;
         }
         // What was sent to the server before an outage may not be on it:
-        // never report it durable.
+        // never report it durable (transient: the engine asks again).
         if (wrote_remote_)
-            return Errc::io;
+            return Errc::unreachable;
         // Local writes commit without a sync of their own: durable now.
         return owner_.replica_->flush();
     }
@@ -136,10 +136,11 @@ private:
         if (local_)
             return Errc::ok;
         // Writes already sent to the server are in no local copy: changing
-        // the file locally now could lose them. The engine keeps the data
-        // and retries; it reaches the server once it answers again.
+        // the file locally now could lose them. A transient error: the
+        // engine keeps the data and retries, and it reaches the server once
+        // the server answers again (or fails after the engine's timeout).
         if (wrote_remote_)
-            return Errc::io;
+            return Errc::unreachable;
         auto n = owner_.name_of(oid_);
         if (!n)
             return Errc::bad_handle;
