@@ -183,8 +183,6 @@ ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect,
     // Changes left in the log by an earlier run are the truth until reintegrated.
     mode_ = remote_ && replica_->pending_count() == 0 ? SyncMode::connected : SyncMode::disconnected;
     replica_->set_durable(mode_ != SyncMode::connected);
-    status_.pending = replica_->pending_count();
-    status_.conflicts = replica_->conflicts().size();
 }
 
 ReplicaBackend::~ReplicaBackend() { stop(); }
@@ -767,16 +765,20 @@ Errc ReplicaBackend::unlink(const std::string& path) {
         return unknown(path);
     if (S_ISDIR(n->attr.mode))
         return Errc::is_dir;
-    auto object = replica_->object(n->oid);
-    LoggedOp op;
-    op.kind = OpKind::unlink;
-    op.oid = n->oid;
-    op.path = path;
-    op.base = object ? object->base : BaseVersion{};
     Replica::Transaction tx(*replica_);
-    if (Errc e = replica_->append(op); e != Errc::ok)
+    if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
     return tx.finish(replica_->remove_name(path));
+}
+
+Errc ReplicaBackend::log_removal(const Name& name) {
+    auto object = replica_->object(name.oid);
+    LoggedOp op;
+    op.kind = S_ISDIR(name.attr.mode) ? OpKind::rmdir : OpKind::unlink;
+    op.oid = name.oid;
+    op.path = name.path;
+    op.base = object ? object->base : BaseVersion{};
+    return replica_->append(op);
 }
 
 Errc ReplicaBackend::rmdir(const std::string& path) {
@@ -796,14 +798,8 @@ Errc ReplicaBackend::rmdir(const std::string& path) {
         return Errc::not_empty;
     if (!n->listed)
         return Errc::io;  // it may hold entries never seen here
-    auto object = replica_->object(n->oid);
-    LoggedOp op;
-    op.kind = OpKind::rmdir;
-    op.oid = n->oid;
-    op.path = path;
-    op.base = object ? object->base : BaseVersion{};
     Replica::Transaction tx(*replica_);
-    if (Errc e = replica_->append(op); e != Errc::ok)
+    if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
     return tx.finish(replica_->remove_name(path));
 }
@@ -845,13 +841,7 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
             return Errc::not_empty;
         // The replaced object goes as if removed first (a conflict if the
         // server changed it meanwhile), then the name is taken.
-        auto object = replica_->object(old->oid);
-        LoggedOp gone;
-        gone.kind = S_ISDIR(old->attr.mode) ? OpKind::rmdir : OpKind::unlink;
-        gone.oid = old->oid;
-        gone.path = to;
-        gone.base = object ? object->base : BaseVersion{};
-        if (Errc e = replica_->append(gone); e != Errc::ok)
+        if (Errc e = log_removal(*old); e != Errc::ok)
             return tx.finish(e);
         replica_->remove_name(to);
     }
@@ -1397,8 +1387,6 @@ void ReplicaBackend::sync_loop() {
                  (outcome.message.empty() ? std::string() : ": " + outcome.message));
         status_.last = outcome;
         status_.passes++;
-        status_.pending = outcome.pending;
-        status_.conflicts = replica_->conflicts().size();
         status_.progress = {};
         generation_++;
         wake_.notify_all();

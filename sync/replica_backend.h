@@ -199,6 +199,9 @@ private:
     Errc resize_content(std::int64_t oid, std::uint64_t size);
     std::optional<Name> name_of(std::int64_t oid);
     Attr new_attr(std::uint32_t mode, std::int64_t oid) const;
+    // Logs the removal of `name` (unlink or rmdir, by its type) against its
+    // base version.
+    Errc log_removal(const Name& name);
     // A local change of `oid`'s content or attributes (durable first).
     Errc log_store(const Name& name);
 
