@@ -3,6 +3,7 @@
 #include "app/control_server.h"
 #include "app/daemon_status.h"
 #include "app/fuse_adapter.h"
+#include "app/runtime_dirs.h"
 #include "core/backend/remote_url.h"
 #include "core/log.h"
 #include "sync/replica_backend.h"
@@ -59,20 +60,6 @@ std::string home_dir() {
     if (const passwd* pw = getpwuid(getuid()); pw && pw->pw_dir)
         return pw->pw_dir;
     return "/";
-}
-
-// Pid files, first choice first. `netfs unmount` looks in all of them: it
-// may run with another environment than the mount did (mount(8), sudo).
-std::vector<std::string> pid_dirs() {
-    std::vector<std::string> dirs;
-    if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && *runtime == '/')
-        dirs.push_back(std::string(runtime) + "/netfs");
-    const std::string run_user = "/run/user/" + std::to_string(getuid());
-    struct stat st {};
-    if (stat(run_user.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-        dirs.push_back(run_user + "/netfs");
-    dirs.push_back("/tmp/netfs-" + std::to_string(getuid()));
-    return dirs;
 }
 
 std::string default_log_path(const std::string& mountpoint) {
@@ -749,7 +736,7 @@ bool daemon_alive(pid_t pid) {
 
 } // namespace
 
-std::string runtime_dir() { return pid_dirs().front(); }
+std::string runtime_dir() { return runtime_dirs().front(); }
 
 std::string escape_path(std::string_view path) {
     while (!path.empty() && path.front() == '/')
@@ -783,7 +770,7 @@ int run_mount(const MountRequest& request) {
         return 1;
     }
     paths.log = request.log_file.empty() ? default_log_path(paths.mountpoint) : absolute_path(request.log_file);
-    paths.pid = pid_dirs().front() + "/" + escape_path(paths.mountpoint) + ".pid";
+    paths.pid = runtime_dir() + "/" + escape_path(paths.mountpoint) + ".pid";
 
     MountRequest with_terminal = request;
     with_terminal.terminal = ::open("/dev/tty", O_RDWR | O_CLOEXEC);  // -1: nobody to ask
@@ -828,7 +815,7 @@ int run_unmount(const std::string& given) {
     // The pid file: the daemon's pid, then its log file.
     std::string pid_path, log_path = default_log_path(mountpoint);
     pid_t pid = 0;
-    for (const auto& dir : pid_dirs()) {
+    for (const auto& dir : runtime_dirs()) {
         std::ifstream in(dir + "/" + name);
         if (in >> pid && pid > 0) {
             pid_path = dir + "/" + name;

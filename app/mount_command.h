@@ -53,8 +53,8 @@ struct MountRequest {
 int run_mount(const MountRequest& request);
 int run_unmount(const std::string& mountpoint);
 
-// Where a user's daemons keep their pid files and control sockets:
-// $XDG_RUNTIME_DIR/netfs, else /run/user/UID/netfs, else /tmp/netfs-UID.
+// Where this user's daemons keep their pid files and control sockets: the
+// first of runtime_dirs() (app/runtime_dirs.h).
 std::string runtime_dir();
 
 // The mount point as one file name, as systemd-escape --path does:

@@ -1,15 +1,13 @@
 #include "ui/mounts_model.h"
 
+#include "app/runtime_dirs.h"
 #include "ui/daemon_client.h"
 
 #include <QDateTime>
 #include <QDir>
-#include <QFileInfo>
 #include <QJsonArray>
 
 #include <algorithm>
-
-#include <unistd.h>
 
 namespace netfs::ui {
 
@@ -19,16 +17,7 @@ constexpr int kActionTimeoutMs = 30000;
 constexpr int kSyncTimeoutS = 600;
 } // namespace
 
-QString default_socket_dir() {
-    // The same order as the daemon's runtime_dir() (app/mount_command.cpp).
-    const QString runtime = qEnvironmentVariable("XDG_RUNTIME_DIR");
-    if (runtime.startsWith('/'))
-        return runtime + "/netfs";
-    const QString run_user = QString("/run/user/%1").arg(::getuid());
-    if (QFileInfo(run_user).isDir())
-        return run_user + "/netfs";
-    return QString("/tmp/netfs-%1").arg(::getuid());
-}
+QString default_socket_dir() { return QString::fromStdString(runtime_dirs().front()); }
 
 TrayState tray_state(const MountState& m) {
     if (!m.alive)

@@ -73,7 +73,7 @@ QStringList describe(const MountState& m);
 QString human_bytes(qint64 n);
 QString human_time(qint64 ns);  // local date and time
 
-// Where daemons put their sockets: as app/mount_command.cpp's runtime_dir().
+// Where daemons put their sockets: the daemon's own rule (app/runtime_dirs.h).
 QString default_socket_dir();
 
 class MountsModel : public QObject {
