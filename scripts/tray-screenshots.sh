@@ -16,9 +16,12 @@ mkdir -p "$out"
 out=$(realpath "$out")
 
 work=$(mktemp -d)
-export XDG_CONFIG_HOME=$work/config XDG_STATE_HOME=$work/state
+# A runtime dir of its own: --show opens the first mount the tray finds,
+# which must be this one, not another of the user's (or a test's) mounts.
+export XDG_CONFIG_HOME=$work/config XDG_STATE_HOME=$work/state XDG_RUNTIME_DIR=$work/run
 mp=$work/mnt
 mkdir -p "$work/server/docs" "$mp"
+mkdir -m 700 "$XDG_RUNTIME_DIR"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -2,7 +2,6 @@
 
 #include <QDesktopServices>
 #include <QHBoxLayout>
-#include <QHeaderView>
 #include <QMessageBox>
 #include <QSet>
 #include <QToolButton>
@@ -12,9 +11,7 @@
 namespace netfs::ui {
 
 namespace {
-enum Column { path_col, kind_col, local_col, server_col, detected_col, column_count };
-constexpr int kIdRole = Qt::UserRole + 1;
-constexpr int kPathRole = Qt::UserRole + 2;
+constexpr int kIdRole = PathTable::kPathRole + 1;  // on a row's path item
 
 QString version_text(bool exists, qint64 size, qint64 mtime_ns) {
     return exists ? human_bytes(size) + ", " + human_time(mtime_ns) : QString("deleted");
@@ -22,18 +19,11 @@ QString version_text(bool exists, qint64 size, qint64 mtime_ns) {
 } // namespace
 
 ConflictsWindow::ConflictsWindow(MountsModel* model, QString socket, QWidget* parent)
-    : QWidget(parent), model_(model), socket_(std::move(socket)), keep_mine_("Keep mine"),
+    : QWidget(parent), model_(model), socket_(std::move(socket)),
+      table_({"Path", "Kind", "My version", "Server's version", "Detected"}), keep_mine_("Keep mine"),
       keep_servers_("Keep the server's"), keep_both_("Keep both"), open_both_("Open both") {
     setWindowTitle("netfs: conflicts");
     resize(900, 360);
-    rows_.setColumnCount(column_count);
-    rows_.setHorizontalHeaderLabels({"Path", "Kind", "My version", "Server's version", "Detected"});
-    table_.setModel(&rows_);
-    table_.setSelectionBehavior(QAbstractItemView::SelectRows);
-    table_.setSelectionMode(QAbstractItemView::ExtendedSelection);
-    table_.setEditTriggers(QAbstractItemView::NoEditTriggers);
-    table_.horizontalHeader()->setSectionResizeMode(path_col, QHeaderView::Stretch);
-    table_.verticalHeader()->hide();
 
     keep_mine_.setToolTip("Put my version on the server; the server's version is replaced");
     keep_servers_.setToolTip("Keep the server's version; my conflicted copy is removed");
@@ -73,22 +63,22 @@ void ConflictsWindow::reload() {
     QSet<qint64> listed;
     for (const ConflictInfo& c : conflicts)
         listed.insert(c.id);
+    QStandardItemModel& rows = table_.rows();
     QSet<qint64> shown;
-    for (int row = rows_.rowCount() - 1; row >= 0; --row) {
-        const qint64 id = rows_.item(row, path_col)->data(kIdRole).toLongLong();
+    for (int row = rows.rowCount() - 1; row >= 0; --row) {
+        const qint64 id = rows.item(row, 0)->data(kIdRole).toLongLong();
         if (!listed.contains(id))
-            rows_.removeRow(row);
+            rows.removeRow(row);
         else
             shown.insert(id);
     }
     for (const ConflictInfo& c : conflicts) {
         if (shown.contains(c.id))
             continue;
-        auto* path = new QStandardItem(c.path);
+        QStandardItem* path = PathTable::path_item(c.path);
         path->setData(c.id, kIdRole);
-        path->setData(c.path, kPathRole);
         path->setToolTip(c.copy.isEmpty() ? "my side deleted it" : "my version is at " + c.copy);
-        rows_.appendRow({path, new QStandardItem(c.kind),
+        rows.appendRow({path, new QStandardItem(c.kind),
                          new QStandardItem(version_text(!c.copy.isEmpty(), c.local_size, c.local_mtime_ns)),
                          new QStandardItem(version_text(c.remote_exists, c.remote_size, c.remote_mtime_ns)),
                          new QStandardItem(human_time(c.detected_ns))});
@@ -97,35 +87,13 @@ void ConflictsWindow::reload() {
 }
 
 void ConflictsWindow::update_actions() {
-    const bool any = !selected_paths().isEmpty();
+    const bool any = !table_.selected_paths().isEmpty();
     for (QAction* a : {&keep_mine_, &keep_servers_, &keep_both_, &open_both_})
         a->setEnabled(any);
 }
 
-QStringList ConflictsWindow::selected_paths() const {
-    QStringList paths;
-    for (const QModelIndex& index : table_.selectionModel()->selectedRows(path_col))
-        paths << index.data(kPathRole).toString();
-    return paths;
-}
-
-QStringList ConflictsWindow::listed_paths() const {
-    QStringList paths;
-    for (int row = 0; row < rows_.rowCount(); ++row)
-        paths << rows_.item(row, path_col)->data(kPathRole).toString();
-    return paths;
-}
-
-void ConflictsWindow::select_paths(const QStringList& paths) {
-    QItemSelection selection;
-    for (int row = 0; row < rows_.rowCount(); ++row)
-        if (paths.contains(rows_.item(row, path_col)->data(kPathRole).toString()))
-            selection.select(rows_.index(row, 0), rows_.index(row, column_count - 1));
-    table_.selectionModel()->select(selection, QItemSelectionModel::ClearAndSelect);
-}
-
 void ConflictsWindow::resolve_selected(const QString& keep) {
-    const QStringList paths = selected_paths();
+    const QStringList paths = table_.selected_paths();
     if (paths.isEmpty())
         return;
     model_->resolve(socket_, paths, keep, [this](const QJsonObject& reply, const QString& error) {
@@ -138,7 +106,7 @@ void ConflictsWindow::open_both() {
     const MountState* m = model_->find(socket_);
     if (!m)
         return;
-    for (const QModelIndex& index : table_.selectionModel()->selectedRows(path_col)) {
+    for (const QModelIndex& index : table_.selectionModel()->selectedRows(0)) {
         const qint64 id = index.data(kIdRole).toLongLong();
         for (const ConflictInfo& c : m->conflicts) {
             if (c.id != id)

@@ -5,11 +5,10 @@
 #pragma once
 
 #include "ui/mounts_model.h"
+#include "ui/path_table.h"
 
 #include <QAction>
 #include <QLabel>
-#include <QStandardItemModel>
-#include <QTableView>
 #include <QWidget>
 
 namespace netfs::ui {
@@ -19,14 +18,14 @@ class ConflictsWindow : public QWidget {
 public:
     ConflictsWindow(MountsModel* model, QString socket, QWidget* parent = nullptr);
 
-    QTableView* table() { return &table_; }
+    PathTable* table() { return &table_; }
     QAction* keep_mine_action() { return &keep_mine_; }
     QAction* keep_servers_action() { return &keep_servers_; }
     QAction* keep_both_action() { return &keep_both_; }
     QAction* open_both_action() { return &open_both_; }
     // Selects the rows of these paths (within the mount), nothing else.
-    void select_paths(const QStringList& paths);
-    QStringList listed_paths() const;
+    void select_paths(const QStringList& paths) { table_.select_paths(paths); }
+    QStringList listed_paths() const { return table_.listed_paths(); }
 
 public slots:
     void keep_mine() { resolve_selected("local"); }
@@ -36,15 +35,13 @@ public slots:
 
 private:
     void reload();
-    QStringList selected_paths() const;
     void resolve_selected(const QString& keep);
     void update_actions();
 
     MountsModel* model_;
     QString socket_;
     QLabel header_;
-    QStandardItemModel rows_;
-    QTableView table_;
+    PathTable table_;
     QAction keep_mine_, keep_servers_, keep_both_, open_both_;
 };
 

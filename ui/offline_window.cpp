@@ -1,41 +1,29 @@
 #include "ui/offline_window.h"
 
 #include <QDir>
-#include <QFileDialog>
 #include <QJsonArray>
 #include <QHBoxLayout>
-#include <QHeaderView>
-#include <QMenu>
 #include <QVBoxLayout>
 
 namespace netfs::ui {
 
 namespace {
 enum Column { path_col, size_col, present_col, progress_col, state_col, column_count };
-constexpr int kPathRole = Qt::UserRole + 1;
 } // namespace
 
 OfflineWindow::OfflineWindow(MountsModel* model, QString socket, QWidget* parent)
-    : QWidget(parent), model_(model), socket_(std::move(socket)), add_("Add…"), remove_("Remove") {
+    : QWidget(parent), model_(model), socket_(std::move(socket)),
+      table_({"Pinned", "Size", "Present", "Fetched", "State"}), add_files_("Add files…"),
+      add_folder_("Add folder…"), remove_("Remove") {
     setWindowTitle("netfs: available offline");
     resize(760, 340);
-    rows_.setColumnCount(column_count);
-    rows_.setHorizontalHeaderLabels({"Pinned", "Size", "Present", "Fetched", "State"});
-    table_.setModel(&rows_);
-    table_.setSelectionBehavior(QAbstractItemView::SelectRows);
-    table_.setSelectionMode(QAbstractItemView::ExtendedSelection);
-    table_.setEditTriggers(QAbstractItemView::NoEditTriggers);
-    table_.horizontalHeader()->setSectionResizeMode(path_col, QHeaderView::Stretch);
-    table_.verticalHeader()->hide();
-
-    auto* add_menu = new QMenu(this);
-    add_menu->addAction("Files…", this, &OfflineWindow::choose_files);
-    add_menu->addAction("Folder…", this, &OfflineWindow::choose_folder);
-    add_.setMenu(add_menu);
+    connect(&add_files_, &QPushButton::clicked, this, &OfflineWindow::choose_files);
+    connect(&add_folder_, &QPushButton::clicked, this, &OfflineWindow::choose_folder);
     connect(&remove_, &QPushButton::clicked, this, &OfflineWindow::remove_selected);
 
     auto* buttons = new QHBoxLayout;
-    buttons->addWidget(&add_);
+    buttons->addWidget(&add_files_);
+    buttons->addWidget(&add_folder_);
     buttons->addWidget(&remove_);
     buttons->addStretch();
     message_.setWordWrap(true);
@@ -50,10 +38,11 @@ OfflineWindow::OfflineWindow(MountsModel* model, QString socket, QWidget* parent
 }
 
 void OfflineWindow::reload() {
+    QStandardItemModel& rows = table_.rows();
     const MountState* m = model_->find(socket_);
     if (!m) {
         summary_.setText("This mount is not running.");
-        rows_.removeRows(0, rows_.rowCount());
+        rows.removeRows(0, rows.rowCount());
         return;
     }
     if (m->pins.isEmpty())
@@ -69,57 +58,46 @@ void OfflineWindow::reload() {
     QStringList paths;
     for (const PinInfo& p : m->pins)
         paths << p.path;
-    for (int row = rows_.rowCount() - 1; row >= 0; --row)
-        if (!paths.contains(rows_.item(row, path_col)->data(kPathRole).toString()))
-            rows_.removeRow(row);
-    const QStringList shown = listed_paths();
+    const QStringList listed = table_.listed_paths();
+    for (int row = int(listed.size()) - 1; row >= 0; --row)
+        if (!paths.contains(listed[row]))
+            rows.removeRow(row);
+    const QStringList shown = table_.listed_paths();
     for (const PinInfo& p : m->pins) {
         int row = shown.indexOf(p.path);
         if (row < 0) {
-            auto* path = new QStandardItem(p.path);
-            path->setData(p.path, kPathRole);
-            QList<QStandardItem*> items{path};
+            QList<QStandardItem*> items{PathTable::path_item(p.path)};
             for (int c = 1; c < column_count; ++c)
                 items << new QStandardItem;
-            rows_.appendRow(items);
-            row = rows_.rowCount() - 1;
+            rows.appendRow(items);
+            row = rows.rowCount() - 1;
         }
         const int percent = p.total_bytes > 0 ? int(p.present_bytes * 100 / p.total_bytes) : 100;
-        rows_.item(row, size_col)->setText(human_bytes(p.total_bytes));
-        rows_.item(row, present_col)->setText(human_bytes(p.present_bytes));
-        rows_.item(row, progress_col)->setText(QString("%1%").arg(percent));
-        rows_.item(row, state_col)->setText(p.error.isEmpty() ? p.state : p.state + ": " + p.error);
+        rows.item(row, size_col)->setText(human_bytes(p.total_bytes));
+        rows.item(row, present_col)->setText(human_bytes(p.present_bytes));
+        rows.item(row, progress_col)->setText(QString("%1%").arg(percent));
+        rows.item(row, state_col)->setText(p.error.isEmpty() ? p.state : p.state + ": " + p.error);
     }
 }
 
-QStringList OfflineWindow::listed_paths() const {
-    QStringList paths;
-    for (int row = 0; row < rows_.rowCount(); ++row)
-        paths << rows_.item(row, path_col)->data(kPathRole).toString();
-    return paths;
-}
+void OfflineWindow::choose_files() { open_chooser("Make files available offline", QFileDialog::ExistingFiles); }
 
-void OfflineWindow::select_paths(const QStringList& paths) {
-    QItemSelection selection;
-    for (int row = 0; row < rows_.rowCount(); ++row)
-        if (paths.contains(rows_.item(row, path_col)->data(kPathRole).toString()))
-            selection.select(rows_.index(row, 0), rows_.index(row, column_count - 1));
-    table_.selectionModel()->select(selection, QItemSelectionModel::ClearAndSelect);
-}
+void OfflineWindow::choose_folder() { open_chooser("Make a folder available offline", QFileDialog::Directory); }
 
-void OfflineWindow::choose_files() {
-    const MountState* m = model_->find(socket_);
-    if (m)
-        add_local_paths(QFileDialog::getOpenFileNames(this, "Make available offline", m->mountpoint));
-}
-
-void OfflineWindow::choose_folder() {
+void OfflineWindow::open_chooser(const QString& title, QFileDialog::FileMode mode) {
     const MountState* m = model_->find(socket_);
     if (!m)
         return;
-    const QString dir = QFileDialog::getExistingDirectory(this, "Make available offline", m->mountpoint);
-    if (!dir.isEmpty())
-        add_local_paths({dir});
+    // Qt's own dialog, not the desktop's: the same on every desktop, and
+    // one a test can drive (a native or portal chooser is another process).
+    auto* chooser = new QFileDialog(this, title, m->mountpoint);
+    chooser->setOption(QFileDialog::DontUseNativeDialog);
+    chooser->setFileMode(mode);
+    if (mode == QFileDialog::Directory)
+        chooser->setOption(QFileDialog::ShowDirsOnly);
+    chooser->setAttribute(Qt::WA_DeleteOnClose);
+    connect(chooser, &QFileDialog::filesSelected, this, &OfflineWindow::add_local_paths);
+    chooser->open();
 }
 
 void OfflineWindow::add_local_paths(const QStringList& local_paths) {
@@ -142,9 +120,7 @@ void OfflineWindow::add_local_paths(const QStringList& local_paths) {
 }
 
 void OfflineWindow::remove_selected() {
-    QStringList paths;
-    for (const QModelIndex& index : table_.selectionModel()->selectedRows(path_col))
-        paths << index.data(kPathRole).toString();
+    const QStringList paths = table_.selected_paths();
     if (!paths.isEmpty())
         model_->unpin(socket_, paths, [this](const QJsonObject& r, const QString& e) { show_result(r, e); });
 }

@@ -11,13 +11,18 @@
 #include "ui/tray.h"
 
 #include <QAction>
+#include <QApplication>
 #include <QDesktopServices>
+#include <QDialogButtonBox>
 #include <QDir>
 #include <QElapsedTimer>
+#include <QFileDialog>
 #include <QFileInfo>
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QPointer>
+#include <QPushButton>
 #include <QTest>
 #include <QThread>
 #include <QUrl>
@@ -68,6 +73,17 @@ bool wait_until_watched(const MountsModel& model, const MountFixture& m) {
         QTest::qWait(20);
     QTest::qWait(300);  // the events long poll learns where the stream is
     return seen(model, m).alive;
+}
+
+// Presses a chooser's Open (or Choose) button, as a person does; false when
+// it has none or it is disabled.
+bool press_open(QFileDialog* chooser) {
+    const auto* box = chooser->findChild<QDialogButtonBox*>();
+    QPushButton* open = box ? box->button(QDialogButtonBox::Open) : nullptr;
+    if (!open || !open->isEnabled())
+        return false;
+    open->click();
+    return true;
 }
 
 } // namespace
@@ -170,30 +186,55 @@ private slots:
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
-    // Add… and Remove in the Available offline window pin and unpin in the
-    // daemon; the window shows the pin fetched and the mount ready.
+    // Add files… and Add folder… open choosers at the mount point; what is
+    // chosen in them is pinned in the daemon and listed in the window, and
+    // Remove unpins. The window shows the pins fetched and the mount ready.
     void pins_are_added_and_removed_through_the_window() {
         MountFixture m;
         QVERIFY(QDir().mkpath(m.direct("docs/deep")));
         QVERIFY(write_file(m.direct("docs/deep/a.bin"), random_bytes(1 << 20, 3)));
         QVERIFY(put_text(m.direct("docs/notes.txt"), "notes\n"));
         QVERIFY(put_text(m.direct("loose.txt"), "loose\n"));
+        QVERIFY(put_text(m.direct("other.txt"), "other\n"));
         QVERIFY2(m.mount(), qPrintable(m.error()));
 
         MountsModel model;
         QVERIFY(wait_until_watched(model, m));
         OfflineWindow window(&model, seen(model, m).socket);
         window.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&window));
         QVERIFY2(window.summary().startsWith("Nothing is pinned"), qPrintable(window.summary()));
 
-        window.add_local_paths({m.at("docs"), m.at("loose.txt")});
-        QTRY_COMPARE_WITH_TIMEOUT(pinned_paths(m), (QStringList{"/docs", "/loose.txt"}), 5000);
-        QTRY_COMPARE_WITH_TIMEOUT(window.listed_paths(), (QStringList{"/docs", "/loose.txt"}), 2000);
+        // Two files, named in the chooser's name field as a person types them.
+        window.add_files_button()->click();
+        QPointer<QFileDialog> files;
+        QTRY_VERIFY_WITH_TIMEOUT(files = qobject_cast<QFileDialog*>(QApplication::activeModalWidget()), 2000);
+        QCOMPARE(files->directory().absolutePath(), m.mountpoint());
+        QCOMPARE(files->fileMode(), QFileDialog::ExistingFiles);
+        files->selectFile(R"("loose.txt" "other.txt")");
+        QCOMPARE(files->selectedFiles(), (QStringList{m.at("loose.txt"), m.at("other.txt")}));
+        QVERIFY(press_open(files));
+        QTRY_VERIFY_WITH_TIMEOUT(files.isNull(), 2000);  // closed and gone
+        QTRY_COMPARE_WITH_TIMEOUT(pinned_paths(m), (QStringList{"/loose.txt", "/other.txt"}), 5000);
+        QTRY_COMPARE_WITH_TIMEOUT(window.listed_paths(), (QStringList{"/loose.txt", "/other.txt"}), 2000);
+
+        // A folder, and with it what is inside.
+        window.add_folder_button()->click();
+        QPointer<QFileDialog> folder;
+        QTRY_VERIFY_WITH_TIMEOUT(folder = qobject_cast<QFileDialog*>(QApplication::activeModalWidget()), 2000);
+        QCOMPARE(folder->directory().absolutePath(), m.mountpoint());
+        QCOMPARE(folder->fileMode(), QFileDialog::Directory);
+        folder->selectFile(m.at("docs"));
+        QCOMPARE(folder->selectedFiles(), QStringList{m.at("docs")});
+        QVERIFY(press_open(folder));
+        QTRY_VERIFY_WITH_TIMEOUT(folder.isNull(), 2000);
+        QTRY_COMPARE_WITH_TIMEOUT(pinned_paths(m), (QStringList{"/docs", "/loose.txt", "/other.txt"}), 5000);
+        QTRY_COMPARE_WITH_TIMEOUT(window.listed_paths(), (QStringList{"/loose.txt", "/other.txt", "/docs"}), 2000);
         QTRY_VERIFY2_WITH_TIMEOUT(window.summary().startsWith("Ready to go offline"), qPrintable(window.summary()),
                                   10000);
-        QCOMPARE(seen(model, m).pinned_total_bytes, qint64((1 << 20) + 6 + 6));
+        QCOMPARE(seen(model, m).pinned_total_bytes, qint64((1 << 20) + 6 + 6 + 6));
 
-        window.select_paths({"/docs"});
+        window.select_paths({"/docs", "/other.txt"});
         window.remove_selected();
         QTRY_COMPARE_WITH_TIMEOUT(pinned_paths(m), QStringList{"/loose.txt"}, 5000);
         QTRY_COMPARE_WITH_TIMEOUT(window.listed_paths(), QStringList{"/loose.txt"}, 2000);
