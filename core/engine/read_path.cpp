@@ -166,7 +166,9 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
             counters.bytes_downloaded += got;
             for (const auto& g : *mine) {
                 g->failed |= e != Errc::ok;
-                if (--g->remaining == 0 && !g->failed && !folio.stale)
+                // Not while a truncate runs: its drop of the cached tail
+                // may already be done, and these bytes may be older.
+                if (--g->remaining == 0 && !g->failed && !folio.stale && !node->data.truncating)
                     if (std::byte* copy = queue_fill_locked(*g))
                         std::memcpy(copy, folio.data + (g->start - folio.pos), g->length);
             }

@@ -331,6 +331,15 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         changed.wait(lock, [&] { return !d.truncating; });
         d.truncating = true;
         changed.wait(lock, [&] { return d.writing.empty(); });
+        // A read in flight past the new end brings bytes the truncate is
+        // about to remove: neither the folio nor the cache may keep them
+        // (a later extension must read zeros there, not the old bytes).
+        auto it = d.folios.upper_bound(size);
+        if (it != d.folios.begin())
+            --it;
+        for (; it != d.folios.end(); ++it)
+            if (it->second->busy && it->second->end() > size)
+                it->second->stale = true;
     }
     drop_cached(node->cache_object, size, UINT64_MAX - granule);
     change.mask |= SetAttr::kSize;

@@ -1,11 +1,13 @@
 // A wrapper that records the data RPCs an engine sends to a real backend,
 // so unit tests can check how requests were split, gathered and retried.
-// It changes nothing: every call goes to the wrapped backend.
+// It changes nothing: every call goes to the wrapped backend, after an
+// optional hook that may hold it (to stage a race).
 #pragma once
 
 #include "core/backend/backend.h"
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -13,7 +15,7 @@
 namespace netfs::test {
 
 struct Rpc {
-    enum Kind { read, write, fsync } kind;
+    enum Kind { read, write, fsync, setattr } kind;
     std::uint64_t offset = 0;
     std::uint64_t length = 0;
 };
@@ -21,8 +23,19 @@ struct Rpc {
 class RpcLog {
 public:
     void add(Rpc rpc) {
+        std::function<void(const Rpc&)> hook;
+        {
+            std::lock_guard lock(mu_);
+            rpcs_.push_back(rpc);
+            hook = hook_;
+        }
+        if (hook)
+            hook(rpc);  // outside the lock: it may wait
+    }
+    // Called (on the calling thread) before each recorded call goes on.
+    void set_hook(std::function<void(const Rpc&)> hook) {
         std::lock_guard lock(mu_);
-        rpcs_.push_back(rpc);
+        hook_ = std::move(hook);
     }
     std::vector<Rpc> take() {
         std::lock_guard lock(mu_);
@@ -41,6 +54,7 @@ public:
 private:
     std::mutex mu_;
     std::vector<Rpc> rpcs_;
+    std::function<void(const Rpc&)> hook_;
 };
 
 class RecordingFile : public BackendFile {
@@ -102,7 +116,10 @@ public:
     Errc rename(const std::string& f, const std::string& t, unsigned flags) override {
         return inner_->rename(f, t, flags);
     }
-    Errc setattr(const std::string& p, const SetAttr& c, Attr& out) override { return inner_->setattr(p, c, out); }
+    Errc setattr(const std::string& p, const SetAttr& c, Attr& out) override {
+        log_.add({Rpc::setattr, c.size, 0});
+        return inner_->setattr(p, c, out);
+    }
     Errc statfs(StatFs& out) override { return inner_->statfs(out); }
 
 private:

@@ -13,6 +13,10 @@
 #include <QElapsedTimer>
 #include <QTest>
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -561,6 +565,73 @@ private slots:
         auto h = r->open("p", O_RDONLY);
         QVERIFY(r->read(h, 0, data.size()) == data);
         r->engine->release(0, h);
+    }
+
+    // A read of bytes past a truncate's new end that completes while the
+    // truncate is on its way to the remote must not be cached: its bytes
+    // are the old ones, and a later extension must read zeros there.
+    void a_read_racing_a_truncate_leaves_no_stale_granule() {
+        auto data = random_bytes(1 << 20, 38);
+        put_file(remote_dir_.path() + "/race", data);
+        auto r = rig("rsize=65536&max_in_flight=4");
+        Ino ino = 0;
+        auto h = r->open("race", O_RDWR, &ino);
+        std::mutex mu;
+        std::condition_variable cv;
+        bool read_waiting = false, release_read = false, setattr_waiting = false, release_setattr = false;
+        r->log.set_hook([&](const Rpc& rpc) {
+            std::unique_lock lock(mu);
+            if (rpc.kind == Rpc::read && rpc.offset >= (512u << 10) && !release_read) {
+                read_waiting = true;
+                cv.notify_all();
+                cv.wait(lock, [&] { return release_read; });
+            } else if (rpc.kind == Rpc::setattr && !release_setattr) {
+                setattr_waiting = true;
+                cv.notify_all();
+                cv.wait(lock, [&] { return release_setattr; });
+            }
+        });
+        std::thread reader([&] { r->read(h, 512 << 10, 64 << 10); });  // old bytes, whatever it returns
+        {
+            std::unique_lock lock(mu);
+            QVERIFY(cv.wait_for(lock, std::chrono::seconds(5), [&] { return read_waiting; }));
+        }
+        SetAttr shrink;
+        shrink.mask = SetAttr::kSize;
+        shrink.size = 100 << 10;
+        Attr attr;
+        Errc shrunk = Errc::io;
+        std::thread truncater([&] { shrunk = r->engine->setattr(ino, shrink, h, attr); });
+        {
+            std::unique_lock lock(mu);
+            QVERIFY(cv.wait_for(lock, std::chrono::seconds(5), [&] { return setattr_waiting; }));
+            release_read = true;  // the old bytes arrive while the truncate is under way
+            cv.notify_all();
+        }
+        QTest::qWait(200);  // the read completes (and is retried) meanwhile
+        {
+            std::lock_guard lock(mu);
+            release_setattr = true;
+            cv.notify_all();
+        }
+        truncater.join();
+        reader.join();
+        QCOMPARE(shrunk, Errc::ok);
+        SetAttr grow = shrink;
+        grow.size = 1 << 20;
+        QCOMPARE(r->engine->setattr(ino, grow, h, attr), Errc::ok);
+        r->engine->release(0, h);
+        QVERIFY(r->engine->shutdown() == Errc::ok);
+        r.reset();
+
+        auto want = slice(data, 0, 100 << 10);
+        want.resize(1 << 20, std::byte(0));
+        QVERIFY(file_bytes(remote_dir_.path() + "/race") == want);
+        auto fresh = rig();  // no folios: the bytes come from the cache or the remote
+        auto h2 = fresh->open("race", O_RDONLY);
+        const auto got = fresh->read(h2, 0, 1 << 20);
+        QVERIFY2(got == want, "bytes past the truncate came back from the cache");
+        fresh->engine->release(0, h2);
     }
 
     void writes_and_remote_changes_never_leave_stale_granules() {
