@@ -353,8 +353,14 @@ void on_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     fuse_reply_err(req, 0);
 }
 
-// Directory changes reach the remote synchronously: nothing is left to sync.
-void on_fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+// Online, directory changes reach the remote before they are answered;
+// offline, they are logged and synced at the latest here.
+void on_fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+    const Errc e = engine_of(req).fsyncdir();
+    if (e != Errc::ok)
+        return reply_error(req, e);
+    fuse_reply_err(req, 0);
+}
 
 // ---- files ------------------------------------------------------------------
 

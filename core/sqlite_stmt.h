@@ -1,15 +1,56 @@
-// A prepared SQLite statement that resets itself after use: the one wrapper
-// the cache's store and the sync component's log share.
+// A prepared SQLite statement that resets itself after use, and the wait
+// for a busy database: what the cache's store and the sync component's log
+// share (two connections to one database file).
 #pragma once
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
+#include <thread>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace netfs {
+
+// When a connection's write-ahead log hook (sqlite3_wal_hook, which both
+// connections use to sync the cache's data before a checkpoint syncs the
+// log) should checkpoint. SQLite's automatic checkpoint runs at every
+// commit once the log holds 1000 frames, and so syncs at every commit while
+// a reader of the other connection keeps the log from starting over: one
+// checkpoint per 1000 frames appended instead.
+inline bool wal_checkpoint_due(int frames, int& checkpointed_at) {
+    if (frames < checkpointed_at)
+        checkpointed_at = 0;  // the log started over
+    if (frames - checkpointed_at < 1000)
+        return false;
+    checkpointed_at = frames;
+    return true;
+}
+
+// Waits for the other connection's write transaction for up to `timeout`.
+// SQLite's own busy timeout sleeps at least a millisecond each time, and
+// the store's and the log's transactions, which take tens of microseconds,
+// meet on every offline write: polled every 20 microseconds at first, a
+// wait costs what the other transaction takes, not a millisecond.
+inline void wait_when_busy(sqlite3* db, std::chrono::milliseconds timeout) {
+    sqlite3_busy_handler(
+        db,
+        [](void* arg, int attempt) -> int {
+            thread_local std::chrono::steady_clock::time_point first;
+            const auto now = std::chrono::steady_clock::now();
+            if (attempt == 0)
+                first = now;
+            const auto limit = std::chrono::milliseconds(reinterpret_cast<std::intptr_t>(arg));
+            if (now - first >= limit)
+                return 0;  // SQLITE_BUSY to the caller
+            std::this_thread::sleep_for(attempt < 100 ? std::chrono::microseconds(20)
+                                                      : std::chrono::microseconds(1000));
+            return 1;
+        },
+        reinterpret_cast<void*>(static_cast<std::intptr_t>(timeout.count())));
+}
 
 // A prepared statement that resets itself after use.
 class Stmt {

@@ -155,6 +155,33 @@ struct Replica::Impl {
     int depth = 0;        // nested begin()s; the outermost one is SQLite's transaction
     bool doomed = false;  // an inner step failed: the outermost commit rolls back
     bool durable = true;  // the outermost transaction syncs at commit
+    // When the oldest commit not yet synced was made (durable mode only;
+    // zero: everything committed is on disk).
+    std::chrono::steady_clock::time_point unsynced_since{};
+    std::function<void()> before_sync;  // Replica::set_before_sync
+    bool relaxed_commit = false;        // the commit under way does not sync
+    bool forced_sync = false;           // flush(): this commit syncs, in any mode
+
+    // Before every commit: one that syncs the log must find the cache's
+    // data synced already.
+    static int on_commit(void* arg) {
+        auto& s = *static_cast<Impl*>(arg);
+        if (((s.durable && !s.relaxed_commit) || s.forced_sync) && s.before_sync)
+            s.before_sync();
+        return 0;
+    }
+    // Checkpoints (they sync the log) run here, after the cache's data,
+    // instead of SQLite's automatic ones.
+    static int on_wal(void* arg, sqlite3* db, const char* name, int frames) {
+        auto& s = *static_cast<Impl*>(arg);
+        if (wal_checkpoint_due(frames, s.checkpointed_at)) {
+            if (s.before_sync)
+                s.before_sync();
+            sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        }
+        return SQLITE_OK;
+    }
+    int checkpointed_at = 0;  // the log's length at the last checkpoint
 
     bool begin() { return depth++ > 0 || exec("BEGIN IMMEDIATE"); }
     bool commit() {
@@ -283,7 +310,9 @@ std::unique_ptr<Replica> Replica::open(const std::string& db_path, std::string& 
         message = "cannot open the replica in " + db_path + ": " + sqlite3_errmsg(s.db);
         return nullptr;
     }
-    sqlite3_busy_timeout(s.db, 10000);
+    wait_when_busy(s.db, std::chrono::seconds(10));
+    sqlite3_commit_hook(s.db, &Impl::on_commit, &s);
+    sqlite3_wal_hook(s.db, &Impl::on_wal, &s);
     if (!s.exec(("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                  "CREATE TABLE IF NOT EXISTS replica_names(path TEXT PRIMARY KEY, parent TEXT NOT NULL, oid INTEGER NOT NULL,"
                  " listed INTEGER NOT NULL DEFAULT 0, target TEXT NOT NULL DEFAULT '', " +
@@ -324,9 +353,12 @@ void Replica::set_durable(bool durable) {
 
 Replica::Transaction::Transaction(Replica& replica, bool durable) : replica_(replica), lock_(replica.impl_->mu) {
     Impl& s = *replica_.impl_;
-    relaxed_ = s.depth == 0 && !durable && s.durable;
-    if (relaxed_)
+    outermost_ = s.depth == 0;
+    relaxed_ = outermost_ && !durable && s.durable;
+    if (relaxed_) {
         s.exec("PRAGMA synchronous=NORMAL");
+        s.relaxed_commit = true;
+    }
     s.begin();
 }
 
@@ -338,8 +370,14 @@ Errc Replica::Transaction::commit() {
     open_ = false;
     Impl& s = *replica_.impl_;
     const bool ok = s.commit();
-    if (relaxed_)
+    if (relaxed_) {
+        s.relaxed_commit = false;
         s.exec("PRAGMA synchronous=FULL");
+        if (ok && s.unsynced_since == std::chrono::steady_clock::time_point{})
+            s.unsynced_since = std::chrono::steady_clock::now();
+    } else if (ok && outermost_ && s.durable) {
+        s.unsynced_since = {};  // a synced commit syncs every one before it
+    }
     return ok ? Errc::ok : Errc::io;
 }
 
@@ -350,8 +388,10 @@ Errc Replica::Transaction::finish(Errc outcome) {
         open_ = false;
         Impl& s = *replica_.impl_;
         s.rollback();
-        if (relaxed_)
+        if (relaxed_) {
+            s.relaxed_commit = false;
             s.exec("PRAGMA synchronous=FULL");
+        }
     }
     return outcome;
 }
@@ -362,10 +402,29 @@ Errc Replica::flush() {
     // A synced commit syncs the write-ahead log, with every commit before it.
     if (!s.durable)
         s.exec("PRAGMA synchronous=FULL");
+    s.forced_sync = true;
     const bool ok = s.exec("UPDATE flushes SET n = n + 1");
+    s.forced_sync = false;
     if (!s.durable)
         s.exec("PRAGMA synchronous=NORMAL");
+    if (ok)
+        s.unsynced_since = {};
     return ok ? Errc::ok : Errc::io;
+}
+
+void Replica::set_before_sync(std::function<void()> before_sync) {
+    std::lock_guard lock(impl_->mu);
+    impl_->before_sync = std::move(before_sync);
+}
+
+Errc Replica::flush_older_than(std::chrono::milliseconds age) {
+    {
+        std::lock_guard lock(impl_->mu);
+        const auto since = impl_->unsynced_since;
+        if (since == std::chrono::steady_clock::time_point{} || std::chrono::steady_clock::now() - since < age)
+            return Errc::ok;
+    }
+    return flush();
 }
 
 void Replica::saw(const std::string& path, const Attr& attr, const std::string& target) {

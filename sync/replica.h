@@ -22,6 +22,8 @@
 
 #include "core/backend/backend.h"
 
+#include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -192,8 +194,13 @@ public:
     // Several calls as one SQLite transaction (one sync instead of one per
     // call), on this thread; other threads wait. Committed by commit() or
     // at the end of its scope; `durable` false: not synced at commit (a
-    // later flush() or durable commit makes it so), for writes whose
-    // durability POSIX only promises at fsync.
+    // later flush() or durable commit makes it so), for changes whose
+    // durability POSIX only promises at fsync: an offline change is on disk
+    // when fsync (of the file or its directory) returns, and within about a
+    // second otherwise (flush_older_than), like a local filesystem's
+    // journal commit. A crash of the daemon alone loses none of them (the
+    // commit is in the write-ahead log); a crash of the machine loses at
+    // most that last second, as a consistent prefix of the changes.
     class Transaction {
     public:
         explicit Transaction(Replica& replica, bool durable = true);
@@ -209,10 +216,18 @@ public:
         Replica& replica_;
         std::unique_lock<std::recursive_mutex> lock_;
         bool open_ = true;
+        bool outermost_ = false;
         bool relaxed_ = false;  // the outermost one, and not durable
     };
     // Makes every committed change durable (fsync of a file changed here).
     Errc flush();
+    // Called before anything of this connection syncs the database's
+    // write-ahead log (a synced commit, a checkpoint): the cache's unsynced
+    // data (CacheStore::Sync::later) must be on disk before rows of the
+    // same log that point at it.
+    void set_before_sync(std::function<void()> before_sync);
+    // flush() when a change committed without a sync is older than `age`.
+    Errc flush_older_than(std::chrono::milliseconds age);
 
 private:
     Replica() = default;

@@ -183,6 +183,10 @@ ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect,
     // Changes left in the log by an earlier run are the truth until reintegrated.
     mode_ = remote_ && replica_->pending_count() == 0 ? SyncMode::connected : SyncMode::disconnected;
     replica_->set_durable(mode_ != SyncMode::connected);
+    // Offline writes leave their granules unsynced until a flush; the log
+    // shares the cache's database and must not sync rows before that data.
+    if (cache_)
+        replica_->set_before_sync([cache = cache_.get()] { cache->sync_packs(); });
 }
 
 ReplicaBackend::~ReplicaBackend() { stop(); }
@@ -209,6 +213,10 @@ void ReplicaBackend::stop() {
         pin_thread_.join();
     if (list_thread_.joinable())
         list_thread_.join();
+    replica_->flush_older_than(std::chrono::milliseconds(0));  // an unmount leaves every change on disk
+    if (cache_)
+        cache_->sync_data();
+    replica_->set_before_sync({});  // the cache may go first now
 }
 
 // ---- pinning ----------------------------------------------------------------
@@ -650,6 +658,12 @@ Errc ReplicaBackend::readlink(const std::string& path, std::string& target) {
     return Errc::ok;
 }
 
+Errc ReplicaBackend::sync_namespace() {
+    if (auto r = online())
+        return r->sync_namespace();
+    return replica_->flush();
+}
+
 Errc ReplicaBackend::statfs(StatFs& out) {
     if (auto r = online()) {
         const Errc e = r->statfs(out);
@@ -680,7 +694,9 @@ Errc ReplicaBackend::mkdir(const std::string& path, std::uint32_t mode, Attr& at
         return unknown(parent_of(path));
     if (replica_->name(path))
         return Errc::exists;
-    Replica::Transaction tx(*replica_);  // one sync for the whole change
+    // One transaction for the whole change, synced at the next fsync or
+    // within a second (Replica::Transaction): as on a local disk.
+    Replica::Transaction tx(*replica_, false);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFDIR | (mode & 07777), oid);
     if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
@@ -706,7 +722,7 @@ Errc ReplicaBackend::symlink(const std::string& target, const std::string& path,
         return unknown(parent_of(path));
     if (replica_->name(path))
         return Errc::exists;
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFLNK | 0777, oid);
     attr.size = target.size();
@@ -740,7 +756,7 @@ Errc ReplicaBackend::link(const std::string& existing, const std::string& path, 
     attr = n->attr;
     attr.nlink++;
     attr.ctime = now_ts();
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (Errc e = replica_->add_name(path, attr, n->target, false, n->oid); e != Errc::ok)
         return tx.finish(e);
     replica_->set_attr(path, attr);
@@ -765,7 +781,7 @@ Errc ReplicaBackend::unlink(const std::string& path) {
         return unknown(path);
     if (S_ISDIR(n->attr.mode))
         return Errc::is_dir;
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
     return tx.finish(replica_->remove_name(path));
@@ -798,7 +814,7 @@ Errc ReplicaBackend::rmdir(const std::string& path) {
         return Errc::not_empty;
     if (!n->listed)
         return Errc::io;  // it may hold entries never seen here
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
     return tx.finish(replica_->remove_name(path));
@@ -831,7 +847,7 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
         return Errc::invalid;
     if (to == from)
         return Errc::ok;
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (auto old = replica_->name(to)) {
         if (flags & RENAME_NOREPLACE)
             return Errc::exists;
@@ -920,7 +936,7 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
         a.mtime = now;
     a.ctime = now;
     const std::uint32_t meta = change.mask & ~SetAttr::kSize;
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (meta) {
         auto object = replica_->object(n->oid);
         LoggedOp op;
@@ -1020,7 +1036,7 @@ Errc ReplicaBackend::create(const std::string& path, std::uint32_t mode, int fla
     }
     // The name and its store in one synced transaction; the content's cache
     // object comes with the first write (an empty file needs none).
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFREG | (mode & 07777), oid);
     if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
@@ -1061,7 +1077,8 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
     if (!cache_)
         return Errc::io;
     std::uint64_t ignored_version = 0;
-    if (Errc e = cache_->object(content_key(name.oid), Version{}, content, ignored_version); e != Errc::ok)
+    if (Errc e = cache_->object(content_key(name.oid), Version{}, content, ignored_version, CacheStore::Sync::later);
+        e != Errc::ok)
         return e;
     cache_->drop_from(content, 0);  // leftovers of an interrupted copy
     const std::uint64_t granule = cache_->granule_size();
@@ -1094,14 +1111,14 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
                 for (std::size_t k = 0; k < bytes.size(); ++k)
                     puts.push_back({content, i + 1 - bytes.size() + k, bytes[k], true, 0});
                 Errc error = Errc::ok;
-                cache_->put_many(puts, error);
+                cache_->put_many(puts, error, CacheStore::Sync::later);  // synced at fsync (flush)
                 if (error != Errc::ok)
                     return error;
                 bytes.clear();
             }
         }
     }
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (Errc e = replica_->set_content(name.oid, content); e != Errc::ok)
         return tx.finish(e);
     if (truncate && name.attr.size) {
@@ -1149,14 +1166,14 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
     auto object = replica_->object(oid);
     if (!n || !object)
         return Errc::bad_handle;
-    if (!object->content) {
+    const bool new_content = !object->content;
+    if (new_content) {
         // Made here and written for the first time: its content starts now.
         if (object->base.exists || n->attr.size != 0)
             return Errc::bad_handle;
         std::uint64_t version = 0;
-        if (Errc e = cache_->object(content_key(oid), Version{}, object->content, version); e != Errc::ok)
-            return e;
-        if (Errc e = replica_->set_content(oid, object->content); e != Errc::ok)
+        if (Errc e = cache_->object(content_key(oid), Version{}, object->content, version, CacheStore::Sync::later);
+            e != Errc::ok)
             return e;
     }
     const std::uint64_t granule = cache_->granule_size();
@@ -1186,7 +1203,7 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
             for (std::size_t k = 0; k < bytes.size(); ++k)
                 puts.push_back({object->content, index + 1 - bytes.size() + k, bytes[k], true, 0});
             Errc error = Errc::ok;
-            cache_->put_many(puts, error);
+            cache_->put_many(puts, error, CacheStore::Sync::later);
             if (error != Errc::ok)
                 return error;
             bytes.clear();
@@ -1197,8 +1214,11 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
     a.blocks = (new_size + 511) / 512;
     a.mtime = a.ctime = now_ts();
     // Not synced here: a write is durable at fsync (ReplicaFile::fsync
-    // flushes), as on a local disk; the granules above are synced already.
+    // flushes: the cache syncs the granules above first), as on a local disk.
     Replica::Transaction tx(*replica_, false);
+    if (new_content)
+        if (Errc e = replica_->set_content(oid, object->content); e != Errc::ok)
+            return tx.finish(e);
     if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
         return tx.finish(e);
     replica_->bump_content(oid);
@@ -1239,7 +1259,7 @@ Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
     a.size = size;
     a.blocks = (size + 511) / 512;
     a.mtime = a.ctime = now_ts();
-    Replica::Transaction tx(*replica_);
+    Replica::Transaction tx(*replica_, false);
     if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
         return tx.finish(e);
     replica_->bump_content(oid);
@@ -1303,6 +1323,15 @@ void ReplicaBackend::sync_loop() {
     std::unique_lock lock(mu_);
     while (!stopping_) {
         wake_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_ || sync_asked_; });
+        if (stopping_)
+            break;
+        // Offline changes committed without a sync reach the disk within
+        // about a second of their commit (Replica::Transaction).
+        lock.unlock();
+        if ((cache_ && cache_->sync_data() != Errc::ok) || replica_->flush_older_than(std::chrono::seconds(1)) != Errc::ok)
+            LOG_WARN("%s: could not sync the offline changes of the last second to the cache's database",
+                     description_.c_str());
+        lock.lock();
         if (stopping_)
             break;
         const bool asked = std::exchange(sync_asked_, false);

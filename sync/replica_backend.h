@@ -164,6 +164,7 @@ public:
     Errc rename(const std::string& from, const std::string& to, unsigned flags) override;
     Errc setattr(const std::string& path, const SetAttr& change, Attr& out) override;
     Errc statfs(StatFs& out) override;
+    Errc sync_namespace() override;
 
 private:
     friend class ReplicaFile;

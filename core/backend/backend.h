@@ -188,6 +188,10 @@ public:
     // Applies `change`; `out` receives the attributes afterwards.
     virtual Errc setattr(const std::string& path, const SetAttr& change, Attr& out) = 0;
     virtual Errc statfs(StatFs& out) = 0;
+    // Makes the namespace changes made so far durable (fsync of a
+    // directory). A remote that applies them on the server before it
+    // answers has nothing left to do.
+    virtual Errc sync_namespace() { return Errc::ok; }
 };
 
 } // namespace netfs

@@ -44,6 +44,7 @@ public:
     Errc rename(const std::string& from, const std::string& to, unsigned flags) override;
     Errc setattr(const std::string& path, const SetAttr& change, Attr& out) override;
     Errc statfs(StatFs& out) override;
+    Errc sync_namespace() override { return inner_->sync_namespace(); }
 
     // Called before each operation, from any thread. `length` is the byte
     // count of a read or write (0 otherwise) and may be lowered to make the

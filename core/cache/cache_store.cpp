@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
 #include <mutex>
 #include <utility>
 
@@ -79,6 +80,140 @@ struct CacheStore::Impl {
     // Bytes of live records, an upper bound: puts add, drops do not
     // subtract; recounted exactly whenever it crosses the limit.
     std::uint64_t stored_bytes = 0;
+    // Sync::later puts: pack files written and not yet synced (a mutex of
+    // their own: the other connection's hooks sync them too), and whether
+    // rows committed without a sync may be lost yet (then no dead record
+    // is punched: the row that still points at it could come back).
+    std::mutex unsynced_mu;
+    std::set<int> unsynced_fds;
+    bool rows_unsynced = false;
+    bool committing_later = false;  // a Sync::later commit: its data stays unsynced
+    bool synced_since_later = false;  // a synced commit came after the last later one
+    void sync_unsynced_packs() {
+        std::set<int> fds;
+        {
+            std::lock_guard lock(unsynced_mu);
+            fds.swap(unsynced_fds);
+        }
+        for (int fd : fds)
+            if (::fdatasync(fd) != 0)
+                LOG_WARN("cache: syncing a pack file failed: %s", std::strerror(errno));
+    }
+    // Runs `commit` (a statement in autocommit, or a whole transaction:
+    // SQLite refuses a new safety level inside one) without a sync.
+    template <typename Commit>
+    bool commit_later(Commit&& commit) {
+        exec("PRAGMA synchronous=NORMAL");
+        committing_later = true;
+        const bool ok = commit();
+        committing_later = false;
+        exec("PRAGMA synchronous=FULL");
+        if (ok) {
+            rows_unsynced = true;
+            synced_since_later = false;
+        }
+        return ok;
+    }
+    // Before every commit of this connection: a synced one must not make
+    // rows durable before the data they point at.
+    static int on_commit(void* arg) {
+        auto& s = *static_cast<Impl*>(arg);
+        if (!s.committing_later) {
+            s.sync_unsynced_packs();
+            s.synced_since_later = true;
+        }
+        return 0;  // go on with the commit
+    }
+    // After every commit: checkpoints (which sync the log) this connection
+    // runs itself, after the data, instead of SQLite's automatic ones.
+    static int on_wal(void* arg, sqlite3* db, const char* name, int frames) {
+        auto& s = *static_cast<Impl*>(arg);
+        if (wal_checkpoint_due(frames, s.checkpointed_at)) {
+            s.sync_unsynced_packs();
+            sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        }
+        return SQLITE_OK;
+    }
+    int checkpointed_at = 0;  // the log's length at the last checkpoint
+
+    // One batch of puts in one transaction: records written (and synced
+    // unless `later`), then the rows. Returns how many were stored; on a
+    // failure none are, and `error` says why.
+    std::size_t store_batch(std::span<const CacheStore::Put> puts, Errc& error, bool later) {
+        Impl& s = *this;
+        if (!s.exec("BEGIN IMMEDIATE")) {
+            error = Errc::io;
+            return 0;
+        }
+        auto abort = [&](Errc e) {
+            s.exec("ROLLBACK");
+            error = e;
+            return std::size_t(0);
+        };
+        struct Placed {
+            const Put* put;
+            std::uint64_t pack, offset, length;
+        };
+        std::vector<Placed> placed;
+        std::vector<int> synced;  // pack files written in this batch
+        std::map<std::int64_t, std::int64_t> pack_ends;  // and their sizes after it
+        Stmt version(s.db, "SELECT version FROM objects WHERE id = ?1");
+        for (const Put& p : puts) {
+            if (p.plain.size() > s.options.granule_size)
+                return abort(Errc::invalid);
+            version.bind(1, std::int64_t(p.object));
+            if (version.step() != SQLITE_ROW) {
+                version.reset();
+                continue;  // the object is gone
+            }
+            const auto v = std::uint64_t(version.col(0));
+            version.reset();
+            if (p.content_version && p.content_version != v)
+                continue;  // read under an older version: stale, not stored
+            if (s.codec->encode({p.object, p.index, v}, p.plain, s.next_nonce(), s.record) != Errc::ok)
+                return abort(Errc::io);
+            if (s.pack == 0 || s.pack_size + s.record.size() > s.options.pack_limit) {
+                s.pack++;
+                s.pack_size = 0;
+            }
+            pack_ends[s.pack] = std::int64_t(s.pack_size + s.record.size());
+            const int fd = s.pack_fd(s.pack);
+            if (fd < 0 || ::pwrite(fd, s.record.data(), s.record.size(), off_t(s.pack_size)) != ssize_t(s.record.size()))
+                return abort(from_errno(errno));
+            if (std::find(synced.begin(), synced.end(), fd) == synced.end())
+                synced.push_back(fd);
+            placed.push_back({&p, s.pack, s.pack_size, s.record.size()});
+            s.pack_size += s.record.size();
+        }
+        // Data first, synced; only then the rows that point at it. Or, later:
+        // synced before anything syncs the log (Impl::on_commit, on_wal).
+        if (later) {
+            std::lock_guard unsynced(s.unsynced_mu);
+            s.unsynced_fds.insert(synced.begin(), synced.end());
+        } else {
+            for (int fd : synced)
+                if (::fdatasync(fd) != 0)
+                    return abort(from_errno(errno));
+        }
+        bool ok = true;
+        for (const auto& [id, size] : pack_ends)
+            ok = ok && s.add_pack.bind(1, id).bind(2, size).run();
+        for (const Placed& pl : placed) {
+            ok = ok && s.upsert_granule.bind(1, std::int64_t(pl.put->object)).bind(2, std::int64_t(pl.put->index))
+                           .bind(3, std::int64_t(pl.pack)).bind(4, std::int64_t(pl.offset))
+                           .bind(5, std::int64_t(pl.length)).bind(6, std::int64_t(pl.put->plain.size()))
+                           .bind(7, pl.put->dirty ? 1 : 0).bind(8, s.now_use()).run();
+            s.stored_bytes += pl.length;
+        }
+        if (ok) {
+            s.record_uses();
+            s.cull_locked();
+        }
+        if (!ok || !s.exec("COMMIT"))
+            return abort(Errc::io);
+        return placed.size();
+    }
+
     // Granules read since the last put: their last use is recorded with the
     // next transaction, so a cache hit never waits for a sync of its own.
     std::vector<std::pair<std::uint64_t, std::uint64_t>> touched;
@@ -136,6 +271,11 @@ struct CacheStore::Impl {
     // Called after every commit that may have removed rows, outside any
     // transaction.
     void reclaim() {
+        if (rows_unsynced) {
+            if (!synced_since_later)
+                return;  // a later sync_data() or synced commit frees them
+            rows_unsynced = false;
+        }
         Stmt q(db, "SELECT rowid, pack, offset, length FROM dead ORDER BY pack, offset");
         std::int64_t last = 0;
         while (q.step() == SQLITE_ROW) {
@@ -272,6 +412,8 @@ struct CacheStore::Impl {
     int lock_fd = -1;  // flock'ed: one user of a cache at a time
 
     ~Impl() {
+        // Closing may checkpoint the log: the data first.
+        sync_unsynced_packs();
         for (auto& [id, fd] : pack_fds)
             ::close(fd);
         if (lock_fd >= 0)
@@ -396,7 +538,9 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         message = "cannot open the cache database " + db_path + ": " + sqlite3_errstr(rc);
         return Errc::io;
     }
-    sqlite3_busy_timeout(impl->db, 5000);
+    wait_when_busy(impl->db, std::chrono::seconds(5));
+    sqlite3_commit_hook(impl->db, &Impl::on_commit, impl.get());
+    sqlite3_wal_hook(impl->db, &Impl::on_wal, impl.get());
     if (!impl->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);"
                     "CREATE TABLE IF NOT EXISTS objects(id INTEGER PRIMARY KEY, remote TEXT NOT NULL UNIQUE,"
@@ -549,7 +693,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
 }
 
 Errc CacheStore::object(const std::string& remote_path, const Version& v, std::uint64_t& id,
-                        std::uint64_t& content_version) {
+                        std::uint64_t& content_version, Sync sync) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     Stmt& get = s.get_object;
@@ -577,8 +721,11 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
         return Errc::ok;
     }
     get.reset();
-    if (!s.insert_object.bind(1, remote_path).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
-             .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run())
+    auto insert = [&] {
+        return s.insert_object.bind(1, remote_path).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
+            .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
+    };
+    if (!(sync == Sync::later ? s.commit_later(insert) : insert()))
         return Errc::io;
     id = std::uint64_t(sqlite3_last_insert_rowid(s.db));
     content_version = 1;
@@ -602,17 +749,24 @@ Errc CacheStore::accept_version(std::uint64_t object, const Version& v) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     Stmt q(s.db, "UPDATE objects SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, change = ?5, file_id = ?6 WHERE id = ?1");
-    return q.bind(1, std::int64_t(object)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime)).bind(4, ns(v.ctime))
-                   .bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run()
-               ? Errc::ok
-               : Errc::io;
+    // Not synced: lost, the old version comes back and the next open finds
+    // it differs from the remote's, which drops what the cache holds.
+    return s.commit_later([&] {
+        return q.bind(1, std::int64_t(object)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
+            .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
+    }) ? Errc::ok : Errc::io;
 }
 
 Errc CacheStore::drop_range(std::uint64_t object, std::uint64_t first, std::uint64_t last) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     Stmt q(s.db, "DELETE FROM granules WHERE object = ?1 AND idx BETWEEN ?2 AND ?3");
-    if (!q.bind(1, std::int64_t(object)).bind(2, std::int64_t(first)).bind(3, std::int64_t(last)).run())
+    // Not synced: the bytes are being rewritten on the remote, whose new
+    // version (recorded after this, in the same log) decides; a drop lost
+    // in a crash leaves granules of a version the next open refuses.
+    if (!s.commit_later([&] {
+            return q.bind(1, std::int64_t(object)).bind(2, std::int64_t(first)).bind(3, std::int64_t(last)).run();
+        }))
         return Errc::io;
     s.reclaim();
     return Errc::ok;
@@ -686,7 +840,7 @@ Errc CacheStore::put(std::uint64_t object, std::uint64_t index, std::span<const 
     return stored == 1 ? Errc::ok : Errc::bad_handle;  // stale: read under an older version
 }
 
-std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
+std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sync) {
     Impl& s = *impl_;
     error = Errc::ok;
     if (s.metadata_only) {
@@ -720,73 +874,47 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error) {
         error = Errc::no_space;  // logged once above, at the transition
         return 0;
     }
-    if (!s.exec("BEGIN IMMEDIATE")) {
-        error = Errc::io;
-        return 0;
-    }
-    auto abort = [&](Errc e) {
-        s.exec("ROLLBACK");
-        error = e;
-        return std::size_t(0);
-    };
-    struct Placed {
-        const Put* put;
-        std::uint64_t pack, offset, length;
-    };
-    std::vector<Placed> placed;
-    std::vector<int> synced;  // pack files written in this batch
-    std::map<std::int64_t, std::int64_t> pack_ends;  // and their sizes after it
-    Stmt version(s.db, "SELECT version FROM objects WHERE id = ?1");
-    for (const Put& p : puts) {
-        if (p.plain.size() > s.options.granule_size)
-            return abort(Errc::invalid);
-        version.bind(1, std::int64_t(p.object));
-        if (version.step() != SQLITE_ROW) {
-            version.reset();
-            continue;  // the object is gone
+    const bool later = sync == Sync::later;
+    if (later && s.nonce_reserved - s.nonce_next < puts.size()) {
+        // The nonces these records use are reserved by a synced commit of
+        // their own first: a reservation lost with unsynced rows while the
+        // records reached the disk would hand the same nonces out again.
+        s.nonce_reserved = s.nonce_next + std::max<std::uint64_t>(kNonceBlock, puts.size());
+        if (!s.meta_put("nonce_next", &s.nonce_reserved, sizeof s.nonce_reserved)) {
+            error = Errc::io;
+            return 0;
         }
-        const auto v = std::uint64_t(version.col(0));
-        version.reset();
-        if (p.content_version && p.content_version != v)
-            continue;  // read under an older version: stale, not stored
-        if (s.codec->encode({p.object, p.index, v}, p.plain, s.next_nonce(), s.record) != Errc::ok)
-            return abort(Errc::io);
-        if (s.pack == 0 || s.pack_size + s.record.size() > s.options.pack_limit) {
-            s.pack++;
-            s.pack_size = 0;
-        }
-        pack_ends[s.pack] = std::int64_t(s.pack_size + s.record.size());
-        const int fd = s.pack_fd(s.pack);
-        if (fd < 0 || ::pwrite(fd, s.record.data(), s.record.size(), off_t(s.pack_size)) != ssize_t(s.record.size()))
-            return abort(from_errno(errno));
-        if (std::find(synced.begin(), synced.end(), fd) == synced.end())
-            synced.push_back(fd);
-        placed.push_back({&p, s.pack, s.pack_size, s.record.size()});
-        s.pack_size += s.record.size();
     }
-    // Data first, synced; only then the rows that point at it.
-    for (int fd : synced)
-        if (::fdatasync(fd) != 0)
-            return abort(from_errno(errno));
-    bool ok = true;
-    for (const auto& [id, size] : pack_ends)
-        ok = ok && s.add_pack.bind(1, id).bind(2, size).run();
-    for (const Placed& pl : placed) {
-        ok = ok && s.upsert_granule.bind(1, std::int64_t(pl.put->object)).bind(2, std::int64_t(pl.put->index))
-                       .bind(3, std::int64_t(pl.pack)).bind(4, std::int64_t(pl.offset))
-                       .bind(5, std::int64_t(pl.length)).bind(6, std::int64_t(pl.put->plain.size()))
-                       .bind(7, pl.put->dirty ? 1 : 0).bind(8, s.now_use()).run();
-        s.stored_bytes += pl.length;
+    if (!later) {
+        const std::size_t stored = s.store_batch(puts, error, false);
+        s.reclaim();
+        return stored;
     }
-    if (ok) {
-        s.record_uses();
-        s.cull_locked();
-    }
-    if (!ok || !s.exec("COMMIT"))
-        return abort(Errc::io);
-    s.reclaim();
-    return placed.size();
+    std::size_t stored = 0;
+    s.commit_later([&] {
+        stored = s.store_batch(puts, error, true);
+        return error == Errc::ok;
+    });
+    s.reclaim();  // after rows_unsynced is set: nothing this batch replaced is punched yet
+    return stored;
 }
+
+Errc CacheStore::sync_data() {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    if (!s.rows_unsynced) {
+        s.sync_unsynced_packs();
+        return Errc::ok;
+    }
+    // A synced commit: the data first (Impl::on_commit), then the log.
+    const std::uint64_t n = s.nonce_reserved;
+    if (!s.meta_put("nonce_next", &n, sizeof n))
+        return Errc::io;
+    s.reclaim();
+    return Errc::ok;
+}
+
+void CacheStore::sync_packs() { impl_->sync_unsynced_packs(); }
 
 Errc CacheStore::mark_clean(std::uint64_t object, std::uint64_t index) {
     std::lock_guard lock(impl_->mu);

@@ -71,6 +71,15 @@ struct CacheStats {
 
 class CacheStore {
 public:
+    // When a change is on disk. now: on return. later (offline writes,
+    // whose durability POSIX promises at fsync): at the next sync_data();
+    // the journal's order holds all the same: before anything syncs the
+    // write-ahead log (a synced commit of either connection, a checkpoint),
+    // the data written so far is synced, so no synced row ever points at
+    // data that is not; and no record such a put replaced is punched before
+    // the rows that dropped it are synced.
+    enum class Sync { now, later };
+
     // Opens or creates the cache in options.dir. On failure `message` says
     // what happened and what to do, in one line.
     static Errc open(const CacheOptions& options, std::unique_ptr<CacheStore>& out, std::string& message);
@@ -88,7 +97,7 @@ public:
     // dropped (dirty ones are kept: they are not on the remote yet) and the
     // object's content version moves on. `content_version` is that number.
     Errc object(const std::string& remote_path, const Version& version, std::uint64_t& id,
-                std::uint64_t& content_version);
+                std::uint64_t& content_version, Sync sync = Sync::now);
     // A change of attributes only (chmod, chown, utimens: a new ctime, maybe
     // mtime or change attribute) moved the object at `path` from `before`
     // to `after`: when the cache holds it at `before`, its content is still
@@ -108,6 +117,7 @@ public:
     // Many puts in one transaction with one sync of the data: what a
     // download of many granules wants. Returns how many were stored (a
     // stale one is skipped, not an error).
+    // (Sync::later: see Sync.)
     struct Put {
         std::uint64_t object = 0;
         std::uint64_t index = 0;
@@ -115,7 +125,14 @@ public:
         bool dirty = false;
         std::uint64_t content_version = 0;
     };
-    std::size_t put_many(std::span<const Put> puts, Errc& error);
+    std::size_t put_many(std::span<const Put> puts, Errc& error, Sync sync = Sync::now);
+    // Syncs the data of Sync::later puts, then the rows (one synced commit);
+    // frees the space of records they replaced. What fsync of an offline
+    // file waits for; cheap when nothing is pending.
+    Errc sync_data();
+    // The data of Sync::later puts only, synced: what must come before
+    // another connection to the database syncs the write-ahead log.
+    void sync_packs();
 
     // Drops granules first..last (inclusive): their bytes are being rewritten.
     Errc drop_range(std::uint64_t object, std::uint64_t first, std::uint64_t last);

@@ -748,6 +748,8 @@ Errc Engine::statfs(StatFs& out) {
     return e;
 }
 
+Errc Engine::fsyncdir() { return impl_->backend->sync_namespace(); }
+
 // ---- directories ----------------------------------------------------------
 
 Errc Engine::opendir(Ino ino, std::uint64_t& handle) {
@@ -820,7 +822,8 @@ void Engine::Impl::cache_object_of(const std::string& path, const Attr& attr, st
     object = content_version = 0;
     if (!cache || !S_ISREG(attr.mode))
         return;
-    if (cache->object(path, Version::of(attr), object, content_version) != Errc::ok) {
+    // Not synced: a lost row only makes the cache forget what it holds.
+    if (cache->object(path, Version::of(attr), object, content_version, CacheStore::Sync::later) != Errc::ok) {
         LOG_WARN("the cache could not look up %s; reading it from the remote", path.c_str());
         object = 0;
     }

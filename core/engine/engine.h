@@ -137,6 +137,8 @@ public:
     Errc rename(Ino parent, std::string_view name, Ino new_parent, std::string_view new_name,
                 unsigned flags);
     Errc statfs(StatFs& out);
+    // fsync of a directory: the namespace changes so far are durable.
+    Errc fsyncdir();
 
     // Directories. The listing is taken once at opendir.
     Errc opendir(Ino ino, std::uint64_t& handle);
