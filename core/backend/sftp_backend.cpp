@@ -1,47 +1,49 @@
 // sftp://: the remote reached over SSH through libssh2 1.10.
 //
-//   engine threads ──> SftpBackend ──> Pool ──> Connection 0: TCP + SSH session + libssh2's SFTP channel
-//                        SftpFile ─┘      │                  + a file channel + an extension channel
+//   engine threads ──> SftpBackend ──> Pool ──> Connection 0: TCP + SSH session + one SFTP channel
+//                        SftpFile ─┘      │
 //                                         ├──> Connection 1 ...
 //                                         └──> maintenance thread: connects, reconnects with
 //                                              back-off, heartbeats idle connections
 //
-// A libssh2 session is not thread-safe, so each Connection has one mutex.
-// Path requests (stat, readdir, rename...) go through libssh2's SFTP API
-// and hold it for their whole round trip; concurrency comes from the pool.
+// libssh2 carries the SSH session (handshake, host key, login, channels);
+// netfs speaks SFTP v3 on the channel itself (SftpChannel), because
+// libssh2's SFTP API waits for each request's answers before another
+// request can go out: a connection served one stat, rename or create at a
+// time, and one file's reads were one 1 MiB request per round trip (41
+// MB/s at 20 ms, against 99 MB/s for `ssh cat`; 26 small files stored per
+// second at 20 ms). On the channel, any number of requests of any threads
+// are in flight at once:
 //
-// File I/O goes through a second SFTP session on the same connection that
-// netfs speaks itself (FileChannel), because libssh2's API waits for each
-// request's answers before another request can go out, and keeps one
-// position per handle: one file's reads were one 1 MiB request per round
-// trip (41 MB/s at 20 ms, against 99 MB/s for `ssh cat`). On the file
-// channel a request is split into 64 KiB SFTP READs or WRITEs sent at once
-// (blocking, under the mutex), and its thread then lets the mutex go while
-// it waits: answers are taken in non-blocking mode by whichever waiter holds
-// the mutex and handed to the thread they belong to. So every request of
-// every thread is in flight together, as in sshfs. The file channel asks
-// for a 16 MiB receive window and a connection keeps at most 8 MiB of reads
-// asked for, so the server can always send its answers and never stops
-// reading requests (a sender blocked on the server's window under the
-// mutex relies on that).
+//   thread A:  LSTAT ─────────────────────────> (answer handed to A)
+//   thread B:     OPEN+LSTAT ───────────────────────> (both answers to B)
+//   thread C:        WRITE x16 ─────────────────────────────> (to C)
 //
-// With many requests in flight, stat and truncate are ordered against file
-// I/O by a gate in the pool (SizeGate: why is told there).
+// A request goes out in blocking mode under the connection's mutex (one
+// libssh2 session is not thread-safe); its thread then lets the mutex go
+// while it waits: answers are taken in non-blocking mode by whichever
+// waiter holds the mutex and handed to the thread they belong to
+// (Pool::await). A file request is split into 64 KiB READs or WRITEs sent
+// at once; a path request is one packet, or a few sent back to back when
+// a later one does not need the earlier one's answer (OpenSSH's server
+// answers one channel's requests in order: OPEN then LSTAT of the same
+// name describes the file just made). The channel asks for a 16 MiB
+// receive window and a connection keeps at most 8 MiB of reads asked for,
+// so the server can always send its answers and never stops reading
+// requests (a sender blocked on the server's window under the mutex relies
+// on that).
+//
+// With many requests in flight, size changes are ordered against file I/O
+// by a gate in the pool (SizeGate: why is told there).
 //
 // An open file is pinned to the connection it was opened on, and its
-// handle to that connection's file channel. SFTP has no inode numbers: the
+// handle to that connection's channel. SFTP has no inode numbers: the
 // handle is the only thing that names *this* file, and reopening the path
-// elsewhere (another connection, or another channel) after a rename or an
-// unlink would read or write a different file. Not needed either: one
-// channel carries as many requests of the file as the engine has in flight.
-// Only after a reconnect, when the old handle is gone with its session, is
-// a file reopened by its path (the one case where its identity cannot be kept).
-//
-// libssh2 1.10 has no API for OpenSSH's posix-rename@openssh.com,
-// hardlink@openssh.com and lsetstat@openssh.com extensions, nor does it say
-// which extensions the server offers. Each connection therefore opens a
-// third "sftp" subsystem channel on the same session and speaks the few
-// SFTP v3 packets those need itself (ExtChannel below).
+// elsewhere after a rename or an unlink would read or write a different
+// file. Not needed either: one channel carries as many requests of the
+// file as the engine has in flight. Only after a reconnect, when the old
+// handle is gone with its session, is a file reopened by its path (the one
+// case where its identity cannot be kept).
 #include "core/backend/sftp_backend.h"
 
 #include "core/log.h"
@@ -255,10 +257,19 @@ int knownhost_key_bit(int type) {
     }
 }
 
-// ---- the raw SFTP channel for OpenSSH extensions ---------------------------
+// ---- SFTP v3, as netfs speaks it ----------------------------------------------
 
-constexpr std::uint8_t kFxpInit = 1, kFxpVersion = 2, kFxpSymlink = 20, kFxpStatus = 101, kFxpExtended = 200,
+// Packet types (draft-ietf-secsh-filexfer-02) and OpenSSH's extensions.
+constexpr std::uint8_t kFxpInit = 1, kFxpVersion = 2, kFxpOpen = 3, kFxpClose = 4, kFxpRead = 5, kFxpWrite = 6,
+                       kFxpLstat = 7, kFxpFstat = 8, kFxpSetstat = 9, kFxpFsetstat = 10, kFxpOpendir = 11,
+                       kFxpReaddir = 12, kFxpRemove = 13, kFxpMkdir = 14, kFxpRmdir = 15, kFxpStat = 17,
+                       kFxpRename = 18, kFxpReadlink = 19, kFxpSymlink = 20, kFxpStatus = 101, kFxpHandle = 102,
+                       kFxpData = 103, kFxpName = 104, kFxpAttrs = 105, kFxpExtended = 200,
                        kFxpExtendedReply = 201;
+constexpr std::uint32_t kFxOk = 0, kFxEof = 1;
+constexpr std::uint32_t kAttrSize = 1, kAttrUidGid = 2, kAttrPermissions = 4, kAttrTimes = 8, kAttrExtended = 0x80000000u;
+// Status codes, open flags (LIBSSH2_FXF_*) and the attribute structure
+// (LIBSSH2_SFTP_ATTRIBUTES) are libssh2_sftp.h's, which match the wire.
 
 struct Packet {
     std::string bytes;
@@ -298,6 +309,10 @@ struct Reader {
         rest.remove_prefix(1);
         return v;
     }
+    std::uint64_t u64() {
+        const std::uint64_t hi = u32();
+        return (hi << 32) | u32();
+    }
     std::string_view str() {
         const std::uint32_t n = u32();
         if (!ok || rest.size() < n) {
@@ -310,154 +325,18 @@ struct Reader {
     }
 };
 
-// A second SFTP session on a connection, used only for the requests libssh2
-// 1.10 cannot make. Blocking, one request at a time: the connection's mutex
-// is held around every use.
-class ExtChannel {
-public:
-    ~ExtChannel() { close(); }
-
-    // Opens the channel and learns the server's extensions; false leaves
-    // the connection without them (the server may limit sessions).
-    bool open(LIBSSH2_SESSION* session) {
-        channel_ = libssh2_channel_open_session(session);
-        if (!channel_)
-            return false;
-        if (libssh2_channel_subsystem(channel_, "sftp") != 0) {
-            close();
-            return false;
-        }
-        Packet init;
-        init.u8(kFxpInit);
-        init.u32(3);
-        std::string reply;
-        if (!send(init) || !receive(reply)) {
-            close();
-            return false;
-        }
-        Reader r{reply};
-        if (r.u8() != kFxpVersion) {
-            close();
-            return false;
-        }
-        r.u32();  // the version
-        while (r.ok && !r.rest.empty()) {
-            const std::string name(r.str());
-            r.str();  // the extension's version string
-            if (r.ok)
-                extensions_.insert(name);
-        }
-        return true;
-    }
-
-    void close() {
-        if (channel_)
-            libssh2_channel_free(channel_);
-        channel_ = nullptr;
-    }
-
-    bool is_open() const { return channel_ != nullptr; }
-    bool offers(const std::string& name) const { return channel_ && extensions_.count(name); }
-    const std::set<std::string>& extensions() const { return extensions_; }
-
-    // Sends a request of `type` whose answer is a status: `status` is the
-    // SFTP status, the result a negative libssh2 error when the channel failed.
-    int call(std::uint8_t type, const Packet& arguments, unsigned long& status) {
-        Packet p;
-        p.u8(type);
-        const std::uint32_t id = ++next_id_;
-        p.u32(id);
-        p.bytes += arguments.bytes;
-        std::string reply;
-        if (!send(p))
-            return last_error_;
-        if (!receive(reply))
-            return last_error_;
-        Reader r{reply};
-        const std::uint8_t reply_type = r.u8();
-        if (r.u32() != id || !r.ok)
-            return LIBSSH2_ERROR_PROTO;
-        if (reply_type == kFxpExtendedReply) {
-            status = LIBSSH2_FX_OK;
-            return 0;
-        }
-        if (reply_type != kFxpStatus)
-            return LIBSSH2_ERROR_PROTO;
-        status = r.u32();
-        return r.ok ? 0 : LIBSSH2_ERROR_PROTO;
-    }
-
-private:
-    bool send(const Packet& p) {
-        Packet framed;
-        framed.u32(static_cast<std::uint32_t>(p.bytes.size()));
-        framed.bytes += p.bytes;
-        std::size_t done = 0;
-        while (done < framed.bytes.size()) {
-            const ssize_t n = libssh2_channel_write(channel_, framed.bytes.data() + done, framed.bytes.size() - done);
-            if (n < 0) {
-                last_error_ = static_cast<int>(n);
-                return false;
-            }
-            done += static_cast<std::size_t>(n);
-        }
-        return true;
-    }
-
-    bool read_exact(char* out, std::size_t n) {
-        std::size_t done = 0;
-        while (done < n) {
-            const ssize_t got = libssh2_channel_read(channel_, out + done, n - done);
-            if (got < 0) {
-                last_error_ = static_cast<int>(got);
-                return false;
-            }
-            if (got == 0) {  // end of the channel
-                last_error_ = LIBSSH2_ERROR_CHANNEL_CLOSED;
-                return false;
-            }
-            done += static_cast<std::size_t>(got);
-        }
-        return true;
-    }
-
-    bool receive(std::string& out) {
-        char header[4];
-        if (!read_exact(header, 4))
-            return false;
-        Reader r{std::string_view(header, 4)};
-        const std::uint32_t len = r.u32();
-        if (len > (1u << 20)) {
-            last_error_ = LIBSSH2_ERROR_PROTO;
-            return false;
-        }
-        out.assign(len, '\0');
-        return read_exact(out.data(), len);
-    }
-
-    LIBSSH2_CHANNEL* channel_ = nullptr;
-    std::set<std::string> extensions_;
-    std::uint32_t next_id_ = 0;
-    int last_error_ = 0;
-};
-
-// ---- the file channel: many requests in flight --------------------------------
-
-constexpr std::uint8_t kFxpOpen = 3, kFxpClose = 4, kFxpRead = 5, kFxpWrite = 6, kFxpFstat = 8, kFxpFsetstat = 10,
-                       kFxpHandle = 102, kFxpData = 103, kFxpAttrs = 105;
-constexpr std::uint32_t kFxOk = 0, kFxEof = 1;
-constexpr std::uint32_t kAttrSize = 1, kAttrUidGid = 2, kAttrPermissions = 4, kAttrTimes = 8, kAttrExtended = 0x80000000u;
+// ---- the channel: many requests in flight -------------------------------------
 
 // The data of one SFTP READ or WRITE: what the server's limits@openssh.com
 // allows (OpenSSH: 255 KiB) up to kChunk, else what every server must take
 // (SFTP v3 promises 32768-byte reads; libssh2 writes 30000 bytes).
 constexpr std::uint32_t kChunk = 64u << 10;
 constexpr std::uint32_t kSafeReadChunk = 32768, kSafeWriteChunk = 30000;
-// The receive window of a file channel, and how many bytes of reads a
+// The receive window of a channel, and how many bytes of reads a
 // connection keeps asked for at most: always less than the window, so the
 // server can always send every answer and never stops reading requests
 // (a blocking write under the connection's mutex waits on exactly that).
-constexpr std::uint32_t kFileWindow = 16u << 20;
+constexpr std::uint32_t kChannelWindow = 16u << 20;
 constexpr std::size_t kMaxReadsInFlight = 8u << 20;
 // A thread waiting for answers wakes this often to look for answers that
 // another thread's libssh2 call took off the socket meanwhile.
@@ -492,7 +371,7 @@ struct Reply {
     std::uint8_t type = 0;      // kFxpStatus, kFxpData, kFxpHandle, kFxpAttrs, ...
     std::uint32_t status = kFxOk;
     std::size_t got = 0;        // DATA: bytes received
-    std::string body;           // HANDLE, ATTRS, EXTENDED_REPLY: what follows the id
+    std::string body;           // HANDLE, ATTRS, NAME, EXTENDED_REPLY: what follows the id
 };
 
 Errc status_errc(const Reply& r) {
@@ -508,8 +387,7 @@ bool decode_attrs(Reader& r, LIBSSH2_SFTP_ATTRIBUTES& a) {
     a = {};
     const std::uint32_t flags = r.u32();
     if (flags & kAttrSize) {
-        const std::uint64_t hi = r.u32();
-        a.filesize = (hi << 32) | r.u32();
+        a.filesize = r.u64();
         a.flags |= LIBSSH2_SFTP_ATTR_SIZE;
     }
     if (flags & kAttrUidGid) {
@@ -535,19 +413,35 @@ bool decode_attrs(Reader& r, LIBSSH2_SFTP_ATTRIBUTES& a) {
     return r.ok;
 }
 
-// A third SFTP session on a connection that carries all file I/O, spoken
-// by netfs itself so that any number of requests, of any threads, are in
-// flight on it at once (libssh2's own SFTP API waits for each request's
-// answers before the next request can go out, and keeps one position per
-// handle). Requests go out in blocking mode; answers are taken in
-// non-blocking mode and handed to whichever thread waits for them
-// (Pool::await). Every member is used under the connection's mutex.
-class FileChannel {
+void encode_attrs(const LIBSSH2_SFTP_ATTRIBUTES& a, Packet& p) {
+    p.u32(static_cast<std::uint32_t>(a.flags));
+    if (a.flags & LIBSSH2_SFTP_ATTR_SIZE)
+        p.u64(a.filesize);
+    if (a.flags & LIBSSH2_SFTP_ATTR_UIDGID) {
+        p.u32(static_cast<std::uint32_t>(a.uid));
+        p.u32(static_cast<std::uint32_t>(a.gid));
+    }
+    if (a.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS)
+        p.u32(static_cast<std::uint32_t>(a.permissions));
+    if (a.flags & LIBSSH2_SFTP_ATTR_ACMODTIME) {
+        p.u32(static_cast<std::uint32_t>(a.atime));
+        p.u32(static_cast<std::uint32_t>(a.mtime));
+    }
+}
+
+// The SFTP session of a connection, spoken by netfs itself so that any
+// number of requests, of any threads, are in flight on it at once
+// (libssh2's own SFTP API waits for each request's answers before the next
+// request can go out, and keeps one position per handle). Requests go out
+// in blocking mode; answers are taken in non-blocking mode and handed to
+// whichever thread waits for them (Pool::await). Every member is used
+// under the connection's mutex.
+class SftpChannel {
 public:
-    ~FileChannel() { close(); }
+    ~SftpChannel() { close(); }
 
     bool open(LIBSSH2_SESSION* session) {
-        channel_ = libssh2_channel_open_ex(session, "session", sizeof "session" - 1, kFileWindow,
+        channel_ = libssh2_channel_open_ex(session, "session", sizeof "session" - 1, kChannelWindow,
                                            LIBSSH2_CHANNEL_PACKET_DEFAULT, nullptr, 0);
         if (!channel_)
             return false;
@@ -616,6 +510,7 @@ public:
 
     bool is_open() const { return channel_ != nullptr; }
     bool offers(const std::string& name) const { return channel_ && extensions_.count(name); }
+    const std::set<std::string>& extensions() const { return extensions_; }
 
     // Appends one request to `out`, its answer to go to `reply` (nullptr:
     // nobody waits for it).
@@ -913,16 +808,14 @@ class Pool;
 struct Connection {
     std::mutex mu;
     LIBSSH2_SESSION* session = nullptr;
-    LIBSSH2_SFTP* sftp = nullptr;
-    FileChannel files;
-    ExtChannel ext;
+    SftpChannel sftp;
     std::uint64_t generation = 0;  // bumped at each connect: handles of an older one are gone
     // When a request last used it; read without `mu` by the heartbeat.
     std::atomic<Clock::rep> last_used{0};
     void touch() { last_used = Clock::now().time_since_epoch().count(); }
     Clock::duration idle() const { return Clock::now().time_since_epoch() - Clock::duration(last_used.load()); }
 
-    // Bytes of reads asked for on `files` and not yet answered (at most
+    // Bytes of reads asked for on `sftp` and not yet answered (at most
     // kMaxReadsInFlight); under reads_mu, never held with `mu`.
     std::mutex reads_mu;
     std::condition_variable reads_cv;
@@ -942,11 +835,7 @@ struct Connection {
     // Frees the session. With `polite`, says goodbye first (only on a
     // working connection: on a dead one that would wait for the timeout).
     void teardown(bool polite) {
-        files.close();
-        ext.close();
-        if (sftp)
-            libssh2_sftp_shutdown(sftp);
-        sftp = nullptr;
+        sftp.close();
         if (session) {
             if (polite)
                 libssh2_session_disconnect(session, "netfs unmounting");
@@ -1388,14 +1277,8 @@ public:
     // connections go to the same server and share its fate) and returns
     // Errc::unreachable, which the engine retries.
     Errc fail(Connection& c, int rc) {
-        if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL && c.sftp) {
-            const unsigned long status = libssh2_sftp_last_error(c.sftp);
-            const Errc e = from_status(status);
-            if (e != Errc::unreachable)
-                return e;
-        } else if (session_survives(rc)) {
+        if (session_survives(rc))
             return rc == LIBSSH2_ERROR_ALLOC ? Errc::io : Errc::invalid;
-        }
         char* text = nullptr;
         libssh2_session_last_error(c.session, &text, nullptr, 0);
         lose_all(text ? text : "connection failed");
@@ -1423,44 +1306,49 @@ public:
         state_cv_.notify_all();
     }
 
-    // Sends `requests` (built by c.files.add for `replies`) on connection c
+    // Sends `requests` (built by c.sftp.add for `replies`) on connection c
     // of `generation` and waits for every answer. Returns with `lock` held:
     // ok once all are done (each Reply says how it went), else
     // Errc::unreachable or the error of a failed connection.
     Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
                   std::string_view requests, std::span<Reply> replies) {
-        if (!c.up || c.generation != generation || !c.files.is_open()) {
-            c.files.forget(replies);
+        return exchange(c, lock, generation, requests, replies, op_timeout_);
+    }
+
+private:
+    Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
+                  std::string_view requests, std::span<Reply> replies, milliseconds timeout) {
+        if (!c.up || c.generation != generation || !c.sftp.is_open()) {
+            c.sftp.forget(replies);
             return Errc::unreachable;
         }
         Batch batch;
         batch.remaining = replies.size();
         for (Reply& r : replies)
             r.batch = &batch;
-        if (const int rc = c.files.write_all(requests); rc < 0) {
-            c.files.forget(replies);
+        if (const int rc = c.sftp.write_all(requests); rc < 0) {
+            c.sftp.forget(replies);
             return fail(c, rc);
         }
         c.touch();
-        return await(c, lock, generation, replies, batch);
+        return await(c, lock, generation, replies, batch, timeout);
     }
 
-private:
     // c.mu is let go while nothing has arrived, so that other threads send
     // their requests and take their answers meanwhile: one waiter polls the
     // socket for everyone, the others sleep until their last answer is
     // handed to them (or the poller leaves and one of them takes over).
     Errc await(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation, std::span<Reply> replies,
-               Batch& batch) {
-        const auto deadline = Clock::now() + op_timeout_;
+               Batch& batch, milliseconds timeout) {
+        const auto deadline = Clock::now() + timeout;
         Errc result = Errc::ok;
         while (batch.remaining > 0) {
-            if (!c.up || c.generation != generation || !c.files.is_open()) {
+            if (!c.up || c.generation != generation || !c.sftp.is_open()) {
                 result = Errc::unreachable;
                 break;
             }
-            if (const int rc = c.files.pump(c.session, c.sock, deadline); rc < 0) {
-                c.files.forget(replies);
+            if (const int rc = c.sftp.pump(c.session, c.sock, deadline); rc < 0) {
+                c.sftp.forget(replies);
                 result = fail(c, rc);
                 break;
             }
@@ -1468,33 +1356,33 @@ private:
             if (batch.remaining == 0)
                 break;
             if (Clock::now() >= deadline) {
-                c.files.forget(replies);
-                lose_all("no answer within the timeout");
+                c.sftp.forget(replies);
+                lose_all("no answer within " + std::to_string(timeout.count()) + " ms");
                 result = Errc::unreachable;
                 break;
             }
-            if (!c.files.polling) {
-                c.files.polling = true;
+            if (!c.sftp.polling) {
+                c.sftp.polling = true;
                 pollfd p{c.sock, POLLIN, 0};
                 lock.unlock();
                 ::poll(&p, 1, static_cast<int>(kPollTick.count()));
                 lock.lock();
                 if (c.generation == generation)
-                    c.files.polling = false;
+                    c.sftp.polling = false;
             } else {
                 // The tick covers answers another thread's libssh2 call
                 // took off the socket.
-                c.files.sleeping.push_back(&batch);
+                c.sftp.sleeping.push_back(&batch);
                 batch.cv.wait_for(lock, kPollTick);
-                std::erase(c.files.sleeping, &batch);
+                std::erase(c.sftp.sleeping, &batch);
             }
         }
         if (result == Errc::ok && std::any_of(replies.begin(), replies.end(), [](const Reply& r) { return r.lost; }))
             result = Errc::unreachable;  // the channel closed under them
         if (result != Errc::ok)
-            c.files.forget(replies);
-        if (!c.files.polling && !c.files.sleeping.empty())
-            c.files.sleeping.front()->cv.notify_one();  // the next poller
+            c.sftp.forget(replies);
+        if (!c.sftp.polling && !c.sftp.sleeping.empty())
+            c.sftp.sleeping.front()->cv.notify_one();  // the next poller
         return result;
     }
 
@@ -1556,20 +1444,11 @@ private:
             return e;
         }
         libssh2_session_set_timeout(c.session, static_cast<long>(left()));
-        c.sftp = libssh2_sftp_init(c.session);
-        if (!c.sftp) {
+        if (!c.sftp.open(c.session)) {
             message = "the server refused an SFTP session (is its sftp subsystem enabled?)";
             c.teardown(false);
             return Errc::not_supported;
         }
-        if (!c.files.open(c.session)) {
-            message = "the server refused a second SFTP session on one connection (its MaxSessions must be 2 or more)";
-            c.teardown(false);
-            return Errc::not_supported;
-        }
-        if (!c.ext.open(c.session))
-            LOG_WARN("%s: no second SFTP channel: renames cannot replace files atomically",
-                     login.url.shown.c_str());
         libssh2_keepalive_config(c.session, 1, 2);
         libssh2_session_set_timeout(c.session, static_cast<long>(op_timeout_.count()));
         c.generation++;
@@ -1580,19 +1459,17 @@ private:
 
     // Is the connection still answering? One SFTP round trip with a short
     // timeout (a keepalive alone cannot tell: libssh2 does not wait for its
-    // reply). Caller holds c.mu.
-    bool heartbeat(Connection& c) {
+    // reply); any answer will do. Caller holds c.mu through `lock`.
+    bool heartbeat(Connection& c, std::unique_lock<std::mutex>& lock) {
         int next = 0;
         if (libssh2_keepalive_send(c.session, &next) != 0)
             return false;
-        libssh2_session_set_timeout(c.session, static_cast<long>(kHeartbeatTimeout.count()));
-        LIBSSH2_SFTP_ATTRIBUTES attrs;
-        const std::string& root = login_->root;
-        const int rc = libssh2_sftp_stat_ex(c.sftp, root.c_str(), static_cast<unsigned int>(root.size()),
-                                            LIBSSH2_SFTP_STAT, &attrs);
-        libssh2_session_set_timeout(c.session, static_cast<long>(op_timeout_.count()));
-        c.touch();
-        return rc == 0 || session_survives(rc);
+        Packet args;
+        args.str(login_->root);
+        Reply reply;
+        std::string request;
+        c.sftp.add(request, kFxpStat, args.bytes, &reply);
+        return exchange(c, lock, c.generation, request, {&reply, 1}, kHeartbeatTimeout) == Errc::ok;
     }
 
     void maintain() {
@@ -1629,7 +1506,7 @@ private:
                     }
                 } else if (c.up && c.idle() >= kHeartbeatIdle) {
                     std::unique_lock lock(c.mu, std::try_to_lock);
-                    if (lock.owns_lock() && c.up && !heartbeat(c)) {
+                    if (lock.owns_lock() && c.up && !heartbeat(c, lock)) {
                         lock.unlock();
                         lose_all("no answer to a heartbeat");
                     }
@@ -1674,7 +1551,147 @@ std::string join(const std::string& root, const std::string& path) {
     return root == "/" ? path : root + path;
 }
 
-unsigned int len(const std::string& s) { return static_cast<unsigned int>(s.size()); }
+// ---- requests -------------------------------------------------------------------
+
+std::string handle_of(const Reply& reply) {
+    Reader r{reply.body};
+    return std::string(r.str());
+}
+
+// The Errc of a request whose answer was not the one expected.
+Errc unexpected(const Reply& reply) {
+    const Errc e = status_errc(reply);
+    return e == Errc::ok ? Errc::io : e;
+}
+
+// The attributes in an ATTRS answer.
+Errc attrs_of(const Reply& reply, Attr& out) {
+    if (reply.type != kFxpAttrs)
+        return unexpected(reply);
+    Reader r{reply.body};
+    LIBSSH2_SFTP_ATTRIBUTES a{};
+    if (!decode_attrs(r, a))
+        return Errc::io;
+    out = to_attr(a);
+    return Errc::ok;
+}
+
+// The arguments of a request that names one path or handle.
+std::string name_args(std::string_view name) {
+    Packet p;
+    p.str(name);
+    return std::move(p.bytes);
+}
+
+// A connection held by one backend call, and the generation it had then.
+// The call's requests go out on the connection's channel and it waits for
+// their answers without holding the connection (Pool::exchange), so the
+// requests of every thread are in flight together. All of one call's
+// requests go to one connection: the server answers them in the order
+// sent, so requests go out back to back when a later one does not need an
+// earlier one's answer (OPEN then LSTAT of the name it creates).
+class ConnectionHold {
+public:
+    explicit ConnectionHold(Pool& pool) : pool_(pool) {}
+
+    Errc acquire() {
+        if (Errc e = pool_.acquire(kAnyConnection, lock_, index_); e != Errc::ok)
+            return e;
+        c_ = &pool_.at(index_);
+        generation_ = c_->generation;
+        c_->touch();
+        return Errc::ok;
+    }
+
+    std::size_t index() const { return index_; }
+    std::uint64_t generation() const { return generation_; }
+    bool offers(const std::string& extension) const { return c_->sftp.offers(extension); }
+    const std::set<std::string>& extensions() const { return c_->sftp.extensions(); }
+
+    struct Request {
+        std::uint8_t type;
+        std::string_view arguments;
+    };
+
+    // Sends `requests` back to back and waits for every answer: replies[i]
+    // receives the answer to requests[i]. ok once all are answered (each
+    // Reply says how), else the failure of the connection.
+    Errc exchange(std::initializer_list<Request> requests, std::span<Reply> replies) {
+        std::string bytes;
+        Reply* reply = replies.data();
+        for (const Request& r : requests)
+            c_->sftp.add(bytes, r.type, r.arguments, reply++);
+        return pool_.exchange(*c_, lock_, generation_, bytes, replies);
+    }
+
+    Errc call(std::uint8_t type, std::string_view arguments, Reply& reply) {
+        return exchange({{type, arguments}}, {&reply, 1});
+    }
+
+    // A request answered by a status (or by an extension's reply): its Errc.
+    Errc status(std::uint8_t type, std::string_view arguments) {
+        Reply reply;
+        const Errc e = call(type, arguments, reply);
+        return e == Errc::ok ? status_errc(reply) : e;
+    }
+
+    // A request nobody waits for (closing a handle): its answer is dropped.
+    void send_only(std::uint8_t type, std::string_view arguments) {
+        Connection& c = *c_;
+        if (!c.up || c.generation != generation_ || !c.sftp.is_open())
+            return;  // a handle of an older session went with it
+        std::string bytes;
+        c.sftp.add(bytes, type, arguments, nullptr);
+        if (const int rc = c.sftp.write_all(bytes); rc < 0)
+            pool_.fail(c, rc);
+    }
+
+private:
+    Pool& pool_;
+    std::unique_lock<std::mutex> lock_;
+    std::size_t index_ = 0;
+    Connection* c_ = nullptr;
+    std::uint64_t generation_ = 0;
+};
+
+// lstat semantics: a symbolic link is described, not followed.
+Errc lstat(ConnectionHold& h, const std::string& p, Attr& out) {
+    Reply reply;
+    if (Errc e = h.call(kFxpLstat, name_args(p), reply); e != Errc::ok)
+        return e;
+    return attrs_of(reply, out);
+}
+
+// statvfs@openssh.com of the file system holding `p`; not_supported
+// without the extension.
+Errc statvfs(ConnectionHold& h, const std::string& p, StatFs& out) {
+    if (!h.offers("statvfs@openssh.com"))
+        return Errc::not_supported;
+    Packet args;
+    args.str("statvfs@openssh.com");
+    args.str(p);
+    Reply reply;
+    if (Errc e = h.call(kFxpExtended, args.bytes, reply); e != Errc::ok)
+        return e;
+    if (reply.type != kFxpExtendedReply)
+        return unexpected(reply);
+    Reader r{reply.body};
+    const std::uint64_t bsize = r.u64(), frsize = r.u64();
+    out.blocks = r.u64();
+    out.blocks_free = r.u64();
+    out.blocks_avail = r.u64();
+    out.files = r.u64();
+    out.files_free = r.u64();
+    r.u64();  // favail
+    r.u64();  // fsid
+    r.u64();  // flag
+    const std::uint64_t name_max = r.u64();
+    if (!r.ok)
+        return Errc::io;
+    out.block_size = frsize ? frsize : bsize;
+    out.name_max = static_cast<std::uint32_t>(name_max ? name_max : 255);
+    return Errc::ok;
+}
 
 // ---- files ------------------------------------------------------------------
 
@@ -1701,17 +1718,6 @@ private:
     Connection& c_;
     const std::size_t bytes_;
 };
-
-std::string handle_of(const Reply& reply) {
-    Reader r{reply.body};
-    return std::string(r.str());
-}
-
-// The Errc of a request whose answer should have been `expected`.
-Errc unexpected(const Reply& reply) {
-    const Errc e = status_errc(reply);
-    return e == Errc::ok ? Errc::io : e;
-}
 
 class SftpFile : public BackendFile {
 public:
@@ -1749,7 +1755,7 @@ public:
         };
         Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
-            chunk = c.files.write_chunk();
+            chunk = c.sftp.write_chunk();
             const std::size_t n = (data.size() + chunk - 1) / chunk;
             replies = std::vector<Reply>(n);
             std::string requests;
@@ -1759,7 +1765,7 @@ public:
                 args.str(handle);
                 args.u64(offset + i * chunk);
                 args.u32(static_cast<std::uint32_t>(piece(i).size()));
-                c.files.add(requests, kFxpWrite, args.bytes, &replies[i], piece(i));
+                c.sftp.add(requests, kFxpWrite, args.bytes, &replies[i], piece(i));
             }
             return pool_->exchange(c, lock, generation, requests, replies);
         });
@@ -1779,7 +1785,7 @@ public:
         bool supported = true;
         Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
-            if (!c.files.offers("fsync@openssh.com")) {
+            if (!c.sftp.offers("fsync@openssh.com")) {
                 supported = false;
                 return Errc::ok;
             }
@@ -1787,7 +1793,7 @@ public:
             args.str("fsync@openssh.com");
             args.str(handle);
             std::string request;
-            c.files.add(request, kFxpExtended, args.bytes, &reply);
+            c.sftp.add(request, kFxpExtended, args.bytes, &reply);
             return pool_->exchange(c, lock, generation, request, {&reply, 1});
         });
         if (e == Errc::ok && supported)
@@ -1834,7 +1840,7 @@ public:
             args.u32(kAttrSize);
             args.u64(size);
             std::string request;
-            c.files.add(request, kFxpFsetstat, args.bytes, &reply);
+            c.sftp.add(request, kFxpFsetstat, args.bytes, &reply);
             return pool_->exchange(c, lock, generation, request, {&reply, 1});
         });
         return e == Errc::ok ? status_errc(reply) : e;
@@ -1865,20 +1871,20 @@ public:
         Packet args;
         args.str(handle);
         std::string request;
-        c.files.add(request, kFxpClose, args.bytes, &reply);
+        c.sftp.add(request, kFxpClose, args.bytes, &reply);
         const Errc e = pool_->exchange(c, lock, generation, request, {&reply, 1});
         if (e == Errc::unreachable)
             return Errc::ok;  // the handle is gone with its connection
         return e == Errc::ok ? status_errc(reply) : e;
     }
 
-    // FSTAT of `handle` on c's file channel.
+    // FSTAT of `handle` on c's channel.
     static Errc fstat(Pool& pool, Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
                       const std::string& handle, Reply& reply) {
         Packet args;
         args.str(handle);
         std::string request;
-        c.files.add(request, kFxpFstat, args.bytes, &reply);
+        c.sftp.add(request, kFxpFstat, args.bytes, &reply);
         return pool.exchange(c, lock, generation, request, {&reply, 1});
     }
 
@@ -1898,7 +1904,7 @@ private:
         ReadBudget budget(pool_->at(index), buf.size());
         Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
-            const std::size_t chunk = c.files.read_chunk();
+            const std::size_t chunk = c.sftp.read_chunk();
             const std::size_t n = (buf.size() + chunk - 1) / chunk;
             replies = std::vector<Reply>(n);
             std::string requests;
@@ -1910,7 +1916,7 @@ private:
                 args.str(handle);
                 args.u64(offset + i * chunk);
                 args.u32(static_cast<std::uint32_t>(replies[i].capacity));
-                c.files.add(requests, kFxpRead, args.bytes, &replies[i]);
+                c.sftp.add(requests, kFxpRead, args.bytes, &replies[i]);
             }
             return pool_->exchange(c, lock, generation, requests, replies);
         });
@@ -1971,7 +1977,7 @@ private:
             args.u32(static_cast<std::uint32_t>(reopen_flags_));
             args.u32(0);  // no attributes
             std::string request;
-            c.files.add(request, kFxpOpen, args.bytes, &opened);
+            c.sftp.add(request, kFxpOpen, args.bytes, &opened);
             if (Errc e = pool_->exchange(c, lock, generation, request, {&opened, 1}); e != Errc::ok)
                 return e;
             if (opened.type != kFxpHandle) {
@@ -1985,8 +1991,8 @@ private:
                 Packet close_args;
                 close_args.str(handle);
                 std::string close_request;
-                c.files.add(close_request, kFxpClose, close_args.bytes, nullptr);
-                c.files.write_all(close_request);
+                c.sftp.add(close_request, kFxpClose, close_args.bytes, nullptr);
+                c.sftp.write_all(close_request);
                 handle = handle_;
             } else {
                 handle_ = handle;
@@ -2001,14 +2007,11 @@ private:
 
     // OpenSSH reports ENOSPC and EDQUOT as a bare FAILURE.
     Errc write_failure() {
-        std::unique_lock<std::mutex> lock;
-        std::size_t index = 0;
-        if (pool_->acquire(kAnyConnection, lock, index) != Errc::ok)
+        ConnectionHold h(*pool_);
+        if (h.acquire() != Errc::ok)
             return Errc::io;
-        Connection& c = pool_->at(index);
-        LIBSSH2_SFTP_STATVFS st{};
-        const std::string& root = pool_->login().root;
-        if (libssh2_sftp_statvfs(c.sftp, root.c_str(), root.size(), &st) == 0 && st.f_bavail == 0)
+        StatFs st;
+        if (statvfs(h, pool_->login().root, st) == Errc::ok && st.blocks_avail == 0)
             return Errc::no_space;
         return Errc::io;
     }
@@ -2043,7 +2046,7 @@ public:
         BackendLimits limits;
         limits.rsize = limits.rsize_max = kIoSize;
         limits.wsize = limits.wsize_max = kIoSize;
-        // A connection carries many requests at once (FileChannel): enough
+        // A connection carries many requests at once (SftpChannel): enough
         // threads to keep one stream's reads in flight over a long round trip.
         limits.max_in_flight = static_cast<std::uint32_t>(std::max<std::size_t>(8, 2 * pool_->size()));
         limits.has_file_id = false;     // SFTP v3 has no inode numbers
@@ -2053,12 +2056,12 @@ public:
 
     Errc getattr(const std::string& path, Attr& out) override {
         GateHold settled(pool_->size_gate(), SizeGate::Kind::attrs);
-        return run([&](Connection& c) { return lstat(c, remote(path), out); });
+        return run([&](ConnectionHold& h) { return lstat(h, remote(path), out); });
     }
 
     Errc readdir(const std::string& path, std::vector<DirEntry>& out) override {
         GateHold settled(pool_->size_gate(), SizeGate::Kind::attrs);
-        return run([&](Connection& c) { return list(c, remote(path), out, false); });
+        return run([&](ConnectionHold& h) { return list(h, remote(path), out, false); });
     }
 
     Errc open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) override {
@@ -2083,117 +2086,94 @@ public:
     }
 
     Errc mkdir(const std::string& path, std::uint32_t mode, Attr& attr) override {
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
-            const int rc = libssh2_sftp_mkdir_ex(c.sftp, p.c_str(), len(p), static_cast<long>(mode & 07777));
-            if (rc != 0)
-                return refine_exists(c, p, pool_->fail(c, rc));
-            if (Errc e = lstat(c, p, attr); e != Errc::ok)
+            Packet args;
+            args.str(p);
+            args.u32(kAttrPermissions);
+            args.u32(mode & 07777);
+            Errc e = made(h, {kFxpMkdir, args.bytes}, p, attr);
+            if (e != Errc::ok)
                 return e;
-            return undo_server_umask(c, p, mode, attr);
+            return undo_server_umask(h, kFxpSetstat, p, mode, attr);
         });
     }
 
     Errc symlink(const std::string& target, const std::string& path, Attr& attr) override {
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
             // OpenSSH swaps SSH_FXP_SYMLINK's arguments against the draft:
-            // it reads the target first, then the link. And libssh2 1.10
-            // misreads the status of this one request (it reports the
-            // request id as the error), so it goes through our own channel.
-            Errc e;
-            if (c.ext.is_open()) {
-                Packet args;
-                args.str(target);
-                args.str(p);
-                e = raw(c, kFxpSymlink, args);
-            } else {
-                const int rc = libssh2_sftp_symlink_ex(c.sftp, target.c_str(), len(target),
-                                                       const_cast<char*>(p.c_str()), len(p), LIBSSH2_SFTP_SYMLINK);
-                // Only the link itself can say whether that worked.
-                std::vector<char> buf(target.size() + 2);
-                const int n = rc == 0 ? 0
-                                      : libssh2_sftp_symlink_ex(c.sftp, p.c_str(), len(p), buf.data(),
-                                                                static_cast<unsigned int>(buf.size()),
-                                                                LIBSSH2_SFTP_READLINK);
-                e = rc == 0 || (n >= 0 && std::string(buf.data(), static_cast<std::size_t>(n)) == target)
-                        ? Errc::ok
-                        : Errc::io;
-            }
-            if (e != Errc::ok)
-                return refine_exists(c, p, e);
-            return lstat(c, p, attr);
+            // it reads the target first, then the link.
+            Packet args;
+            args.str(target);
+            args.str(p);
+            return made(h, {kFxpSymlink, args.bytes}, p, attr);
         });
     }
 
     Errc link(const std::string& existing, const std::string& path, Attr& attr) override {
-        return run([&](Connection& c) {
-            if (!c.ext.offers("hardlink@openssh.com"))
+        return run([&](ConnectionHold& h) {
+            if (!h.offers("hardlink@openssh.com"))
                 return Errc::not_supported;
-            const std::string from = remote(existing), to = remote(path);
+            const std::string to = remote(path);
             Packet args;
-            args.str(from);
+            args.str("hardlink@openssh.com");
+            args.str(remote(existing));
             args.str(to);
-            Errc e = extended(c, "hardlink@openssh.com", args);
-            if (e == Errc::io)
-                e = refine_exists(c, to, e);
-            if (e != Errc::ok)
-                return e;
-            return lstat(c, to, attr);
+            return made(h, {kFxpExtended, args.bytes}, to, attr);
         });
     }
 
     Errc readlink(const std::string& path, std::string& target) override {
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
-            std::vector<char> buf(4097);
-            const int rc = libssh2_sftp_symlink_ex(c.sftp, p.c_str(), len(p), buf.data(),
-                                                   static_cast<unsigned int>(buf.size()), LIBSSH2_SFTP_READLINK);
-            if (rc < 0) {
-                Errc e = pool_->fail(c, rc);
+            Reply reply;
+            if (Errc e = h.call(kFxpReadlink, name_args(p), reply); e != Errc::ok)
+                return e;
+            if (reply.type != kFxpName) {
+                const Errc e = unexpected(reply);
                 if (e == Errc::not_found || e == Errc::io) {
                     Attr a;
-                    if (lstat(c, p, a) == Errc::ok && !S_ISLNK(a.mode))
+                    if (lstat(h, p, a) == Errc::ok && !S_ISLNK(a.mode))
                         return Errc::invalid;  // EINVAL: not a symbolic link
                 }
                 return e;
             }
-            target.assign(buf.data(), static_cast<std::size_t>(rc));
+            Reader r{reply.body};
+            const std::uint32_t count = r.u32();
+            const std::string_view text = r.str();
+            if (!r.ok || count != 1)
+                return Errc::io;
+            target.assign(text);
             return Errc::ok;
         });
     }
 
     Errc unlink(const std::string& path) override {
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
-            const int rc = libssh2_sftp_unlink_ex(c.sftp, p.c_str(), len(p));
-            if (rc == 0)
-                return Errc::ok;
-            Errc e = pool_->fail(c, rc);
+            const Errc e = h.status(kFxpRemove, name_args(p));
             Attr a;
-            if (e == Errc::io && lstat(c, p, a) == Errc::ok && S_ISDIR(a.mode))
+            if (e == Errc::io && lstat(h, p, a) == Errc::ok && S_ISDIR(a.mode))
                 return Errc::is_dir;
             return e;
         });
     }
 
     Errc rmdir(const std::string& path) override {
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
-            const int rc = libssh2_sftp_rmdir_ex(c.sftp, p.c_str(), len(p));
-            if (rc == 0)
-                return Errc::ok;
-            Errc e = pool_->fail(c, rc);
+            const Errc e = h.status(kFxpRmdir, name_args(p));
             if (e != Errc::io && e != Errc::not_found)
                 return e;
             // OpenSSH says only FAILURE (or NO_SUCH_FILE for ENOTDIR): find out which.
             Attr a;
-            if (lstat(c, p, a) != Errc::ok)
+            if (lstat(h, p, a) != Errc::ok)
                 return e;
             if (!S_ISDIR(a.mode))
                 return Errc::not_dir;
             std::vector<DirEntry> entries;
-            if (list(c, p, entries, true) == Errc::ok && !entries.empty())
+            if (list(h, p, entries, true) == Errc::ok && !entries.empty())
                 return Errc::not_empty;
             return e;
         });
@@ -2203,28 +2183,25 @@ public:
         constexpr unsigned kNoReplace = 1, kExchange = 2;  // RENAME_NOREPLACE, RENAME_EXCHANGE
         if (flags & kExchange)
             return Errc::not_supported;
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string f = remote(from), t = remote(to);
-            Errc e;
-            if (!(flags & kNoReplace) && c.ext.offers("posix-rename@openssh.com")) {
-                Packet args;
-                args.str(f);
-                args.str(t);
-                e = extended(c, "posix-rename@openssh.com", args);
-            } else {
-                // The plain SFTP rename never replaces: what RENAME_NOREPLACE
-                // asks for (and all a server without posix-rename can do).
-                const int rc = libssh2_sftp_rename_ex(c.sftp, f.c_str(), len(f), t.c_str(), len(t), 0);
-                e = rc == 0 ? Errc::ok : pool_->fail(c, rc);
-            }
+            const bool replaces = !(flags & kNoReplace) && h.offers("posix-rename@openssh.com");
+            Packet args;
+            if (replaces)
+                args.str("posix-rename@openssh.com");
+            args.str(f);
+            args.str(t);
+            // The plain SFTP rename never replaces: what RENAME_NOREPLACE
+            // asks for (and all a server without posix-rename can do).
+            const Errc e = h.status(replaces ? kFxpExtended : kFxpRename, args.bytes);
             if (e != Errc::io)
                 return e;
             Attr af, at;
-            if (lstat(c, f, af) != Errc::ok)
+            if (lstat(h, f, af) != Errc::ok)
                 return e;
-            if (lstat(c, t, at) != Errc::ok)
+            if (lstat(h, t, at) != Errc::ok)
                 return e;
-            if (flags & kNoReplace || !c.ext.offers("posix-rename@openssh.com"))
+            if (!replaces)
                 return Errc::exists;
             if (S_ISDIR(af.mode) && !S_ISDIR(at.mode))
                 return Errc::not_dir;
@@ -2240,97 +2217,58 @@ public:
         std::optional<GateHold> resizing;
         if (change.mask & SetAttr::kSize)
             resizing.emplace(pool_->size_gate(), SizeGate::Kind::change);
-        return run([&](Connection& c) {
+        return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
+            // Times set together and owners set together (utimens, chown,
+            // an upload's times) need nothing of the object as it is:
+            // lsetstat@openssh.com sets them on a link or any other object
+            // alike, and the attributes afterwards come in the same round trip.
+            const std::uint32_t m = change.mask;
+            const bool times_whole = !(m & (SetAttr::kAtime | SetAttr::kAtimeNow)) ==
+                                     !(m & (SetAttr::kMtime | SetAttr::kMtimeNow));
+            const bool owner_whole = !(m & SetAttr::kUid) == !(m & SetAttr::kGid);
+            if (m != 0 && !(m & (SetAttr::kMode | SetAttr::kSize)) && times_whole && owner_whole &&
+                h.offers("lsetstat@openssh.com"))
+                return set(h, p, true, sftp_attrs(change, Attr{}, false), out);
             Attr before;
-            if (Errc e = lstat(c, p, before); e != Errc::ok)
+            if (Errc e = lstat(h, p, before); e != Errc::ok)
                 return e;
             const bool is_link = S_ISLNK(before.mode);
-            if ((change.mask & SetAttr::kSize) && S_ISDIR(before.mode))
+            if ((m & SetAttr::kSize) && S_ISDIR(before.mode))
                 return Errc::is_dir;
-            LIBSSH2_SFTP_ATTRIBUTES a{};
-            if ((change.mask & SetAttr::kMode) && !is_link) {  // a link has no mode to speak of
-                a.flags |= LIBSSH2_SFTP_ATTR_PERMISSIONS;
-                a.permissions = change.mode & 07777;
+            const LIBSSH2_SFTP_ATTRIBUTES a = sftp_attrs(change, before, is_link);
+            if (a.flags == 0) {
+                out = before;
+                return Errc::ok;
             }
-            if (change.mask & (SetAttr::kUid | SetAttr::kGid)) {
-                a.flags |= LIBSSH2_SFTP_ATTR_UIDGID;  // SFTP sets both or neither
-                a.uid = (change.mask & SetAttr::kUid) ? change.uid : before.uid;
-                a.gid = (change.mask & SetAttr::kGid) ? change.gid : before.gid;
-            }
-            if (change.mask & SetAttr::kSize) {
-                a.flags |= LIBSSH2_SFTP_ATTR_SIZE;
-                a.filesize = change.size;
-            }
-            if (change.mask & (SetAttr::kAtime | SetAttr::kAtimeNow | SetAttr::kMtime | SetAttr::kMtimeNow)) {
-                // SFTP v3 carries whole seconds, and both times or neither.
-                const auto now = static_cast<unsigned long>(::time(nullptr));
-                a.flags |= LIBSSH2_SFTP_ATTR_ACMODTIME;
-                a.atime = (change.mask & SetAttr::kAtimeNow) ? now
-                          : (change.mask & SetAttr::kAtime)  ? static_cast<unsigned long>(change.atime.tv_sec)
-                                                             : static_cast<unsigned long>(before.atime.tv_sec);
-                a.mtime = (change.mask & SetAttr::kMtimeNow) ? now
-                          : (change.mask & SetAttr::kMtime)  ? static_cast<unsigned long>(change.mtime.tv_sec)
-                                                             : static_cast<unsigned long>(before.mtime.tv_sec);
-            }
-            if (a.flags) {
-                Errc e;
-                if (is_link) {
-                    // setstat follows links; only lsetstat@openssh.com changes the link itself.
-                    if (!c.ext.offers("lsetstat@openssh.com"))
-                        return Errc::not_supported;
-                    Packet args;
-                    args.str(p);
-                    encode_attrs(a, args);
-                    e = extended(c, "lsetstat@openssh.com", args);
-                } else {
-                    const int rc = libssh2_sftp_stat_ex(c.sftp, p.c_str(), len(p), LIBSSH2_SFTP_SETSTAT, &a);
-                    e = rc == 0 ? Errc::ok : pool_->fail(c, rc);
-                }
-                if (e == Errc::io && (a.flags & LIBSSH2_SFTP_ATTR_UIDGID))
-                    e = Errc::perm;  // chown by someone who may not
-                if (e != Errc::ok)
-                    return e;
-            }
-            return lstat(c, p, out);
+            // setstat follows links; only lsetstat@openssh.com changes the link itself.
+            if (is_link && !h.offers("lsetstat@openssh.com"))
+                return Errc::not_supported;
+            return set(h, p, is_link, a, out);
         });
     }
 
     Errc statfs(StatFs& out) override {
-        return run([&](Connection& c) {
-            const std::string& root = pool_->login().root;
-            LIBSSH2_SFTP_STATVFS st{};
-            const int rc = libssh2_sftp_statvfs(c.sftp, root.c_str(), root.size(), &st);
-            if (rc != 0) {
-                Errc e = pool_->fail(c, rc);
-                if (e != Errc::not_supported && e != Errc::io)
-                    return e;
+        return run([&](ConnectionHold& h) {
+            const Errc e = statvfs(h, pool_->login().root, out);
+            if (e == Errc::not_supported || e == Errc::io) {
                 out = StatFs{};  // no statvfs@openssh.com: nothing to report
                 return Errc::ok;
             }
-            out.block_size = st.f_frsize ? st.f_frsize : st.f_bsize;
-            out.blocks = st.f_blocks;
-            out.blocks_free = st.f_bfree;
-            out.blocks_avail = st.f_bavail;
-            out.files = st.f_files;
-            out.files_free = st.f_ffree;
-            out.name_max = static_cast<std::uint32_t>(st.f_namemax ? st.f_namemax : 255);
-            return Errc::ok;
+            return e;
         });
     }
 
 private:
     std::string remote(const std::string& path) const { return join(pool_->login().root, path); }
 
+    // Runs `op` on a connection held for it.
     template <class Op>
     Errc run(Op&& op) {
-        std::unique_lock<std::mutex> lock;
-        std::size_t index = 0;
-        if (Errc e = pool_->acquire(kAnyConnection, lock, index); e != Errc::ok)
+        ConnectionHold h(*pool_);
+        if (Errc e = h.acquire(); e != Errc::ok)
             return e;
-        Connection& c = pool_->at(index);
-        c.touch();
-        return op(c);
+        return op(h);
     }
 
     static unsigned long to_sftp_flags(int flags) {
@@ -2345,22 +2283,9 @@ private:
         return f;
     }
 
-    Errc open_file(const std::string& path, unsigned long flags, std::uint32_t mode,
-                   std::unique_ptr<BackendFile>& out, Attr* attr) {
-        GateHold gate(pool_->size_gate(),
-                      (flags & LIBSSH2_FXF_TRUNC) ? SizeGate::Kind::change : SizeGate::Kind::io);
-        // The file stays on the connection that was free now (see the file
-        // header); acquire starts its search at the next one each time.
-        std::unique_lock<std::mutex> lock;
-        std::size_t index = 0;
-        if (Errc e = pool_->acquire(kAnyConnection, lock, index); e != Errc::ok)
-            return e;
-        Connection& c = pool_->at(index);
-        c.touch();
-        const std::string p = remote(path);
-        // SFTP open follows a symbolic link; the contract says it must not.
-        Attr before;
-        const Errc exists = lstat(c, p, before);
+    // Whether an open with `flags` may go on, given what lstat said of the
+    // name: SFTP open follows a symbolic link, and the contract says it must not.
+    static Errc may_open(Errc exists, const Attr& before, unsigned long flags) {
         if (exists == Errc::ok && S_ISLNK(before.mode))
             return Errc::loop;
         if (exists == Errc::ok && S_ISDIR(before.mode) && (flags & LIBSSH2_FXF_WRITE))
@@ -2371,9 +2296,30 @@ private:
             return Errc::not_found;
         if (is_transient(exists))
             return exists;
-        // The file's handle lives on the connection's file channel (see FileChannel).
-        const std::uint64_t generation = c.generation;
-        Reply opened;
+        return Errc::ok;
+    }
+
+    Errc open_file(const std::string& path, unsigned long flags, std::uint32_t mode,
+                   std::unique_ptr<BackendFile>& out, Attr* attr) {
+        GateHold gate(pool_->size_gate(),
+                      (flags & LIBSSH2_FXF_TRUNC) ? SizeGate::Kind::change : SizeGate::Kind::io);
+        // The file stays on the connection that was free now (see the file
+        // header); acquire starts its search at the next one each time.
+        ConnectionHold h(*pool_);
+        if (Errc e = h.acquire(); e != Errc::ok)
+            return e;
+        const std::string p = remote(path);
+        // An exclusive create needs no look first: it fails on any object
+        // at the name, link or not, and the LSTAT sent right behind the
+        // OPEN says what was there.
+        const bool exclusive = flags & LIBSSH2_FXF_EXCL;
+        Errc exists = Errc::not_found;
+        if (!exclusive) {
+            Attr before;
+            exists = lstat(h, p, before);
+            if (Errc e = may_open(exists, before, flags); e != Errc::ok)
+                return e;
+        }
         Packet args;
         args.str(p);
         args.u32(static_cast<std::uint32_t>(flags));
@@ -2383,146 +2329,168 @@ private:
         } else {
             args.u32(0);
         }
-        std::string request;
-        c.files.add(request, kFxpOpen, args.bytes, &opened);
-        if (Errc e = pool_->exchange(c, lock, generation, request, {&opened, 1}); e != Errc::ok)
-            return e;
+        // The handle lives on the connection's channel (see SftpChannel). A
+        // create's attributes: the LSTAT is answered after the OPEN, so it
+        // describes the file the OPEN made or opened (it was no link).
+        Reply replies[2];
+        const bool describe = attr || exclusive;
+        const std::string stat_args = name_args(p);
+        const Errc sent = describe ? h.exchange({{kFxpOpen, args.bytes}, {kFxpLstat, stat_args}}, replies)
+                                   : h.call(kFxpOpen, args.bytes, replies[0]);
+        if (sent != Errc::ok)
+            return sent;
+        const Reply& opened = replies[0];
         if (opened.type != kFxpHandle) {
             const Errc e = unexpected(opened);
-            return (flags & LIBSSH2_FXF_EXCL) ? refine_exists(c, p, e) : e;
+            Attr there;
+            if (exclusive && attrs_of(replies[1], there) == Errc::ok)
+                return may_open(Errc::ok, there, flags);  // OpenSSH reports EEXIST as a bare FAILURE
+            return e;
         }
         const std::string handle = handle_of(opened);
         if (attr) {
-            Reply stat;
-            LIBSSH2_SFTP_ATTRIBUTES a{};
-            Errc e = SftpFile::fstat(*pool_, c, lock, generation, handle, stat);
-            if (e == Errc::ok && stat.type != kFxpAttrs)
-                e = unexpected(stat);
-            Reader r{stat.body};
-            if (e == Errc::ok && !decode_attrs(r, a))
-                e = Errc::io;
-            if (e == Errc::ok) {
-                *attr = to_attr(a);
-                if (flags & LIBSSH2_FXF_CREAT && exists == Errc::not_found)
-                    e = undo_server_umask(c, p, mode, *attr);
-            }
+            Errc e = attrs_of(replies[1], *attr);
+            if (e == Errc::ok && exists == Errc::not_found)
+                e = undo_server_umask(h, kFxpFsetstat, handle, mode, *attr);
             if (e != Errc::ok) {
-                if (c.up && c.generation == generation) {
-                    Packet close_args;
-                    close_args.str(handle);
-                    std::string close_request;
-                    c.files.add(close_request, kFxpClose, close_args.bytes, nullptr);
-                    c.files.write_all(close_request);
-                }
+                h.send_only(kFxpClose, name_args(handle));
                 return e;
             }
         }
-        out = std::make_unique<SftpFile>(pool_, index, handle, generation, p, flags);
-        return Errc::ok;
-    }
-
-    Errc lstat(Connection& c, const std::string& p, Attr& out) {
-        LIBSSH2_SFTP_ATTRIBUTES a{};
-        const int rc = libssh2_sftp_stat_ex(c.sftp, p.c_str(), len(p), LIBSSH2_SFTP_LSTAT, &a);
-        if (rc != 0)
-            return pool_->fail(c, rc);
-        out = to_attr(a);
+        out = std::make_unique<SftpFile>(pool_, h.index(), handle, h.generation(), p, flags);
         return Errc::ok;
     }
 
     // Lists a directory; with `first_only`, stops at the first entry.
-    Errc list(Connection& c, const std::string& p, std::vector<DirEntry>& out, bool first_only) {
-        LIBSSH2_SFTP_HANDLE* dir =
-            libssh2_sftp_open_ex(c.sftp, p.c_str(), len(p), 0, 0, LIBSSH2_SFTP_OPENDIR);
-        if (!dir) {
-            Errc e = pool_->fail(c, libssh2_session_last_errno(c.session));
+    Errc list(ConnectionHold& h, const std::string& p, std::vector<DirEntry>& out, bool first_only) {
+        Reply opened;
+        if (Errc e = h.call(kFxpOpendir, name_args(p), opened); e != Errc::ok)
+            return e;
+        if (opened.type != kFxpHandle) {
+            const Errc e = unexpected(opened);
             // OpenSSH reports ENOTDIR as NO_SUCH_FILE.
             Attr a;
-            if ((e == Errc::io || e == Errc::not_found) && lstat(c, p, a) == Errc::ok && !S_ISDIR(a.mode))
+            if ((e == Errc::io || e == Errc::not_found) && lstat(h, p, a) == Errc::ok && !S_ISDIR(a.mode))
                 return Errc::not_dir;
             return e;
         }
+        const std::string handle_args = name_args(handle_of(opened));
         out.clear();
-        char name[1024];
         Errc e = Errc::ok;
-        for (;;) {
-            LIBSSH2_SFTP_ATTRIBUTES a{};
-            const int n = libssh2_sftp_readdir_ex(dir, name, sizeof name, nullptr, 0, &a);
-            if (n == 0)
+        for (bool more = true; more && e == Errc::ok;) {
+            Reply names;
+            if (Errc sent = h.call(kFxpReaddir, handle_args, names); sent != Errc::ok)
+                return sent;  // the handle is gone with its connection
+            if (names.type == kFxpStatus && names.status == kFxEof)
                 break;
-            if (n < 0) {
-                e = pool_->fail(c, n);
+            if (names.type != kFxpName) {
+                e = unexpected(names);
                 break;
             }
-            const std::string_view entry(name, static_cast<std::size_t>(n));
-            if (entry == "." || entry == "..")
-                continue;
-            out.push_back({std::string(entry), to_attr(a)});
-            if (first_only)
-                break;
+            Reader r{names.body};
+            for (std::uint32_t n = r.u32(); r.ok && n > 0 && more; --n) {
+                const std::string_view name = r.str();
+                r.str();  // the long name, as ls -l shows it
+                LIBSSH2_SFTP_ATTRIBUTES a{};
+                if (!decode_attrs(r, a))
+                    break;
+                if (name == "." || name == "..")
+                    continue;
+                out.push_back({std::string(name), to_attr(a)});
+                more = !first_only;
+            }
+            if (!r.ok)
+                e = Errc::io;
         }
-        if (c.up)
-            libssh2_sftp_close_handle(dir);
+        h.send_only(kFxpClose, handle_args);
         return e;
     }
 
+    // A request that makes the object at `p` (mkdir, symlink, link), with
+    // an LSTAT of `p` right behind it: the new object's attributes, or
+    // what was at the name already.
+    Errc made(ConnectionHold& h, ConnectionHold::Request request, const std::string& p, Attr& attr) {
+        Reply replies[2];
+        const std::string stat_args = name_args(p);
+        if (Errc e = h.exchange({request, {kFxpLstat, stat_args}}, replies); e != Errc::ok)
+            return e;
+        if (Errc e = status_errc(replies[0]); e != Errc::ok) {
+            // OpenSSH reports EEXIST as a bare FAILURE: an object at `p` explains it.
+            Attr there;
+            return e == Errc::io && attrs_of(replies[1], there) == Errc::ok ? Errc::exists : e;
+        }
+        return attrs_of(replies[1], attr);
+    }
+
     // The server applies its own umask (sftp-server's, often 022) to a new
-    // object; the mode asked for already has the caller's applied.
-    Errc undo_server_umask(Connection& c, const std::string& p, std::uint32_t mode, Attr& attr) {
+    // object; the mode asked for already has the caller's applied. `type`
+    // and `name`: SETSTAT of a path or FSETSTAT of a handle.
+    Errc undo_server_umask(ConnectionHold& h, std::uint8_t type, const std::string& name, std::uint32_t mode,
+                           Attr& attr) {
         if ((attr.mode & 07777) == (mode & 07777))
             return Errc::ok;
-        LIBSSH2_SFTP_ATTRIBUTES a{};
-        a.flags = LIBSSH2_SFTP_ATTR_PERMISSIONS;
-        a.permissions = mode & 07777;
-        const int rc = libssh2_sftp_stat_ex(c.sftp, p.c_str(), len(p), LIBSSH2_SFTP_SETSTAT, &a);
-        if (rc != 0)
-            return pool_->fail(c, rc);
+        Packet args;
+        args.str(name);
+        args.u32(kAttrPermissions);
+        args.u32(mode & 07777);
+        if (Errc e = h.status(type, args.bytes); e != Errc::ok)
+            return e;
         attr.mode = (attr.mode & ~07777u) | (mode & 07777);
         return Errc::ok;
     }
 
-    // OpenSSH reports EEXIST as a bare FAILURE: an object at `p` explains it.
-    Errc refine_exists(Connection& c, const std::string& p, Errc e) {
-        Attr a;
-        if (e == Errc::io && lstat(c, p, a) == Errc::ok)
-            return Errc::exists;
-        return e;
+    // The SFTP attributes that apply `change`; SFTP v3 sets both times or
+    // neither, and owner and group together: `before` fills in the one not
+    // asked for. A link has no mode to speak of.
+    static LIBSSH2_SFTP_ATTRIBUTES sftp_attrs(const SetAttr& change, const Attr& before, bool is_link) {
+        LIBSSH2_SFTP_ATTRIBUTES a{};
+        if ((change.mask & SetAttr::kMode) && !is_link) {
+            a.flags |= LIBSSH2_SFTP_ATTR_PERMISSIONS;
+            a.permissions = change.mode & 07777;
+        }
+        if (change.mask & (SetAttr::kUid | SetAttr::kGid)) {
+            a.flags |= LIBSSH2_SFTP_ATTR_UIDGID;
+            a.uid = (change.mask & SetAttr::kUid) ? change.uid : before.uid;
+            a.gid = (change.mask & SetAttr::kGid) ? change.gid : before.gid;
+        }
+        if (change.mask & SetAttr::kSize) {
+            a.flags |= LIBSSH2_SFTP_ATTR_SIZE;
+            a.filesize = change.size;
+        }
+        if (change.mask & (SetAttr::kAtime | SetAttr::kAtimeNow | SetAttr::kMtime | SetAttr::kMtimeNow)) {
+            // Whole seconds.
+            const auto now = static_cast<unsigned long>(::time(nullptr));
+            a.flags |= LIBSSH2_SFTP_ATTR_ACMODTIME;
+            a.atime = (change.mask & SetAttr::kAtimeNow) ? now
+                      : (change.mask & SetAttr::kAtime)  ? static_cast<unsigned long>(change.atime.tv_sec)
+                                                         : static_cast<unsigned long>(before.atime.tv_sec);
+            a.mtime = (change.mask & SetAttr::kMtimeNow) ? now
+                      : (change.mask & SetAttr::kMtime)  ? static_cast<unsigned long>(change.mtime.tv_sec)
+                                                         : static_cast<unsigned long>(before.mtime.tv_sec);
+        }
+        return a;
     }
 
-    Errc extended(Connection& c, const std::string& name, const Packet& args) {
-        Packet p;
-        p.str(name);
-        p.bytes += args.bytes;
-        return raw(c, kFxpExtended, p);
-    }
-
-    // A request on the connection's own SFTP channel.
-    Errc raw(Connection& c, std::uint8_t type, const Packet& args) {
-        unsigned long status = 0;
-        const int rc = c.ext.call(type, args, status);
-        if (rc != 0) {
-            char* text = nullptr;
-            libssh2_session_last_error(c.session, &text, nullptr, 0);
-            pool_->lose_all(text ? text : "the extension channel failed");
-            return Errc::unreachable;
-        }
-        return from_status(status);
-    }
-
-    static void encode_attrs(const LIBSSH2_SFTP_ATTRIBUTES& a, Packet& p) {
-        p.u32(static_cast<std::uint32_t>(a.flags));
-        if (a.flags & LIBSSH2_SFTP_ATTR_SIZE)
-            p.u64(a.filesize);
-        if (a.flags & LIBSSH2_SFTP_ATTR_UIDGID) {
-            p.u32(static_cast<std::uint32_t>(a.uid));
-            p.u32(static_cast<std::uint32_t>(a.gid));
-        }
-        if (a.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS)
-            p.u32(static_cast<std::uint32_t>(a.permissions));
-        if (a.flags & LIBSSH2_SFTP_ATTR_ACMODTIME) {
-            p.u32(static_cast<std::uint32_t>(a.atime));
-            p.u32(static_cast<std::uint32_t>(a.mtime));
-        }
+    // SETSTAT (or lsetstat@openssh.com, which does not follow a link) of
+    // `p`, and an LSTAT right behind it for the attributes afterwards.
+    Errc set(ConnectionHold& h, const std::string& p, bool link_itself, const LIBSSH2_SFTP_ATTRIBUTES& a, Attr& out) {
+        Packet args;
+        if (link_itself)
+            args.str("lsetstat@openssh.com");
+        args.str(p);
+        encode_attrs(a, args);
+        Reply replies[2];
+        const std::string stat_args = name_args(p);
+        if (Errc e = h.exchange({{link_itself ? kFxpExtended : kFxpSetstat, args.bytes}, {kFxpLstat, stat_args}},
+                                replies);
+            e != Errc::ok)
+            return e;
+        Errc e = status_errc(replies[0]);
+        if (e == Errc::io && (a.flags & LIBSSH2_SFTP_ATTR_UIDGID))
+            e = Errc::perm;  // chown by someone who may not
+        if (e != Errc::ok)
+            return e;
+        return attrs_of(replies[1], out);
     }
 
     std::shared_ptr<Pool> pool_;
@@ -2571,13 +2539,15 @@ Errc open_sftp(const RemoteUrl& url, const RemoteOptions& options, std::unique_p
     // The directory must exist: a typo in the path is a mount error, not an
     // empty file system.
     {
-        Connection& c = pool->at(0);
-        std::lock_guard lock(c.mu);
-        LIBSSH2_SFTP_ATTRIBUTES a{};
-        const std::string& root = pool->login().root;
-        const int rc = libssh2_sftp_stat_ex(c.sftp, root.c_str(), len(root), LIBSSH2_SFTP_STAT, &a);
-        if (rc != 0) {
-            Errc e = pool->fail(c, rc);
+        ConnectionHold h(*pool);
+        Reply reply;
+        Attr a;
+        Errc e = h.acquire();
+        if (e == Errc::ok)
+            e = h.call(kFxpStat, name_args(pool->login().root), reply);
+        if (e == Errc::ok)
+            e = attrs_of(reply, a);
+        if (e != Errc::ok) {
             if (e == Errc::not_found)
                 message = shown + ": no such directory on " + url.host + " (check the path)";
             else if (e == Errc::access)
@@ -2586,13 +2556,14 @@ Errc open_sftp(const RemoteUrl& url, const RemoteOptions& options, std::unique_p
                 message = shown + ": cannot look at the directory: " + std::string(describe(e));
             return e;
         }
-        if (!LIBSSH2_SFTP_S_ISDIR(a.permissions)) {
+        if (!S_ISDIR(a.mode)) {
             message = shown + ": not a directory";
             return Errc::not_dir;
         }
         std::string offered;
-        for (const auto& name : c.ext.extensions())
+        for (const auto& name : h.extensions())
             offered += (offered.empty() ? "" : " ") + name;
+        const Connection& c = pool->at(h.index());
         const char* cipher = libssh2_session_methods(c.session, LIBSSH2_METHOD_CRYPT_SC);
         const char* mac = libssh2_session_methods(c.session, LIBSSH2_METHOD_MAC_SC);
         LOG_INFO("%s: connected (%s, %s); server extensions: %s", shown.c_str(), cipher ? cipher : "?",

@@ -18,13 +18,18 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 using namespace netfs;
@@ -81,6 +86,133 @@ Errc read_all(BackendFile& f, std::uint64_t offset, std::span<std::byte> buf, st
 
 
 bool write_bytes(const QString& path, const std::vector<std::byte>& data) { return write_file(path, data); }
+
+// A TCP relay on 127.0.0.1 that delays every byte by `one_way` in each
+// direction: a distant server, on loopback (this kernel has no netem; the
+// benchmarks use bench_delay_proxy, the same idea). Data read at time t is
+// sent at t + one_way, in order.
+class DelayRelay {
+public:
+    DelayRelay(std::uint16_t target, std::chrono::milliseconds one_way) : target_(target), one_way_(one_way) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listener_, 16) != 0 ||
+            ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+            return;
+        port_ = ntohs(a.sin_port);
+        threads_.emplace_back([this] { accept_loop(); });
+    }
+
+    ~DelayRelay() {
+        {
+            std::lock_guard lock(mu_);
+            stopping_ = true;
+            for (int fd : sockets_)
+                ::shutdown(fd, SHUT_RDWR);
+        }
+        ::shutdown(listener_, SHUT_RDWR);
+        for (auto& t : threads_)
+            t.join();  // accept_loop joins the relays it started
+        ::close(listener_);
+        for (int fd : sockets_)
+            ::close(fd);
+    }
+
+    std::uint16_t port() const { return port_; }
+
+private:
+    void accept_loop() {
+        std::vector<std::thread> relays;
+        for (;;) {
+            const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (client < 0)
+                break;
+            const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(target_);
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            const int one = 1;
+            ::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof a);
+            for (int fd : {client, server})
+                ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            {
+                std::lock_guard lock(mu_);
+                sockets_.push_back(client);
+                sockets_.push_back(server);
+                if (stopping_)
+                    break;  // the destructor closes them
+            }
+            relays.emplace_back([this, client, server] { pump(client, server); });
+            relays.emplace_back([this, client, server] { pump(server, client); });
+        }
+        for (auto& t : relays)
+            t.join();
+    }
+
+    // One direction: this thread reads and queues, a writer sends when due.
+    void pump(int from, int to) {
+        using Clock = std::chrono::steady_clock;
+        struct Chunk {
+            Clock::time_point due;
+            std::vector<char> bytes;  // empty: the sender closed
+        };
+        std::mutex mu;
+        std::condition_variable cv;
+        std::deque<Chunk> queue;
+        std::thread writer([&] {
+            for (;;) {
+                Chunk c;
+                {
+                    std::unique_lock lock(mu);
+                    cv.wait(lock, [&] { return !queue.empty(); });
+                    c = std::move(queue.front());
+                    queue.pop_front();
+                }
+                std::this_thread::sleep_until(c.due);
+                if (c.bytes.empty()) {
+                    ::shutdown(to, SHUT_WR);
+                    return;
+                }
+                for (std::size_t off = 0; off < c.bytes.size();) {
+                    const ssize_t n = ::send(to, c.bytes.data() + off, c.bytes.size() - off, MSG_NOSIGNAL);
+                    if (n <= 0) {
+                        ::shutdown(from, SHUT_RD);
+                        break;
+                    }
+                    off += std::size_t(n);
+                }
+            }
+        });
+        std::vector<char> buf(256 << 10);
+        for (;;) {
+            const ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
+            Chunk c{Clock::now() + one_way_, {}};
+            if (n > 0)
+                c.bytes.assign(buf.data(), buf.data() + n);
+            {
+                std::lock_guard lock(mu);
+                queue.push_back(std::move(c));
+            }
+            cv.notify_one();
+            if (n <= 0)
+                break;
+        }
+        writer.join();
+    }
+
+    const std::uint16_t target_;
+    const std::chrono::milliseconds one_way_;
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::mutex mu_;
+    bool stopping_ = false;     // under mu_
+    std::vector<int> sockets_;  // every relayed connection's two ends, under mu_
+    std::vector<std::thread> threads_;
+};
 
 } // namespace
 
@@ -402,6 +534,72 @@ private slots:
         QCOMPARE(file->close(), Errc::ok);
         QCOMPARE(backend->unlink("/shared"), Errc::ok);
         QCOMPARE(backend->unlink("/shared.old"), Errc::ok);
+    }
+
+    // Many threads' path requests are in flight on one connection at once:
+    // 16 threads each store a file as reintegration does (lookup, create
+    // with O_EXCL, write, fsync, close, set the times, rename over the
+    // target, lookup: 8 calls) through one connection at 60 ms round trip.
+    // One request at a time would take 16 x 8 x 60 ms = 7.7 s; pipelined,
+    // each thread waits for its own round trips only (0.5 s and the logins).
+    void path_requests_of_threads_overlap_on_one_connection() {
+        DelayRelay relay(server_->port(), std::chrono::milliseconds(30));
+        QVERIFY(relay.port() != 0);
+        const QString known = scratch_.path() + "/known_hosts_relay";
+        const QString key = server_->host_key_line().section(' ', 1);  // "[host]:port TYPE KEY"
+        const QString line = "[127.0.0.1]:" + QString::number(relay.port()) + " " + key;
+        QFile f(known);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(line.toUtf8() + "\n");
+        f.close();
+        RemoteOptions o = options_for(*server_);
+        o.known_hosts = known.toStdString();
+        o.connections = 1;
+        std::unique_ptr<Backend> backend;
+        std::string message;
+        const QString url = "sftp://root@127.0.0.1:" + QString::number(relay.port()) + server_->served();
+        QVERIFY2(open_remote(url.toStdString(), o, backend, message) == Errc::ok, message.c_str());
+        Attr dir;
+        QCOMPARE(backend->mkdir("/stores", 0755, dir), Errc::ok);
+
+        constexpr int kThreads = 16;
+        std::atomic<int> failures{0};
+        QElapsedTimer clock;
+        clock.start();
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kThreads; ++t) {
+            threads.emplace_back([&, t] {
+                const std::string target = "/stores/f" + std::to_string(t), tmp = target + ".tmp";
+                const auto data = random_bytes(1000 + t, 500 + t);
+                Attr a;
+                std::unique_ptr<BackendFile> file;
+                std::size_t n = 0;
+                SetAttr times;
+                times.mask = SetAttr::kMtime | SetAttr::kAtime;
+                times.mtime = {1600000000 + t, 0};
+                times.atime = times.mtime;
+                if (backend->getattr(target, a) != Errc::not_found ||
+                    backend->create(tmp, 0644, O_WRONLY | O_EXCL, file, a) != Errc::ok ||
+                    file->write(0, data, n) != Errc::ok || n != data.size() || file->fsync(false) != Errc::ok ||
+                    file->close() != Errc::ok || backend->setattr(tmp, times, a) != Errc::ok ||
+                    backend->rename(tmp, target, 0) != Errc::ok || backend->getattr(target, a) != Errc::ok ||
+                    a.size != data.size() || a.mtime.tv_sec != times.mtime.tv_sec)
+                    failures++;
+            });
+        }
+        for (auto& t : threads)
+            t.join();
+        const double seconds = clock.elapsed() / 1000.0;
+        qInfo("%d stores of 8 calls on one connection at 60 ms: %.2f s", kThreads, seconds);
+        QCOMPARE(failures.load(), 0);
+        for (int t = 0; t < kThreads; ++t) {
+            const QString name = server_->direct("stores/f" + QString::number(t));
+            QCOMPARE(read_file(name), random_bytes(1000 + t, 500 + t));
+            QCOMPARE(QFileInfo(name).lastModified().toSecsSinceEpoch(), 1600000000 + t);
+        }
+        QVERIFY2(seconds < 3.0, "path requests waited for each other");
+        backend.reset();
+        QVERIFY(QDir(server_->direct("stores")).removeRecursively());
     }
 
     void encrypted_key_asks_its_passphrase() {
