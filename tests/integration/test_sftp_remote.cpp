@@ -282,8 +282,10 @@ private slots:
             QCOMPARE(write_all(*file, at, {data.data() + at, n}), Errc::ok);
             at += n;
         }
+        // The first half in writes of nearly wsize_max (reintegration
+        // uploads 8 MiB at once: 128 SFTP WRITEs in flight).
         for (std::size_t at = 0; at < half;) {
-            const std::size_t n = std::min<std::size_t>(half - at, 1000003);
+            const std::size_t n = std::min<std::size_t>(half - at, limits.wsize_max - 3);
             QCOMPARE(write_all(*file, at, {data.data() + at, n}), Errc::ok);
             at += n;
         }
