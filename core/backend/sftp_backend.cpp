@@ -2317,7 +2317,10 @@ private:
         const std::string p = remote(path);
         // An exclusive create needs no look first: it fails on any object
         // at the name, link or not, and the LSTAT sent right behind the
-        // OPEN says what was there.
+        // OPEN says what was there. [!] Other opens must wait for the
+        // look: an OPEN sent with it would follow a link before we knew,
+        // to a FIFO perhaps, where the server's open would block its whole
+        // channel.
         const bool exclusive = flags & LIBSSH2_FXF_EXCL;
         Errc exists = Errc::not_found;
         if (!exclusive) {
