@@ -40,9 +40,24 @@ start_sshd() {
     for _ in $(seq 50); do [[ -s $WORKDIR/sshd.pid ]] && return 0; sleep 0.1; done
 }
 # The server goes away: the listener and every session it serves.
+# The processes below `pid`: an sshd's sessions are its children's children.
+bench_descendants() {
+    local child
+    for child in $(pgrep -P "$1"); do
+        echo "$child"
+        bench_descendants "$child"
+    done
+}
+
+# This sshd and its sessions only: other sshds on the machine (a test
+# suite's, a user's) and their sessions are left alone.
 stop_sshd() {
-    [[ -f $WORKDIR/sshd.pid ]] && kill "$(cat "$WORKDIR/sshd.pid")" 2>/dev/null
-    pkill -f "sshd: root@notty" 2>/dev/null
+    if [[ -f $WORKDIR/sshd.pid ]]; then
+        local pid
+        pid=$(cat "$WORKDIR/sshd.pid")
+        # shellcheck disable=SC2046  # one pid per word
+        kill "$pid" $(bench_descendants "$pid") 2>/dev/null
+    fi
     pkill -f "sshd.*$WORKDIR/sshd_config" 2>/dev/null
     rm -f "$WORKDIR/sshd.pid"
 }
