@@ -1190,7 +1190,9 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
         const std::uint64_t start = index * granule;
         const std::uint64_t length = std::min(granule, new_size - start);
         std::vector<std::byte> plain;
-        if (start < old_size && cache_->get(object->content, index, plain) != Errc::ok)
+        // The old bytes only where some of them stay.
+        const bool whole = offset <= start && end >= start + length;
+        if (start < old_size && !whole && cache_->get(object->content, index, plain) != Errc::ok)
             return Errc::io;
         plain.resize(length);
         if (end > start && offset < start + length) {
