@@ -194,13 +194,12 @@ public:
     // Several calls as one SQLite transaction (one sync instead of one per
     // call), on this thread; other threads wait. Committed by commit() or
     // at the end of its scope; `durable` false: not synced at commit (a
-    // later flush() or durable commit makes it so), for changes whose
-    // durability POSIX only promises at fsync: an offline change is on disk
-    // when fsync (of the file or its directory) returns, and within about a
-    // second otherwise (flush_older_than), like a local filesystem's
-    // journal commit. A crash of the daemon alone loses none of them (the
-    // commit is in the write-ahead log); a crash of the machine loses at
-    // most that last second, as a consistent prefix of the changes.
+    // later flush() or durable commit makes it so), for writes, whose
+    // durability POSIX only promises at fsync: they are on disk when fsync
+    // returns, when the next operation's synced commit is made, or within
+    // about a second (flush_older_than). A crash of the daemon alone loses
+    // none of them (the commit is in the write-ahead log); a crash of the
+    // machine at most that last second's writes no fsync covered.
     class Transaction {
     public:
         explicit Transaction(Replica& replica, bool durable = true);

@@ -694,9 +694,7 @@ Errc ReplicaBackend::mkdir(const std::string& path, std::uint32_t mode, Attr& at
         return unknown(parent_of(path));
     if (replica_->name(path))
         return Errc::exists;
-    // One transaction for the whole change, synced at the next fsync or
-    // within a second (Replica::Transaction): as on a local disk.
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);  // one synced commit for the whole change
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFDIR | (mode & 07777), oid);
     if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
@@ -722,7 +720,7 @@ Errc ReplicaBackend::symlink(const std::string& target, const std::string& path,
         return unknown(parent_of(path));
     if (replica_->name(path))
         return Errc::exists;
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFLNK | 0777, oid);
     attr.size = target.size();
@@ -756,7 +754,7 @@ Errc ReplicaBackend::link(const std::string& existing, const std::string& path, 
     attr = n->attr;
     attr.nlink++;
     attr.ctime = now_ts();
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->add_name(path, attr, n->target, false, n->oid); e != Errc::ok)
         return tx.finish(e);
     replica_->set_attr(path, attr);
@@ -781,7 +779,7 @@ Errc ReplicaBackend::unlink(const std::string& path) {
         return unknown(path);
     if (S_ISDIR(n->attr.mode))
         return Errc::is_dir;
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
     return tx.finish(replica_->remove_name(path));
@@ -814,7 +812,7 @@ Errc ReplicaBackend::rmdir(const std::string& path) {
         return Errc::not_empty;
     if (!n->listed)
         return Errc::io;  // it may hold entries never seen here
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
     return tx.finish(replica_->remove_name(path));
@@ -847,7 +845,7 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
         return Errc::invalid;
     if (to == from)
         return Errc::ok;
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (auto old = replica_->name(to)) {
         if (flags & RENAME_NOREPLACE)
             return Errc::exists;
@@ -936,7 +934,7 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
         a.mtime = now;
     a.ctime = now;
     const std::uint32_t meta = change.mask & ~SetAttr::kSize;
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (meta) {
         auto object = replica_->object(n->oid);
         LoggedOp op;
@@ -1036,7 +1034,7 @@ Errc ReplicaBackend::create(const std::string& path, std::uint32_t mode, int fla
     }
     // The name and its store in one synced transaction; the content's cache
     // object comes with the first write (an empty file needs none).
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     const std::int64_t oid = replica_->new_object(BaseVersion{});
     attr = new_attr(S_IFREG | (mode & 07777), oid);
     if (Errc e = replica_->add_name(path, attr, {}, true, oid); e != Errc::ok)
@@ -1118,7 +1116,7 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
             }
         }
     }
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->set_content(name.oid, content); e != Errc::ok)
         return tx.finish(e);
     if (truncate && name.attr.size) {
@@ -1261,7 +1259,7 @@ Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
     a.size = size;
     a.blocks = (size + 511) / 512;
     a.mtime = a.ctime = now_ts();
-    Replica::Transaction tx(*replica_, false);
+    Replica::Transaction tx(*replica_);
     if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
         return tx.finish(e);
     replica_->bump_content(oid);
