@@ -97,8 +97,6 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
         return e;
     if (data.empty())
         return Errc::ok;
-    if (!d.writeback_file)
-        d.writeback_file = of.file;
 
     // Memory pressure: too much dirty data. Writers wait for writeback.
     while (dirty_bytes > dirty_limit && !stopping) {
@@ -172,6 +170,13 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
         // Record progress as it happens: a later wait may let writeback run.
         if (d.dirty.empty() && d.writing.empty())
             d.dirty_since = Clock::now();
+        // Dirty bytes need a handle to go through. Not set once on entry:
+        // while this write waited above (the lock let go), the handle
+        // writeback used could be released, which lets it go when nothing
+        // is dirty, and these bytes would have none (the close failed with
+        // EIO, the bytes never reached the remote).
+        if (!d.writeback_file)
+            d.writeback_file = of.file;
         dirty_bytes += d.dirty.add(pos - (b - a), pos);
         d.size = std::max(d.size, pos);
         d.size_is_local = true;
