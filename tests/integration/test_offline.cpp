@@ -171,6 +171,55 @@ private slots:
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
+    // A hard link and times set with utimensat, made offline, reach the
+    // server as such: the link is one file with two names there (where the
+    // protocol has links), the times are the ones set.
+    void links_and_times_made_offline_reach_the_server() {
+        const RemoteTraits traits = remote_traits();
+        auto m = make_mount();
+        QVERIFY(put_text(m->direct("a.txt"), "one file, two names\n"));
+        QVERIFY(put_text(m->direct("old.txt"), "an old report\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QCOMPARE(tree(m->mountpoint()).size(), 2);  // read once: cached
+        QString err;
+        QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
+        QCOMPARE(mode_of(*m), QString("disconnected"));
+
+        const int linked = ::link(qPrintable(m->at("a.txt")), qPrintable(m->at("b.txt")));
+        if (traits.hard_links)
+            QCOMPARE(linked, 0);
+        else
+            QCOMPARE(linked == -1 ? errno : 0, EOPNOTSUPP);
+        const timespec times[2] = {{1'600'000'000, 0}, {1'500'000'000, 0}};  // atime, mtime: whole seconds
+        QCOMPARE(::utimensat(AT_FDCWD, qPrintable(m->at("old.txt")), times, 0), 0);
+        struct stat st {};
+        QCOMPARE(::stat(qPrintable(m->at("old.txt")), &st), 0);
+        QCOMPARE(st.st_mtim.tv_sec, time_t(1'500'000'000));  // as set, while offline
+        QCOMPARE(::stat(qPrintable(m->direct("old.txt")), &st), 0);
+        QVERIFY(st.st_mtim.tv_sec != time_t(1'500'000'000));  // nothing sent yet
+
+        QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), QJsonDocument(outcome).toJson().constData());
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(outcome["conflicts"].toInteger(), 0);
+
+        if (traits.hard_links) {
+            struct stat a {}, b {};
+            QCOMPARE(::stat(qPrintable(m->direct("a.txt")), &a), 0);
+            QCOMPARE(::stat(qPrintable(m->direct("b.txt")), &b), 0);
+            QCOMPARE(b.st_ino, a.st_ino);  // one file on the server, not a copy
+            QCOMPARE(text(m->direct("b.txt")), QByteArray("one file, two names\n"));
+        } else {
+            QVERIFY(!QFileInfo::exists(m->direct("b.txt")));
+        }
+        QCOMPARE(::stat(qPrintable(m->direct("old.txt")), &st), 0);
+        QCOMPARE(st.st_mtim.tv_sec, time_t(1'500'000'000));
+        QCOMPARE(st.st_atim.tv_sec, time_t(1'600'000'000));
+        QCOMPARE(text(m->direct("old.txt")), QByteArray("an old report\n"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
     // Offline: reading what was never cached fails at once with EIO;
     // directories seen online list with their attributes.
     void uncached_data_fails_fast_offline() {
