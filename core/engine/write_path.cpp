@@ -346,7 +346,6 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
             if (it->second->busy && it->second->end() > size)
                 it->second->stale = true;
     }
-    drop_cached(node->cache_object, size, UINT64_MAX - granule);
     change.mask |= SetAttr::kSize;
     change.size = size;
     Attr attr;
@@ -356,6 +355,11 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         if (e == Errc::ok)
             e = file->getattr(attr);
     }
+    // The cached tail goes once the remote has the new size, not before:
+    // a remote that keeps a local copy (offline, the replica) copies the
+    // cached bytes it keeps during the call. No fill is stored while the
+    // truncate runs, so nothing older can land after this drop.
+    drop_cached(node->cache_object, size, UINT64_MAX - granule);
 
     std::lock_guard lock(mu);
     d.truncating = false;

@@ -171,16 +171,20 @@ private slots:
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
-    // A hard link and times set with utimensat, made offline, reach the
-    // server as such: the link is one file with two names there (where the
-    // protocol has links), the times are the ones set.
-    void links_and_times_made_offline_reach_the_server() {
+    // A hard link, times set with utimensat and a truncate, made offline,
+    // reach the server as such: the link is one file with two names there
+    // (where the protocol has links), the times are the ones set, the file
+    // cut to the size asked (the engine used to drop the cached bytes
+    // before the replica could copy them: EIO, "not fully cached").
+    void links_times_and_truncates_made_offline_reach_the_server() {
         const RemoteTraits traits = remote_traits();
         auto m = make_mount();
         QVERIFY(put_text(m->direct("a.txt"), "one file, two names\n"));
         QVERIFY(put_text(m->direct("old.txt"), "an old report\n"));
+        const auto whole = random_bytes(300 * 1024, 7);
+        QVERIFY(write_file(m->direct("cut.bin"), whole));
         QVERIFY2(m->mount(), qPrintable(m->error()));
-        QCOMPARE(tree(m->mountpoint()).size(), 2);  // read once: cached
+        QCOMPARE(tree(m->mountpoint()).size(), 3);  // read once: cached
         QString err;
         QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
         QCOMPARE(mode_of(*m), QString("disconnected"));
@@ -197,6 +201,10 @@ private slots:
         QCOMPARE(st.st_mtim.tv_sec, time_t(1'500'000'000));  // as set, while offline
         QCOMPARE(::stat(qPrintable(m->direct("old.txt")), &st), 0);
         QVERIFY(st.st_mtim.tv_sec != time_t(1'500'000'000));  // nothing sent yet
+        QCOMPARE(::truncate(qPrintable(m->at("cut.bin")), 1000), 0);
+        QCOMPARE(read_file(m->at("cut.bin")).size(), std::size_t(1000));
+        QCOMPARE(::stat(qPrintable(m->direct("cut.bin")), &st), 0);
+        QCOMPARE(st.st_size, off_t(300 * 1024));  // nothing sent yet
 
         QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
         const QJsonObject outcome = netfs_json(*m, "sync");
@@ -217,6 +225,9 @@ private slots:
         QCOMPARE(st.st_mtim.tv_sec, time_t(1'500'000'000));
         QCOMPARE(st.st_atim.tv_sec, time_t(1'600'000'000));
         QCOMPARE(text(m->direct("old.txt")), QByteArray("an old report\n"));
+        const auto cut = read_file(m->direct("cut.bin"));
+        QCOMPARE(cut.size(), std::size_t(1000));
+        QVERIFY(std::equal(cut.begin(), cut.end(), whole.begin()));
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
