@@ -94,6 +94,16 @@ QByteArray state_of(const QString& path) {
     return n < 0 ? QByteArray("error: ") + strerror(errno) : QByteArray(value, int(n));
 }
 
+// What a failed `netfs sync` answered, with the daemon's warnings and
+// errors: enough to tell a failure in CI apart from the next one.
+QString sync_failure(const MountFixture& m, const QJsonObject& outcome) {
+    QString out = QString::fromUtf8(QJsonDocument(outcome).toJson());
+    for (const QString& line : m.log().split('\n'))
+        if (line.contains(" warning: ") || line.contains(" error: "))
+            out += line + "\n";
+    return out;
+}
+
 QString mode_of(const MountFixture& m) { return netfs_json(m, "status")["mode"].toString(); }
 
 } // namespace
@@ -150,7 +160,7 @@ private slots:
 
         QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
         const QJsonObject outcome = netfs_json(*m, "sync");
-        QVERIFY2(outcome["ok"].toBool(), QJsonDocument(outcome).toJson().constData());
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
         QCOMPARE(outcome["pending"].toInteger(), 0);
         QCOMPARE(outcome["conflicts"].toInteger(), 0);
         QCOMPARE(mode_of(*m), QString("connected"));
@@ -208,7 +218,7 @@ private slots:
 
         QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
         const QJsonObject outcome = netfs_json(*m, "sync");
-        QVERIFY2(outcome["ok"].toBool(), QJsonDocument(outcome).toJson().constData());
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
         QCOMPARE(outcome["pending"].toInteger(), 0);
         QCOMPARE(outcome["conflicts"].toInteger(), 0);
 
