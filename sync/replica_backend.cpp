@@ -1159,7 +1159,17 @@ Errc ReplicaBackend::read_content(std::int64_t oid, std::uint64_t offset, std::s
 }
 
 Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::span<const std::byte> data) {
-    std::lock_guard lock(content_mu_);
+    std::unique_lock lock(content_mu_);
+    // The engine writes a file back in pieces, several at once, so a piece
+    // may come before the one that ends where it starts. Stored at once, it
+    // would zero-fill the gap, and the earlier piece would replace those
+    // granules a moment later (every record stored twice, the dead ones
+    // compacted again and again). The gap is waited for, briefly: a file
+    // written with a real hole pays the wait once.
+    const auto gap_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    for (auto n = name_of(oid); n && offset > n->attr.size; n = name_of(oid))
+        if (content_cv_.wait_until(lock, gap_deadline) == std::cv_status::timeout)
+            break;
     auto n = name_of(oid);
     auto object = replica_->object(oid);
     if (!n || !object)
@@ -1222,7 +1232,9 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
     if (Errc e = replica_->set_attr(n->path, a); e != Errc::ok)
         return tx.finish(e);
     replica_->bump_content(oid);
-    return tx.finish(log_store(*n));
+    const Errc e = tx.finish(log_store(*n));
+    content_cv_.notify_all();  // a later piece may be waiting for this one's end
+    return e;
 }
 
 Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {

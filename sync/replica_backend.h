@@ -234,6 +234,7 @@ private:
     std::atomic<std::uint64_t> generation_{0};
     std::atomic<std::uint64_t> uncached_reads_{0};
     std::mutex content_mu_;  // read-modify-write of local content granules
+    std::condition_variable content_cv_;  // a file's local size grew (write_content)
     std::thread thread_;
     // Pinning: its own thread, so a long fetch never holds up reintegration.
     std::thread pin_thread_;
