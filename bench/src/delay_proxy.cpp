@@ -9,6 +9,8 @@
 // 127.0.0.1:TARGET_PORT. Data read at time t is written at t + ONE_WAY_MS,
 // in order, so a request/response exchange takes 2 x ONE_WAY_MS longer.
 // Bandwidth is not limited. Runs until killed.
+#include "delay_pump.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,68 +18,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
-#include <mutex>
 #include <thread>
-#include <vector>
-
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-struct Chunk {
-    Clock::time_point due;
-    std::vector<char> bytes;  // empty: the sender closed
-};
-
-// One direction: a reader queues what it reads, a writer sends it when due.
-void pump(int from, int to, std::chrono::milliseconds delay) {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<Chunk> queue;
-    std::thread writer([&] {
-        for (;;) {
-            Chunk c;
-            {
-                std::unique_lock lock(mu);
-                cv.wait(lock, [&] { return !queue.empty(); });
-                c = std::move(queue.front());
-                queue.pop_front();
-            }
-            std::this_thread::sleep_until(c.due);
-            if (c.bytes.empty()) {
-                ::shutdown(to, SHUT_WR);
-                return;
-            }
-            for (std::size_t off = 0; off < c.bytes.size();) {
-                const ssize_t n = ::send(to, c.bytes.data() + off, c.bytes.size() - off, MSG_NOSIGNAL);
-                if (n <= 0) {
-                    ::shutdown(from, SHUT_RD);
-                    return;
-                }
-                off += std::size_t(n);
-            }
-        }
-    });
-    std::vector<char> buf(256 << 10);
-    for (;;) {
-        const ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
-        Chunk c{Clock::now() + delay, {}};
-        if (n > 0)
-            c.bytes.assign(buf.data(), buf.data() + n);
-        {
-            std::lock_guard lock(mu);
-            queue.push_back(std::move(c));
-        }
-        cv.notify_one();
-        if (n <= 0)
-            break;
-    }
-    writer.join();
-}
 
 int connect_to(int port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -125,8 +69,8 @@ int main(int argc, char** argv) {
             const int nodelay = 1;  // the delay is ours alone: no Nagle on top
             for (int fd : {client, server})
                 ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
-            std::thread up(pump, client, server, delay);
-            pump(server, client, delay);
+            std::thread up(netfs::delay_pump, client, server, delay);
+            netfs::delay_pump(server, client, delay);
             up.join();
             ::close(client);
             ::close(server);

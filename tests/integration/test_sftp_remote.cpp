@@ -2,6 +2,7 @@
 // backend's RPCs directly, a real mount, every way a mount can be refused
 // (one line, non-zero exit, within 10 s), and the server going away under a
 // read.
+#include "bench/src/delay_pump.h"
 #include "core/backend/remote_url.h"
 #include "tests/support/mount_fixture.h"
 #include "tests/support/sshd_server.h"
@@ -25,9 +26,7 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -146,62 +145,11 @@ private:
                 if (stopping_)
                     break;  // the destructor closes them
             }
-            relays.emplace_back([this, client, server] { pump(client, server); });
-            relays.emplace_back([this, client, server] { pump(server, client); });
+            relays.emplace_back([this, client, server] { delay_pump(client, server, one_way_); });
+            relays.emplace_back([this, client, server] { delay_pump(server, client, one_way_); });
         }
         for (auto& t : relays)
             t.join();
-    }
-
-    // One direction: this thread reads and queues, a writer sends when due.
-    void pump(int from, int to) {
-        using Clock = std::chrono::steady_clock;
-        struct Chunk {
-            Clock::time_point due;
-            std::vector<char> bytes;  // empty: the sender closed
-        };
-        std::mutex mu;
-        std::condition_variable cv;
-        std::deque<Chunk> queue;
-        std::thread writer([&] {
-            for (;;) {
-                Chunk c;
-                {
-                    std::unique_lock lock(mu);
-                    cv.wait(lock, [&] { return !queue.empty(); });
-                    c = std::move(queue.front());
-                    queue.pop_front();
-                }
-                std::this_thread::sleep_until(c.due);
-                if (c.bytes.empty()) {
-                    ::shutdown(to, SHUT_WR);
-                    return;
-                }
-                for (std::size_t off = 0; off < c.bytes.size();) {
-                    const ssize_t n = ::send(to, c.bytes.data() + off, c.bytes.size() - off, MSG_NOSIGNAL);
-                    if (n <= 0) {
-                        ::shutdown(from, SHUT_RD);
-                        break;
-                    }
-                    off += std::size_t(n);
-                }
-            }
-        });
-        std::vector<char> buf(256 << 10);
-        for (;;) {
-            const ssize_t n = ::recv(from, buf.data(), buf.size(), 0);
-            Chunk c{Clock::now() + one_way_, {}};
-            if (n > 0)
-                c.bytes.assign(buf.data(), buf.data() + n);
-            {
-                std::lock_guard lock(mu);
-                queue.push_back(std::move(c));
-            }
-            cv.notify_one();
-            if (n <= 0)
-                break;
-        }
-        writer.join();
     }
 
     const std::uint16_t target_;
