@@ -1,6 +1,7 @@
 #include "app/cache_command.h"
 
 #include "app/cache_setup.h"
+#include "app/human_bytes.h"
 
 #include <QCommandLineParser>
 #include <QDir>
@@ -35,19 +36,6 @@ const char* const kUsage =
 int fail(const std::string& message, int code = 1) {
     std::fprintf(stderr, "netfs: %s\n", message.c_str());
     return code;
-}
-
-std::string human(std::uint64_t bytes) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = double(bytes);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    char out[32];
-    std::snprintf(out, sizeof out, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-    return out;
 }
 
 // Holds the cache for ourselves, or says who has it.
@@ -128,7 +116,7 @@ int run_cache_command(const QStringList& arguments) {
         if (open_cache(request, id, store, message, true) == Errc::ok) {
             const CacheStats s = store->stats();
             if (s.dirty_bytes && !parser.isSet(force))
-                return fail("the cache holds " + human(s.dirty_bytes) +
+                return fail("the cache holds " + human_bytes(s.dirty_bytes) +
                             " not yet written to the remote: mount and sync first, or use --force to drop them");
         }  // a cache too damaged to open can always be cleared
         store.reset();
@@ -175,16 +163,17 @@ int run_cache_command(const QStringList& arguments) {
         std::printf("cache     %s\n", request.dir.c_str());
         std::printf("objects   %llu\n", static_cast<unsigned long long>(s.objects));
         std::printf("granules  %llu of %s\n", static_cast<unsigned long long>(s.granules),
-                    human(store->granule_size()).c_str());
-        std::printf("logical   %s\n", human(s.logical_bytes).c_str());
-        std::printf("stored    %s (%.0f%% of logical after compression)\n", human(s.stored_bytes).c_str(), ratio * 100);
-        std::printf("on disk   %s (including space not yet compacted)\n", human(s.disk_bytes).c_str());
-        std::printf("dirty     %s\n", human(s.dirty_bytes).c_str());
-        std::printf("pinned    %s\n", human(s.pinned_bytes).c_str());
+                    human_bytes(store->granule_size()).c_str());
+        std::printf("logical   %s\n", human_bytes(s.logical_bytes).c_str());
+        std::printf("stored    %s (%.0f%% of logical after compression)\n", human_bytes(s.stored_bytes).c_str(),
+                    ratio * 100);
+        std::printf("on disk   %s (including space not yet compacted)\n", human_bytes(s.disk_bytes).c_str());
+        std::printf("dirty     %s\n", human_bytes(s.dirty_bytes).c_str());
+        std::printf("pinned    %s\n", human_bytes(s.pinned_bytes).c_str());
         return 0;
     }
     if (command == "evict") {
-        std::printf("dropped %s of clean cached data\n", human(store->evict_clean()).c_str());
+        std::printf("dropped %s of clean cached data\n", human_bytes(store->evict_clean()).c_str());
         return 0;
     }
     // verify

@@ -1,6 +1,7 @@
 #include "app/status_command.h"
 
 #include "app/control_server.h"
+#include "app/human_bytes.h"
 #include "app/mount_command.h"
 
 #include <QCommandLineParser>
@@ -9,6 +10,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace netfs {
@@ -23,16 +25,7 @@ const char* const kStatusUsage =
     "not yet on the server, conflicts, and pinned folders.\n"
     "  --json   one JSON object (docs/control_api.md)\n";
 
-QString bytes(qint64 n) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = double(n);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    return u == 0 ? QString("%1 B").arg(n) : QString("%1 %2").arg(v, 0, 'f', 1).arg(units[u]);
-}
+QString bytes(qint64 n) { return QString::fromStdString(human_bytes(std::uint64_t(std::max<qint64>(n, 0)))); }
 
 void print_human(const QJsonObject& s) {
     const QJsonObject cache = s["cache"].toObject();

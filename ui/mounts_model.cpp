@@ -1,5 +1,6 @@
 #include "ui/mounts_model.h"
 
+#include "app/human_bytes.h"
 #include "app/runtime_dirs.h"
 #include "ui/daemon_client.h"
 
@@ -62,16 +63,7 @@ QString state_words(TrayState state) {
     return {};
 }
 
-QString human_bytes(qint64 n) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = double(n);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    return u == 0 ? QString("%1 B").arg(n) : QString("%1 %2").arg(v, 0, 'f', 1).arg(units[u]);
-}
+QString human_bytes(qint64 n) { return QString::fromStdString(netfs::human_bytes(std::uint64_t(std::max<qint64>(n, 0)))); }
 
 QString human_time(qint64 ns) {
     if (ns <= 0)
