@@ -63,7 +63,9 @@ QString state_words(TrayState state) {
     return {};
 }
 
-QString human_bytes(qint64 n) { return QString::fromStdString(netfs::human_bytes(std::uint64_t(std::max<qint64>(n, 0)))); }
+QString human_bytes(qint64 n) {
+    return QString::fromStdString(netfs::human_bytes(std::uint64_t(std::max<qint64>(n, 0))));
+}
 
 QString human_time(qint64 ns) {
     if (ns <= 0)
