@@ -12,7 +12,8 @@ const char* const kMountOptionsHelp =
     "  uid=N, gid=N            show every file as owned by this user/group\n"
     "  umask=OCTAL             clear these permission bits in what is shown\n"
     "  attr_timeout=SECONDS    how long attributes are trusted (default 1)\n"
-    "  entry_timeout=SECONDS   how long names are trusted (default 1)\n"
+    "  entry_timeout=SECONDS   how long the kernel trusts names (default 1)\n"
+    "  dir_cache_time=SECONDS  how long names listed by the remote are trusted (default 30)\n"
     "  direct_io               bypass all caching: every read and write goes to the remote\n"
     "  writeback_cache         let the kernel cache writes (changes made by other\n"
     "                          clients of the remote may go unseen)\n"
@@ -173,11 +174,12 @@ bool parse_one(std::string_view item, MountOptions& o, std::string& error) {
         o.umask = mask;
         return true;
     }
-    if (name == "attr_timeout" || name == "entry_timeout") {
+    if (name == "attr_timeout" || name == "entry_timeout" || name == "dir_cache_time") {
         double seconds;
         if (!parse_seconds(value, seconds))
             return bad_value("seconds, e.g. 1 or 0.5");
-        (name == "attr_timeout" ? o.attr_timeout : o.entry_timeout) = seconds;
+        (name == "attr_timeout" ? o.attr_timeout : name == "entry_timeout" ? o.entry_timeout : o.dir_cache_time) =
+            seconds;
         return true;
     }
     if (name == "readahead") {
@@ -289,6 +291,7 @@ EngineOptions engine_options(const MountOptions& options, bool running_as_root) 
     e.direct_io = options.direct_io;
     e.attr_timeout = to_milliseconds(options.attr_timeout);
     e.entry_timeout = to_milliseconds(options.entry_timeout);
+    e.dir_cache_time = to_milliseconds(options.dir_cache_time);
     e.readahead_max = options.readahead;
     e.folio_budget = options.memory;
     e.set_owner = options.allow_other && running_as_root;

@@ -43,6 +43,7 @@ struct MountOptions {
     // Engine.
     double attr_timeout = 1.0;           // seconds
     double entry_timeout = 1.0;          // seconds
+    double dir_cache_time = 30.0;        // seconds
     bool direct_io = false;
     std::uint64_t readahead = 8ull << 20;  // bytes
     std::uint64_t memory = 256ull << 20;   // folio budget, bytes

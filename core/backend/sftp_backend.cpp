@@ -1320,6 +1320,19 @@ public:
         return exchange(c, lock, generation, requests, replies, op_timeout_);
     }
 
+    // Waits for answers to requests that an exchange sent but did not wait
+    // for; `timeout` 0 is the operation timeout. As exchange otherwise.
+    Errc await_more(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
+                    std::span<Reply> replies, milliseconds timeout) {
+        Batch batch;
+        for (Reply& r : replies)
+            if (!r.done) {
+                r.batch = &batch;
+                batch.remaining++;
+            }
+        return await(c, lock, generation, replies, batch, timeout.count() ? timeout : op_timeout_);
+    }
+
 private:
     Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
                   std::string_view requests, std::span<Reply> replies, milliseconds timeout) {
@@ -1631,6 +1644,26 @@ public:
 
     Errc call(std::uint8_t type, std::string_view arguments, Reply& reply) {
         return exchange({{type, arguments}}, {&reply, 1});
+    }
+
+    // Sends `requests` back to back, answered into `first` and then `rest`
+    // in order, and waits for the answers of `first` only. The rest must
+    // then be waited for with await_rest, before this hold goes.
+    Errc exchange_first(std::initializer_list<Request> requests, std::span<Reply> first, std::span<Reply> rest) {
+        std::string bytes;
+        std::size_t i = 0;
+        for (const Request& r : requests) {
+            c_->sftp.add(bytes, r.type, r.arguments, i < first.size() ? &first[i] : &rest[i - first.size()]);
+            ++i;
+        }
+        const Errc e = pool_.exchange(*c_, lock_, generation_, bytes, first);
+        if (e != Errc::ok)
+            c_->sftp.forget(rest);
+        return e;
+    }
+
+    Errc await_rest(std::span<Reply> rest, milliseconds timeout) {
+        return pool_.await_more(*c_, lock_, generation_, rest, timeout);
     }
 
     // A request answered by a status (or by an extension's reply): its Errc.
@@ -2294,6 +2327,9 @@ private:
     static Errc may_open(Errc exists, const Attr& before, unsigned long flags) {
         if (exists == Errc::ok && S_ISLNK(before.mode))
             return Errc::loop;
+        // A FIFO or a device: the server's open could block its channel.
+        if (exists == Errc::ok && !S_ISREG(before.mode) && !S_ISDIR(before.mode))
+            return Errc::not_supported;
         if (exists == Errc::ok && S_ISDIR(before.mode) && (flags & LIBSSH2_FXF_WRITE))
             return Errc::is_dir;
         if (exists == Errc::ok && (flags & LIBSSH2_FXF_EXCL))
@@ -2315,16 +2351,24 @@ private:
         if (Errc e = h.acquire(); e != Errc::ok)
             return e;
         const std::string p = remote(path);
+        // SFTP's OPEN follows a symbolic link, and the contract says it
+        // must not; so an LSTAT looks at the name first. [!] Where the open
+        // could change what it reaches (a create, a truncate), the OPEN
+        // waits for the look's answer: a link could lead it to truncate
+        // the link's target. A plain open goes out right behind its LSTAT,
+        // one round trip for both: what it reached is closed again if the
+        // look found no regular file. The one cost is a FIFO (or a link
+        // to one) put at the name just now: the server's open blocks its
+        // whole channel, and the pool reconnects once the look has said so.
         // An exclusive create needs no look first: it fails on any object
         // at the name, link or not, and the LSTAT sent right behind the
-        // OPEN says what was there. [!] Other opens must wait for the
-        // look: an OPEN sent with it would follow a link before we knew,
-        // to a FIFO perhaps, where the server's open would block its whole
-        // channel.
+        // OPEN says what was there.
         const bool exclusive = flags & LIBSSH2_FXF_EXCL;
+        const bool look_along = !exclusive && !(flags & (LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC));
+        const std::string stat_args = name_args(p);
         Errc exists = Errc::not_found;
-        if (!exclusive) {
-            Attr before;
+        Attr before;
+        if (!exclusive && !look_along) {
             exists = lstat(h, p, before);
             if (Errc e = may_open(exists, before, flags); e != Errc::ok)
                 return e;
@@ -2342,12 +2386,36 @@ private:
         // create's attributes: the LSTAT is answered after the OPEN, so it
         // describes the file the OPEN made or opened (it was no link).
         Reply replies[2];
-        const bool describe = attr || exclusive;
-        const std::string stat_args = name_args(p);
-        const Errc sent = describe ? h.exchange({{kFxpOpen, args.bytes}, {kFxpLstat, stat_args}}, replies)
-                                   : h.call(kFxpOpen, args.bytes, replies[0]);
-        if (sent != Errc::ok)
-            return sent;
+        if (look_along) {
+            Reply& look = replies[1];
+            const Errc sent = h.exchange_first({{kFxpLstat, stat_args}, {kFxpOpen, args.bytes}}, {&look, 1},
+                                               {&replies[0], 1});
+            if (sent != Errc::ok)
+                return sent;
+            exists = attrs_of(look, before);
+            const Errc refused = may_open(exists, before, flags);
+            const bool regular = exists == Errc::ok && S_ISREG(before.mode);
+            // Not a regular file: the OPEN may never be answered (a FIFO),
+            // and then the pool reconnects.
+            if (Errc e = h.await_rest({&replies[0], 1}, regular ? milliseconds(0) : kHeartbeatTimeout);
+                e != Errc::ok) {
+                if (refused != Errc::ok)
+                    LOG_WARN("%s: %s changed on the server into something an SFTP open blocks on; not opened",
+                             pool_->login().url.shown.c_str(), path.c_str());
+                return refused != Errc::ok ? refused : e;
+            }
+            if (refused != Errc::ok) {
+                if (replies[0].type == kFxpHandle)
+                    h.send_only(kFxpClose, name_args(handle_of(replies[0])));
+                return refused;
+            }
+        } else {
+            const bool describe = attr || exclusive;
+            const Errc sent = describe ? h.exchange({{kFxpOpen, args.bytes}, {kFxpLstat, stat_args}}, replies)
+                                       : h.call(kFxpOpen, args.bytes, replies[0]);
+            if (sent != Errc::ok)
+                return sent;
+        }
         const Reply& opened = replies[0];
         if (opened.type != kFxpHandle) {
             const Errc e = unexpected(opened);

@@ -237,6 +237,7 @@ std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string&
     }
     if (limits.has_file_id && attr.file_id != 0)
         by_file_id[attr.file_id] = node->ino;
+    node->name_seen = std::max(node->name_seen, asked);
     // (parent, name) now names this node and no other.
     if (named != by_name.end() && named->second != node->ino) {
         if (auto old = node_locked(named->second))
@@ -380,6 +381,8 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
     }
     if (e != Errc::ok)
         return e;
+    if (impl_->lookup_listed(parent, name, out))
+        return Errc::ok;
     Attr attr;
     const auto asked = Clock::now();
     e = impl_->backend->getattr(path, attr);
@@ -397,6 +400,27 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
     node->nlookup++;
     impl_->fill_entry_locked(*node, out);
     return Errc::ok;
+}
+
+// A name the remote confirmed within dir_cache_time. Its attributes go to
+// the kernel only for what is left of attr_timeout (none when that is
+// over): a stat then asks getattr, which asks the remote, so sizes and
+// times are as fresh as ever; only the name itself is trusted. Names the
+// remote no longer has are found out by open or getattr, which forget them.
+bool Engine::Impl::lookup_listed(Ino parent, std::string_view name, Entry& out) {
+    std::lock_guard lock(mu);
+    const auto named = by_name.find(std::pair<Ino, std::string>(parent, std::string(name)));
+    if (named == by_name.end())
+        return false;
+    auto node = node_locked(named->second);
+    const auto now = Clock::now();
+    if (!node || node->forgotten || now - node->name_seen >= options.dir_cache_time)
+        return false;
+    node->nlookup++;
+    fill_entry_locked(*node, out);
+    out.attr_timeout =
+        now < node->attr_expiry ? seconds(std::chrono::duration_cast<std::chrono::milliseconds>(node->attr_expiry - now)) : 0;
+    return true;
 }
 
 void Engine::forget(Ino ino, std::uint64_t nlookup) {
@@ -442,6 +466,8 @@ Errc Engine::getattr(Ino ino, Attr& out) {
     if (!node)
         return Errc::bad_handle;
     if (e != Errc::ok) {
+        if (e == Errc::not_found)
+            node->name_seen = {};  // the next lookup asks the remote
         if (e == Errc::not_found && !path.empty() && Clock::now() >= node->attr_expiry &&
             node->open_count > 0) {
             out = impl_->view_locked(*node);  // unlinked by someone else; still open here
@@ -891,6 +917,10 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     std::unique_ptr<BackendFile> file;
     Errc e = impl_->backend->open(path, remote_flags, file);
     lookup->done.get_future().wait();
+    if (e == Errc::not_found) {
+        std::lock_guard lock(impl_->mu);
+        node->name_seen = {};  // gone: the next lookup asks the remote
+    }
     if (e != Errc::ok)
         return e;
     Attr attr = lookup->attr;

@@ -38,6 +38,11 @@ struct EngineOptions {
     std::uint64_t readahead_max = 8ull << 20;    // largest readahead window
     std::chrono::milliseconds attr_timeout{1000};
     std::chrono::milliseconds entry_timeout{1000};
+    // A name the remote listed or confirmed is looked up without asking it
+    // again for this long, as NFS trusts a directory for acdirmin (30 s).
+    // Only names: their attributes still expire after attr_timeout, and
+    // open still checks the file (close-to-open).
+    std::chrono::milliseconds dir_cache_time{30000};
     std::chrono::milliseconds writeback_interval{5000};  // dirty data older than this is written
     int max_retries = 5;                                 // for transient errors, per subrequest
     // ... and, for network remotes, for at least this long: a server that

@@ -73,6 +73,7 @@ struct Node {
 
     Attr attr;                          // as last reported by the remote
     Clock::time_point attr_expiry{};    // trust `attr` until then
+    Clock::time_point name_seen{};      // when the remote last confirmed a name of it
     Version cached_version;             // the remote version the folios hold
     bool expect_own_change = false;     // our own writes changed the remote's version
     Clock::time_point own_change_at{};  // when our last write or truncate of it completed
@@ -152,6 +153,7 @@ struct Engine::Impl {
     bool apply_remote_attr_locked(Node& node, const Attr& attr, Clock::time_point asked = Clock::time_point::max());
     Attr view_locked(const Node& node) const;
     void fill_entry_locked(const Node& node, Entry& out) const;
+    bool lookup_listed(Ino parent, std::string_view name, Entry& out);
     Errc finish_create(const Caller& caller, Ino parent, const std::string& name,
                        const std::string& path, Attr attr, Entry& out);
     // unlink or rmdir of (parent, name).
@@ -219,8 +221,11 @@ struct Engine::Impl {
                              const std::shared_ptr<IoWait>& wait, GranuleFills fills);
     // Reads [offset, offset + buf.size()) from the remote with retries; a
     // short result means end of file. Runs without the lock.
+    // A short read goes on where it stopped, unless it reached `known_end`:
+    // there, a further read would only cost a round trip to hear "end of file".
     Errc read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
-                          std::size_t& transferred, Origin origin = Origin::read);
+                          std::size_t& transferred, Origin origin = Origin::read,
+                          std::uint64_t known_end = UINT64_MAX);
     Folio* find_folio_locked(FileData& data, std::uint64_t pos) const;
     // Room for `bytes` more folio memory; may evict, and with may_block wait
     // for writeback. False when there is no room.

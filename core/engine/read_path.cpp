@@ -97,7 +97,7 @@ bool Engine::Impl::reserve_locked(std::unique_lock<std::mutex>& lock, std::uint6
 }
 
 Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
-                                    std::size_t& transferred, Origin origin) {
+                                    std::size_t& transferred, Origin origin, std::uint64_t known_end) {
     transferred = 0;
     Retry retry;
     while (transferred < buf.size()) {
@@ -107,6 +107,8 @@ Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std
             if (n == 0)
                 break;  // end of file
             transferred += n;  // a short read continues where it stopped
+            if (offset + transferred >= known_end)
+                break;
             retry = {};
             continue;
         }
@@ -139,6 +141,9 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
                                        Folio& folio, std::byte* target, std::uint64_t lo, std::uint64_t hi,
                                        Origin origin, const std::shared_ptr<IoWait>& wait, GranuleFills fills) {
     const auto priority = origin == Origin::readahead ? IoPool::Priority::background : IoPool::Priority::urgent;
+    // Where the file ends, locally or as the remote last said: reads stop
+    // there (bytes past the local end are zero anyway).
+    const std::uint64_t known_end = std::max(node->data.size, node->cached_version.size);
     for (std::uint64_t off = lo; off < hi; off += limits.rsize) {
         const auto len = static_cast<std::uint32_t>(std::min<std::uint64_t>(limits.rsize, hi - off));
         std::byte* dest = target + (off - folio.pos);
@@ -157,9 +162,9 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
         counters.subrequests++;
         if (origin == Origin::readahead)
             counters.readahead_bytes += len;
-        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, mine, origin] {
+        pool->submit(priority, [this, node, file, &folio, dest, off, len, wait, mine, origin, known_end] {
             std::size_t got = 0;
-            Errc e = read_from_remote(*file, off, {dest, len}, got, origin);
+            Errc e = read_from_remote(*file, off, {dest, len}, got, origin, known_end);
             if (e == Errc::ok && got < len)
                 std::memset(dest + got, 0, len - got);  // a hole or end of file
             std::lock_guard lock(mu);

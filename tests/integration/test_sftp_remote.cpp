@@ -492,14 +492,16 @@ private slots:
     // target, lookup: 8 calls) through one connection at 60 ms round trip.
     // One request at a time would take 16 x 8 x 60 ms = 7.7 s; pipelined,
     // each thread waits for its own round trips only (0.5 s and the logins).
-    void path_requests_of_threads_overlap_on_one_connection() {
-        DelayRelay relay(server_->port(), std::chrono::milliseconds(30));
-        QVERIFY(relay.port() != 0);
+    // The server behind `relay`, on one connection.
+    std::unique_ptr<Backend> backend_through(const DelayRelay& relay) {
+        if (relay.port() == 0)
+            return nullptr;
         const QString known = scratch_.path() + "/known_hosts_relay";
         const QString key = server_->host_key_line().section(' ', 1);  // "[host]:port TYPE KEY"
         const QString line = "[127.0.0.1]:" + QString::number(relay.port()) + " " + key;
         QFile f(known);
-        QVERIFY(f.open(QIODevice::WriteOnly));
+        if (!f.open(QIODevice::WriteOnly))
+            return nullptr;
         f.write(line.toUtf8() + "\n");
         f.close();
         RemoteOptions o = options_for(*server_);
@@ -508,7 +510,64 @@ private slots:
         std::unique_ptr<Backend> backend;
         std::string message;
         const QString url = "sftp://root@127.0.0.1:" + QString::number(relay.port()) + server_->served();
-        QVERIFY2(open_remote(url.toStdString(), o, backend, message) == Errc::ok, message.c_str());
+        if (open_remote(url.toStdString(), o, backend, message) != Errc::ok)
+            qWarning("%s", message.c_str());
+        return backend;
+    }
+
+    // An open is one round trip: its look at the name (SFTP's OPEN follows
+    // links) goes out with it. What the look finds still decides: a link is
+    // not followed, and a FIFO put where a file was is refused, not waited
+    // for, and the backend works on.
+    void an_open_is_one_round_trip_and_follows_no_link_or_fifo() {
+        QVERIFY(QDir().mkpath(server_->direct("opens")));
+        for (int i = 0; i < 10; ++i)
+            QVERIFY(write_file(server_->direct("opens/f" + QString::number(i)), random_bytes(100, i)));
+        QVERIFY(QFile::link("f0", server_->direct("opens/link")));
+        const QByteArray fifo = server_->direct("opens/fifo").toLocal8Bit();
+        QCOMPARE(::mkfifo(fifo.constData(), 0644), 0);
+        DelayRelay relay(server_->port(), std::chrono::milliseconds(30));
+        auto backend = backend_through(relay);
+        QVERIFY(backend);
+
+        QElapsedTimer clock;
+        clock.start();
+        std::vector<std::unique_ptr<BackendFile>> files(10);
+        for (int i = 0; i < 10; ++i)
+            QCOMPARE(backend->open("/opens/f" + std::to_string(i), O_RDONLY, files[i]), Errc::ok);
+        const double seconds = clock.elapsed() / 1000.0;
+        qInfo("10 opens at a 60 ms round trip: %.2f s", seconds);
+        QVERIFY2(seconds < 0.9, "an open took more than one round trip");
+        for (int i = 0; i < 10; ++i) {
+            std::vector<std::byte> got(4096);
+            std::size_t n = 0;
+            QCOMPARE(files[i]->read(0, got, n), Errc::ok);
+            got.resize(n);
+            QCOMPARE(got, random_bytes(100, i));
+            QCOMPARE(files[i]->close(), Errc::ok);
+        }
+
+        std::unique_ptr<BackendFile> file;
+        QCOMPARE(backend->open("/opens/link", O_RDONLY, file), Errc::loop);
+        QCOMPARE(backend->open("/opens/fifo", O_RDWR | O_TRUNC, file), Errc::not_supported);  // looked at first
+        clock.restart();
+        QCOMPARE(backend->open("/opens/fifo", O_RDONLY, file), Errc::not_supported);
+        QVERIFY2(clock.elapsed() < 10000, "the open of a FIFO hung");
+        // The server's open is still blocked in the FIFO: a writer ends it.
+        const int writer = ::open(fifo.constData(), O_WRONLY | O_NONBLOCK);
+        if (writer >= 0)
+            ::close(writer);
+        Attr attr;
+        QCOMPARE(backend->getattr("/opens/f1", attr), Errc::ok);
+        QCOMPARE(attr.size, 100u);
+        backend.reset();
+        QVERIFY(QDir(server_->direct("opens")).removeRecursively());
+    }
+
+    void path_requests_of_threads_overlap_on_one_connection() {
+        DelayRelay relay(server_->port(), std::chrono::milliseconds(30));
+        auto backend = backend_through(relay);
+        QVERIFY(backend);
         Attr dir;
         QCOMPARE(backend->mkdir("/stores", 0755, dir), Errc::ok);
 

@@ -15,7 +15,7 @@
 namespace netfs::test {
 
 struct Rpc {
-    enum Kind { read, write, fsync, setattr } kind;
+    enum Kind { read, write, fsync, setattr, getattr } kind;  // getattr: by path
     std::uint64_t offset = 0;
     std::uint64_t length = 0;
 };
@@ -87,7 +87,10 @@ public:
 
     std::string describe() const override { return inner_->describe(); }
     BackendLimits limits() const override { return inner_->limits(); }
-    Errc getattr(const std::string& p, Attr& out) override { return inner_->getattr(p, out); }
+    Errc getattr(const std::string& p, Attr& out) override {
+        log_.add({Rpc::getattr, 0, 0});
+        return inner_->getattr(p, out);
+    }
     Errc readdir(const std::string& p, std::vector<DirEntry>& out) override { return inner_->readdir(p, out); }
     Errc open(const std::string& p, int flags, std::unique_ptr<BackendFile>& out) override {
         std::unique_ptr<BackendFile> f;

@@ -181,6 +181,80 @@ private slots:
         rig.engine->release(0, h);
     }
 
+    // A file shorter than the read is read in one request: its known end
+    // stops the read, with no second request only to hear "end of file".
+    void a_short_file_is_read_in_one_request() {
+        Rig rig;
+        const auto data = random_bytes(1000, 40);
+        put_file(rig.remote("short"), data);
+        auto h = rig.open("short", O_RDONLY);
+        QVERIFY(h);
+        rig.log.clear();
+        QVERIFY(rig.read(h, 0, 4096) == data);
+        QCOMPARE(rig.log.of(Rpc::read).size(), 1u);
+        rig.engine->release(0, h);
+    }
+
+    // Names the remote listed are looked up without asking it again for
+    // dir_cache_time. Their attributes still expire after attr_timeout (a
+    // stat asks the remote), and a name the remote no longer has is found
+    // out by open, after which lookups ask the remote again.
+    void listed_names_are_trusted_for_the_dir_cache_time() {
+        EngineOptions options;
+        options.attr_timeout = std::chrono::milliseconds(100);
+        options.dir_cache_time = std::chrono::milliseconds(1500);
+        Rig rig("rsize=65536", options);
+        put_file(rig.remote("a"), random_bytes(10, 41));
+        put_file(rig.remote("b"), random_bytes(20, 42));
+        std::uint64_t dir = 0;
+        QCOMPARE(rig.engine->opendir(kRootIno, dir), Errc::ok);
+        int listed = 0;
+        QCOMPARE(rig.engine->readdir(kRootIno, dir, 0, true,
+                                     [&](const DirListEntry& e, std::uint64_t) {
+                                         listed += e.name == "a" || e.name == "b";
+                                         return true;
+                                     }),
+                 Errc::ok);
+        rig.engine->releasedir(dir);
+        QCOMPARE(listed, 2);
+        rig.log.clear();
+
+        Entry a;
+        QCOMPARE(rig.engine->lookup(kRootIno, "a", a), Errc::ok);
+        QVERIFY(a.ino != 0);
+        QCOMPARE(a.attr.size, 10u);
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 0u);
+        QVERIFY(a.attr_timeout > 0);
+
+        // The attributes expire on their own clock; the name does not.
+        QTest::qWait(150);
+        put_file(rig.remote("a"), random_bytes(30, 43));
+        QCOMPARE(rig.engine->lookup(kRootIno, "a", a), Errc::ok);
+        QCOMPARE(a.attr_timeout, 0.0);  // the kernel asks getattr at once
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 0u);
+        Attr attr;
+        QCOMPARE(rig.engine->getattr(a.ino, attr), Errc::ok);
+        QCOMPARE(attr.size, 30u);
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
+
+        // Removed behind our back: open says so, and the name is asked again.
+        QVERIFY(QFile::remove(rig.remote("b")));
+        Entry b;
+        QCOMPARE(rig.engine->lookup(kRootIno, "b", b), Errc::ok);
+        OpenResult opened;
+        QCOMPARE(rig.engine->open(b.ino, O_RDONLY, opened), Errc::not_found);
+        rig.log.clear();
+        QCOMPARE(rig.engine->lookup(kRootIno, "b", b), Errc::ok);
+        QCOMPARE(b.ino, Ino(0));
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
+
+        // After dir_cache_time the remote is asked again.
+        QTest::qWait(1500);
+        rig.log.clear();
+        QCOMPARE(rig.engine->lookup(kRootIno, "a", a), Errc::ok);
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
+    }
+
     void second_read_is_served_from_folios() {
         Rig rig;
         auto data = random_bytes(256 << 10, 2);

@@ -165,13 +165,15 @@ private slots:
     }
 
     void engine_options() {
-        const MountOptions o = parsed("ro,direct_io,attr_timeout=0.25,entry_timeout=3,readahead=2M,"
-                                      "memory=64M,allow_other");
+        const MountOptions o = parsed("ro,direct_io,attr_timeout=0.25,entry_timeout=3,dir_cache_time=5,"
+                                      "readahead=2M,memory=64M,allow_other");
         const netfs::EngineOptions e = netfs::engine_options(o, false);
         QVERIFY(e.read_only);
         QVERIFY(e.direct_io);
         QCOMPARE(e.attr_timeout, std::chrono::milliseconds(250));
         QCOMPARE(e.entry_timeout, std::chrono::milliseconds(3000));
+        QCOMPARE(e.dir_cache_time, std::chrono::milliseconds(5000));
+        QCOMPARE(netfs::engine_options(parsed(""), false).dir_cache_time, std::chrono::milliseconds(30000));
         QCOMPARE(e.readahead_max, 2ull << 20);
         QCOMPARE(e.folio_budget, 64ull << 20);
         QVERIFY(!e.set_owner);  // only a root daemon can chown
