@@ -1634,12 +1634,15 @@ public:
     // Sends `requests` back to back and waits for every answer: replies[i]
     // receives the answer to requests[i]. ok once all are answered (each
     // Reply says how), else the failure of the connection.
-    Errc exchange(std::initializer_list<Request> requests, std::span<Reply> replies) {
+    Errc exchange(std::span<const Request> requests, std::span<Reply> replies) {
         std::string bytes;
         Reply* reply = replies.data();
         for (const Request& r : requests)
             c_->sftp.add(bytes, r.type, r.arguments, reply++);
         return pool_.exchange(*c_, lock_, generation_, bytes, replies);
+    }
+    Errc exchange(std::initializer_list<Request> requests, std::span<Reply> replies) {
+        return exchange(std::span<const Request>(requests.begin(), requests.size()), replies);
     }
 
     Errc call(std::uint8_t type, std::string_view arguments, Reply& reply) {
@@ -2454,30 +2457,41 @@ private:
         const std::string handle_args = name_args(handle_of(opened));
         out.clear();
         Errc e = Errc::ok;
-        for (bool more = true; more && e == Errc::ok;) {
-            Reply names;
-            if (Errc sent = h.call(kFxpReaddir, handle_args, names); sent != Errc::ok)
+        // READDIRs go out several at a time: the server answers them in
+        // order, each with the next names (up to 100 from OpenSSH), then
+        // with EOF. Four list most directories in one round trip.
+        std::size_t ahead = first_only ? 1 : 4;
+        for (bool more = true; more && e == Errc::ok; ahead = std::min<std::size_t>(ahead * 2, 16)) {
+            const std::vector<ConnectionHold::Request> requests(ahead, {kFxpReaddir, handle_args});
+            std::vector<Reply> batch(ahead);
+            if (Errc sent = h.exchange(requests, batch); sent != Errc::ok)
                 return sent;  // the handle is gone with its connection
-            if (names.type == kFxpStatus && names.status == kFxEof)
-                break;
-            if (names.type != kFxpName) {
-                e = unexpected(names);
-                break;
-            }
-            Reader r{names.body};
-            for (std::uint32_t n = r.u32(); r.ok && n > 0 && more; --n) {
-                const std::string_view name = r.str();
-                r.str();  // the long name, as ls -l shows it
-                LIBSSH2_SFTP_ATTRIBUTES a{};
-                if (!decode_attrs(r, a))
+            for (const Reply& names : batch) {
+                if (!more || e != Errc::ok)
                     break;
-                if (name == "." || name == "..")
-                    continue;
-                out.push_back({std::string(name), to_attr(a)});
-                more = !first_only;
+                if (names.type == kFxpStatus && names.status == kFxEof) {
+                    more = false;
+                    break;
+                }
+                if (names.type != kFxpName) {
+                    e = unexpected(names);
+                    break;
+                }
+                Reader r{names.body};
+                for (std::uint32_t n = r.u32(); r.ok && n > 0 && more; --n) {
+                    const std::string_view name = r.str();
+                    r.str();  // the long name, as ls -l shows it
+                    LIBSSH2_SFTP_ATTRIBUTES a{};
+                    if (!decode_attrs(r, a))
+                        break;
+                    if (name == "." || name == "..")
+                        continue;
+                    out.push_back({std::string(name), to_attr(a)});
+                    more = !first_only;
+                }
+                if (!r.ok)
+                    e = Errc::io;
             }
-            if (!r.ok)
-                e = Errc::io;
         }
         h.send_only(kFxpClose, handle_args);
         return e;

@@ -29,6 +29,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 
 using namespace netfs;
@@ -562,6 +563,34 @@ private slots:
         QCOMPARE(attr.size, 100u);
         backend.reset();
         QVERIFY(QDir(server_->direct("opens")).removeRecursively());
+    }
+
+    // A listing's READDIRs go out several at a time: 350 names (four
+    // answers of up to 100, then end of list) take the OPENDIR and two
+    // round trips, not six, and come back whole, each name once.
+    void a_listing_asks_for_several_batches_of_names_at_once() {
+        QVERIFY(QDir().mkpath(server_->direct("many")));
+        for (int i = 0; i < 350; ++i)
+            QVERIFY(write_file(server_->direct("many/n" + QString::number(i)), random_bytes(i, i)));
+        DelayRelay relay(server_->port(), std::chrono::milliseconds(30));
+        auto backend = backend_through(relay);
+        QVERIFY(backend);
+        QElapsedTimer clock;
+        clock.start();
+        std::vector<DirEntry> entries;
+        QCOMPARE(backend->readdir("/many", entries), Errc::ok);
+        const double seconds = clock.elapsed() / 1000.0;
+        qInfo("350 names at a 60 ms round trip: %.2f s", seconds);
+        QCOMPARE(entries.size(), 350u);
+        std::set<std::string> names;
+        for (const DirEntry& e : entries) {
+            names.insert(e.name);
+            QCOMPARE(e.attr.size, std::uint64_t(std::stoi(e.name.substr(1))));
+        }
+        QCOMPARE(names.size(), 350u);
+        QVERIFY2(seconds < 0.3, "the listing took more than four round trips");
+        backend.reset();
+        QVERIFY(QDir(server_->direct("many")).removeRecursively());
     }
 
     void path_requests_of_threads_overlap_on_one_connection() {
