@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <thread>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,10 +61,11 @@ public:
         if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK)
             s_ = nullptr;
     }
-    ~Stmt() { sqlite3_finalize(s_); }
-    Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    ~Stmt() { release(); }
+    Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)), lent_(std::exchange(o.lent_, nullptr)) {}
     Stmt& operator=(Stmt&& o) noexcept {
         std::swap(s_, o.s_);
+        std::swap(lent_, o.lent_);
         return *this;
     }
     bool ok() const { return s_ != nullptr; }
@@ -103,7 +105,61 @@ public:
     }
 
 private:
+    friend class StmtCache;
+    // Finalized, or handed back to the StmtCache that lent it.
+    void release() {
+        if (lent_) {
+            reset();
+            *lent_ = false;
+        } else {
+            sqlite3_finalize(s_);
+        }
+        s_ = nullptr;
+        lent_ = nullptr;
+    }
+
     sqlite3_stmt* s_ = nullptr;
+    bool* lent_ = nullptr;  // set while a StmtCache's statement is lent out
+};
+
+// Statements prepared once per connection and lent out by their text: a
+// statement prepared for every call spends more time in SQLite's parser than
+// in the query. A statement still lent out (a query run inside another's
+// loop) is not lent twice; that caller gets one of its own. Destroy the
+// cache before the connection closes (or close it with sqlite3_close_v2).
+class StmtCache {
+public:
+    explicit StmtCache(sqlite3*& db) : db_(db) {}
+    ~StmtCache() {
+        for (auto& [text, e] : entries_)
+            sqlite3_finalize(e.s);
+    }
+    StmtCache(const StmtCache&) = delete;
+    StmtCache& operator=(const StmtCache&) = delete;
+
+    Stmt get(const std::string& sql) {
+        auto [it, fresh] = entries_.try_emplace(sql);
+        Entry& e = it->second;
+        if (fresh && sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &e.s, nullptr) != SQLITE_OK) {
+            entries_.erase(it);
+            return Stmt(db_, sql.c_str());  // not ok(): the caller reports sqlite3_errmsg
+        }
+        if (e.lent)
+            return Stmt(db_, sql.c_str());
+        Stmt out;
+        out.s_ = e.s;
+        out.lent_ = &e.lent;
+        e.lent = true;
+        return out;
+    }
+
+private:
+    struct Entry {
+        sqlite3_stmt* s = nullptr;
+        bool lent = false;
+    };
+    sqlite3*& db_;
+    std::unordered_map<std::string, Entry> entries_;  // node-based: &Entry::lent stays put
 };
 
 } // namespace netfs

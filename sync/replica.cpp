@@ -52,6 +52,18 @@ void bind_base(Stmt& q, int first, const BaseVersion& b) {
         .bind(first + 3, b.mtime_ns).bind(first + 4, std::int64_t(b.change)).bind(first + 5, std::int64_t(b.file_id));
 }
 
+// The same as bind_attr would store.
+bool same_attr(const Attr& a, const Attr& b) {
+    return a.mode == b.mode && a.nlink == b.nlink && a.uid == b.uid && a.gid == b.gid && a.rdev == b.rdev &&
+           a.size == b.size && a.blocks == b.blocks && ns(a.atime) == ns(b.atime) && ns(a.mtime) == ns(b.mtime) &&
+           ns(a.ctime) == ns(b.ctime) && a.file_id == b.file_id && a.change == b.change;
+}
+
+bool same_base(const BaseVersion& a, const BaseVersion& b) {
+    return a.exists == b.exists && a.mode == b.mode && a.size == b.size && a.mtime_ns == b.mtime_ns &&
+           a.change == b.change && a.file_id == b.file_id;
+}
+
 BaseVersion read_base(Stmt& q, int first) {
     BaseVersion b;
     b.exists = q.col(first) != 0;
@@ -150,6 +162,7 @@ bool is_under(const std::string& path, const std::string& dir) {
 
 struct Replica::Impl {
     sqlite3* db = nullptr;
+    StmtCache statements{db};  // finalized after ~Impl closes db (sqlite3_close_v2 waits for them)
     // Recursive: a Transaction holds it while the calls inside it take it.
     std::recursive_mutex mu;
     int depth = 0;        // nested begin()s; the outermost one is SQLite's transaction
@@ -214,7 +227,7 @@ struct Replica::Impl {
         return true;
     }
     Stmt prepare(const std::string& text) {
-        Stmt q(db, text.c_str());
+        Stmt q = statements.get(text);
         if (!q.ok())  // a bug, not a condition: say where
             LOG_ERROR("replica database: %s in: %s", sqlite3_errmsg(db), text.c_str());
         return q;
@@ -256,6 +269,14 @@ struct Replica::Impl {
         auto existing = name_locked(path);
         if (existing && has_pending(existing->oid))
             return;  // the local view wins until reintegrated
+        if (existing && same_attr(existing->attr, attr) && existing->target == target) {
+            // Seen as before (every open and stat online says so): nothing
+            // to write, unless the base moved on its own (reintegration).
+            Stmt b = prepare(sql("SELECT @BASE FROM replica_objects WHERE oid = ?1"));
+            b.bind(1, existing->oid);
+            if (b.step() == SQLITE_ROW && same_base(read_base(b, 0), BaseVersion::of(attr)))
+                return;
+        }
         if (existing) {
             Stmt q = prepare(sql("UPDATE replica_names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13),"
                                  " target = ?14 WHERE path = ?1"));

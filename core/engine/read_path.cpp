@@ -440,7 +440,10 @@ void Engine::Impl::store_pending_fills() {
         puts.push_back({f.granule.object, f.granule.index, {f.bytes.get(), f.granule.length}, false,
                         f.granule.content_version});
     Errc error;
-    const std::size_t stored = cache->put_many(puts, error);
+    // Clean copies: not synced now. Lost in a crash, the cache only forgets
+    // them; the store keeps its journal's order (no synced row points at
+    // unsynced data). A sync per fill cost a small file's read twice over.
+    const std::size_t stored = cache->put_many(puts, error, CacheStore::Sync::later);
     if (error != Errc::ok && error != Errc::no_space)  // a full disk is logged once, by the store
         LOG_WARN("the cache could not store %zu granules: %s", batch.size(), std::string(describe(error)).c_str());
     std::lock_guard lock(mu);

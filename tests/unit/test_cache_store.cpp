@@ -2,6 +2,7 @@
 // crash at any point; damage is never returned; a wrong key is refused
 // without touching the cache; plaintext never reaches the disk.
 #include "core/cache/cache_store.h"
+#include "core/sqlite_stmt.h"
 #include "tests/support/mount_fixture.h"
 
 #include <QDir>
@@ -66,6 +67,50 @@ std::unique_ptr<CacheStore> open_store(const CacheOptions& o) {
 class TestCacheStore : public QObject {
     Q_OBJECT
 private slots:
+    // Statements lent by text: the same text twice at once gives two (a
+    // query inside another's loop), and one handed back mid-query is reset,
+    // holding no read transaction that would keep the log from a checkpoint.
+    void cached_statements_are_lent_once_and_reset_when_handed_back() {
+        QTemporaryDir dir;
+        sqlite3* db = nullptr;
+        QCOMPARE(sqlite3_open((dir.path() + "/t.db").toUtf8().constData(), &db), SQLITE_OK);
+        QCOMPARE(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
+                              nullptr, nullptr, nullptr),
+                 SQLITE_OK);
+        const auto busy_statements = [db] {
+            int busy = 0;
+            for (sqlite3_stmt* s = sqlite3_next_stmt(db, nullptr); s; s = sqlite3_next_stmt(db, s))
+                busy += sqlite3_stmt_busy(s) != 0;
+            return busy;
+        };
+        {
+            StmtCache cache(db);
+            const std::string query = "SELECT x FROM t ORDER BY x";
+            int pairs = 0;
+            {
+                Stmt outer = cache.get(query);
+                QVERIFY(outer.ok());
+                while (outer.step() == SQLITE_ROW) {
+                    Stmt inner = cache.get(query);
+                    while (inner.step() == SQLITE_ROW)
+                        pairs += outer.col(0) <= inner.col(0);
+                }
+            }
+            QCOMPARE(pairs, 6);  // (1,1..3), (2,2..3), (3,3): two statements, each whole
+            {
+                Stmt q = cache.get(query);
+                QCOMPARE(q.step(), SQLITE_ROW);  // handed back mid-query
+                QCOMPARE(busy_statements(), 1);
+            }
+            QCOMPARE(busy_statements(), 0);
+            Stmt again = cache.get(query);
+            QCOMPARE(again.step(), SQLITE_ROW);
+            QCOMPARE(again.col(0), std::int64_t(1));  // from the start
+            QVERIFY(!cache.get("SELECT nonsense FROM nowhere").ok());
+        }
+        QCOMPARE(sqlite3_close(db), SQLITE_OK);  // every statement finalized
+    }
+
     void put_get_and_reopen() {
         QTemporaryDir dir;
         std::uint64_t id = 0, cv = 0;
