@@ -91,6 +91,9 @@ public:
         return owner_.replica_->flush();
     }
 
+    // Online, what the remote's open found; a local file answers getattr.
+    bool opened_attr(Attr& out) const override { return !local_ && remote_ && remote_->opened_attr(out); }
+
     Errc getattr(Attr& out) override {
         if (!local_ && remote_ && owner_.online()) {
             const Errc e = remote_->getattr(out);
@@ -972,6 +975,11 @@ Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<Ba
         std::unique_ptr<BackendFile> file;
         const Errc e = r->open(path, flags, file);
         if (e == Errc::ok) {
+            // Seen as a getattr would have seen it (the engine asks no getattr then).
+            if (Attr attr; file->opened_attr(attr)) {
+                replica_->saw(path, attr);
+                visited(path);
+            }
             auto n = replica_->name(path);
             out = std::make_unique<ReplicaFile>(*this, n ? n->oid : 0, path, std::move(file), false);
             return e;

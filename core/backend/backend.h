@@ -111,6 +111,9 @@ struct BackendLimits {
     // engine then renames an open file aside rather than unlinking it, and
     // removes it at the last close, as the kernel's NFS client does.
     bool open_files_survive_unlink = true;
+    // open looks at the file as it opens it (BackendFile::opened_attr): the
+    // engine then asks nothing more for its close-to-open check.
+    bool open_reports_attr = false;
 };
 
 // An open remote file. Destroying it closes the remote handle; call close()
@@ -129,6 +132,10 @@ public:
 
     // Makes every acknowledged write durable on the remote.
     virtual Errc fsync(bool datasync) = 0;
+
+    // The file's attributes as its open found them, when the open looked
+    // (BackendLimits::open_reports_attr); false otherwise.
+    virtual bool opened_attr(Attr&) const { return false; }
 
     // Attributes through the handle: works after the path was unlinked.
     virtual Errc getattr(Attr& out) = 0;

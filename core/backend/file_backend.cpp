@@ -80,6 +80,15 @@ public:
         return Errc::ok;
     }
 
+    // The descriptor describes what was opened: no path to look up again.
+    bool opened_attr(Attr& out) const override {
+        struct stat st;
+        if (::fstat(fd_, &st) != 0)
+            return false;
+        out = to_attr(st);
+        return true;
+    }
+
     Errc truncate(std::uint64_t size) override {
         return ::ftruncate(fd_, static_cast<off_t>(size)) == 0 ? Errc::ok : last_error();
     }
@@ -108,6 +117,7 @@ Errc FileBackend::make(const std::string& root, BackendLimits limits, std::uniqu
         ::close(fd);
         return e;
     }
+    limits.open_reports_attr = true;
     out.reset(new FileBackend(fd, root, limits));
     return Errc::ok;
 }

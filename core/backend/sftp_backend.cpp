@@ -1772,6 +1772,15 @@ public:
 
     ~SftpFile() override { close(); }
 
+    // What the LSTAT sent with the OPEN found (a regular file, then).
+    void set_opened_attr(const Attr& attr) { opened_attr_ = attr; }
+    bool opened_attr(Attr& out) const override {
+        if (!opened_attr_)
+            return false;
+        out = *opened_attr_;
+        return true;
+    }
+
     Errc read(std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred) override {
         transferred = 0;
         while (transferred < buf.size()) {
@@ -2067,6 +2076,7 @@ private:
     std::string handle_;
     std::uint64_t generation_;
     bool closed_ = false;
+    std::optional<Attr> opened_attr_;
 };
 
 // ---- the backend --------------------------------------------------------------
@@ -2093,6 +2103,7 @@ public:
         limits.max_in_flight = static_cast<std::uint32_t>(std::max<std::size_t>(8, 2 * pool_->size()));
         limits.has_file_id = false;     // SFTP v3 has no inode numbers
         limits.has_change_attr = false;
+        limits.open_reports_attr = true;  // the LSTAT sent with each OPEN
         return limits;
     }
 
@@ -2437,7 +2448,10 @@ private:
                 return e;
             }
         }
-        out = std::make_unique<SftpFile>(pool_, h.index(), handle, h.generation(), p, flags);
+        auto file = std::make_unique<SftpFile>(pool_, h.index(), handle, h.generation(), p, flags);
+        if (look_along)
+            file->set_opened_attr(before);  // it was a regular file: what the OPEN opened
+        out = std::move(file);
         return Errc::ok;
     }
 

@@ -34,6 +34,7 @@ public:
         Errc e = hook(Op::fgetattr);
         return e != Errc::ok ? e : inner_->getattr(out);
     }
+    bool opened_attr(Attr& out) const override { return inner_->opened_attr(out); }
     Errc truncate(std::uint64_t size) override {
         Errc e = hook(Op::truncate);
         return e != Errc::ok ? e : inner_->truncate(size);

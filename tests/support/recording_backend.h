@@ -73,6 +73,7 @@ public:
         return inner_->fsync(datasync);
     }
     Errc getattr(Attr& out) override { return inner_->getattr(out); }
+    bool opened_attr(Attr& out) const override { return inner_->opened_attr(out); }
     Errc truncate(std::uint64_t size) override { return inner_->truncate(size); }
     Errc close() override { return inner_->close(); }
 

@@ -546,6 +546,29 @@ private slots:
         rig.engine->release(0, h);
     }
 
+    // A remote whose open looks at the file as it opens it (a local
+    // descriptor here; sftp's LSTAT sent with its OPEN) is asked nothing
+    // more for the close-to-open check, which still sees other clients.
+    void open_asks_the_remote_once_and_still_sees_changes() {
+        Rig rig;
+        put_file(rig.remote("o"), random_bytes(100, 44));
+        Entry entry;
+        QCOMPARE(rig.engine->lookup(kRootIno, "o", entry), Errc::ok);
+        rig.log.clear();
+        OpenResult opened;
+        QCOMPARE(rig.engine->open(entry.ino, O_RDONLY, opened), Errc::ok);
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 0u);
+        QVERIFY(rig.read(opened.handle, 0, 4096) == random_bytes(100, 44));
+        rig.engine->release(0, opened.handle);
+
+        put_file(rig.remote("o"), random_bytes(200, 45));
+        QCOMPARE(rig.engine->open(entry.ino, O_RDONLY, opened), Errc::ok);
+        QVERIFY(opened.remote_changed);
+        QVERIFY(!opened.keep_cache);
+        QVERIFY(rig.read(opened.handle, 0, 4096) == random_bytes(200, 45));
+        rig.engine->release(0, opened.handle);
+    }
+
     void direct_io_bypasses_folios_and_stays_coherent() {
         Rig rig;
         auto data = random_bytes(128 << 10, 20);
