@@ -2400,6 +2400,7 @@ private:
         // create's attributes: the LSTAT is answered after the OPEN, so it
         // describes the file the OPEN made or opened (it was no link).
         Reply replies[2];
+        bool regular = false;  // what the look found, when it went along
         if (look_along) {
             Reply& look = replies[1];
             const Errc sent = h.exchange_first({{kFxpLstat, stat_args}, {kFxpOpen, args.bytes}}, {&look, 1},
@@ -2408,10 +2409,11 @@ private:
                 return sent;
             exists = attrs_of(look, before);
             const Errc refused = may_open(exists, before, flags);
-            const bool regular = exists == Errc::ok && S_ISREG(before.mode);
-            // Not a regular file: the OPEN may never be answered (a FIFO),
-            // and then the pool reconnects.
-            if (Errc e = h.await_rest({&replies[0], 1}, regular ? milliseconds(0) : kHeartbeatTimeout);
+            regular = exists == Errc::ok && S_ISREG(before.mode);
+            // A FIFO or device: the OPEN may never be answered, and then
+            // the pool reconnects after a short wait, not the operation's.
+            const bool may_block = exists == Errc::ok && !regular && !S_ISDIR(before.mode) && !S_ISLNK(before.mode);
+            if (Errc e = h.await_rest({&replies[0], 1}, may_block ? kHeartbeatTimeout : milliseconds(0));
                 e != Errc::ok) {
                 if (refused != Errc::ok)
                     LOG_WARN("%s: %s changed on the server into something an SFTP open blocks on; not opened",
@@ -2449,8 +2451,8 @@ private:
             }
         }
         auto file = std::make_unique<SftpFile>(pool_, h.index(), handle, h.generation(), p, flags);
-        if (look_along)
-            file->set_opened_attr(before);  // it was a regular file: what the OPEN opened
+        if (look_along && regular)
+            file->set_opened_attr(before);  // what the OPEN opened
         out = std::move(file);
         return Errc::ok;
     }

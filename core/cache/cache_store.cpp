@@ -232,11 +232,19 @@ struct CacheStore::Impl {
             if (stored_bytes > limit)
                 goal = limit / 10 * 9;
         }
-        const FreeSpace space = free_space();
+        FreeSpace space = free_space();
         if (space.total && space.free < space.total / 100 * options.free_cull_percent) {
             Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
             stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
             live.reset();
+            // Records already dropped whose holes are not punched yet (after
+            // deferred commits, until a synced one): as good as free, or
+            // every batch until then would cull as much again.
+            Stmt dead(db, "SELECT coalesce(sum(length), 0) FROM dead");
+            space.free += dead.step() == SQLITE_ROW ? std::uint64_t(dead.col(0)) : 0;
+            dead.reset();
+        }
+        if (space.total && space.free < space.total / 100 * options.free_cull_percent) {
             const std::uint64_t need = space.total / 100 * options.free_run_percent - space.free;
             goal = std::min(goal, stored_bytes > need ? stored_bytes - need : 0);
         }

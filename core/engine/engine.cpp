@@ -237,7 +237,8 @@ std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string&
     }
     if (limits.has_file_id && attr.file_id != 0)
         by_file_id[attr.file_id] = node->ino;
-    node->name_seen = std::max(node->name_seen, asked);
+    // Made by this mount (no time asked): confirmed now, not for ever.
+    node->name_seen = std::max(node->name_seen, asked == Clock::time_point::max() ? Clock::now() : asked);
     // (parent, name) now names this node and no other.
     if (named != by_name.end() && named->second != node->ino) {
         if (auto old = node_locked(named->second))
@@ -415,6 +416,12 @@ bool Engine::Impl::lookup_listed(Ino parent, std::string_view name, Entry& out) 
     auto node = node_locked(named->second);
     const auto now = Clock::now();
     if (!node || node->forgotten || now - node->name_seen >= options.dir_cache_time)
+        return false;
+    // A hard link's other names are vouched for by none of its lookups; and
+    // a name seen before this mount removed or renamed something in the
+    // directory may be one a listing taken earlier brought back.
+    const auto dir = node_locked(parent);
+    if (node->links.size() != 1 || !dir || node->name_seen <= dir->names_removed)
         return false;
     node->nlookup++;
     fill_entry_locked(*node, out);
@@ -655,8 +662,10 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         return e;
     std::lock_guard lock(mu);
     unlink_name_locked(parent, std::string(name));
-    if (auto p = node_locked(parent))
+    if (auto p = node_locked(parent)) {
         p->attr_expiry = {};
+        p->names_removed = Clock::now();
+    }
     return Errc::ok;
 }
 
@@ -684,8 +693,10 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
     by_name[{parent, aside}] = node->ino;
     node->silly = true;
     node->attr_expiry = {};
-    if (auto p = node_locked(parent))
+    if (auto p = node_locked(parent)) {
         p->attr_expiry = {};
+        p->names_removed = Clock::now();
+    }
     return true;
 }
 
@@ -761,8 +772,10 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
         }
     }
     for (Ino p : {parent, new_parent})
-        if (auto n = impl_->node_locked(p))
+        if (auto n = impl_->node_locked(p)) {
             n->attr_expiry = {};
+            n->names_removed = Clock::now();
+        }
     return Errc::ok;
 }
 
@@ -923,9 +936,9 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
         lookup->done.get_future().wait();
     else if (e == Errc::ok && file->opened_attr(lookup->attr))
         lookup->error = Errc::ok;
-    if (e == Errc::not_found) {
+    if (e != Errc::ok && !is_transient(e)) {
         std::lock_guard lock(impl_->mu);
-        node->name_seen = {};  // gone: the next lookup asks the remote
+        node->name_seen = {};  // gone or replaced (a link, a FIFO): the next lookup asks the remote
     }
     if (e != Errc::ok)
         return e;

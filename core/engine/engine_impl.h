@@ -74,6 +74,7 @@ struct Node {
     Attr attr;                          // as last reported by the remote
     Clock::time_point attr_expiry{};    // trust `attr` until then
     Clock::time_point name_seen{};      // when the remote last confirmed a name of it
+    Clock::time_point names_removed{};  // a directory: when this mount last removed or renamed a name in it
     Version cached_version;             // the remote version the folios hold
     bool expect_own_change = false;     // our own writes changed the remote's version
     Clock::time_point own_change_at{};  // when our last write or truncate of it completed

@@ -255,6 +255,60 @@ private slots:
         QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
     }
 
+    // Where a name's trust ends: a name this mount made is trusted for
+    // dir_cache_time, not for ever; a hard link's names do not vouch for
+    // each other; a listing taken before this mount removed a name does not
+    // bring it back; and an open the remote refuses (a link put in place of
+    // the file) makes the next lookup ask again.
+    void a_names_trust_ends_where_the_remote_may_say_otherwise() {
+        EngineOptions options;
+        options.dir_cache_time = std::chrono::milliseconds(400);
+        Rig rig("rsize=65536", options);
+        const auto list_root = [&](std::uint64_t dir) {
+            return rig.engine->readdir(kRootIno, dir, 0, true, [](const DirListEntry&, std::uint64_t) { return true; });
+        };
+        const auto looks_up = [&](const char* name, Entry& e) {
+            rig.log.clear();
+            const Errc r = rig.engine->lookup(kRootIno, name, e);
+            return r == Errc::ok ? int(rig.log.of(Rpc::getattr).size()) : -1;
+        };
+        Entry e;
+
+        QCOMPARE(rig.engine->mkdir(Caller{}, kRootIno, "made", 0755, e), Errc::ok);
+        QVERIFY(QDir(rig.remote("made")).removeRecursively());
+        QCOMPARE(looks_up("made", e), 0);  // within dir_cache_time
+        QTest::qWait(450);
+        QCOMPARE(looks_up("made", e), 1);
+        QCOMPARE(e.ino, Ino(0));
+
+        put_file(rig.remote("a"), random_bytes(10, 46));
+        QCOMPARE(::link(rig.remote("a").toLocal8Bit().constData(), rig.remote("b").toLocal8Bit().constData()), 0);
+        put_file(rig.remote("x"), random_bytes(10, 47));
+        put_file(rig.remote("l"), random_bytes(10, 48));
+        std::uint64_t dir = 0;
+        QCOMPARE(rig.engine->opendir(kRootIno, dir), Errc::ok);
+        QCOMPARE(list_root(dir), Errc::ok);
+        QCOMPARE(looks_up("x", e), 0);
+        QCOMPARE(looks_up("a", e), 1);  // a hard link: asked
+        QVERIFY(QFile::remove(rig.remote("b")));
+        QCOMPARE(looks_up("b", e), 1);
+        QCOMPARE(e.ino, Ino(0));
+
+        QVERIFY(QFile::remove(rig.remote("l")));
+        QVERIFY(QFile::link("a", rig.remote("l")));
+        QCOMPARE(looks_up("l", e), 0);  // trusted: the old node
+        OpenResult opened;
+        QCOMPARE(rig.engine->open(e.ino, O_RDONLY, opened), Errc::loop);
+        QCOMPARE(looks_up("l", e), 1);
+        QVERIFY(S_ISLNK(e.attr.mode));
+
+        QCOMPARE(rig.engine->unlink(kRootIno, "x"), Errc::ok);
+        QCOMPARE(list_root(dir), Errc::ok);  // the listing still has x
+        rig.engine->releasedir(dir);
+        QCOMPARE(looks_up("x", e), 1);
+        QCOMPARE(e.ino, Ino(0));
+    }
+
     void second_read_is_served_from_folios() {
         Rig rig;
         auto data = random_bytes(256 << 10, 2);
