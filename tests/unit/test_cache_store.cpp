@@ -38,6 +38,27 @@ CacheOptions options_for(const QString& dir, std::uint8_t key_seed = 1) {
     return o;
 }
 
+// A 64 MiB tmpfs for the free-space tests, with free-space marks high
+// enough to see on it; unmounted when it goes (after the store on it).
+struct SmallDisk {
+    QTemporaryDir dir;
+    QByteArray fs = (dir.path() + "/fs").toLocal8Bit();
+    bool mounted = QDir().mkpath(dir.path() + "/fs") &&
+                   ::mount("tmpfs", fs.constData(), "tmpfs", 0, "size=64m") == 0;
+    ~SmallDisk() {
+        if (mounted)
+            ::umount2(fs.constData(), MNT_DETACH);
+    }
+    CacheOptions options(unsigned stop_percent) const {
+        CacheOptions o = options_for(dir.path() + "/fs/cache");
+        o.codec.compress = false;
+        o.free_run_percent = 30;
+        o.free_cull_percent = 20;
+        o.free_stop_percent = stop_percent;
+        return o;
+    }
+};
+
 std::vector<std::byte> granule(std::uint64_t seed, std::size_t n = 256 << 10) {
     std::mt19937_64 rng(seed);
     std::vector<std::byte> out(n);
@@ -307,17 +328,11 @@ private slots:
     // On a small filesystem the cache culls below the cull mark and pauses
     // below the stop mark: it never fills the disk.
     void free_space_watermarks_keep_the_disk_from_filling() {
-        QTemporaryDir dir;
-        const QByteArray fs = (dir.path() + "/fs").toLocal8Bit();
-        QVERIFY(QDir().mkpath(dir.path() + "/fs"));
-        QCOMPARE(::mount("tmpfs", fs.constData(), "tmpfs", 0, "size=64m"), 0);
+        SmallDisk disk;
+        QVERIFY(disk.mounted);
+        const QByteArray& fs = disk.fs;
         {
-            CacheOptions o = options_for(dir.path() + "/fs/cache");
-            o.codec.compress = false;
-            o.free_run_percent = 30;   // marks high enough to see on a 64 MiB disk
-            o.free_cull_percent = 20;
-            o.free_stop_percent = 10;
-            auto s = open_store(o);
+            auto s = open_store(disk.options(10));
             std::uint64_t id = 0, cv = 0;
             QCOMPARE(s->object("/f", version(1, 1), id, cv), Errc::ok);
             for (std::uint64_t i = 0; i < 400; ++i) {  // 100 MiB into a 64 MiB filesystem
@@ -332,7 +347,6 @@ private slots:
             QCOMPARE(s->get(id, 399, back), Errc::ok);  // recent data is kept
             QVERIFY(back == random_bytes(256 << 10, 399));
         }
-        QCOMPARE(::umount2(fs.constData(), MNT_DETACH), 0);
     }
 
     // Deferred puts (cache fills) free the space of what they cull only at
@@ -340,17 +354,10 @@ private slots:
     // then, culled records count as free, or each put would cull as much
     // again and the cache would empty itself.
     void deferred_puts_cull_no_more_than_needed() {
-        QTemporaryDir dir;
-        const QByteArray fs = (dir.path() + "/fs").toLocal8Bit();
-        QVERIFY(QDir().mkpath(dir.path() + "/fs"));
-        QCOMPARE(::mount("tmpfs", fs.constData(), "tmpfs", 0, "size=64m"), 0);
+        SmallDisk disk;
+        QVERIFY(disk.mounted);
         {
-            CacheOptions o = options_for(dir.path() + "/fs/cache");
-            o.codec.compress = false;
-            o.free_run_percent = 30;
-            o.free_cull_percent = 20;
-            o.free_stop_percent = 5;
-            auto s = open_store(o);
+            auto s = open_store(disk.options(5));
             std::uint64_t id = 0, cv = 0;
             QCOMPARE(s->object("/f", version(1, 1), id, cv), Errc::ok);
             for (std::uint64_t i = 0; i < 400; ++i) {
@@ -372,7 +379,6 @@ private slots:
             // of a 64 MiB disk is the cache's to keep.
             QVERIFY2(kept >= 150, qPrintable(QString::number(kept)));  // 122 when culled records did not count
         }
-        QCOMPARE(::umount2(fs.constData(), MNT_DETACH), 0);
     }
 
     void damage_is_never_returned() {
