@@ -265,17 +265,18 @@ struct Replica::Impl {
         n.attr = read_attr(q, 3);
         return n;
     }
-    void upsert_seen(const std::string& path, const Attr& attr, const std::string& target) {
+    // The name's object id.
+    std::int64_t upsert_seen(const std::string& path, const Attr& attr, const std::string& target) {
         auto existing = name_locked(path);
         if (existing && has_pending(existing->oid))
-            return;  // the local view wins until reintegrated
+            return existing->oid;  // the local view wins until reintegrated
         if (existing && same_attr(existing->attr, attr) && existing->target == target) {
             // Seen as before (every open and stat online says so): nothing
             // to write, unless the base moved on its own (reintegration).
             Stmt b = prepare(sql("SELECT @BASE FROM replica_objects WHERE oid = ?1"));
             b.bind(1, existing->oid);
             if (b.step() == SQLITE_ROW && same_base(read_base(b, 0), BaseVersion::of(attr)))
-                return;
+                return existing->oid;
         }
         if (existing) {
             Stmt q = prepare(sql("UPDATE replica_names SET (@ATTR) = (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13),"
@@ -290,7 +291,7 @@ struct Replica::Impl {
             b.run();
             if (!S_ISDIR(attr.mode) && S_ISDIR(existing->attr.mode))
                 remove_under(path, false);
-            return;
+            return existing->oid;
         }
         const std::int64_t oid = new_object(BaseVersion::of(attr));
         Stmt q = prepare(sql("INSERT INTO replica_names(path, parent, oid, target, @ATTR)"
@@ -298,6 +299,7 @@ struct Replica::Impl {
         q.bind(1, path).bind(2, path == "/" ? std::string() : parent_of(path)).bind(3, oid).bind(4, target);
         bind_attr(q, 5, attr);
         q.run();
+        return oid;
     }
     // Removes `path` (with `self`) and every name below it.
     void remove_under(const std::string& path, bool self) {
@@ -448,9 +450,9 @@ Errc Replica::flush_older_than(std::chrono::milliseconds age) {
     return flush();
 }
 
-void Replica::saw(const std::string& path, const Attr& attr, const std::string& target) {
+std::int64_t Replica::saw(const std::string& path, const Attr& attr, const std::string& target) {
     std::lock_guard lock(impl_->mu);
-    impl_->upsert_seen(path, attr, target);
+    return impl_->upsert_seen(path, attr, target);
 }
 
 void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& entries) {

@@ -112,8 +112,9 @@ public:
 
     // ---- what was seen on the server (connected) ------------------------
     // Records attributes of `path` (and creates its row). Keeps local
-    // changes: a path with pending operations is not overwritten.
-    void saw(const std::string& path, const Attr& attr, const std::string& target = {});
+    // changes: a path with pending operations is not overwritten. Returns
+    // the name's object id.
+    std::int64_t saw(const std::string& path, const Attr& attr, const std::string& target = {});
     // Records a directory's whole listing: children not in it are removed
     // (unless they have pending operations), and it is marked listed.
     void saw_listing(const std::string& dir, const std::vector<DirEntry>& entries);

@@ -976,12 +976,14 @@ Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<Ba
         const Errc e = r->open(path, flags, file);
         if (e == Errc::ok) {
             // Seen as a getattr would have seen it (the engine asks no getattr then).
+            std::int64_t oid = 0;
             if (Attr attr; file->opened_attr(attr)) {
-                replica_->saw(path, attr);
+                oid = replica_->saw(path, attr);
                 visited(path);
+            } else if (auto n = replica_->name(path)) {
+                oid = n->oid;
             }
-            auto n = replica_->name(path);
-            out = std::make_unique<ReplicaFile>(*this, n ? n->oid : 0, path, std::move(file), false);
+            out = std::make_unique<ReplicaFile>(*this, oid, path, std::move(file), false);
             return e;
         }
         if (e == Errc::not_found)

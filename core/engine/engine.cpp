@@ -425,8 +425,7 @@ bool Engine::Impl::lookup_listed(Ino parent, std::string_view name, Entry& out) 
         return false;
     node->nlookup++;
     fill_entry_locked(*node, out);
-    out.attr_timeout =
-        now < node->attr_expiry ? seconds(std::chrono::duration_cast<std::chrono::milliseconds>(node->attr_expiry - now)) : 0;
+    out.attr_timeout = std::max(0.0, std::chrono::duration<double>(node->attr_expiry - now).count());
     return true;
 }
 

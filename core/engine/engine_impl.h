@@ -221,9 +221,9 @@ struct Engine::Impl {
                              Folio& folio, std::byte* target, std::uint64_t lo, std::uint64_t hi, Origin origin,
                              const std::shared_ptr<IoWait>& wait, GranuleFills fills);
     // Reads [offset, offset + buf.size()) from the remote with retries; a
-    // short result means end of file. Runs without the lock.
-    // A short read goes on where it stopped, unless it reached `known_end`:
-    // there, a further read would only cost a round trip to hear "end of file".
+    // short result means end of file. Runs without the lock. A short read
+    // goes on where it stopped, unless it reached `known_end`: there, a
+    // further read would only cost a round trip to hear "end of file".
     Errc read_from_remote(BackendFile& file, std::uint64_t offset, std::span<std::byte> buf,
                           std::size_t& transferred, Origin origin = Origin::read,
                           std::uint64_t known_end = UINT64_MAX);
