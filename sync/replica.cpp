@@ -196,13 +196,13 @@ struct Replica::Impl {
     }
     int checkpointed_at = 0;  // the log's length at the last checkpoint
 
-    bool begin() { return depth++ > 0 || exec("BEGIN IMMEDIATE"); }
+    bool begin() { return depth++ > 0 || run("BEGIN IMMEDIATE"); }
     bool commit() {
         if (--depth > 0)
             return !doomed;
-        const bool ok = !doomed && exec("COMMIT");
+        const bool ok = !doomed && run("COMMIT");
         if (!ok)
-            exec("ROLLBACK");
+            run("ROLLBACK");
         doomed = false;
         return ok;
     }
@@ -211,7 +211,7 @@ struct Replica::Impl {
             doomed = true;
             return;
         }
-        exec("ROLLBACK");
+        run("ROLLBACK");
         doomed = false;
     }
 
@@ -222,6 +222,17 @@ struct Replica::Impl {
         if (sqlite3_exec(db, text, nullptr, nullptr, &error) != SQLITE_OK) {
             LOG_ERROR("replica database: %s (%s)", error ? error : "?", text);
             sqlite3_free(error);
+            return false;
+        }
+        return true;
+    }
+    // A statement of every transaction, prepared once (not a PRAGMA that
+    // sets something: SQLite applies those while preparing).
+    bool run(const char* text) {
+        Stmt q = prepare(text);
+        const int rc = q.ok() ? q.step() : SQLITE_ERROR;
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+            LOG_ERROR("replica database: %s (%s)", sqlite3_errmsg(db), text);
             return false;
         }
         return true;

@@ -62,6 +62,7 @@ struct CacheStore::Impl {
     CacheOptions options;
     std::mutex mu;
     sqlite3* db = nullptr;
+    StmtCache statements{db};  // finalized after ~Impl closes db (sqlite3_close_v2 waits for them)
     std::unique_ptr<GranuleCodec> codec;   // for puts, under mu
     // Codecs for gets, which decode in parallel outside mu; borrowed and
     // returned under mu.
@@ -141,12 +142,12 @@ struct CacheStore::Impl {
     // failure none are, and `error` says why.
     std::size_t store_batch(std::span<const CacheStore::Put> puts, Errc& error, bool later) {
         Impl& s = *this;
-        if (!s.exec("BEGIN IMMEDIATE")) {
+        if (!s.run("BEGIN IMMEDIATE")) {
             error = Errc::io;
             return 0;
         }
         auto abort = [&](Errc e) {
-            s.exec("ROLLBACK");
+            s.run("ROLLBACK");
             error = e;
             return std::size_t(0);
         };
@@ -157,7 +158,7 @@ struct CacheStore::Impl {
         std::vector<Placed> placed;
         std::vector<int> synced;  // pack files written in this batch
         std::map<std::int64_t, std::int64_t> pack_ends;  // and their sizes after it
-        Stmt version(s.db, "SELECT version FROM objects WHERE id = ?1");
+        Stmt version = s.statements.get("SELECT version FROM objects WHERE id = ?1");
         for (const Put& p : puts) {
             if (p.plain.size() > s.options.granule_size)
                 return abort(Errc::invalid);
@@ -209,7 +210,7 @@ struct CacheStore::Impl {
             s.record_uses();
             s.cull_locked();
         }
-        if (!ok || !s.exec("COMMIT"))
+        if (!ok || !s.run("COMMIT"))
             return abort(Errc::io);
         return placed.size();
     }
@@ -226,7 +227,7 @@ struct CacheStore::Impl {
         std::uint64_t goal = UINT64_MAX;  // bytes of records to keep at most
         const std::uint64_t limit = options.size_limit;
         if (limit && stored_bytes > limit) {
-            Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+            Stmt live = statements.get("SELECT coalesce(sum(length), 0) FROM granules");
             stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
             live.reset();
             if (stored_bytes > limit)
@@ -234,13 +235,13 @@ struct CacheStore::Impl {
         }
         FreeSpace space = free_space();
         if (space.total && space.free < space.total / 100 * options.free_cull_percent) {
-            Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+            Stmt live = statements.get("SELECT coalesce(sum(length), 0) FROM granules");
             stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
             live.reset();
             // Records already dropped whose holes are not punched yet (after
             // deferred commits, until a synced one): as good as free, or
             // every batch until then would cull as much again.
-            Stmt dead(db, "SELECT coalesce(sum(length), 0) FROM dead");
+            Stmt dead = statements.get("SELECT coalesce(sum(length), 0) FROM dead");
             space.free += dead.step() == SQLITE_ROW ? std::uint64_t(dead.col(0)) : 0;
             dead.reset();
         }
@@ -250,7 +251,7 @@ struct CacheStore::Impl {
         }
         if (goal == UINT64_MAX || stored_bytes <= goal)
             return;
-        Stmt victims(db, "SELECT object, idx, pack, offset, length FROM granules WHERE dirty = 0 AND object NOT IN"
+        Stmt victims = statements.get("SELECT object, idx, pack, offset, length FROM granules WHERE dirty = 0 AND object NOT IN"
                          " (SELECT id FROM objects WHERE pinned != 0) ORDER BY last_use, object, idx");
         std::vector<std::array<std::int64_t, 5>> gone;
         std::uint64_t bytes = stored_bytes;
@@ -284,7 +285,7 @@ struct CacheStore::Impl {
                 return;  // a later sync_data() or synced commit frees them
             rows_unsynced = false;
         }
-        Stmt q(db, "SELECT rowid, pack, offset, length FROM dead ORDER BY pack, offset");
+        Stmt q = statements.get("SELECT rowid, pack, offset, length FROM dead ORDER BY pack, offset");
         std::int64_t last = 0;
         while (q.step() == SQLITE_ROW) {
             last = std::max(last, q.col(0));
@@ -295,7 +296,7 @@ struct CacheStore::Impl {
         q.reset();
         if (last == 0)
             return;
-        Stmt forget(db, "DELETE FROM dead WHERE rowid <= ?1");
+        Stmt forget = statements.get("DELETE FROM dead WHERE rowid <= ?1");
         forget.bind(1, last).run();
         compact();
     }
@@ -312,7 +313,7 @@ struct CacheStore::Impl {
             std::uint64_t id, size, live;
         };
         std::vector<Pack> candidates;
-        Stmt q(db, "SELECT p.id, p.size, (SELECT coalesce(sum(length), 0) FROM granules g WHERE g.pack = p.id)"
+        Stmt q = statements.get("SELECT p.id, p.size, (SELECT coalesce(sum(length), 0) FROM granules g WHERE g.pack = p.id)"
                    " FROM packs p WHERE p.id != ?1");
         q.bind(1, std::int64_t(pack));
         while (q.step() == SQLITE_ROW)
@@ -333,7 +334,7 @@ struct CacheStore::Impl {
             std::int64_t object, index, offset, length, to_pack, to_offset;
         };
         std::vector<Move> moves;
-        Stmt live(db, "SELECT object, idx, offset, length FROM granules WHERE pack = ?1 ORDER BY offset");
+        Stmt live = statements.get("SELECT object, idx, offset, length FROM granules WHERE pack = ?1 ORDER BY offset");
         live.bind(1, std::int64_t(from));
         while (live.step() == SQLITE_ROW)
             moves.push_back({live.col(0), live.col(1), live.col(2), live.col(3), 0, 0});
@@ -362,18 +363,18 @@ struct CacheStore::Impl {
         for (int fd : written)
             if (::fdatasync(fd) != 0)
                 return false;
-        if (!exec("BEGIN IMMEDIATE"))
+        if (!run("BEGIN IMMEDIATE"))
             return false;
         bool ok = true;
         for (const auto& [id, size] : ends)
             ok = ok && add_pack.bind(1, id).bind(2, size).run();
-        Stmt move(db, "UPDATE granules SET pack = ?5, offset = ?6 WHERE object = ?1 AND idx = ?2 AND pack = ?3"
+        Stmt move = statements.get("UPDATE granules SET pack = ?5, offset = ?6 WHERE object = ?1 AND idx = ?2 AND pack = ?3"
                       " AND offset = ?4");
         for (const Move& m : moves)
             ok = ok && move.bind(1, m.object).bind(2, m.index).bind(3, std::int64_t(from)).bind(4, m.offset)
                            .bind(5, m.to_pack).bind(6, m.to_offset).run();
-        if (!ok || !exec("COMMIT")) {
-            exec("ROLLBACK");
+        if (!ok || !run("COMMIT")) {
+            run("ROLLBACK");
             return false;
         }
         compacted += moves.size();
@@ -382,16 +383,16 @@ struct CacheStore::Impl {
     void retire(std::uint64_t id) {
         if (reading > 0)
             return;  // its descriptor may be in use
-        Stmt still(db, "SELECT count(*) FROM granules WHERE pack = ?1");
+        Stmt still = statements.get("SELECT count(*) FROM granules WHERE pack = ?1");
         still.bind(1, std::int64_t(id));
         const bool empty = still.step() == SQLITE_ROW && still.col(0) == 0;
         still.reset();
         if (!empty)
             return;
-        Stmt drop(db, "DELETE FROM packs WHERE id = ?1");
+        Stmt drop = statements.get("DELETE FROM packs WHERE id = ?1");
         if (!drop.bind(1, std::int64_t(id)).run())
             return;
-        Stmt forget(db, "DELETE FROM dead WHERE pack = ?1");
+        Stmt forget = statements.get("DELETE FROM dead WHERE pack = ?1");
         forget.bind(1, std::int64_t(id)).run();
         if (auto it = pack_fds.find(id); it != pack_fds.end()) {
             ::close(it->second);
@@ -403,7 +404,7 @@ struct CacheStore::Impl {
     void record_uses() {
         if (touched.empty())
             return;
-        Stmt use(db, "UPDATE granules SET last_use = ?3 WHERE object = ?1 AND idx = ?2");
+        Stmt use = statements.get("UPDATE granules SET last_use = ?3 WHERE object = ?1 AND idx = ?2");
         const std::int64_t now = now_use();
         for (const auto& [object, index] : touched)
             use.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, now).run();
@@ -432,6 +433,14 @@ struct CacheStore::Impl {
     }
 
     bool exec(const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
+    // A statement of every transaction (BEGIN, COMMIT), prepared once. Not
+    // a PRAGMA that sets something: SQLite applies those while preparing,
+    // so a prepared one would do nothing when run again.
+    bool run(const char* sql) {
+        Stmt q = statements.get(sql);
+        const int rc = q.ok() ? q.step() : SQLITE_ERROR;
+        return rc == SQLITE_DONE || rc == SQLITE_ROW;
+    }
     std::string pack_path(std::uint64_t id) const {
         char name[32];
         std::snprintf(name, sizeof name, "/packs/%06llu", static_cast<unsigned long long>(id));
@@ -447,7 +456,7 @@ struct CacheStore::Impl {
         return fd;
     }
     bool meta_get(const char* key, std::vector<std::uint8_t>& out) {
-        Stmt s(db, "SELECT value FROM meta WHERE key = ?1");
+        Stmt s = statements.get("SELECT value FROM meta WHERE key = ?1");
         s.bind(1, std::string(key));
         if (s.step() != SQLITE_ROW)
             return false;
@@ -666,7 +675,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         }
     }
 
-    Stmt last(impl->db, "SELECT id, size FROM packs ORDER BY id DESC LIMIT 1");
+    Stmt last = impl->statements.get("SELECT id, size FROM packs ORDER BY id DESC LIMIT 1");
     if (last.step() == SQLITE_ROW) {
         impl->pack = std::uint64_t(last.col(0));
         impl->pack_size = std::uint64_t(last.col(1));
@@ -692,7 +701,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         message = std::string("the cache database is damaged: ") + sqlite3_errmsg(db);
         return Errc::io;
     }
-    Stmt live(db, "SELECT coalesce(sum(length), 0) FROM granules");
+    Stmt live = impl->statements.get("SELECT coalesce(sum(length), 0) FROM granules");
     if (live.step() == SQLITE_ROW)
         impl->stored_bytes = std::uint64_t(live.col(0));
     live.reset();
@@ -718,12 +727,12 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
         // Another version on the remote: clean granules are stale. A new
         // version number makes any record written for the old one fail
         // authentication, even if a row survived.
-        s.exec("BEGIN IMMEDIATE");
+        s.run("BEGIN IMMEDIATE");
         s.drop_clean.bind(1, std::int64_t(id)).run();
         s.update_object.bind(1, std::int64_t(id)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
             .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
         content_version++;
-        if (!s.exec("COMMIT"))
+        if (!s.run("COMMIT"))
             return Errc::io;
         s.reclaim();
         return Errc::ok;
@@ -743,7 +752,7 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
 Errc CacheStore::carry_over(const std::string& path, const Version& before, const Version& after) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    Stmt q(s.db, "UPDATE objects SET size = ?7, mtime_ns = ?8, ctime_ns = ?9, change = ?10, file_id = ?11"
+    Stmt q = s.statements.get("UPDATE objects SET size = ?7, mtime_ns = ?8, ctime_ns = ?9, change = ?10, file_id = ?11"
                  " WHERE remote = ?1 AND size = ?2 AND mtime_ns = ?3 AND ctime_ns = ?4 AND change = ?5 AND file_id = ?6");
     return q.bind(1, path).bind(2, std::int64_t(before.size)).bind(3, ns(before.mtime)).bind(4, ns(before.ctime))
                    .bind(5, std::int64_t(before.change)).bind(6, std::int64_t(before.file_id))
@@ -756,7 +765,7 @@ Errc CacheStore::carry_over(const std::string& path, const Version& before, cons
 Errc CacheStore::accept_version(std::uint64_t object, const Version& v) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    Stmt q(s.db, "UPDATE objects SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, change = ?5, file_id = ?6 WHERE id = ?1");
+    Stmt q = s.statements.get("UPDATE objects SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, change = ?5, file_id = ?6 WHERE id = ?1");
     // Not synced: lost, the old version comes back and the next open finds
     // it differs from the remote's, which drops what the cache holds.
     return s.commit_later([&] {
@@ -768,7 +777,7 @@ Errc CacheStore::accept_version(std::uint64_t object, const Version& v) {
 Errc CacheStore::drop_range(std::uint64_t object, std::uint64_t first, std::uint64_t last) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    Stmt q(s.db, "DELETE FROM granules WHERE object = ?1 AND idx BETWEEN ?2 AND ?3");
+    Stmt q = s.statements.get("DELETE FROM granules WHERE object = ?1 AND idx BETWEEN ?2 AND ?3");
     // Not synced: the bytes are being rewritten on the remote, whose new
     // version (recorded after this, in the same log) decides; a drop lost
     // in a crash leaves granules of a version the next open refuses.
@@ -824,7 +833,7 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         s.damaged++;
         s.misses++;
         // Only the record that was checked: a put may have replaced it meanwhile.
-        Stmt drop(s.db, "DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4");
+        Stmt drop = s.statements.get("DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4");
         drop.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, std::int64_t(offset))
             .bind(4, std::int64_t(length)).run();
         s.reclaim();
@@ -872,12 +881,12 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
         all_dirty &= p.dirty;
     if (below_stop && !all_dirty) {
         // Still make room, or caching would stay paused for good.
-        if (s.exec("BEGIN IMMEDIATE")) {
+        if (s.run("BEGIN IMMEDIATE")) {
             s.cull_locked();
-            if (s.exec("COMMIT"))
+            if (s.run("COMMIT"))
                 s.reclaim();
             else
-                s.exec("ROLLBACK");
+                s.run("ROLLBACK");
         }
         error = Errc::no_space;  // logged once above, at the transition
         return 0;
@@ -1006,11 +1015,11 @@ Errc CacheStore::rename_objects(const std::string& from, const std::string& to) 
     // Below "/a" is ["/a/", "/a0"): '0' follows '/'.
     const std::string from_lo = from == "/" ? "/" : from + "/", from_hi = from == "/" ? "0" : from + "0";
     const std::string to_lo = to + "/", to_hi = to + "0";
-    s.exec("BEGIN IMMEDIATE");
-    Stmt gone_granules(s.db, "DELETE FROM granules WHERE object IN (SELECT id FROM objects WHERE remote = ?1 OR"
+    s.run("BEGIN IMMEDIATE");
+    Stmt gone_granules = s.statements.get("DELETE FROM granules WHERE object IN (SELECT id FROM objects WHERE remote = ?1 OR"
                              " (remote >= ?2 AND remote < ?3))");
-    Stmt gone(s.db, "DELETE FROM objects WHERE remote = ?1 OR (remote >= ?2 AND remote < ?3)");
-    Stmt move(s.db, "UPDATE objects SET remote = ?4 || substr(remote, ?5) WHERE remote = ?1 OR"
+    Stmt gone = s.statements.get("DELETE FROM objects WHERE remote = ?1 OR (remote >= ?2 AND remote < ?3)");
+    Stmt move = s.statements.get("UPDATE objects SET remote = ?4 || substr(remote, ?5) WHERE remote = ?1 OR"
                     " (remote >= ?2 AND remote < ?3)");
     const bool done = gone_granules.bind(1, to).bind(2, to_lo).bind(3, to_hi).run() &&
                       gone.bind(1, to).bind(2, to_lo).bind(3, to_hi).run() &&
@@ -1025,9 +1034,9 @@ Errc CacheStore::rename_objects(const std::string& from, const std::string& to) 
 Errc CacheStore::drop_object(std::uint64_t object) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    s.exec("BEGIN IMMEDIATE");
-    Stmt granules(s.db, "DELETE FROM granules WHERE object = ?1");
-    Stmt row(s.db, "DELETE FROM objects WHERE id = ?1");
+    s.run("BEGIN IMMEDIATE");
+    Stmt granules = s.statements.get("DELETE FROM granules WHERE object = ?1");
+    Stmt row = s.statements.get("DELETE FROM objects WHERE id = ?1");
     const bool done = granules.bind(1, std::int64_t(object)).run() && row.bind(1, std::int64_t(object)).run();
     if (!s.exec(done ? "COMMIT" : "ROLLBACK") || !done)
         return Errc::io;
@@ -1039,7 +1048,7 @@ CacheStats CacheStore::stats() {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
     CacheStats out;
-    Stmt q(s.db, "SELECT (SELECT count(*) FROM objects), count(*), coalesce(sum(plain_len), 0),"
+    Stmt q = s.statements.get("SELECT (SELECT count(*) FROM objects), count(*), coalesce(sum(plain_len), 0),"
                  " coalesce(sum(length), 0), coalesce(sum(CASE WHEN dirty THEN plain_len ELSE 0 END), 0) FROM granules");
     if (q.step() == SQLITE_ROW) {
         out.objects = std::uint64_t(q.col(0));
@@ -1049,7 +1058,7 @@ CacheStats CacheStore::stats() {
         out.dirty_bytes = std::uint64_t(q.col(4));
     }
     q.reset();
-    Stmt pinned(s.db, "SELECT coalesce(sum(g.plain_len), 0) FROM granules g JOIN objects o ON o.id = g.object"
+    Stmt pinned = s.statements.get("SELECT coalesce(sum(g.plain_len), 0) FROM granules g JOIN objects o ON o.id = g.object"
                       " WHERE o.pinned != 0");
     if (pinned.step() == SQLITE_ROW)
         out.pinned_bytes = std::uint64_t(pinned.col(0));
@@ -1057,7 +1066,7 @@ CacheStats CacheStore::stats() {
     for (const char* name : {"/cache.db", "/cache.db-wal"})
         if (::stat((s.options.dir + name).c_str(), &st) == 0)
             out.disk_bytes += std::uint64_t(st.st_blocks) * 512;
-    Stmt packs(s.db, "SELECT id FROM packs");
+    Stmt packs = s.statements.get("SELECT id FROM packs");
     while (packs.step() == SQLITE_ROW)
         if (::stat(s.pack_path(std::uint64_t(packs.col(0))).c_str(), &st) == 0)
             out.disk_bytes += std::uint64_t(st.st_blocks) * 512;
@@ -1068,7 +1077,7 @@ CacheStats CacheStore::stats() {
     out.compacted = s.compacted;
     out.packs = 0;
     {
-        Stmt n(s.db, "SELECT count(*) FROM packs");
+        Stmt n = s.statements.get("SELECT count(*) FROM packs");
         if (n.step() == SQLITE_ROW)
             out.packs = std::uint64_t(n.col(0));
     }
@@ -1096,11 +1105,11 @@ std::uint64_t CacheStore::verify(const std::function<void(std::uint64_t, std::ui
 std::uint64_t CacheStore::evict_clean() {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    Stmt size(s.db, "SELECT coalesce(sum(plain_len), 0) FROM granules WHERE dirty = 0 AND object NOT IN"
+    Stmt size = s.statements.get("SELECT coalesce(sum(plain_len), 0) FROM granules WHERE dirty = 0 AND object NOT IN"
                     " (SELECT id FROM objects WHERE pinned != 0)");
     const std::uint64_t bytes = size.step() == SQLITE_ROW ? std::uint64_t(size.col(0)) : 0;
     size.reset();
-    Stmt drop(s.db, "DELETE FROM granules WHERE dirty = 0 AND object NOT IN (SELECT id FROM objects WHERE pinned != 0)");
+    Stmt drop = s.statements.get("DELETE FROM granules WHERE dirty = 0 AND object NOT IN (SELECT id FROM objects WHERE pinned != 0)");
     if (!drop.run())
         return 0;
     s.reclaim();

@@ -992,8 +992,12 @@ Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std
     e = impl_->finish_create(caller, parent, std::string(name), path, attr, entry);
     if (e != Errc::ok)
         return e;
+    // A file made while disconnected keeps its content in the cache
+    // already, through the backend: a second copy under its path would
+    // only cost every write a drop, and its close a version check.
     std::uint64_t cache_object = 0, cache_version = 0;
-    impl_->cache_object_of(path, attr, cache_object, cache_version);
+    if (!file->content_is_local())
+        impl_->cache_object_of(path, attr, cache_object, cache_version);
     std::lock_guard lock(impl_->mu);
     auto node = impl_->node_locked(entry.ino);
     if (!node)
