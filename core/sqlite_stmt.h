@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <thread>
 #include <string>
@@ -92,6 +93,11 @@ public:
     std::vector<std::uint8_t> blob(int i) {
         auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, i));
         return {p, p + sqlite3_column_bytes(s_, i)};
+    }
+    // Column i's blob into `out`, resized to it.
+    void copy_blob(int i, std::vector<std::byte>& out) {
+        const auto* p = static_cast<const std::byte*>(sqlite3_column_blob(s_, i));
+        out.assign(p, p + sqlite3_column_bytes(s_, i));
     }
     void reset() {
         sqlite3_reset(s_);

@@ -26,7 +26,13 @@ namespace netfs {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 2: small records kept in the database (granules.record, pack 0).
+constexpr int kSchemaVersion = 2;
+// A record up to this size is kept in its row, not in a pack: written with
+// the row into the database's log, it needs no pack write and no sync of a
+// pack of its own, which for a small file written offline is one of the
+// two syncs its create cost.
+constexpr std::size_t kInlineRecord = 8 << 10;
 constexpr std::uint64_t kNonceBlock = 4096;         // nonces reserved per metadata write
 
 std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
@@ -153,7 +159,8 @@ struct CacheStore::Impl {
         };
         struct Placed {
             const Put* put;
-            std::uint64_t pack, offset, length;
+            std::uint64_t pack, offset, length;  // pack 0: the record is in its row
+            std::vector<std::byte> in_row;
         };
         std::vector<Placed> placed;
         std::vector<int> synced;  // pack files written in this batch
@@ -173,6 +180,10 @@ struct CacheStore::Impl {
                 continue;  // read under an older version: stale, not stored
             if (s.codec->encode({p.object, p.index, v}, p.plain, s.next_nonce(), s.record) != Errc::ok)
                 return abort(Errc::io);
+            if (s.record.size() <= kInlineRecord) {
+                placed.push_back({&p, 0, 0, s.record.size(), s.record});
+                continue;
+            }
             if (s.pack == 0 || s.pack_size + s.record.size() > s.options.pack_limit) {
                 s.pack++;
                 s.pack_size = 0;
@@ -183,7 +194,7 @@ struct CacheStore::Impl {
                 return abort(from_errno(errno));
             if (std::find(synced.begin(), synced.end(), fd) == synced.end())
                 synced.push_back(fd);
-            placed.push_back({&p, s.pack, s.pack_size, s.record.size()});
+            placed.push_back({&p, s.pack, s.pack_size, s.record.size(), {}});
             s.pack_size += s.record.size();
         }
         // Data first, synced; only then the rows that point at it. Or, later:
@@ -200,10 +211,14 @@ struct CacheStore::Impl {
         for (const auto& [id, size] : pack_ends)
             ok = ok && s.add_pack.bind(1, id).bind(2, size).run();
         for (const Placed& pl : placed) {
-            ok = ok && s.upsert_granule.bind(1, std::int64_t(pl.put->object)).bind(2, std::int64_t(pl.put->index))
-                           .bind(3, std::int64_t(pl.pack)).bind(4, std::int64_t(pl.offset))
-                           .bind(5, std::int64_t(pl.length)).bind(6, std::int64_t(pl.put->plain.size()))
-                           .bind(7, pl.put->dirty ? 1 : 0).bind(8, s.now_use()).run();
+            Stmt& up = s.upsert_granule;
+            up.bind(1, std::int64_t(pl.put->object)).bind(2, std::int64_t(pl.put->index))
+                .bind(3, std::int64_t(pl.pack)).bind(4, std::int64_t(pl.offset))
+                .bind(5, std::int64_t(pl.length)).bind(6, std::int64_t(pl.put->plain.size()))
+                .bind(7, pl.put->dirty ? 1 : 0).bind(8, s.now_use());
+            if (pl.pack == 0)
+                up.bind_blob(9, pl.in_row.data(), int(pl.in_row.size()));
+            ok = ok && up.run();
             s.stored_bytes += pl.length;
         }
         if (ok) {
@@ -566,7 +581,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
                     "CREATE TABLE IF NOT EXISTS granules(object INTEGER NOT NULL, idx INTEGER NOT NULL,"
                     " version INTEGER NOT NULL, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
                     " length INTEGER NOT NULL, plain_len INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 0,"
-                    " last_use INTEGER NOT NULL, PRIMARY KEY(object, idx)) WITHOUT ROWID;"
+                    " last_use INTEGER NOT NULL, record BLOB, PRIMARY KEY(object, idx)) WITHOUT ROWID;"
                     "CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, size INTEGER NOT NULL);"
                     // Records no row points at any more, whatever removed the row
                     // (a drop, a cull, a replacing put): their space is freed
@@ -576,7 +591,7 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
                     "PRAGMA recursive_triggers=ON;"
                     "CREATE TABLE IF NOT EXISTS dead(pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
                     " length INTEGER NOT NULL);"
-                    "CREATE TRIGGER IF NOT EXISTS granule_gone AFTER DELETE ON granules BEGIN"
+                    "CREATE TRIGGER IF NOT EXISTS granule_gone AFTER DELETE ON granules WHEN old.pack != 0 BEGIN"
                     " INSERT INTO dead(pack, offset, length) VALUES(old.pack, old.offset, old.length); END;")) {
         message = "the cache database " + db_path + " is damaged (" + sqlite3_errmsg(impl->db) +
                   "): remove it, or run netfs cache clear";
@@ -599,6 +614,21 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         std::vector<std::uint8_t> gs, enc, prefix, next;
         std::int64_t schema = 0;
         std::memcpy(&schema, v.data(), std::min(v.size(), sizeof schema));
+        if (schema == 1) {
+            // Format 1 had no records in rows: the column, and a trigger
+            // that leaves them out of the space to free.
+            if (!impl->exec("BEGIN IMMEDIATE; ALTER TABLE granules ADD COLUMN record BLOB;"
+                            "DROP TRIGGER granule_gone;"
+                            "CREATE TRIGGER granule_gone AFTER DELETE ON granules WHEN old.pack != 0 BEGIN"
+                            " INSERT INTO dead(pack, offset, length) VALUES(old.pack, old.offset, old.length); END;") ||
+                !impl->meta_put("schema", &want_schema, sizeof want_schema) || !impl->exec("COMMIT")) {
+                message = "the cache in " + options.dir + " could not be brought to format " +
+                          std::to_string(kSchemaVersion) + " (" + sqlite3_errmsg(impl->db) + "): clear it (netfs cache clear)";
+                impl->exec("ROLLBACK");
+                return Errc::io;
+            }
+            schema = kSchemaVersion;
+        }
         if (schema != kSchemaVersion) {
             message = "the cache in " + options.dir + " has format " + std::to_string(schema) + ", this netfs reads " +
                       std::to_string(kSchemaVersion) + ": clear it (netfs cache clear)";
@@ -688,11 +718,11 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     impl->update_object = Stmt(db, "UPDATE objects SET version = version + 1, size = ?2, mtime_ns = ?3, ctime_ns = ?4,"
                                    " change = ?5, file_id = ?6 WHERE id = ?1");
     impl->drop_clean = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND dirty = 0");
-    impl->select_granule = Stmt(db, "SELECT g.version, g.pack, g.offset, g.length FROM granules g"
+    impl->select_granule = Stmt(db, "SELECT g.version, g.pack, g.offset, g.length, g.record FROM granules g"
                                     " WHERE g.object = ?1 AND g.idx = ?2");
     impl->upsert_granule = Stmt(db, "INSERT OR REPLACE INTO granules(object, idx, version, pack, offset, length,"
-                                    " plain_len, dirty, last_use) VALUES(?1, ?2, (SELECT version FROM objects WHERE id = ?1),"
-                                    " ?3, ?4, ?5, ?6, ?7, ?8)");
+                                    " plain_len, dirty, last_use, record) VALUES(?1, ?2, (SELECT version FROM objects WHERE id = ?1),"
+                                    " ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     impl->delete_granule = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND idx = ?2");
     impl->set_clean = Stmt(db, "UPDATE granules SET dirty = 0 WHERE object = ?1 AND idx = ?2");
     impl->drop_from = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND idx >= ?2");
@@ -795,8 +825,10 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         return Errc::not_supported;
     std::uint64_t version, offset;
     std::size_t length;
-    int fd;
+    int fd = -1;
+    bool in_row = false;
     std::unique_ptr<GranuleCodec> codec;
+    thread_local std::vector<std::byte> record;
     {
         // Only the lookup is serialised; reading and decoding run in parallel.
         std::lock_guard lock(s.mu);
@@ -811,8 +843,12 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         const auto pack = std::uint64_t(sel.col(1));
         offset = std::uint64_t(sel.col(2));
         length = std::size_t(sel.col(3));
+        in_row = pack == 0;
+        if (in_row)
+            sel.copy_blob(4, record);  // of its own size: one that is not `length` long is damage
+        else
+            fd = s.pack_fd(pack);  // kept open until no get is reading (Impl::reading)
         sel.reset();
-        fd = s.pack_fd(pack);  // kept open until no get is reading (Impl::reading)
         s.reading++;
         if (!s.spare_codecs.empty()) {
             codec = std::move(s.spare_codecs.back());
@@ -821,9 +857,9 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
     }
     if (!codec)
         codec = std::make_unique<GranuleCodec>(s.codec_options, s.key ? &*s.key : nullptr);
-    thread_local std::vector<std::byte> record;
-    record.resize(length);
-    const ssize_t n = fd < 0 ? -1 : ::pread(fd, record.data(), length, off_t(offset));
+    if (!in_row)
+        record.resize(length);
+    const ssize_t n = in_row ? ssize_t(record.size()) : fd < 0 ? -1 : ::pread(fd, record.data(), length, off_t(offset));
     const bool good = n == ssize_t(length) && codec->decode({object, index, version}, record, plain) == Errc::ok;
     std::lock_guard lock(s.mu);
     s.reading--;
@@ -833,9 +869,14 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         s.damaged++;
         s.misses++;
         // Only the record that was checked: a put may have replaced it meanwhile.
-        Stmt drop = s.statements.get("DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4");
+        // (A record in its row is told apart by its bytes.)
+        Stmt drop = s.statements.get("DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4"
+                                     " AND (?5 IS NULL OR record = ?5)");
         drop.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, std::int64_t(offset))
-            .bind(4, std::int64_t(length)).run();
+            .bind(4, std::int64_t(length));
+        if (in_row)
+            drop.bind_blob(5, record.data(), int(record.size()));
+        drop.run();
         s.reclaim();
         LOG_WARN("cache: granule %llu of object %llu failed verification; dropped, it will be read again",
                  static_cast<unsigned long long>(index), static_cast<unsigned long long>(object));
