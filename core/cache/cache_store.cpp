@@ -283,12 +283,21 @@ struct CacheStore::Impl {
     struct FreeSpace {
         std::uint64_t free = 0, total = 0;
     };
-    FreeSpace free_space() const {
+    // The backing filesystem's room, and the database's free pages: those
+    // of dropped rows (records kept in rows among them) are reused before
+    // the file grows, so they count as free, or culling small records would
+    // never seem to free anything and go on until none were left.
+    FreeSpace free_space() {
         struct statvfs sv;
         if (::statvfs(options.dir.c_str(), &sv) != 0)
             return {};
-        return {std::uint64_t(sv.f_bavail) * sv.f_frsize, std::uint64_t(sv.f_blocks) * sv.f_frsize};
+        FreeSpace out{std::uint64_t(sv.f_bavail) * sv.f_frsize, std::uint64_t(sv.f_blocks) * sv.f_frsize};
+        Stmt pages = statements.get("PRAGMA freelist_count");  // read when run, not when prepared
+        if (pages.step() == SQLITE_ROW)
+            out.free += std::uint64_t(pages.col(0)) * page_size;
+        return out;
     }
+    std::uint64_t page_size = 4096;  // the database's, read at open
     bool paused = false;  // below the stop mark: no new caching
     // Frees the space of dead records (committed deletions) by punching
     // holes, then forgets them; packs left with nothing live are deleted.
@@ -705,6 +714,10 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         }
     }
 
+    Stmt page_size = impl->statements.get("PRAGMA page_size");
+    if (page_size.step() == SQLITE_ROW)
+        impl->page_size = std::uint64_t(page_size.col(0));
+    page_size = Stmt();
     Stmt last = impl->statements.get("SELECT id, size FROM packs ORDER BY id DESC LIMIT 1");
     if (last.step() == SQLITE_ROW) {
         impl->pack = std::uint64_t(last.col(0));
@@ -823,7 +836,7 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
     Impl& s = *impl_;
     if (s.metadata_only)
         return Errc::not_supported;
-    std::uint64_t version, offset;
+    std::uint64_t version, pack, offset;
     std::size_t length;
     int fd = -1;
     bool in_row = false;
@@ -840,7 +853,7 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
             return Errc::not_found;
         }
         version = std::uint64_t(sel.col(0));
-        const auto pack = std::uint64_t(sel.col(1));
+        pack = std::uint64_t(sel.col(1));
         offset = std::uint64_t(sel.col(2));
         length = std::size_t(sel.col(3));
         in_row = pack == 0;
@@ -869,13 +882,14 @@ Errc CacheStore::get(std::uint64_t object, std::uint64_t index, std::vector<std:
         s.damaged++;
         s.misses++;
         // Only the record that was checked: a put may have replaced it meanwhile.
-        // (A record in its row is told apart by its bytes.)
-        Stmt drop = s.statements.get("DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND offset = ?3 AND length = ?4"
-                                     " AND (?5 IS NULL OR record = ?5)");
-        drop.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, std::int64_t(offset))
-            .bind(4, std::int64_t(length));
+        // (A record in its row is told apart by its bytes, a missing one
+        // read as empty.)
+        Stmt drop = s.statements.get("DELETE FROM granules WHERE object = ?1 AND idx = ?2 AND pack = ?3 AND offset = ?4"
+                                     " AND length = ?5 AND (?3 != 0 OR coalesce(record, x'') = coalesce(?6, x''))");
+        drop.bind(1, std::int64_t(object)).bind(2, std::int64_t(index)).bind(3, std::int64_t(pack))
+            .bind(4, std::int64_t(offset)).bind(5, std::int64_t(length));
         if (in_row)
-            drop.bind_blob(5, record.data(), int(record.size()));
+            drop.bind_blob(6, record.data(), int(record.size()));
         drop.run();
         s.reclaim();
         LOG_WARN("cache: granule %llu of object %llu failed verification; dropped, it will be read again",

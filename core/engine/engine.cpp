@@ -867,11 +867,14 @@ void Engine::Impl::cache_object_of(const std::string& path, const Attr& attr, st
     }
 }
 
+// Records the version our own writes moved the remote to, so that the next
+// change of it is known for another client's. With or without a cache
+// object: one that waits for a later getattr would take a change made
+// meanwhile by someone else for ours, and keep our folios over it.
 void Engine::Impl::settle_version(const std::shared_ptr<Node>& node, BackendFile& file) {
     {
         std::lock_guard lock(mu);
-        if (!node->expect_own_change || !node->cache_object || !node->data.dirty.empty() ||
-            !node->data.writing.empty())
+        if (!node->expect_own_change || !node->data.dirty.empty() || !node->data.writing.empty())
             return;
     }
     Attr attr;

@@ -382,6 +382,36 @@ private slots:
         }
     }
 
+    // Records kept in rows free database pages, not disk space: the free
+    // list counts as room, or every put below the cull mark would cull as
+    // much again until no small record was left.
+    void culling_small_records_stops_once_their_pages_are_free() {
+        SmallDisk disk;
+        QVERIFY(disk.mounted);
+        auto s = open_store(disk.options(5));
+        std::uint64_t id = 0, cv = 0;
+        QCOMPARE(s->object("/small", version(1, 1), id, cv), Errc::ok);
+        const std::uint64_t count = 14000;  // about 70 MiB in rows: more than the disk
+        for (std::uint64_t i = 0; i < count; ++i) {
+            const auto bytes = random_bytes(4096, unsigned(i));
+            const CacheStore::Put put{id, i, bytes, false, cv};
+            Errc e;
+            s->put_many({&put, 1}, e, CacheStore::Sync::later);
+            QVERIFY2(e == Errc::ok || e == Errc::no_space, qPrintable(QString("put %1: %2").arg(i).arg(int(e))));
+            if (i % 64 == 63)
+                QCOMPARE(s->sync_data(), Errc::ok);
+        }
+        QCOMPARE(s->sync_data(), Errc::ok);
+        std::uint64_t kept = 0;
+        std::vector<std::byte> back;
+        for (std::uint64_t i = 0; i < count; ++i)
+            kept += s->get(id, i, back) == Errc::ok;
+        qInfo("%llu of %llu small records kept", static_cast<unsigned long long>(kept),
+              static_cast<unsigned long long>(count));
+        QVERIFY2(s->stats().culled > 0, "the disk filled and culling ran");
+        QVERIFY2(kept >= 4000, qPrintable(QString::number(kept)));
+    }
+
     // A small record (a small file's granule) is kept in its row, where the
     // database's log makes it durable with the row: no pack write, no pack
     // sync. It is checked like any other: damage is never returned.
@@ -427,6 +457,9 @@ private slots:
         auto s = open_store(options_for(dir.path()));
         QCOMPARE(s->get(id, 0, back), Errc::not_found);
         QCOMPARE(s->stats().damaged, 1u);
+        QCOMPARE(s->stats().granules, 1u);  // the damaged row is gone ...
+        QCOMPARE(s->get(id, 0, back), Errc::not_found);
+        QCOMPARE(s->stats().damaged, 1u);  // ... and not found damaged again
         QCOMPARE(s->get(id, 1, back), Errc::ok);
         QVERIFY(back == granule(2));
         QVERIFY2(!QFile::exists(dir.path() + "/packs/000000"), "a row's record is never looked for in a pack");

@@ -623,6 +623,30 @@ private slots:
         rig.engine->release(0, opened.handle);
     }
 
+    // Our own write moves the remote's version; closing the file records
+    // where it moved to, with or without a cache object (none here, nor for
+    // a file made offline). A later change by another client is then
+    // never taken for ours: the next open drops what we held.
+    void a_change_after_our_own_write_is_not_taken_for_ours() {
+        Rig rig;
+        put_file(rig.remote("w"), random_bytes(100, 46));
+        auto h = rig.open("w", O_RDWR);
+        QVERIFY(h);
+        QCOMPARE(rig.write(h, 0, random_bytes(5000, 47)), Errc::ok);
+        QCOMPARE(rig.engine->flush(0, h), Errc::ok);
+        rig.engine->release(0, h);
+        QVERIFY(file_bytes(rig.remote("w")) == random_bytes(5000, 47));
+
+        put_file(rig.remote("w"), random_bytes(6000, 48));  // another client
+        Entry entry;
+        QCOMPARE(rig.engine->lookup(kRootIno, "w", entry), Errc::ok);
+        OpenResult opened;
+        QCOMPARE(rig.engine->open(entry.ino, O_RDONLY, opened), Errc::ok);
+        QVERIFY(!opened.keep_cache);
+        QVERIFY(rig.read(opened.handle, 0, 8192) == random_bytes(6000, 48));
+        rig.engine->release(0, opened.handle);
+    }
+
     void direct_io_bypasses_folios_and_stays_coherent() {
         Rig rig;
         auto data = random_bytes(128 << 10, 20);
