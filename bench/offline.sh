@@ -9,7 +9,8 @@
 #                   disconnected, against the same copy to a directory on
 #                   the cache's own filesystem (s, and the ratio), plain
 #                   (each ending with its data on disk) and with an fsync
-#                   per file
+#                   per file, and through a passthrough FUSE mount (bindfs:
+#                   what FUSE itself costs)
 #   offline write   a WRITE_SIZE file of random bytes written with fsync
 #                   while disconnected,
 #                   against the same on the cache's filesystem (MB/s, ratio)
@@ -65,6 +66,7 @@ mkdir -p "$WORKDIR"/{export,mnt,local,cachefs}
 source "$REPO/bench/lib/sshd.sh"
 MNT=$WORKDIR/mnt
 cleanup() {
+    mountpoint -q "$WORKDIR/passthrough" && fusermount -u "$WORKDIR/passthrough"
     mountpoint -q "$MNT" && { "$NETFS" unmount "$MNT" 2>/dev/null || fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; }
     stop_bench_servers
 }
@@ -133,6 +135,14 @@ for root, dirs, files in os.walk(src):
     os.close(fd)
 PY
     R[$net,files_local_fsync]=$(since "$t")
+    # FUSE's own cost: the same copy through a passthrough FUSE mount
+    # (bindfs, multithreaded) onto the cache's filesystem.
+    rm -rf "$WORKDIR/cachefs/tree3"
+    mkdir -p "$WORKDIR/cachefs/tree3" "$WORKDIR/passthrough"
+    bindfs -o multithreaded "$WORKDIR/cachefs/tree3" "$WORKDIR/passthrough" || die "bindfs did not mount"
+    sync -f "$WORKDIR/cachefs"
+    t=$(now); cp -r "$WORKDIR/local/tree" "$WORKDIR/passthrough/tree"; sync -f "$WORKDIR/cachefs"; R[$net,files_fuse]=$(since "$t")
+    fusermount -u "$WORKDIR/passthrough"
     say "$net: reintegrating $FILES files"
     "$NETFS" online "$MNT" >/dev/null
     t=$(now); "$NETFS" sync "$MNT" --timeout 3600 >&2; R[$net,reint]=$(since "$t")
@@ -183,6 +193,8 @@ row "the same copy on the cache's filesystem" s "-" $(cols files_local)
 row "the same with an fsync per file" s "-" $(cols files_local_fsync)
 row "offline / local (small files)" x "<= 2" $(ratio files files_local)
 row "offline / local with fsync per file" x "-" $(ratio files files_local_fsync)
+row "the same copy through a passthrough FUSE mount (bindfs)" s "-" $(cols files_fuse)
+row "offline / passthrough FUSE" x "-" $(ratio files files_fuse)
 row "$WRITE_SIZE written offline (fsync)" MB/s "-" $(cols write)
 row "the same on the cache's filesystem" MB/s "-" $(cols write_local)
 row "local / offline (write)" x "<= 2" $(ratio write_local write)

@@ -14,7 +14,7 @@ packages=(
   attr fio psmisc procps util-linux iproute2
   # real servers the tests start (sshd, nfs-ganesha) and the tools netfs is measured against
   openssh-server openssh-client nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils
-  sshfs rclone iptables
+  sshfs rclone iptables bindfs
   # a desktop keyring for the tests of the default cache secret
   dbus gnome-keyring libsecret-tools
   # the tray's SVG icons, and scripts/tray-screenshots.sh (X server, window manager, tray host, capture)
