@@ -23,6 +23,7 @@
 #include "core/cache/cache_store.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <future>
 
@@ -244,7 +245,8 @@ void Engine::Impl::lookup_granule(const std::shared_ptr<Node>& node, const std::
         GranuleFills fills;
         for (std::size_t k = i; k < j; ++k) {
             const std::uint64_t g = missed[k];
-            if (node->cache_object && g >= folio.pos && g + granule <= folio.end() && g < remote_size)
+            if (node->cache_object && g >= folio.pos && g < remote_size &&
+                g + std::min(granule, remote_size - g) <= folio.end())
                 fills.push_back(std::make_shared<GranuleFill>(GranuleFill{node->cache_object, node->cache_version,
                                                                           g / granule, g,
                                                                           std::min(granule, remote_size - g)}));
@@ -333,6 +335,17 @@ void Engine::Impl::start_fill_locked(std::unique_lock<std::mutex>& lock, const s
     const std::uint64_t unit = granule && node->cache_object ? granule : Folio::kMinSize;
     std::uint64_t pos = align_down(start, unit);
     end = align_up(end, unit);
+    // But the file's last granule, where its bytes end early (a small file,
+    // a short tail), gets a folio only as large as those bytes, rounded up
+    // to a power of two so that one folio holds them: not a granule's worth
+    // of memory to allocate, fault in and clear for a 3 KiB file.
+    if (const std::uint64_t known_end = std::max(d.size, node->cached_version.size);
+        unit == granule && known_end > 0 && end > known_end) {
+        const std::uint64_t last = align_down(known_end - 1, granule);
+        const std::uint64_t tail = std::max<std::uint64_t>(Folio::kMinSize, std::bit_ceil(known_end - last));
+        if (pos <= last)
+            end = std::min(end, last + tail);
+    }
     while (pos < end) {
         if (Folio* f = find_folio_locked(d, pos)) {
             if (!f->busy && !f->uptodate())

@@ -715,6 +715,52 @@ private slots:
         r->engine->release(0, h);
     }
 
+    // A small file (or a file's short tail) takes a folio as large as its
+    // bytes, not a whole granule of zeros, and is still cached whole: the
+    // next engine reads it from the cache alone.
+    void small_files_take_small_folios_and_are_cached_whole() {
+        QDir().mkpath(remote_dir_.path() + "/small");
+        const int count = 20;
+        for (int i = 0; i < count; ++i)
+            put_file(remote_dir_.path() + QString("/small/%1").arg(i), random_bytes(3000 + i, 60 + i));
+        const auto tail = random_bytes((64 << 10) + 100, 90);  // one whole granule and 100 bytes
+        put_file(remote_dir_.path() + "/small/tail", tail);
+        const auto read_all = [&](Rig& r) {
+            Entry dir;
+            if (r.engine->lookup(kRootIno, "small", dir) != Errc::ok)
+                return false;
+            for (int i = 0; i <= count; ++i) {
+                const std::string name = i < count ? std::to_string(i) : "tail";
+                Entry e;
+                OpenResult o;
+                if (r.engine->lookup(dir.ino, name, e) != Errc::ok || r.engine->open(e.ino, O_RDONLY, o) != Errc::ok)
+                    return false;
+                const auto want = i < count ? random_bytes(3000 + i, 60 + i) : tail;
+                const bool same = r.read(o.handle, 0, 1 << 20) == want;
+                r.engine->release(0, o.handle);
+                if (!same)
+                    return false;
+            }
+            return true;
+        };
+        {
+            auto r = rig();
+            QVERIFY(read_all(*r));
+            // 20 folios of 4 KiB, the tail's granule and a 4 KiB folio for
+            // its 100 bytes; a granule each would be 22 x 64 KiB.
+            QVERIFY2(r->engine->stats().folio_bytes <= (count + 2) * (4 << 10) + (64 << 10),
+                     qPrintable(QString::number(r->engine->stats().folio_bytes)));
+            QVERIFY(r->engine->shutdown() == Errc::ok);
+            QVERIFY2(r->engine->stats().cache_fills >= std::uint64_t(count + 2),
+                     qPrintable(QString::number(r->engine->stats().cache_fills)));
+        }
+        auto r = rig();
+        r->log.clear();
+        QVERIFY(read_all(*r));
+        QCOMPARE(r->log.of(Rpc::read).size(), 0u);  // every byte from the cache
+        QVERIFY(r->engine->stats().cache_hits >= std::uint64_t(count + 2));
+    }
+
     // With rsize larger than a granule, neighbouring misses go to the remote
     // as one read that fills several granules.
     void one_remote_read_fills_several_granules() {
