@@ -279,8 +279,11 @@ void Engine::Impl::maybe_drop_locked(const std::shared_ptr<Node>& node) {
         return;
     for (auto& link : node->links) {
         auto it = by_name.find(link);
-        if (it != by_name.end() && it->second == node->ino)
+        if (it != by_name.end() && it->second == node->ino) {
             by_name.erase(it);
+            if (auto dir = node_locked(link.first))
+                dir->names_all_known = {};  // a name of it is no longer known here
+        }
     }
     if (node->attr.file_id) {
         auto f = by_file_id.find(node->attr.file_id);
@@ -386,7 +389,7 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
         return Errc::ok;
     Attr attr;
     const auto asked = Clock::now();
-    e = impl_->backend->getattr(path, attr);
+    e = impl_->known_missing(parent, name) ? Errc::not_found : impl_->backend->getattr(path, attr);
     std::lock_guard lock(impl_->mu);
     if (e == Errc::not_found) {
         // A negative entry: the kernel may remember the absence for a while.
@@ -427,6 +430,19 @@ bool Engine::Impl::lookup_listed(Ino parent, std::string_view name, Entry& out) 
     fill_entry_locked(*node, out);
     out.attr_timeout = std::max(0.0, std::chrono::duration<double>(node->attr_expiry - now).count());
     return true;
+}
+
+// A name missing from a directory this mount made within dir_cache_time,
+// whose every name is still known: missing on the remote too, unless
+// another client made it meanwhile (which dir_cache_time accepts, as for
+// listed names). A copy into a new directory asks nothing before each create.
+bool Engine::Impl::known_missing(Ino parent, std::string_view name) {
+    std::lock_guard lock(mu);
+    const auto dir = node_locked(parent);
+    if (!dir || dir->names_all_known == Clock::time_point{} ||
+        Clock::now() - dir->names_all_known >= options.dir_cache_time)
+        return false;
+    return !by_name.contains(std::pair<Ino, std::string>(parent, std::string(name)));
 }
 
 void Engine::forget(Ino ino, std::uint64_t nlookup) {
@@ -597,7 +613,14 @@ Errc Engine::mkdir(const Caller& caller, Ino parent, std::string_view name, std:
     e = impl_->backend->mkdir(path, mode, attr);
     if (e != Errc::ok)
         return e;
-    return impl_->finish_create(caller, parent, std::string(name), path, attr, out);
+    const auto made = Clock::now();
+    e = impl_->finish_create(caller, parent, std::string(name), path, attr, out);
+    if (e == Errc::ok) {
+        std::lock_guard lock(impl_->mu);
+        if (auto dir = impl_->node_locked(out.ino))
+            dir->names_all_known = made;  // empty when made: every name in it will be ours
+    }
+    return e;
 }
 
 Errc Engine::symlink(const Caller& caller, std::string_view target, Ino parent, std::string_view name,

@@ -75,6 +75,10 @@ struct Node {
     Clock::time_point attr_expiry{};    // trust `attr` until then
     Clock::time_point name_seen{};      // when the remote last confirmed a name of it
     Clock::time_point names_removed{};  // a directory: when this mount last removed or renamed a name in it
+    // A directory this mount made: when. Every name put in it since is in
+    // by_name, so a name missing there is missing on the remote too (for
+    // dir_cache_time), until one of its names is dropped from by_name.
+    Clock::time_point names_all_known{};
     Version cached_version;             // the remote version the folios hold
     bool expect_own_change = false;     // our own writes changed the remote's version
     Clock::time_point own_change_at{};  // when our last write or truncate of it completed
@@ -155,6 +159,7 @@ struct Engine::Impl {
     Attr view_locked(const Node& node) const;
     void fill_entry_locked(const Node& node, Entry& out) const;
     bool lookup_listed(Ino parent, std::string_view name, Entry& out);
+    bool known_missing(Ino parent, std::string_view name);
     Errc finish_create(const Caller& caller, Ino parent, const std::string& name,
                        const std::string& path, Attr attr, Entry& out);
     // unlink or rmdir of (parent, name).

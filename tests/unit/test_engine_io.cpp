@@ -255,6 +255,55 @@ private slots:
         QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
     }
 
+    // In a directory this mount made, a name it has not put there is
+    // missing without asking the remote, for dir_cache_time and only while
+    // every name put there is still known: a copy into a new directory
+    // asks nothing before each create.
+    void a_directory_made_here_answers_for_its_missing_names() {
+        EngineOptions options;
+        options.dir_cache_time = std::chrono::milliseconds(1500);
+        Rig rig("rsize=65536", options);
+        Caller caller{::getuid(), ::getgid()};
+        Entry dir;
+        QCOMPARE(rig.engine->mkdir(caller, kRootIno, "made", 0755, dir), Errc::ok);
+        rig.log.clear();
+        Entry missing;
+        QCOMPARE(rig.engine->lookup(dir.ino, "x", missing), Errc::ok);
+        QCOMPARE(missing.ino, Ino(0));
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 0u);
+        Entry x;
+        OpenResult created;
+        QCOMPARE(rig.engine->create(caller, dir.ino, "x", 0644, O_CREAT | O_WRONLY, x, created), Errc::ok);
+        QCOMPARE(rig.write(created.handle, 0, random_bytes(100, 50)), Errc::ok);
+        QCOMPARE(rig.engine->flush(0, created.handle), Errc::ok);
+        rig.engine->release(0, created.handle);
+        Entry again;
+        QCOMPARE(rig.engine->lookup(dir.ino, "x", again), Errc::ok);
+        QCOMPARE(again.ino, x.ino);  // ours, and known
+
+        // Made there by another client: not seen until dir_cache_time ends,
+        // as for a listed directory ...
+        put_file(rig.remote("made/theirs"), random_bytes(10, 51));
+        Entry theirs;
+        QCOMPARE(rig.engine->lookup(dir.ino, "theirs", theirs), Errc::ok);
+        QCOMPARE(theirs.ino, Ino(0));
+        // ... or until a name of the directory is forgotten here: then a
+        // missing name may be one we no longer know, and the remote is asked.
+        rig.engine->forget(x.ino, 2);
+        rig.log.clear();
+        QCOMPARE(rig.engine->lookup(dir.ino, "theirs", theirs), Errc::ok);
+        QVERIFY(theirs.ino != 0);
+        QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
+
+        // Another new directory: after dir_cache_time the remote is asked.
+        Entry later;
+        QCOMPARE(rig.engine->mkdir(caller, kRootIno, "later", 0755, later), Errc::ok);
+        put_file(rig.remote("later/theirs"), random_bytes(10, 52));
+        QTest::qWait(1600);
+        QCOMPARE(rig.engine->lookup(later.ino, "theirs", theirs), Errc::ok);
+        QVERIFY(theirs.ino != 0);
+    }
+
     // Where a name's trust ends: a name this mount made is trusted for
     // dir_cache_time, not for ever; a hard link's names do not vouch for
     // each other; a listing taken before this mount removed a name does not
