@@ -494,6 +494,11 @@ ConnectionState ReplicaBackend::connection_state() const {
     return remote_ ? remote_->connection_state() : ConnectionState::unreachable;
 }
 
+bool ReplicaBackend::changes_stay_local() const {
+    std::lock_guard lock(mu_);
+    return mode_ != SyncMode::connected;
+}
+
 std::shared_ptr<Backend> ReplicaBackend::online() {
     std::lock_guard lock(mu_);
     return mode_ == SyncMode::connected ? remote_ : nullptr;

@@ -147,6 +147,7 @@ public:
 
     // ---- Backend ----
     ConnectionState connection_state() const override;
+    bool changes_stay_local() const override;
     std::string describe() const override { return description_; }
     BackendLimits limits() const override { return limits_; }
     Errc getattr(const std::string& path, Attr& out) override;

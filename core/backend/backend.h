@@ -166,6 +166,10 @@ public:
     // Local remotes are always connected; network remotes override this.
     virtual ConnectionState connection_state() const { return ConnectionState::connected; }
 
+    // Changes are kept locally for now (disconnected operation), to be
+    // reintegrated: the remote may hold names the mount does not see.
+    virtual bool changes_stay_local() const { return false; }
+
     // The remote as a user names it, without secrets: "file:///srv/data".
     virtual std::string describe() const = 0;
     virtual BackendLimits limits() const = 0;

@@ -577,7 +577,9 @@ private:
             c->result = Errc::timed_out;
         }
         const Errc result = c->result;
-        if (result != Errc::ok && !c->error_text.empty())
+        if (result == Errc::io && !c->error_text.empty())
+            LOG_WARN("%s: %s", target_.shown.c_str(), c->error_text.c_str());  // unexplained: say what the server said
+        else if (result != Errc::ok && !c->error_text.empty())
             LOG_DEBUG("%s: %s", target_.shown.c_str(), c->error_text.c_str());
         release(c);
         return result;

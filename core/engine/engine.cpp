@@ -258,6 +258,8 @@ void Engine::Impl::unlink_name_locked(Ino parent, const std::string& name) {
     auto it = by_name.find(std::pair<Ino, std::string>(parent, name));
     if (it == by_name.end())
         return;
+    if (auto dir = node_locked(parent))
+        dir->names_all_known = {};  // gone, or only forgotten here: no longer sure
     if (auto node = node_locked(it->second)) {
         std::erase(node->links, std::pair<Ino, std::string>(parent, name));
         node->attr_expiry = {};  // nlink and ctime changed
@@ -439,10 +441,18 @@ bool Engine::Impl::lookup_listed(Ino parent, std::string_view name, Entry& out) 
 bool Engine::Impl::known_missing(Ino parent, std::string_view name) {
     std::lock_guard lock(mu);
     const auto dir = node_locked(parent);
-    if (!dir || dir->names_all_known == Clock::time_point{} ||
+    if (!dir || dir->names_all_known == Clock::time_point{} || dir->names_all_known <= dir->names_removed ||
         Clock::now() - dir->names_all_known >= options.dir_cache_time)
         return false;
     return !by_name.contains(std::pair<Ino, std::string>(parent, std::string(name)));
+}
+
+// A namespace change in `parent` failed, or went where the engine cannot
+// follow: the remote may now hold a name the engine does not know.
+void Engine::Impl::doubt_names(Ino parent) {
+    std::lock_guard lock(mu);
+    if (auto dir = node_locked(parent))
+        dir->names_all_known = {};
 }
 
 void Engine::forget(Ino ino, std::uint64_t nlookup) {
@@ -596,11 +606,11 @@ Errc Engine::mknod(const Caller& caller, Ino parent, std::string_view name, std:
             file->close();
     } else {
         e = impl_->backend->mknod(path, mode, rdev, attr);
-        if (e == Errc::not_supported)
-            return Errc::perm;  // mknod(2): the filesystem does not support this type of node
     }
-    if (e != Errc::ok)
-        return e;
+    if (e != Errc::ok) {
+        impl_->doubt_names(parent);
+        return e == Errc::not_supported && !S_ISREG(mode) ? Errc::perm : e;  // mknod(2): not this type of node
+    }
     return impl_->finish_create(caller, parent, std::string(name), path, attr, out);
 }
 
@@ -611,14 +621,18 @@ Errc Engine::mkdir(const Caller& caller, Ino parent, std::string_view name, std:
         return e;
     Attr attr;
     e = impl_->backend->mkdir(path, mode, attr);
-    if (e != Errc::ok)
+    if (e != Errc::ok) {
+        impl_->doubt_names(parent);
         return e;
+    }
     const auto made = Clock::now();
     e = impl_->finish_create(caller, parent, std::string(name), path, attr, out);
-    if (e == Errc::ok) {
+    // Empty when made, every name in it will be ours; not so for one made
+    // while changes stay local (reintegration may find one on the server).
+    if (e == Errc::ok && !impl_->backend->changes_stay_local()) {
         std::lock_guard lock(impl_->mu);
         if (auto dir = impl_->node_locked(out.ino))
-            dir->names_all_known = made;  // empty when made: every name in it will be ours
+            dir->names_all_known = made;
     }
     return e;
 }
@@ -631,8 +645,10 @@ Errc Engine::symlink(const Caller& caller, std::string_view target, Ino parent, 
         return e;
     Attr attr;
     e = impl_->backend->symlink(std::string(target), path, attr);
-    if (e != Errc::ok)
+    if (e != Errc::ok) {
+        impl_->doubt_names(parent);
         return e;
+    }
     return impl_->finish_create(caller, parent, std::string(name), path, attr, out);
 }
 
@@ -653,8 +669,10 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
         return Errc::not_found;
     Attr attr;
     e = impl_->backend->link(from, to, attr);
-    if (e != Errc::ok)
+    if (e != Errc::ok) {
+        impl_->doubt_names(new_parent);
         return e;
+    }
     std::lock_guard lock(impl_->mu);
     auto node = impl_->node_locked(ino);
     if (!node)
@@ -680,8 +698,10 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     if (!directory && rename_aside_if_open(parent, std::string(name), path))
         return Errc::ok;
     e = directory ? backend->rmdir(path) : backend->unlink(path);
-    if (e != Errc::ok)
+    if (e != Errc::ok) {
+        doubt_names(parent);
         return e;
+    }
     std::lock_guard lock(mu);
     unlink_name_locked(parent, std::string(name));
     if (auto p = node_locked(parent)) {
@@ -754,10 +774,11 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
     if (e != Errc::ok)
         return e;
     e = impl_->backend->rename(from, to, flags);
-    if (e == Errc::not_supported && flags)
-        return Errc::invalid;  // renameat2(2): the filesystem does not support a flag
-    if (e != Errc::ok)
-        return e;
+    if (e != Errc::ok) {
+        impl_->doubt_names(parent);
+        impl_->doubt_names(new_parent);
+        return e == Errc::not_supported && flags ? Errc::invalid : e;  // renameat2(2): not this flag
+    }
 
     std::lock_guard lock(impl_->mu);
     auto& by_name = impl_->by_name;
@@ -831,6 +852,17 @@ Errc Engine::opendir(Ino ino, std::uint64_t& handle) {
         return e;
     std::sort(dir->entries.begin(), dir->entries.end(),
               [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+    {
+        // A name listed that the engine does not know (another client's):
+        // missing names of this directory must be asked for again.
+        std::lock_guard lock(impl_->mu);
+        if (auto node = impl_->node_locked(ino); node && node->names_all_known != Clock::time_point{})
+            for (const DirEntry& de : dir->entries)
+                if (!impl_->by_name.contains(std::pair<Ino, std::string>(ino, de.name))) {
+                    node->names_all_known = {};
+                    break;
+                }
+    }
     handle = reinterpret_cast<std::uint64_t>(dir.release());
     return Errc::ok;
 }
@@ -897,7 +929,7 @@ void Engine::Impl::cache_object_of(const std::string& path, const Attr& attr, st
 void Engine::Impl::settle_version(const std::shared_ptr<Node>& node, BackendFile& file) {
     {
         std::lock_guard lock(mu);
-        if (!node->expect_own_change || !node->data.dirty.empty() || !node->data.writing.empty())
+        if (node->forgotten || !node->expect_own_change || !node->data.dirty.empty() || !node->data.writing.empty())
             return;
     }
     Attr attr;
@@ -1013,8 +1045,10 @@ Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std
     std::unique_ptr<BackendFile> file;
     Attr attr;
     e = impl_->backend->create(path, mode, (flags & (O_ACCMODE | O_EXCL | O_TRUNC)), file, attr);
-    if (e != Errc::ok)
+    if (e != Errc::ok) {
+        impl_->doubt_names(parent);
         return e;
+    }
     e = impl_->finish_create(caller, parent, std::string(name), path, attr, entry);
     if (e != Errc::ok)
         return e;

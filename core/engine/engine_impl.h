@@ -160,6 +160,7 @@ struct Engine::Impl {
     void fill_entry_locked(const Node& node, Entry& out) const;
     bool lookup_listed(Ino parent, std::string_view name, Entry& out);
     bool known_missing(Ino parent, std::string_view name);
+    void doubt_names(Ino parent);
     Errc finish_create(const Caller& caller, Ino parent, const std::string& name,
                        const std::string& path, Attr attr, Entry& out);
     // unlink or rmdir of (parent, name).

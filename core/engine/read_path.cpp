@@ -237,6 +237,9 @@ void Engine::Impl::lookup_granule(const std::shared_ptr<Node>& node, const std::
     auto& missed = lookup->missed;
     std::sort(missed.begin(), missed.end());
     const std::uint64_t remote_size = node->cached_version.size;
+    // Not while our own writes may have moved the remote past what
+    // cached_version says: a granule would be stored shorter than the file.
+    const bool may_fill = node->cache_object && !node->expect_own_change && !node->data.size_is_local;
     for (std::size_t i = 0; i < missed.size();) {
         std::size_t j = i + 1;
         while (j < missed.size() && missed[j] == missed[j - 1] + granule)
@@ -245,7 +248,7 @@ void Engine::Impl::lookup_granule(const std::shared_ptr<Node>& node, const std::
         GranuleFills fills;
         for (std::size_t k = i; k < j; ++k) {
             const std::uint64_t g = missed[k];
-            if (node->cache_object && g >= folio.pos && g < remote_size &&
+            if (may_fill && g >= folio.pos && g < remote_size &&
                 g + std::min(granule, remote_size - g) <= folio.end())
                 fills.push_back(std::make_shared<GranuleFill>(GranuleFill{node->cache_object, node->cache_version,
                                                                           g / granule, g,

@@ -295,6 +295,18 @@ private slots:
         QVERIFY(theirs.ino != 0);
         QCOMPARE(rig.log.of(Rpc::getattr).size(), 1u);
 
+        // A create there that the remote refuses (its name taken behind our
+        // back) ends it too: the names it holds are no longer all ours.
+        Entry third;
+        QCOMPARE(rig.engine->mkdir(caller, kRootIno, "third", 0755, third), Errc::ok);
+        put_file(rig.remote("third/taken"), random_bytes(10, 53));
+        Entry taken;
+        OpenResult refused;
+        QCOMPARE(rig.engine->create(caller, third.ino, "taken", 0644, O_CREAT | O_EXCL | O_WRONLY, taken, refused),
+                 Errc::exists);
+        QCOMPARE(rig.engine->lookup(third.ino, "taken", taken), Errc::ok);
+        QVERIFY(taken.ino != 0);
+
         // Another new directory: after dir_cache_time the remote is asked.
         Entry later;
         QCOMPARE(rig.engine->mkdir(caller, kRootIno, "later", 0755, later), Errc::ok);
