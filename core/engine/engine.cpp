@@ -1053,8 +1053,8 @@ Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std
     if (e != Errc::ok)
         return e;
     // A file made while disconnected keeps its content in the cache
-    // already, through the backend: a second copy under its path would
-    // only cost every write a drop, and its close a version check.
+    // already, through the backend: a second object under its path would
+    // only cost every write a drop of granules it never holds.
     std::uint64_t cache_object = 0, cache_version = 0;
     if (!file->content_is_local())
         impl_->cache_object_of(path, attr, cache_object, cache_version);
