@@ -76,6 +76,33 @@ Version version(std::uint64_t size, long mtime) {
     return v;
 }
 
+// Stores `count` clean granules of `bytes` random bytes as reads fill them
+// (deferred syncs, one sync_data every `sync_every`), then reads them all
+// back: how many are still there, or -1 when a put failed for any reason
+// but room, or a sync failed.
+long fill_deferred(CacheStore& s, std::uint64_t id, std::uint64_t cv, std::uint64_t count, std::size_t bytes,
+                   std::uint64_t sync_every) {
+    for (std::uint64_t i = 0; i < count; ++i) {
+        const auto plain = random_bytes(bytes, unsigned(i));
+        const CacheStore::Put put{id, i, plain, false, cv};
+        Errc e;
+        s.put_many({&put, 1}, e, CacheStore::Sync::later);
+        if (e != Errc::ok && e != Errc::no_space) {
+            qWarning("put %llu: %d", static_cast<unsigned long long>(i), int(e));
+            return -1;
+        }
+        if (i % sync_every == sync_every - 1 && s.sync_data() != Errc::ok)
+            return -1;
+    }
+    if (s.sync_data() != Errc::ok)
+        return -1;
+    long kept = 0;
+    std::vector<std::byte> back;
+    for (std::uint64_t i = 0; i < count; ++i)
+        kept += s.get(id, i, back) == Errc::ok;
+    return kept;
+}
+
 std::unique_ptr<CacheStore> open_store(const CacheOptions& o) {
     std::unique_ptr<CacheStore> s;
     std::string message;
@@ -361,21 +388,8 @@ private slots:
             auto s = open_store(disk.options(5));
             std::uint64_t id = 0, cv = 0;
             QCOMPARE(s->object("/f", version(1, 1), id, cv), Errc::ok);
-            for (std::uint64_t i = 0; i < 400; ++i) {
-                const auto bytes = random_bytes(256 << 10, unsigned(i));
-                const CacheStore::Put put{id, i, bytes, false, cv};
-                Errc e;
-                s->put_many({&put, 1}, e, CacheStore::Sync::later);
-                QVERIFY2(e == Errc::ok || e == Errc::no_space, qPrintable(QString("put %1: %2").arg(i).arg(int(e))));
-                if (i % 8 == 7)
-                    QCOMPARE(s->sync_data(), Errc::ok);
-            }
-            QCOMPARE(s->sync_data(), Errc::ok);
-            int kept = 0;
-            std::vector<std::byte> back;
-            for (std::uint64_t i = 0; i < 400; ++i)
-                kept += s->get(id, i, back) == Errc::ok;
-            qInfo("%d of 400 granules kept", kept);
+            const long kept = fill_deferred(*s, id, cv, 400, 256 << 10, 8);
+            qInfo("%ld of 400 granules kept", kept);
             // Between the run mark (30% free) and the stop mark: about 40 MiB
             // of a 64 MiB disk is the cache's to keep.
             QVERIFY2(kept >= 150, qPrintable(QString::number(kept)));  // 122 when culled records did not count
@@ -391,23 +405,8 @@ private slots:
         auto s = open_store(disk.options(5));
         std::uint64_t id = 0, cv = 0;
         QCOMPARE(s->object("/small", version(1, 1), id, cv), Errc::ok);
-        const std::uint64_t count = 14000;  // about 70 MiB in rows: more than the disk
-        for (std::uint64_t i = 0; i < count; ++i) {
-            const auto bytes = random_bytes(4096, unsigned(i));
-            const CacheStore::Put put{id, i, bytes, false, cv};
-            Errc e;
-            s->put_many({&put, 1}, e, CacheStore::Sync::later);
-            QVERIFY2(e == Errc::ok || e == Errc::no_space, qPrintable(QString("put %1: %2").arg(i).arg(int(e))));
-            if (i % 64 == 63)
-                QCOMPARE(s->sync_data(), Errc::ok);
-        }
-        QCOMPARE(s->sync_data(), Errc::ok);
-        std::uint64_t kept = 0;
-        std::vector<std::byte> back;
-        for (std::uint64_t i = 0; i < count; ++i)
-            kept += s->get(id, i, back) == Errc::ok;
-        qInfo("%llu of %llu small records kept", static_cast<unsigned long long>(kept),
-              static_cast<unsigned long long>(count));
+        const long kept = fill_deferred(*s, id, cv, 14000, 4096, 64);  // about 70 MiB in rows: more than the disk
+        qInfo("%ld of 14000 small records kept", kept);
         QVERIFY2(s->stats().culled > 0, "the disk filled and culling ran");
         QVERIFY2(kept >= 4000, qPrintable(QString::number(kept)));
     }
