@@ -230,7 +230,11 @@ int main(int argc, char** argv) {
     // grows far past its folio budget (measured: 490 MiB for a 256 MiB
     // budget). A fixed mmap threshold returns every large buffer to the
     // kernel when freed (measured: 311 MiB), and two arenas are plenty.
+    // Below the threshold, libssh2 takes a buffer per 32 KiB packet; an
+    // arena keeps up to 8 MiB free at its top rather than give pages back
+    // and fault them in again for the next packets (a fault per 4 KiB read).
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
     mallopt(M_ARENA_MAX, 2);
 
     QStringList arguments;

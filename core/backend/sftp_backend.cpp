@@ -518,30 +518,32 @@ public:
     const std::set<std::string>& extensions() const { return extensions_; }
 
     // Appends one request to `out`, its answer to go to `reply` (nullptr:
-    // nobody waits for it).
+    // nobody waits for it). `data_size` bytes of data end the request; the
+    // caller sends them right after these (see write_all), from where they are.
     void add(std::string& out, std::uint8_t type, std::string_view arguments, Reply* reply,
-             std::string_view data = {}) {
+             std::size_t data_size = 0) {
         const std::uint32_t id = ++next_id_;
         char header[9];
-        put_u32(header, static_cast<std::uint32_t>(5 + arguments.size() + data.size()));
+        put_u32(header, static_cast<std::uint32_t>(5 + arguments.size() + data_size));
         header[4] = static_cast<char>(type);
         put_u32(header + 5, id);
         out.append(header, sizeof header);
         out += arguments;
-        out += data;
         if (reply)
             pending_[id] = reply;
     }
 
-    // Sends what add() built, blocking: a negative libssh2 error if the
-    // channel failed.
-    int write_all(std::string_view bytes) {
-        while (!bytes.empty()) {
-            const ssize_t n = libssh2_channel_write(channel_, bytes.data(), bytes.size());
-            if (n < 0)
-                return static_cast<int>(n);
-            bytes.remove_prefix(static_cast<std::size_t>(n));
-        }
+    // Sends `pieces` one after the other, blocking: a negative libssh2 error
+    // if the channel failed.
+    int write_all(std::string_view bytes) { return write_all({&bytes, 1}); }
+    int write_all(std::span<const std::string_view> pieces) {
+        for (std::string_view bytes : pieces)
+            while (!bytes.empty()) {
+                const ssize_t n = libssh2_channel_write(channel_, bytes.data(), bytes.size());
+                if (n < 0)
+                    return static_cast<int>(n);
+                bytes.remove_prefix(static_cast<std::size_t>(n));
+            }
         return 0;
     }
 
@@ -1317,6 +1319,11 @@ public:
     // Errc::unreachable or the error of a failed connection.
     Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
                   std::string_view requests, std::span<Reply> replies) {
+        return exchange(c, lock, generation, {&requests, 1}, replies, op_timeout_);
+    }
+    // The requests in pieces, sent in order (data sent from where it is).
+    Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
+                  std::span<const std::string_view> requests, std::span<Reply> replies) {
         return exchange(c, lock, generation, requests, replies, op_timeout_);
     }
 
@@ -1335,7 +1342,7 @@ public:
 
 private:
     Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
-                  std::string_view requests, std::span<Reply> replies, milliseconds timeout) {
+                  std::span<const std::string_view> requests, std::span<Reply> replies, milliseconds timeout) {
         if (!c.up || c.generation != generation || !c.sftp.is_open()) {
             c.sftp.forget(replies);
             return Errc::unreachable;
@@ -1487,7 +1494,8 @@ private:
         Reply reply;
         std::string request;
         c.sftp.add(request, kFxpStat, args.bytes, &reply);
-        return exchange(c, lock, c.generation, request, {&reply, 1}, kHeartbeatTimeout) == Errc::ok;
+        const std::string_view wire = request;
+        return exchange(c, lock, c.generation, {&wire, 1}, {&reply, 1}, kHeartbeatTimeout) == Errc::ok;
     }
 
     void maintain() {
@@ -1808,16 +1816,26 @@ public:
             chunk = c.sftp.write_chunk();
             const std::size_t n = (data.size() + chunk - 1) / chunk;
             replies = std::vector<Reply>(n);
-            std::string requests;
-            requests.reserve(data.size() + n * (32 + handle.size()));
+            // Each request's header, then its data straight from the caller's
+            // buffer: no copy of the data, no fresh pages for one.
+            std::string headers;
+            std::vector<std::size_t> ends(n);
             for (std::size_t i = 0; i < n; ++i) {
                 Packet args;
                 args.str(handle);
                 args.u64(offset + i * chunk);
                 args.u32(static_cast<std::uint32_t>(piece(i).size()));
-                c.sftp.add(requests, kFxpWrite, args.bytes, &replies[i], piece(i));
+                c.sftp.add(headers, kFxpWrite, args.bytes, &replies[i], piece(i).size());
+                ends[i] = headers.size();
             }
-            return pool_->exchange(c, lock, generation, requests, replies);
+            std::vector<std::string_view> wire;
+            wire.reserve(2 * n);
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::size_t start = i ? ends[i - 1] : 0;
+                wire.push_back(std::string_view(headers).substr(start, ends[i] - start));
+                wire.push_back(piece(i));
+            }
+            return pool_->exchange(c, lock, generation, wire, replies);
         });
         if (e != Errc::ok)
             return e;

@@ -10,6 +10,26 @@ namespace netfs {
 FolioMemory::~FolioMemory() {
     for (auto& [base, chunk] : chunks_)
         ::munmap(base, kChunk);
+    for (std::byte* base : spare_)
+        ::munmap(base, kChunk);
+}
+
+// A chunk aligned to its size, so that the kernel can back it with one huge
+// page: a fault per chunk instead of one per 4 KiB page (cold reads faulted
+// in every page of the folio budget one by one). Buddies are found by offset
+// from the chunk's base, so alignment is not needed for that.
+std::byte* FolioMemory::map_chunk() {
+    void* p = ::mmap(nullptr, 2 * kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        throw std::bad_alloc();
+    const auto start = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t aligned = (start + kChunk - 1) & ~std::uintptr_t(kChunk - 1);
+    if (aligned > start)
+        ::munmap(p, aligned - start);
+    if (const std::uintptr_t tail = start + kChunk - aligned; tail > 0)
+        ::munmap(reinterpret_cast<void*>(aligned + kChunk), tail);
+    ::madvise(reinterpret_cast<void*>(aligned), kChunk, MADV_HUGEPAGE);  // a hint: fine if refused
+    return reinterpret_cast<std::byte*>(aligned);
 }
 
 int FolioMemory::order_of(std::uint32_t size) { return std::countr_zero(size) - std::countr_zero(kBlock); }
@@ -22,12 +42,13 @@ std::byte* FolioMemory::allocate(std::uint32_t size) {
         ++have;
     std::byte* block;
     if (have == 10) {
-        // A fresh chunk. mmap aligns to pages only; buddies are found by
-        // offset from the chunk's base, so that is enough.
-        void* p = ::mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
-            throw std::bad_alloc();
-        block = static_cast<std::byte*>(p);
+        // A fresh chunk: a spare one if there is, its pages still mapped.
+        if (!spare_.empty()) {
+            block = spare_.back();
+            spare_.pop_back();
+        } else {
+            block = map_chunk();
+        }
         chunks_.emplace(block, Chunk{});
         have = 9;
     } else {
@@ -54,8 +75,11 @@ void FolioMemory::free(std::byte* block, std::uint32_t size) {
         // Everything in it is free: the free buddies all belong to it.
         for (auto& list : free_)
             list.erase(list.lower_bound(base), list.lower_bound(base + kChunk));
-        ::munmap(base, kChunk);
         chunks_.erase(chunk);
+        if (spare_.size() < kSpareChunks)
+            spare_.push_back(base);
+        else
+            ::munmap(base, kChunk);
         return;
     }
     std::size_t offset = std::size_t(block - base);
@@ -71,7 +95,7 @@ void FolioMemory::free(std::byte* block, std::uint32_t size) {
 
 std::uint64_t FolioMemory::mapped_bytes() const {
     std::lock_guard lock(mu_);
-    return std::uint64_t(chunks_.size()) * kChunk;
+    return std::uint64_t(chunks_.size() + spare_.size()) * kChunk;
 }
 
 } // namespace netfs

@@ -186,8 +186,13 @@ void Engine::Impl::issue_remote_locked(const std::shared_ptr<Node>& node, const 
 std::byte* Engine::Impl::queue_fill_locked(const GranuleFill& g) {
     if (cache_fill_bytes + g.length > kCacheFillLimit)
         return nullptr;  // the cache cannot keep up: this granule stays uncached
-    // Stored off the reader's path; one job stores all that wait.
-    std::shared_ptr<std::byte[]> copy(new std::byte[g.length]);
+    // Stored off the reader's path; one job stores all that wait. The copy
+    // comes from folio memory, whose chunks stay mapped between granules: a
+    // fresh buffer per granule faulted in every page of it again (the
+    // daemon's fixed mmap threshold gives each large malloc its own mapping).
+    FolioMemory& memory = folio_cache.memory();
+    const auto size = std::bit_ceil(std::max<std::uint32_t>(std::uint32_t(g.length), FolioMemory::kBlock));
+    std::shared_ptr<std::byte[]> copy(memory.allocate(size), [&memory, size](std::byte* p) { memory.free(p, size); });
     cache_fill_bytes += g.length;
     pending_fills.push_back({g, copy});
     if (!fill_writer_queued) {
