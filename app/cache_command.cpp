@@ -134,6 +134,10 @@ int run_cache_command(const QStringList& arguments) {
         if (!use.ok())
             return fail("the cache in " + request.dir + " is in use by a mount: unmount it first");
     }
+    if (command == "stats" && !ExclusiveUse(request.dir).ok())
+        // A mount holds the database for itself (see CacheStore::open).
+        return fail("the cache in " + request.dir +
+                    " is in use by a mount: `netfs status MOUNTPOINT` shows its use, or unmount it first");
     if (Errc e = open_cache(request, id, store, message, true); e != Errc::ok)
         return fail(message);
     if (!store->owner().empty())

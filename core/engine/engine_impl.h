@@ -309,9 +309,11 @@ struct Engine::Impl {
 
     std::thread writeback_worker;
     // Cache writes sync to disk: they get their own thread, so they never
-    // hold up the I/O pool's reads. Declared last: destroyed (joined) first.
-    std::unique_ptr<IoPool> pool;
+    // hold up the I/O pool's reads. Declared last: destroyed (joined) first,
+    // the I/O pool before the cache's, since a read still queued there runs
+    // at its join and may hand its granules to the cache's.
     std::unique_ptr<IoPool> cache_pool;
+    std::unique_ptr<IoPool> pool;
 };
 
 } // namespace netfs

@@ -6,6 +6,7 @@
 
 #include <QDir>
 #include <QDirIterator>
+#include <QElapsedTimer>
 #include <QFileInfo>
 #include <QFile>
 #include <QJsonDocument>
@@ -293,6 +294,13 @@ private slots:
         RunResult r = run(NETFS_BINARY, {"cache", "clear", "--cache-dir", m.cache_dir()}, 20000, m.environment());
         QCOMPARE(r.exit_code, 1);  // in use by the mount
         QVERIFY2(r.err.contains("in use"), qPrintable(r.err));
+        // The mount holds the database for itself: stats say so at once.
+        QElapsedTimer took;
+        took.start();
+        r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        QCOMPARE(r.exit_code, 1);
+        QVERIFY2(r.err.contains("in use by a mount") && r.err.contains("netfs status"), qPrintable(r.err));
+        QVERIFY2(took.elapsed() < 5000, "no wait for a lock");
         QVERIFY2(m.unmount(), qPrintable(m.error()));
 
         r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir(), "--json"}, 20000, m.environment());
