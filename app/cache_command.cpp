@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 
 namespace netfs {
 
@@ -126,24 +127,24 @@ int run_cache_command(const QStringList& arguments) {
         return 0;
     }
 
-    std::shared_ptr<CacheStore> store;
+    // Held whenever the database is open here without the store's own lock
+    // (metadata only): a mount holds the database for itself (see
+    // CacheStore::open), so neither may open it while the other has it.
+    std::optional<ExclusiveUse> use(std::in_place, request.dir);
+    if (!use->ok())
+        return fail("the cache in " + request.dir + " is in use by a mount: " +
+                    (command == "stats" ? "`netfs status MOUNTPOINT` shows its use, or unmount it first"
+                                        : "unmount it first"));
+    std::shared_ptr<CacheStore> store;  // closed before `use` lets go
     std::string message;
     const bool metadata_only = command != "verify";
-    if (command == "evict") {
-        ExclusiveUse use(request.dir);
-        if (!use.ok())
-            return fail("the cache in " + request.dir + " is in use by a mount: unmount it first");
-    }
-    if (command == "stats" && !ExclusiveUse(request.dir).ok())
-        // A mount holds the database for itself (see CacheStore::open).
-        return fail("the cache in " + request.dir +
-                    " is in use by a mount: `netfs status MOUNTPOINT` shows its use, or unmount it first");
     if (Errc e = open_cache(request, id, store, message, true); e != Errc::ok)
         return fail(message);
     if (!store->owner().empty())
         id = store->owner();  // names the generated key, wherever the cache lives
     if (!metadata_only) {
         store.reset();
+        use.reset();  // the store takes the lock itself
         if (Errc e = open_cache(request, id, store, message, false, false); e != Errc::ok)
             return fail(message);
     }

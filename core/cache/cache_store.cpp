@@ -42,16 +42,23 @@ std::int64_t now_seconds() {
         .count();
 }
 
-// True when SQLite can read the whole database: a damaged header or page
-// makes this fail, not a later query in the middle of a read.
-bool healthy(sqlite3* db) {
+enum class Health { ok, damaged, in_use };
+
+// Whether SQLite can read the whole database: a damaged header or page fails
+// here, not in a later query in the middle of a read. A database another
+// process holds (SQLITE_BUSY) is in use, not damaged: it is never set aside.
+Health check_health(sqlite3* db) {
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, nullptr) != SQLITE_OK)
-        return false;
-    const bool ok = sqlite3_step(st) == SQLITE_ROW &&
-                    std::strcmp(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok") == 0;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, nullptr);
+    bool ok = false;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        ok = rc == SQLITE_ROW && std::strcmp(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok") == 0;
+    }
     sqlite3_finalize(st);
-    return ok;
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        return Health::in_use;
+    return ok ? Health::ok : Health::damaged;
 }
 
 // Moves the database, its WAL and the packs to "<name>.damaged-<time>".
@@ -566,10 +573,18 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         const int rc =
             sqlite3_open_v2(db_path.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix-excl");
         ::umask(old_umask);
+        if (rc == SQLITE_OK)
+            wait_when_busy(impl->db, std::chrono::seconds(5));
         return rc;
     };
     int rc = open_db();
-    if (rc == SQLITE_OK && !healthy(impl->db)) {
+    const Health health = rc == SQLITE_OK ? check_health(impl->db) : Health::ok;
+    if (health == Health::in_use) {
+        message = "the cache database " + db_path +
+                  " is in use by another process (a netfs cache command?): try again once it has finished";
+        return Errc::busy;
+    }
+    if (health == Health::damaged) {
         // Unreadable metadata: set it aside with its packs (kept for
         // inspection, never silently deleted) and start an empty cache.
         sqlite3_close(impl->db);
@@ -585,7 +600,6 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
         message = "cannot open the cache database " + db_path + ": " + sqlite3_errstr(rc);
         return Errc::io;
     }
-    wait_when_busy(impl->db, std::chrono::seconds(5));
     sqlite3_commit_hook(impl->db, &Impl::on_commit, impl.get());
     sqlite3_wal_hook(impl->db, &Impl::on_wal, impl.get());
     if (!impl->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"

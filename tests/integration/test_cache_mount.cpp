@@ -15,6 +15,7 @@
 #include <QTest>
 
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -301,6 +302,9 @@ private slots:
         QCOMPARE(r.exit_code, 1);
         QVERIFY2(r.err.contains("in use by a mount") && r.err.contains("netfs status"), qPrintable(r.err));
         QVERIFY2(took.elapsed() < 5000, "no wait for a lock");
+        r = run(NETFS_BINARY, {"cache", "verify", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        QCOMPARE(r.exit_code, 1);  // and the mount's database is left alone (stats below count every byte)
+        QVERIFY2(r.err.contains("in use by a mount"), qPrintable(r.err));
         QVERIFY2(m.unmount(), qPrintable(m.error()));
 
         r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir(), "--json"}, 20000, m.environment());
@@ -326,6 +330,36 @@ private slots:
         QVERIFY2(m.mount(), qPrintable(m.error()));  // a new, empty cache; the data from the remote
         QVERIFY(read_file(m.at("f")) == data);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    // A database another process holds is in use, never damaged: a mount
+    // and the tools wait a little, then say so, and set nothing aside.
+    void a_cache_held_elsewhere_is_in_use_not_damaged() {
+        MountFixture m;
+        m.set_extra_args({"--key-file", key_file(m, "key", "secret")});
+        auto data = random_bytes(1 << 20, 5);
+        QVERIFY(write_file(m.direct("f"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY(read_file(m.at("f")) == data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+
+        sqlite3* db = nullptr;  // held as a mount holds it: exclusively, from the first read
+        QCOMPARE(sqlite3_open_v2((m.cache_dir() + "/cache.db").toUtf8().constData(), &db, SQLITE_OPEN_READWRITE,
+                                 "unix-excl"),
+                 SQLITE_OK);
+        QCOMPARE(sqlite3_exec(db, "SELECT count(*) FROM granules", nullptr, nullptr, nullptr), SQLITE_OK);
+        RunResult r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir()}, 20000, m.environment());
+        const bool mounted = m.mount();
+        const QString mount_error = m.error();
+        sqlite3_close(db);
+        QCOMPARE(r.exit_code, 1);
+        QVERIFY2(r.err.contains("in use by another process"), qPrintable(r.err));
+        QVERIFY2(!mounted && mount_error.contains("in use by another process"), qPrintable(mount_error));
+        QVERIFY2(QDir(m.cache_dir()).entryList({"*.damaged-*"}).isEmpty(), "nothing set aside");
+
+        r = run(NETFS_BINARY, {"cache", "stats", "--cache-dir", m.cache_dir(), "--json"}, 20000, m.environment());
+        QCOMPARE(r.exit_code, 0);
+        QCOMPARE(QJsonDocument::fromJson(r.out.toUtf8()).object()["logical_bytes"].toInteger(), qint64(data.size()));
     }
 
     // A workload larger than --cache-size keeps the cache under it, and
