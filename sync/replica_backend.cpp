@@ -1192,10 +1192,12 @@ Errc ReplicaBackend::write_content(std::int64_t oid, std::uint64_t offset, std::
     const bool new_content = !object->content;
     if (new_content) {
         // Made here and written for the first time: its content starts now.
+        // Its row goes in with the granules below, before the replica
+        // records the id (set_content, after them).
         if (object->base.exists || n->attr.size != 0)
             return Errc::bad_handle;
         std::uint64_t version = 0;
-        if (Errc e = cache_->object(content_key(oid), Version{}, object->content, version, CacheStore::Sync::later);
+        if (Errc e = cache_->object(content_key(oid), Version{}, object->content, version, CacheStore::Sync::deferred);
             e != Errc::ok)
             return e;
     }

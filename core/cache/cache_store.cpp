@@ -164,6 +164,8 @@ struct CacheStore::Impl {
             error = e;
             return std::size_t(0);
         };
+        if (!s.insert_pending_objects())  // the rows of their first granules, most often
+            return abort(Errc::io);
         struct Placed {
             const Put* put;
             std::uint64_t pack, offset, length;  // pack 0: the record is in its row
@@ -234,6 +236,7 @@ struct CacheStore::Impl {
         }
         if (!ok || !s.run("COMMIT"))
             return abort(Errc::io);
+        s.pending_objects.clear();
         return placed.size();
     }
 
@@ -448,6 +451,46 @@ struct CacheStore::Impl {
 
     Stmt get_object, insert_object, update_object, drop_clean, select_granule, upsert_granule, delete_granule,
         set_clean, drop_from, set_meta, add_pack;
+
+    // Objects handed out with Sync::deferred whose rows are not written yet
+    // (opening a file not cached costs no transaction of its own): they go
+    // in with the next write, inside its transaction. Ids are given here,
+    // above every id in the table.
+    struct PendingObject {
+        std::uint64_t id;
+        Version version;
+        std::uint64_t content_version;
+    };
+    std::map<std::string, PendingObject> pending_objects;  // by remote path
+    std::uint64_t next_object_id = 1;
+    bool insert_object_row(const std::string& remote, const Version& v, std::uint64_t id,
+                           std::uint64_t content_version) {
+        return insert_object.bind(1, remote).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
+            .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id))
+            .bind(7, std::int64_t(id)).bind(8, std::int64_t(content_version)).run();
+    }
+    // Inside a transaction; pending_objects is cleared once it commits.
+    bool insert_pending_objects() {
+        for (const auto& [remote, p] : pending_objects)
+            if (!insert_object_row(remote, p.version, p.id, p.content_version))
+                return false;
+        return true;
+    }
+    // Before anything else reads or changes objects: the pending rows, in a
+    // transaction of their own (not synced: they hold no granules yet).
+    bool flush_pending_objects() {
+        if (pending_objects.empty())
+            return true;
+        const bool ok = commit_later([&] {
+            if (run("BEGIN IMMEDIATE") && insert_pending_objects() && run("COMMIT"))
+                return true;
+            run("ROLLBACK");
+            return false;
+        });
+        if (ok)
+            pending_objects.clear();
+        return ok;
+    }
 
     int lock_fd = -1;  // flock'ed: one user of a cache at a time
 
@@ -746,8 +789,12 @@ Errc CacheStore::open(const CacheOptions& options, std::unique_ptr<CacheStore>& 
     last.reset();
     sqlite3* db = impl->db;
     impl->get_object = Stmt(db, "SELECT id, version, size, mtime_ns, ctime_ns, change, file_id FROM objects WHERE remote = ?1");
-    impl->insert_object = Stmt(db, "INSERT INTO objects(remote, version, size, mtime_ns, ctime_ns, change, file_id)"
-                                   " VALUES(?1, 1, ?2, ?3, ?4, ?5, ?6)");
+    impl->insert_object = Stmt(db, "INSERT INTO objects(id, remote, version, size, mtime_ns, ctime_ns, change, file_id)"
+                                   " VALUES(?7, ?1, ?8, ?2, ?3, ?4, ?5, ?6)");
+    {
+        Stmt last_id(db, "SELECT coalesce(max(id), 0) FROM objects");
+        impl->next_object_id = last_id.step() == SQLITE_ROW ? std::uint64_t(last_id.col(0)) + 1 : 1;
+    }
     impl->update_object = Stmt(db, "UPDATE objects SET version = version + 1, size = ?2, mtime_ns = ?3, ctime_ns = ?4,"
                                    " change = ?5, file_id = ?6 WHERE id = ?1");
     impl->drop_clean = Stmt(db, "DELETE FROM granules WHERE object = ?1 AND dirty = 0");
@@ -776,6 +823,20 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
                         std::uint64_t& content_version, Sync sync) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
+    if (sync == Sync::deferred) {
+        if (auto it = s.pending_objects.find(remote_path); it != s.pending_objects.end()) {
+            auto& p = it->second;
+            if (!(p.version == v)) {  // nothing stored under it yet: only the number moves on
+                p.version = v;
+                p.content_version++;
+            }
+            id = p.id;
+            content_version = p.content_version;
+            return Errc::ok;
+        }
+    } else if (!s.flush_pending_objects()) {
+        return Errc::io;
+    }
     Stmt& get = s.get_object;
     get.bind(1, remote_path);
     if (get.step() == SQLITE_ROW) {
@@ -790,31 +851,36 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
         // Another version on the remote: clean granules are stale. A new
         // version number makes any record written for the old one fail
         // authentication, even if a row survived.
-        s.run("BEGIN IMMEDIATE");
-        s.drop_clean.bind(1, std::int64_t(id)).run();
-        s.update_object.bind(1, std::int64_t(id)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
-            .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
-        content_version++;
-        if (!s.run("COMMIT"))
+        if (!s.run("BEGIN IMMEDIATE"))
             return Errc::io;
+        const bool ok =
+            s.drop_clean.bind(1, std::int64_t(id)).run() &&
+            s.update_object.bind(1, std::int64_t(id)).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
+                .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
+        if (!ok || !s.run("COMMIT")) {
+            s.run("ROLLBACK");  // no transaction left open for the next caller
+            return Errc::io;
+        }
+        content_version++;
         s.reclaim();
         return Errc::ok;
     }
     get.reset();
-    auto insert = [&] {
-        return s.insert_object.bind(1, remote_path).bind(2, std::int64_t(v.size)).bind(3, ns(v.mtime))
-            .bind(4, ns(v.ctime)).bind(5, std::int64_t(v.change)).bind(6, std::int64_t(v.file_id)).run();
-    };
-    if (!(sync == Sync::later ? s.commit_later(insert) : insert()))
-        return Errc::io;
-    id = std::uint64_t(sqlite3_last_insert_rowid(s.db));
+    id = s.next_object_id++;
     content_version = 1;
-    return Errc::ok;
+    if (sync == Sync::deferred) {
+        s.pending_objects.emplace(remote_path, Impl::PendingObject{id, v, content_version});
+        return Errc::ok;
+    }
+    auto insert = [&] { return s.insert_object_row(remote_path, v, id, content_version); };
+    return (sync == Sync::later ? s.commit_later(insert) : insert()) ? Errc::ok : Errc::io;
 }
 
 Errc CacheStore::carry_over(const std::string& path, const Version& before, const Version& after) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
+    if (!s.flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     Stmt q = s.statements.get("UPDATE objects SET size = ?7, mtime_ns = ?8, ctime_ns = ?9, change = ?10, file_id = ?11"
                  " WHERE remote = ?1 AND size = ?2 AND mtime_ns = ?3 AND ctime_ns = ?4 AND change = ?5 AND file_id = ?6");
     return q.bind(1, path).bind(2, std::int64_t(before.size)).bind(3, ns(before.mtime)).bind(4, ns(before.ctime))
@@ -828,6 +894,8 @@ Errc CacheStore::carry_over(const std::string& path, const Version& before, cons
 Errc CacheStore::accept_version(std::uint64_t object, const Version& v) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
+    if (!s.flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     Stmt q = s.statements.get("UPDATE objects SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, change = ?5, file_id = ?6 WHERE id = ?1");
     // Not synced: lost, the old version comes back and the next open finds
     // it differs from the remote's, which drops what the cache holds.
@@ -1023,6 +1091,8 @@ Errc CacheStore::drop_from(std::uint64_t object, std::uint64_t from_index) {
 
 Errc CacheStore::set_pinned(std::uint64_t object, bool pinned) {
     std::lock_guard lock(impl_->mu);
+    if (!impl_->flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     Stmt q(impl_->db, "UPDATE objects SET pinned = ?2 WHERE id = ?1");
     return q.bind(1, std::int64_t(object)).bind(2, pinned ? 1 : 0).run() ? Errc::ok : Errc::io;
 }
@@ -1044,6 +1114,8 @@ struct Subtree {
 Errc CacheStore::set_pinned_under(const std::string& path, bool pinned) {
     const Subtree t(path);
     std::lock_guard lock(impl_->mu);
+    if (!impl_->flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     Stmt q(impl_->db, "UPDATE objects SET pinned = ?1 WHERE remote = ?2 OR (remote >= ?3 AND remote < ?4)");
     return q.bind(1, pinned ? 1 : 0).bind(2, t.path).bind(3, t.prefix).bind(4, t.upper).run() ? Errc::ok
                                                                                                 : Errc::io;
@@ -1074,6 +1146,8 @@ Errc CacheStore::held(std::uint64_t object, std::vector<Held>& out) {
 
 Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id) {
     std::lock_guard lock(impl_->mu);
+    if (!impl_->flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     Stmt q(impl_->db, "SELECT id FROM objects WHERE remote = ?1");
     q.bind(1, remote_path);
     const int rc = q.step();
@@ -1087,6 +1161,8 @@ Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id) 
 Errc CacheStore::rename_objects(const std::string& from, const std::string& to) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
+    if (!s.flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     // Below "/a" is ["/a/", "/a0"): '0' follows '/'.
     const std::string from_lo = from == "/" ? "/" : from + "/", from_hi = from == "/" ? "0" : from + "0";
     const std::string to_lo = to + "/", to_hi = to + "0";
@@ -1109,6 +1185,8 @@ Errc CacheStore::rename_objects(const std::string& from, const std::string& to) 
 Errc CacheStore::drop_object(std::uint64_t object) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
+    if (!s.flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
     s.run("BEGIN IMMEDIATE");
     Stmt granules = s.statements.get("DELETE FROM granules WHERE object = ?1");
     Stmt row = s.statements.get("DELETE FROM objects WHERE id = ?1");
@@ -1122,6 +1200,7 @@ Errc CacheStore::drop_object(std::uint64_t object) {
 CacheStats CacheStore::stats() {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
+    s.flush_pending_objects();  // counted as objects
     CacheStats out;
     Stmt q = s.statements.get("SELECT (SELECT count(*) FROM objects), count(*), coalesce(sum(plain_len), 0),"
                  " coalesce(sum(length), 0), coalesce(sum(CASE WHEN dirty THEN plain_len ELSE 0 END), 0) FROM granules");

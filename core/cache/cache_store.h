@@ -77,8 +77,11 @@ public:
     // write-ahead log (a synced commit of either connection, a checkpoint),
     // the data written so far is synced, so no synced row ever points at
     // data that is not; and no record such a put replaced is punched before
-    // the rows that dropped it are synced.
-    enum class Sync { now, later };
+    // the rows that dropped it are synced. deferred (object() only): a new
+    // object's row is not even written until the store's next write, most
+    // often the put of its first granules, in that put's transaction. For
+    // an id that nothing outside this store refers to durably before then.
+    enum class Sync { now, later, deferred };
 
     // Opens or creates the cache in options.dir. On failure `message` says
     // what happened and what to do, in one line.

@@ -915,8 +915,9 @@ void Engine::Impl::cache_object_of(const std::string& path, const Attr& attr, st
     object = content_version = 0;
     if (!cache || !S_ISREG(attr.mode))
         return;
-    // Not synced: a lost row only makes the cache forget what it holds.
-    if (cache->object(path, Version::of(attr), object, content_version, CacheStore::Sync::later) != Errc::ok) {
+    // Not even written until the cache stores its first granule: the id
+    // lives in this node and in fills, which go to the same store.
+    if (cache->object(path, Version::of(attr), object, content_version, CacheStore::Sync::deferred) != Errc::ok) {
         LOG_WARN("the cache could not look up %s; reading it from the remote", path.c_str());
         object = 0;
     }

@@ -464,6 +464,61 @@ private slots:
         QVERIFY2(!QFile::exists(dir.path() + "/packs/000000"), "a row's record is never looked for in a pack");
     }
 
+    // An object handed out deferred (a file opened, not cached yet) costs
+    // no transaction of its own: its row goes in with its first granules.
+    // Until then whatever asks by path or id sees it all the same, a new
+    // version still makes older reads stale, and no id is given twice.
+    void a_deferred_object_is_written_with_its_first_granules() {
+        QTemporaryDir dir;
+        using Sync = CacheStore::Sync;
+        std::uint64_t a = 0, b = 0, c = 0, d = 0, cva = 0, cvb = 0, cvc = 0, cvd = 0, again = 0, cv_again = 0;
+        std::vector<std::byte> back;
+        {
+            auto s = open_store(options_for(dir.path()));
+            QCOMPARE(s->object("/dir/a", version(100, 1), a, cva, Sync::deferred), Errc::ok);
+            QCOMPARE(s->object("/dir/b", version(100, 1), b, cvb, Sync::deferred), Errc::ok);
+            QVERIFY(a != b);
+            QCOMPARE(s->object("/dir/a", version(100, 1), again, cv_again, Sync::deferred), Errc::ok);
+            QCOMPARE(again, a);
+            QCOMPARE(cv_again, cva);
+            // Read under the old version, stored after the new one was seen: stale.
+            QCOMPARE(s->object("/dir/b", version(200, 2), again, cv_again, Sync::deferred), Errc::ok);
+            QCOMPARE(again, b);
+            QVERIFY(cv_again != cvb);
+            Errc error = Errc::ok;
+            const auto old_bytes = granule(7);
+            const CacheStore::Put stale{b, 0, old_bytes, false, cvb};
+            QCOMPARE(s->put_many({&stale, 1}, error), std::size_t(0));
+            QCOMPARE(error, Errc::ok);
+            QCOMPARE(s->get(b, 0, back), Errc::not_found);
+            // Pinning by path reaches an object whose row waited.
+            QCOMPARE(s->object("/dir/d", version(100, 1), d, cvd, Sync::deferred), Errc::ok);
+            QCOMPARE(s->set_pinned_under("/dir", true), Errc::ok);
+            QCOMPARE(s->put(d, 0, granule(4), false, cvd), Errc::ok);
+            // A row written at once takes an id of its own.
+            QCOMPARE(s->object("/c", version(100, 1), c, cvc), Errc::ok);
+            QVERIFY(c != a && c != b && c != d);
+            QCOMPARE(s->put(a, 0, granule(1), false, cva), Errc::ok);
+            QCOMPARE(s->get(a, 0, back), Errc::ok);
+            QVERIFY(back == granule(1));
+            QCOMPARE(s->object("/never", version(1, 1), again, cv_again, Sync::deferred), Errc::ok);
+        }
+        auto s = open_store(options_for(dir.path()));
+        std::uint64_t found = 0;
+        QCOMPARE(s->find_object("/dir/a", found), Errc::ok);
+        QCOMPARE(found, a);
+        QCOMPARE(s->get(a, 0, back), Errc::ok);
+        QVERIFY(back == granule(1));
+        QCOMPARE(s->get(d, 0, back), Errc::ok);
+        std::uint64_t pinned = 0;
+        QCOMPARE(s->pinned_bytes_under("/dir", pinned), Errc::ok);
+        QCOMPARE(pinned, std::uint64_t(granule(4).size() + granule(1).size()));  // /dir/d's and /dir/a's
+        QCOMPARE(s->find_object("/never", found), Errc::not_found);  // nothing stored: never written
+        std::uint64_t e = 0, cve = 0;
+        QCOMPARE(s->object("/e", version(1, 1), e, cve, Sync::deferred), Errc::ok);
+        QVERIFY(e != a && e != b && e != c && e != d);
+    }
+
     // A cache made by the netfs before records could live in rows (format
     // 1) opens, keeps what it holds, and takes small records from then on.
     void a_format_1_cache_is_brought_forward() {
