@@ -310,7 +310,7 @@ void close_orphan_dir(nfs_context* nfs, int status, void* data) {
         nfs_closedir(nfs, static_cast<nfsdir*>(data));
 }
 
-// XDR, for the attributes of a raw SETATTR (NfsBackend::setattr_dir_v4).
+// XDR, for the attributes of a raw SETATTR (NfsBackend::setattr_v4).
 void put_u32(std::string& out, std::uint32_t v) {
     for (int shift = 24; shift >= 0; shift -= 8)
         out.push_back(static_cast<char>((v >> shift) & 0xff));
@@ -1140,14 +1140,23 @@ public:
         Attr before;
         if (Errc e = lstat_full(conn, p, before); e != Errc::ok)
             return e;
-        if (target_.version == 4 && S_ISDIR(before.mode) && !(change.mask & SetAttr::kSize)) {
-            if (Errc e = setattr_dir_v4(conn, p, change); e != Errc::ok)
+        if (target_.version == 4) {
+            if (change.mask & SetAttr::kSize) {
+                if (S_ISDIR(before.mode))
+                    return Errc::is_dir;
+                if (Errc e = truncate_path(conn, p, before.file_id, change.size); e != Errc::ok)
+                    return e;
+            }
+            SetAttr rest = change;
+            rest.mask &= ~SetAttr::kSize;
+            if (S_ISLNK(before.mode))
+                rest.mask &= ~SetAttr::kMode;  // a symbolic link has no mode of its own on Linux
+            if (Errc e = setattr_v4(conn, p, rest); e != Errc::ok)
                 return e;
             return lstat_full(conn, p, out);
         }
-        // The l- variants only for a symbolic link: over NFSv4 libnfs 4.0's
-        // lchmod/lchown/lutimes fail on a directory (NFS4ERR_ISDIR). `before`
-        // says what the path is; a swap between the two requests is followed.
+        // NFSv3. The l- variants only for a symbolic link. `before` says
+        // what the path is; a swap between the two requests is followed.
         const bool is_link = S_ISLNK(before.mode);
         if (change.mask & SetAttr::kMode) {
             // A symbolic link has no mode of its own on Linux; leave it.
@@ -1194,9 +1203,7 @@ public:
                 times[1] = now;
             else if (change.mask & SetAttr::kMtime)
                 times[1] = tv(change.mtime);
-            // (libnfs 4.0 crashes on null times over NFSv4: there the client's clock it is.)
-            const bool both_now = (change.mask & SetAttr::kAtimeNow) && (change.mask & SetAttr::kMtimeNow) &&
-                                  target_.version == 3;
+            const bool both_now = (change.mask & SetAttr::kAtimeNow) && (change.mask & SetAttr::kMtimeNow);
             Errc e = conn.call(
                 [&](nfs_context* nfs, nfs_cb cb, void* d) {
                     timeval* t = both_now ? nullptr : times;
@@ -1209,12 +1216,17 @@ public:
         return lstat_full(conn, p, out);
     }
 
-    // libnfs 4.0 changes attributes over NFSv4 through an OPEN of the path,
-    // which a directory refuses (NFS4ERR_ISDIR). So for a directory the
+    // libnfs 4.0 changes attributes over NFSv4 through an OPEN of the path
+    // and a CLOSE: a directory refuses the OPEN (NFS4ERR_ISDIR), and for a
+    // file that pair runs outside the connection's open-owner lock, so an
+    // open or close of another file in flight on the same connection gets
+    // its sequence refused (EIO: seen in reintegration, which sets the
+    // times of one upload while others open and close theirs), and the
+    // CLOSE would end open state other handles of the file share. So the
     // backend sends the COMPOUND itself: PUTROOTFH, a LOOKUP per component
     // of the path in the server's pseudo file system, SETATTR (anonymous
     // stateid: no size change) with the mode, owner, group and times asked for.
-    Errc setattr_dir_v4(Connection& conn, const std::string& p, const SetAttr& change) {
+    Errc setattr_v4(Connection& conn, const std::string& p, const SetAttr& change) {
         std::vector<std::string> names;
         const std::string whole = (target_.export_path == "/" ? "" : target_.export_path) + (p == "/" ? "" : p);
         for (std::size_t at = 0; at < whole.size();) {

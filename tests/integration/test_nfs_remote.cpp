@@ -410,8 +410,10 @@ private slots:
 
     void concurrent_data() { versions(); }
     // Many engine threads at once on one backend (the contract allows
-    // max_in_flight): each creates, writes, reads back, lists, renames and
-    // removes its own files, and every byte is checked.
+    // max_in_flight): each creates, writes, reads back, lists, sets the
+    // times and mode of (as reintegration does with its uploads, while
+    // other files open and close on the same connections), renames and
+    // removes its own files, and every byte and attribute is checked.
     void concurrent() {
         QFETCH(int, version);
         const QString dir = fresh_dir("concurrent");
@@ -438,10 +440,18 @@ private slots:
                     Errc e = b->create(name, 0644, O_RDWR | O_EXCL, f, a);
                     std::vector<std::byte> back;
                     std::vector<DirEntry> entries;
+                    SetAttr stamp;
+                    stamp.mask = SetAttr::kMode | SetAttr::kMtime | SetAttr::kAtime;
+                    stamp.mode = 0600;
+                    stamp.mtime = stamp.atime = timespec{1'500'000'000 + t * 100 + r, 0};
                     if (e == Errc::ok && (step = "write", e = write_all(*f, 0, data)) == Errc::ok &&
                         (step = "read", e = read_all(*f, 0, data.size(), back)) == Errc::ok &&
                         (step = "compare", e = back == data ? Errc::ok : Errc::io) == Errc::ok &&
                         (step = "close", e = f->close()) == Errc::ok &&
+                        (step = "setattr", e = b->setattr(name, stamp, a)) == Errc::ok &&
+                        (step = "attributes", e = (a.mode & 07777) == 0600 && a.mtime.tv_sec == stamp.mtime.tv_sec
+                                                      ? Errc::ok
+                                                      : Errc::io) == Errc::ok &&
                         (step = "readdir", e = b->readdir("/", entries)) == Errc::ok &&
                         (step = "rename", e = b->rename(name, name + ".done", 0)) == Errc::ok &&
                         (step = "getattr", e = b->getattr(name + ".done", a)) == Errc::ok &&

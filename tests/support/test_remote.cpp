@@ -54,7 +54,9 @@ RemoteTraits remote_traits() {
         t.ctime = false;
         t.time_resolution_ns = 1000000000;
     } else {
-        t.time_resolution_ns = 1000;  // libnfs 4's nfs_utimes takes a timeval
+        // NFSv3: libnfs 4's nfs_utimes takes a timeval; NFSv4: the backend's
+        // own SETATTR carries nanoseconds.
+        t.time_resolution_ns = kind == "nfs3" ? 1000 : 1;
         // libnfs 4.0 makes no FIFOs over NFSv4, and device nodes without their numbers
         t.fifos = t.device_nodes = kind == "nfs3";
     }

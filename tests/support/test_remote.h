@@ -28,7 +28,7 @@ struct RemoteTraits {
     bool fifos = true;             // mkfifo(3)
     bool device_nodes = true;      // mknod(2) of a device
     bool ctime = true;             // ctime moves on chmod (SFTP has none: it shows mtime)
-    long time_resolution_ns = 1;   // what utimensat keeps (libnfs: microseconds; SFTP v3: seconds)
+    long time_resolution_ns = 1;   // what utimensat keeps (NFSv3 through libnfs: microseconds; SFTP v3: seconds)
 };
 RemoteTraits remote_traits();
 
