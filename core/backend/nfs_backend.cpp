@@ -347,8 +347,9 @@ struct OpenState {
     int users = 1;               // guarded by the connection's mu_
 };
 
-// libnfs 4.0 reports these NFSv4 errors as EIO/EINVAL, so they are told
-// by its message: the server no longer knows our client id or our open
+// libnfs 4.0 puts NFSv4 statuses through its NFSv3 errno mapping (these
+// come out as ERANGE, like most NFSv4-only ones), so they are told by its
+// message: the server no longer knows our client id or our open
 // stateids. libnfs renews no lease (and exposes no client id to send RENEW
 // with), so a connection idle with files open past the lease (60 to 90 s)
 // meets this on its next READ or WRITE.

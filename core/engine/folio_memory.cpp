@@ -14,24 +14,6 @@ FolioMemory::~FolioMemory() {
         ::munmap(base, kChunk);
 }
 
-// A chunk aligned to its size, so that the kernel can back it with one huge
-// page: a fault per chunk instead of one per 4 KiB page (cold reads faulted
-// in every page of the folio budget one by one). Buddies are found by offset
-// from the chunk's base, so alignment is not needed for that.
-std::byte* FolioMemory::map_chunk() {
-    void* p = ::mmap(nullptr, 2 * kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        throw std::bad_alloc();
-    const auto start = reinterpret_cast<std::uintptr_t>(p);
-    const std::uintptr_t aligned = (start + kChunk - 1) & ~std::uintptr_t(kChunk - 1);
-    if (aligned > start)
-        ::munmap(p, aligned - start);
-    if (const std::uintptr_t tail = start + kChunk - aligned; tail > 0)
-        ::munmap(reinterpret_cast<void*>(aligned + kChunk), tail);
-    ::madvise(reinterpret_cast<void*>(aligned), kChunk, MADV_HUGEPAGE);  // a hint: fine if refused
-    return reinterpret_cast<std::byte*>(aligned);
-}
-
 int FolioMemory::order_of(std::uint32_t size) { return std::countr_zero(size) - std::countr_zero(kBlock); }
 
 std::byte* FolioMemory::allocate(std::uint32_t size) {
@@ -47,7 +29,12 @@ std::byte* FolioMemory::allocate(std::uint32_t size) {
             block = spare_.back();
             spare_.pop_back();
         } else {
-            block = map_chunk();
+            // mmap aligns to pages only; buddies are found by offset from
+            // the chunk's base, so that is enough.
+            void* p = ::mmap(nullptr, kChunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
+                throw std::bad_alloc();
+            block = static_cast<std::byte*>(p);
         }
         chunks_.emplace(block, Chunk{});
         have = 9;

@@ -41,7 +41,6 @@ public:
 
 private:
     static int order_of(std::uint32_t size);
-    static std::byte* map_chunk();
 
     struct Chunk {
         std::uint32_t used = 0;  // bytes handed out
