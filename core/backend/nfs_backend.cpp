@@ -353,6 +353,16 @@ struct OpenState {
 // stateids. libnfs renews no lease (and exposes no client id to send RENEW
 // with), so a connection idle with files open past the lease (60 to 90 s)
 // meets this on its next READ or WRITE.
+// The server asks to be asked again later: it restarted and waits for
+// clients to reclaim their state (NFS4ERR_GRACE, up to 90 s by default), or
+// is short of something for a moment. Transient: the engine retries.
+bool server_asks_to_wait(const std::string& error_text) {
+    for (const char* e : {"NFS4ERR_GRACE", "NFS4ERR_DELAY", "NFS4ERR_RESOURCE"})
+        if (error_text.find(e) != std::string::npos)
+            return true;
+    return false;
+}
+
 bool forgot_our_state(const std::string& error_text) {
     for (const char* e : {"NFS4ERR_EXPIRED", "NFS4ERR_STALE_CLIENTID", "NFS4ERR_STALE_STATEID",
                           "NFS4ERR_BAD_STATEID", "NFS4ERR_ADMIN_REVOKED"})
@@ -600,6 +610,8 @@ private:
             if (status < 0 && c->error_text.find("NFS4ERR_OLD_STATEID") != std::string::npos) {
                 // Sent with a handle another OPEN of the file has just
                 // superseded (OpenState): the retry uses the new one.
+                c->result = Errc::again;
+            } else if (status < 0 && self->target_.version == 4 && server_asks_to_wait(c->error_text)) {
                 c->result = Errc::again;
             } else if (status < 0 && self->target_.version == 4 && forgot_our_state(c->error_text)) {
                 // Fails over like a lost connection: the service thread starts

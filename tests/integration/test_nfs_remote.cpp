@@ -610,6 +610,39 @@ private slots:
         QVERIFY(!is_mountpoint(mnt));
     }
 
+    // NFSv4 only: a server that restarts refuses new opens during its grace
+    // period (NFS4ERR_GRACE), which libnfs 4.0 reports like a failure. The
+    // backend reports a transient error (the engine retries), never EIO,
+    // and the open succeeds once the grace period is over.
+    void the_grace_period_is_waited_out() {
+        GaneshaServer server;
+        server.set_lease_seconds(5);
+        server.set_grace_seconds(5);
+        QVERIFY2(server.start(), qPrintable(server.error()));
+        const auto data = random_bytes(20'000, 99);
+        QVERIFY(write_file(server.direct("f"), data));
+        RemoteOptions options;
+        options.nfs_version = 4;
+        std::unique_ptr<Backend> b;
+        std::string message;
+        QCOMPARE(fmt(open_remote(s(server.url({}, 4)), options, b, message)), fmt(Errc::ok));
+        std::unique_ptr<BackendFile> f;
+        QCOMPARE(fmt(b->open("/f", O_RDONLY, f)), fmt(Errc::ok));  // this client is known to the server
+        QCOMPARE(fmt(f->close()), fmt(Errc::ok));
+        server.kill();
+        QVERIFY2(server.restart(), qPrintable(server.error()));
+        QElapsedTimer clock;
+        clock.start();
+        Errc e;
+        while (is_transient(e = b->open("/f", O_RDONLY, f)) && clock.elapsed() < 30000)
+            QThread::msleep(100);
+        QCOMPARE(fmt(e), fmt(Errc::ok));
+        std::vector<std::byte> got;
+        QCOMPARE(fmt(read_all(*f, 0, data.size(), got)), fmt(Errc::ok));
+        QVERIFY(got == data);
+        QCOMPARE(fmt(f->close()), fmt(Errc::ok));
+    }
+
     // NFSv4 only (NFSv3 has no open state): libnfs 4.0 renews no lease, so
     // a file left open and idle past it loses its state on the server. The
     // next read fails over (a transient error the engine retries) and the

@@ -59,7 +59,7 @@ NFSv4 {
     RecoveryBackend = fs;
     RecoveryRoot = "%3/recovery";
     # Without it every start waits out a grace period before serving opens.
-    Graceless = true;%5
+%5
     Allow_Numeric_Owners = true;
     Only_Numeric_Owners = true;
 }
@@ -80,7 +80,9 @@ EXPORT {
                 .arg(nfs_port_)
                 .arg(mount_port_)
                 .arg(dir_.path(), export_)
-                .arg(lease_seconds_ > 0 ? "\n    Lease_Lifetime = " + QString::number(lease_seconds_) + ";" : QString())
+                .arg((grace_seconds_ > 0 ? "    Graceless = false;\n    Grace_Period = " + QString::number(grace_seconds_) + ";"
+                                         : QString("    Graceless = true;")) +
+                     (lease_seconds_ > 0 ? "\n    Lease_Lifetime = " + QString::number(lease_seconds_) + ";" : QString()))
                 .toUtf8());
 }
 

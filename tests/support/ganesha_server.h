@@ -31,6 +31,9 @@ public:
 
     // The NFSv4 lease, from the next start(); 0: ganesha's default (60 s).
     void set_lease_seconds(int seconds) { lease_seconds_ = seconds; }
+    // A grace period of this many seconds after each start, from the next
+    // start(); 0: none (Graceless), the default.
+    void set_grace_seconds(int seconds) { grace_seconds_ = seconds; }
 
     // Starts the server and waits until it serves; false with error().
     bool start();
@@ -63,6 +66,7 @@ private:
     std::uint16_t nfs_port_ = 0, mount_port_ = 0;
     pid_t pid_ = 0;
     int lease_seconds_ = 0;
+    int grace_seconds_ = 0;
     QString error_;
 };
 
