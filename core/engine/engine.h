@@ -103,6 +103,7 @@ struct EngineStats {
     std::uint64_t cache_hits = 0;        // granules read from the persistent cache
     std::uint64_t cache_fills = 0;       // granules stored into it (downloaded or written)
     std::uint64_t cache_write_fills = 0; // of those, queued after a write reached the remote
+    std::uint64_t cache_fill_batches = 0; // transactions they were stored in
 };
 
 class Engine {

@@ -197,7 +197,9 @@ std::byte* Engine::Impl::queue_fill_locked(const GranuleFill& g) {
     pending_fills.push_back({g, copy});
     if (!fill_writer_queued) {
         fill_writer_queued = true;
-        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(); });
+        cache_pool->submit(IoPool::Priority::background, [this] { store_pending_fills(true); });
+    } else if (pending_fills.size() == kFillBatch) {
+        fills_wanted.notify_all();
     }
     return copy.get();
 }
@@ -446,10 +448,14 @@ Errc Engine::Impl::buffered_read(OpenFile& of, std::uint64_t offset, std::span<s
     return Errc::ok;
 }
 
-void Engine::Impl::store_pending_fills() {
+void Engine::Impl::store_pending_fills(bool gather) {
     std::vector<PendingFill> batch;
     {
-        std::lock_guard lock(mu);
+        std::unique_lock lock(mu);
+        if (gather)
+            fills_wanted.wait_for(lock, kFillGather,
+                                  [&] { return fills_now || stopping || pending_fills.size() >= kFillBatch; });
+        fills_now = false;
         batch.swap(pending_fills);
         fill_writer_queued = false;
     }
@@ -471,6 +477,7 @@ void Engine::Impl::store_pending_fills() {
     for (const auto& f : batch)
         cache_fill_bytes -= f.granule.length;
     counters.cache_fills += stored;
+    counters.cache_fill_batches++;
 }
 
 void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end) {
@@ -485,6 +492,11 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
         cache->drop_range(object, start / granule, (end - 1) / granule);
         done.set_value();
     });
+    {
+        std::lock_guard lock(mu);  // a writer gathering fills stops waiting: this job is behind it
+        fills_now = true;
+    }
+    fills_wanted.notify_all();
     done.get_future().wait();
 }
 
