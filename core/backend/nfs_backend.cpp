@@ -298,6 +298,7 @@ struct Call {
     bool settled = false;  // the waiter's result is decided
     Errc result = Errc::ok;
     std::string error_text;  // libnfs's explanation of a failure, for the debug log
+    bool server_waits = false;  // the server asked to be asked again later (server_asks_to_wait)
 };
 
 void close_orphan_file(nfs_context* nfs, int status, void* data) {
@@ -484,16 +485,27 @@ public:
     // that generation of the context, and fails with unreachable if the
     // context was replaced since.
     Errc call(const std::function<int(nfs_context*, nfs_cb, void*)>& submit,
-              std::function<void(nfs_context*, int, void*)> take, std::uint64_t generation = 0,
+              const std::function<void(nfs_context*, int, void*)>& take, std::uint64_t generation = 0,
               void (*orphan)(nfs_context*, int, void*) = nullptr) {
         const auto deadline = after(target_.op_timeout);
         std::unique_lock lk(mu_);
-        if (Errc e = wait_until_up(lk, deadline, generation); e != Errc::ok)
-            return e;
-        Call* c = nullptr;
-        if (Errc e = submit_locked(submit, std::move(take), orphan, c); e != Errc::ok)
-            return e;
-        return wait_locked(lk, c, deadline);
+        for (auto pause = std::chrono::milliseconds(50);; pause = std::min(2 * pause, std::chrono::milliseconds(1000))) {
+            if (Errc e = wait_until_up(lk, deadline, generation); e != Errc::ok)
+                return e;
+            Call* c = nullptr;
+            if (Errc e = submit_locked(submit, take, orphan, c); e != Errc::ok)
+                return e;
+            bool server_waits = false;
+            const Errc e = wait_locked(lk, c, deadline, &server_waits);
+            // Asked to come back later (a grace period after the server
+            // restarted): asked again until the operation's deadline, as a
+            // kernel client does; the server did nothing of it meanwhile.
+            if (!server_waits || Clock::now() + pause >= deadline)
+                return e;
+            lk.unlock();
+            std::this_thread::sleep_for(pause);
+            lk.lock();
+        }
     }
 
     // The callback for a raw NFSv4 COMPOUND (rpc_nfs4_compound_async), as
@@ -502,6 +514,8 @@ public:
         int err = -EIO;
         if (status == RPC_STATUS_SUCCESS) {
             const nfsstat4 nfs4 = static_cast<COMPOUND4res*>(data)->status;
+            if (nfs4 == NFS4ERR_DELAY || nfs4 == NFS4ERR_GRACE || nfs4 == NFS4ERR_RESOURCE)
+                static_cast<Call*>(private_data)->server_waits = true;  // see server_asks_to_wait
             // NFSv4 status codes below 100 are errno values; STALE and DELAY are not.
             err = nfs4 == NFS4_OK                          ? 0
                   : nfs4 == NFS4ERR_STALE                  ? -ESTALE
@@ -581,13 +595,16 @@ private:
         return Errc::ok;
     }
 
-    Errc wait_locked(std::unique_lock<std::mutex>& lk, Call* c, Clock::time_point deadline) {
+    Errc wait_locked(std::unique_lock<std::mutex>& lk, Call* c, Clock::time_point deadline,
+                     bool* server_waits = nullptr) {
         c->cv.wait_until(lk, deadline, [&] { return c->settled; });
         if (!c->settled) {
             c->settled = true;
             c->result = Errc::timed_out;
         }
         const Errc result = c->result;
+        if (server_waits)
+            *server_waits = result == Errc::again && c->server_waits;
         if (result == Errc::io && !c->error_text.empty())
             LOG_WARN("%s: %s", target_.shown.c_str(), c->error_text.c_str());  // unexplained: say what the server said
         else if (result != Errc::ok && !c->error_text.empty())
@@ -611,8 +628,10 @@ private:
                 // Sent with a handle another OPEN of the file has just
                 // superseded (OpenState): the retry uses the new one.
                 c->result = Errc::again;
-            } else if (status < 0 && self->target_.version == 4 && server_asks_to_wait(c->error_text)) {
+            } else if (c->server_waits ||
+                       (status < 0 && self->target_.version == 4 && server_asks_to_wait(c->error_text))) {
                 c->result = Errc::again;
+                c->server_waits = true;
             } else if (status < 0 && self->target_.version == 4 && forgot_our_state(c->error_text)) {
                 // Fails over like a lost connection: the service thread starts
                 // a new client, and open files re-open on it.

@@ -121,6 +121,7 @@ Errc Engine::shutdown() {
     impl_->stopping = true;
     lock.unlock();
     impl_->changed.notify_all();
+    impl_->fills_wanted.notify_all();
     if (impl_->writeback_worker.joinable())
         impl_->writeback_worker.join();
     if (impl_->cache_pool) {

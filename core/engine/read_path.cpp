@@ -452,7 +452,7 @@ void Engine::Impl::store_pending_fills(bool gather) {
     std::vector<PendingFill> batch;
     {
         std::unique_lock lock(mu);
-        if (gather)
+        if (gather && !pending_fills.empty())  // (an urgent drop may have stored them already)
             fills_wanted.wait_for(lock, kFillGather,
                                   [&] { return fills_now || stopping || pending_fills.size() >= kFillBatch; });
         fills_now = false;
@@ -486,17 +486,17 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
     // On the cache's own thread, after storing every fill that was waiting:
     // a store of the old bytes can never land after the drop. Wait for it,
     // so no reader finds the old bytes once the caller changes the remote.
+    {
+        std::lock_guard lock(mu);  // a writer gathering fills stops waiting: the job below is behind it
+        fills_now = true;
+    }
+    fills_wanted.notify_all();
     std::promise<void> done;
     cache_pool->submit(IoPool::Priority::urgent, [&] {
         store_pending_fills();
         cache->drop_range(object, start / granule, (end - 1) / granule);
         done.set_value();
     });
-    {
-        std::lock_guard lock(mu);  // a writer gathering fills stops waiting: this job is behind it
-        fills_now = true;
-    }
-    fills_wanted.notify_all();
     done.get_future().wait();
 }
 
