@@ -484,9 +484,12 @@ public:
     // service thread). `generation` != 0: the request uses a file handle of
     // that generation of the context, and fails with unreachable if the
     // context was replaced since.
+    // Whether call() may send a request again when the server asks to be
+    // asked later. Never for a CLOSE: libnfs frees the handle at any reply.
+    enum class AskAgain { when_told, never };
     Errc call(const std::function<int(nfs_context*, nfs_cb, void*)>& submit,
               const std::function<void(nfs_context*, int, void*)>& take, std::uint64_t generation = 0,
-              void (*orphan)(nfs_context*, int, void*) = nullptr) {
+              void (*orphan)(nfs_context*, int, void*) = nullptr, AskAgain ask_again = AskAgain::when_told) {
         const auto deadline = after(target_.op_timeout);
         std::unique_lock lk(mu_);
         for (auto pause = std::chrono::milliseconds(50);; pause = std::min(2 * pause, std::chrono::milliseconds(1000))) {
@@ -500,8 +503,11 @@ public:
             // Asked to come back later (a grace period after the server
             // restarted): asked again until the operation's deadline, as a
             // kernel client does; the server did nothing of it meanwhile.
-            if (!server_waits || Clock::now() + pause >= deadline)
+            // At the deadline it is a timeout, not EAGAIN for the application.
+            if (!server_waits || ask_again == AskAgain::never)
                 return e;
+            if (Clock::now() + pause >= deadline)
+                return Errc::timed_out;
             lk.unlock();
             std::this_thread::sleep_for(pause);
             lk.lock();
@@ -1037,7 +1043,7 @@ public:
             // Over NFSv4 another user of the file may share this open: leave it.
             if (target_.version == 3)
                 conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, fh, cb, d); },
-                          nullptr, gen);
+                          nullptr, gen, nullptr, Connection::AskAgain::never);
             return e;
         }
         if (attr_out)
@@ -1053,7 +1059,7 @@ public:
             return Errc::ok;
         return conn.call(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_close_async(nfs, state->fh, cb, d); }, nullptr,
-            gen);
+            gen, nullptr, Connection::AskAgain::never);
     }
 
     Errc fstat(Connection& conn, std::uint64_t gen, nfsfh* fh, Attr& out) {
