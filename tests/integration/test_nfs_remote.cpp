@@ -77,10 +77,15 @@ class TestNfsRemote : public QObject {
 
     // The remote at `path` below the export, over `version`.
     std::unique_ptr<Backend> open(int version, const QString& path, RemoteOptions options = {}) {
+        return open_on(server_, version, path, options);
+    }
+    // The same on a server of the test's own.
+    static std::unique_ptr<Backend> open_on(const GaneshaServer& server, int version, const QString& path = {},
+                                            RemoteOptions options = {}) {
         options.nfs_version = static_cast<std::uint32_t>(version);
         std::unique_ptr<Backend> b;
         std::string message;
-        const Errc e = open_remote(s(server_.url(path, version)), options, b, message);
+        const Errc e = open_remote(s(server.url(path, version)), options, b, message);
         if (e != Errc::ok)
             qWarning("open_remote: %s (%s)", message.c_str(), std::string(name(e)).c_str());
         return b;
@@ -622,11 +627,8 @@ private slots:
         QVERIFY2(server.start(), qPrintable(server.error()));
         const auto data = random_bytes(20'000, 99);
         QVERIFY(write_file(server.direct("f"), data));
-        RemoteOptions options;
-        options.nfs_version = 4;
-        std::unique_ptr<Backend> b;
-        std::string message;
-        QCOMPARE(fmt(open_remote(s(server.url({}, 4)), options, b, message)), fmt(Errc::ok));
+        auto b = open_on(server, 4);
+        QVERIFY(b);
         std::unique_ptr<BackendFile> f;
         QCOMPARE(fmt(b->open("/f", O_RDONLY, f)), fmt(Errc::ok));  // this client is known to the server
         QCOMPARE(fmt(f->close()), fmt(Errc::ok));
@@ -659,11 +661,8 @@ private slots:
         QVERIFY2(short_lease.start(), qPrintable(short_lease.error()));
         const auto data = random_bytes(300'000, 4242);
         QVERIFY(write_file(short_lease.direct("f"), data));
-        RemoteOptions options;
-        options.nfs_version = 4;
-        std::unique_ptr<Backend> b;
-        std::string message;
-        QCOMPARE(fmt(open_remote(s(short_lease.url({}, 4)), options, b, message)), fmt(Errc::ok));
+        auto b = open_on(short_lease, 4);
+        QVERIFY(b);
         std::unique_ptr<BackendFile> f;
         QCOMPARE(fmt(b->open("/f", O_RDONLY, f)), fmt(Errc::ok));
         std::vector<std::byte> got;
