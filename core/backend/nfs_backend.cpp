@@ -57,6 +57,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <mutex>
 #include <random>
 #include <map>
@@ -348,28 +349,30 @@ struct OpenState {
     int users = 1;               // guarded by the connection's mu_
 };
 
-// libnfs 4.0 puts NFSv4 statuses through its NFSv3 errno mapping (these
-// come out as ERANGE, like most NFSv4-only ones), so they are told by its
-// message: the server no longer knows our client id or our open
-// stateids. libnfs renews no lease (and exposes no client id to send RENEW
-// with), so a connection idle with files open past the lease (60 to 90 s)
-// meets this on its next READ or WRITE.
-// The server asks to be asked again later: it restarted and waits for
-// clients to reclaim their state (NFS4ERR_GRACE, up to 90 s by default), or
-// is short of something for a moment. Transient: the engine retries.
-bool server_asks_to_wait(const std::string& error_text) {
-    for (const char* e : {"NFS4ERR_GRACE", "NFS4ERR_DELAY", "NFS4ERR_RESOURCE"})
-        if (error_text.find(e) != std::string::npos)
+// libnfs 4.0 puts NFSv4 statuses through its NFSv3 errno mapping (most
+// NFSv4-only ones come out as ERANGE), so the ones that matter are told by
+// the names in its message.
+bool mentions_any(const std::string& error_text, std::initializer_list<const char*> statuses) {
+    for (const char* status : statuses)
+        if (error_text.find(status) != std::string::npos)
             return true;
     return false;
 }
 
+// The server asks to be asked again later: it restarted and waits for
+// clients to reclaim their state (NFS4ERR_GRACE, up to 90 s by default), or
+// is short of something for a moment. Connection::call asks again.
+bool server_asks_to_wait(const std::string& error_text) {
+    return mentions_any(error_text, {"NFS4ERR_GRACE", "NFS4ERR_DELAY", "NFS4ERR_RESOURCE"});
+}
+
+// The server no longer knows our client id or our open stateids. libnfs
+// renews no lease (and exposes no client id to send RENEW with), so a
+// connection idle with files open past the lease (60 to 90 s) meets this on
+// its next READ or WRITE.
 bool forgot_our_state(const std::string& error_text) {
-    for (const char* e : {"NFS4ERR_EXPIRED", "NFS4ERR_STALE_CLIENTID", "NFS4ERR_STALE_STATEID",
-                          "NFS4ERR_BAD_STATEID", "NFS4ERR_ADMIN_REVOKED"})
-        if (error_text.find(e) != std::string::npos)
-            return true;
-    return false;
+    return mentions_any(error_text, {"NFS4ERR_EXPIRED", "NFS4ERR_STALE_CLIENTID", "NFS4ERR_STALE_STATEID",
+                                     "NFS4ERR_BAD_STATEID", "NFS4ERR_ADMIN_REVOKED"});
 }
 
 class Connection {
@@ -483,9 +486,9 @@ public:
     // answer until `deadline`. `take` receives the result (under mu_, in the
     // service thread). `generation` != 0: the request uses a file handle of
     // that generation of the context, and fails with unreachable if the
-    // context was replaced since.
-    // Whether call() may send a request again when the server asks to be
-    // asked later. Never for a CLOSE: libnfs frees the handle at any reply.
+    // context was replaced since. `ask_again`: whether a request the server
+    // says to send again later (server_asks_to_wait) is sent again, until
+    // the deadline. Never for a CLOSE: libnfs frees the handle at any reply.
     enum class AskAgain { when_told, never };
     Errc call(const std::function<int(nfs_context*, nfs_cb, void*)>& submit,
               const std::function<void(nfs_context*, int, void*)>& take, std::uint64_t generation = 0,
