@@ -259,8 +259,7 @@ void Engine::Impl::unlink_name_locked(Ino parent, const std::string& name) {
     auto it = by_name.find(std::pair<Ino, std::string>(parent, name));
     if (it == by_name.end())
         return;
-    if (auto dir = node_locked(parent))
-        dir->names_all_known = {};  // gone, or only forgotten here: no longer sure
+    doubt_names_locked(parent);  // gone, or only forgotten here: no longer sure
     if (auto node = node_locked(it->second)) {
         std::erase(node->links, std::pair<Ino, std::string>(parent, name));
         node->attr_expiry = {};  // nlink and ctime changed
@@ -284,8 +283,7 @@ void Engine::Impl::maybe_drop_locked(const std::shared_ptr<Node>& node) {
         auto it = by_name.find(link);
         if (it != by_name.end() && it->second == node->ino) {
             by_name.erase(it);
-            if (auto dir = node_locked(link.first))
-                dir->names_all_known = {};  // a name of it is no longer known here
+            doubt_names_locked(link.first);  // a name of it is no longer known here
         }
     }
     if (node->attr.file_id) {
@@ -452,6 +450,10 @@ bool Engine::Impl::known_missing(Ino parent, std::string_view name) {
 // follow: the remote may now hold a name the engine does not know.
 void Engine::Impl::doubt_names(Ino parent) {
     std::lock_guard lock(mu);
+    doubt_names_locked(parent);
+}
+
+void Engine::Impl::doubt_names_locked(Ino parent) {
     if (auto dir = node_locked(parent))
         dir->names_all_known = {};
 }

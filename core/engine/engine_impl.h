@@ -161,6 +161,7 @@ struct Engine::Impl {
     bool lookup_listed(Ino parent, std::string_view name, Entry& out);
     bool known_missing(Ino parent, std::string_view name);
     void doubt_names(Ino parent);
+    void doubt_names_locked(Ino parent);
     Errc finish_create(const Caller& caller, Ino parent, const std::string& name,
                        const std::string& path, Attr attr, Entry& out);
     // unlink or rmdir of (parent, name).
