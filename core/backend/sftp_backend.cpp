@@ -36,14 +36,15 @@
 // With many requests in flight, size changes are ordered against file I/O
 // by a gate in the pool (SizeGate: why is told there).
 //
-// An open file is pinned to the connection it was opened on, and its
-// handle to that connection's channel. SFTP has no inode numbers: the
-// handle is the only thing that names *this* file, and reopening the path
-// elsewhere after a rename or an unlink would read or write a different
-// file. Not needed either: one channel carries as many requests of the
-// file as the engine has in flight. Only after a reconnect, when the old
-// handle is gone with its session, is a file reopened by its path (the one
-// case where its identity cannot be kept).
+// An open file has a handle on the connection it was opened on, and a
+// large file one more on each connection its I/O is spread over (SftpFile::
+// connection_for), opened by its path when first needed. SFTP has no inode
+// numbers: a handle is the only thing that names *this* file, and opening
+// the path again after a rename or an unlink would reach another file. So
+// the pool keeps open files' paths current through this mount's renames and
+// unlinks (OpenPaths), and a reader checks its second handle against its
+// first; after a reconnect every handle is gone and the file is reopened by
+// its path, where a change made on the server meanwhile cannot be told.
 #include "core/backend/sftp_backend.h"
 
 #include "core/log.h"
@@ -64,6 +65,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -1171,6 +1173,118 @@ Errc authenticate(Login& login, LIBSSH2_SESSION* session, bool may_ask, std::str
 
 // ---- the pool ---------------------------------------------------------------
 
+// The remote paths of the open files, kept current through this mount's
+// renames and unlinks. A file is opened again by its path (a handle on a
+// second connection, or after a reconnect), and that must find the same
+// file; a file unlinked or replaced here is not opened again at all. A change
+// made on the server by someone else cannot be seen: SFTP v3 has no file
+// identity to check an open against (docs/remotes.md).
+std::string name_args(std::string_view name);
+
+class OpenPaths {
+public:
+    struct Entry {
+        explicit Entry(std::string p) : path(std::move(p)) {}
+        std::string path;
+        bool gone = false;
+    };
+
+    void add(Entry& e) {
+        std::lock_guard lock(mu_);
+        entries_.emplace(e.path, &e);
+    }
+    void remove(Entry& e) {
+        std::lock_guard lock(mu_);
+        for (auto [it, end] = entries_.equal_range(e.path); it != end; ++it)
+            if (it->second == &e) {
+                entries_.erase(it);
+                return;
+            }
+    }
+    // Where the file is now (empty once it is gone), and the epoch to give
+    // settled(): an OPEN of that path reached the file if no rename or
+    // unlink was in flight from before it was sent until it was answered.
+    std::string path_of(const Entry& e, std::uint64_t& epoch) const {
+        std::lock_guard lock(mu_);
+        epoch = changing_ ? kUnsettled : epoch_;
+        return e.gone ? std::string() : e.path;
+    }
+    bool settled(std::uint64_t epoch) const {
+        std::lock_guard lock(mu_);
+        return epoch != kUnsettled && epoch == epoch_;
+    }
+
+    // Around every rename and unlink sent to the server, whatever its outcome.
+    void begin_change() {
+        std::lock_guard lock(mu_);
+        changing_++;
+        epoch_++;
+    }
+    void end_change() {
+        std::lock_guard lock(mu_);
+        changing_--;
+        epoch_++;
+    }
+
+    void unlinked(const std::string& path) {
+        std::lock_guard lock(mu_);
+        for (auto [it, end] = entries_.equal_range(path); it != end; ++it)
+            it->second->gone = true;
+    }
+    void renamed(const std::string& from, const std::string& to) {
+        std::lock_guard lock(mu_);
+        for (auto [it, end] = entries_.equal_range(to); it != end; ++it)
+            it->second->gone = true;  // replaced (a directory there was empty)
+        std::vector<Entry*> moved;
+        const auto take = [&](auto it, const auto& inside) {
+            while (it != entries_.end() && inside(it->first)) {
+                moved.push_back(it->second);
+                it = entries_.erase(it);
+            }
+        };
+        take(entries_.lower_bound(from), [&](const std::string& p) { return p == from; });
+        // What is under `from`, a directory: its names sort together.
+        const std::string dir = from + "/";
+        take(entries_.lower_bound(dir), [&](const std::string& p) { return p.starts_with(dir); });
+        for (Entry* e : moved) {
+            e->path = to + e->path.substr(from.size());
+            entries_.emplace(e->path, e);
+        }
+    }
+
+    // The outcome of a change is unknown (the connection was lost after it
+    // was sent): files at either name are not opened by path again.
+    void unknown(const std::string& a, const std::string& b) {
+        std::lock_guard lock(mu_);
+        for (const std::string& p : {a, b}) {
+            for (auto [it, end] = entries_.equal_range(p); it != end; ++it)
+                it->second->gone = true;
+            const std::string dir = p + "/";
+            for (auto it = entries_.lower_bound(dir); it != entries_.end() && it->first.starts_with(dir); ++it)
+                it->second->gone = true;
+        }
+    }
+
+    // Marks a rename or unlink in flight, as begin_change/end_change.
+    class Change {
+    public:
+        explicit Change(OpenPaths& paths) : paths_(paths) { paths_.begin_change(); }
+        ~Change() { paths_.end_change(); }
+        Change(const Change&) = delete;
+        Change& operator=(const Change&) = delete;
+
+    private:
+        OpenPaths& paths_;
+    };
+
+private:
+    static constexpr std::uint64_t kUnsettled = ~0ull;
+    mutable std::mutex mu_;
+    std::multimap<std::string, Entry*> entries_;
+    std::uint64_t epoch_ = 0;
+    std::size_t changing_ = 0;
+};
+
 class Pool {
 public:
     explicit Pool(std::unique_ptr<Login> login)
@@ -1185,6 +1299,7 @@ public:
 
     const Login& login() const { return *login_; }
     SizeGate& size_gate() { return size_gate_; }
+    OpenPaths& open_paths() { return open_paths_; }
     std::size_t size() const { return connections_.size(); }
     Connection& at(std::size_t i) { return *connections_[i]; }
     milliseconds op_timeout() const { return op_timeout_; }
@@ -1340,22 +1455,41 @@ public:
         return await(c, lock, generation, replies, batch, timeout.count() ? timeout : op_timeout_);
     }
 
-private:
-    Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
-                  std::span<const std::string_view> requests, std::span<Reply> replies, milliseconds timeout) {
+    // Closes a handle of c's current session without waiting for the answer.
+    void send_close(Connection& c, std::uint64_t generation, const std::string& handle) {
+        if (!c.up || c.generation != generation || !c.sftp.is_open())
+            return;  // a handle of an older session went with it
+        std::string request;
+        c.sftp.add(request, kFxpClose, name_args(handle), nullptr);
+        if (const int rc = c.sftp.write_all(request); rc < 0)
+            fail(c, rc);
+    }
+
+    // Sends requests (built by c.sftp.add for `replies`, c.mu held) whose
+    // answers are waited for later, with await_more.
+    Errc send(Connection& c, std::uint64_t generation, std::span<const std::string_view> requests,
+              std::span<Reply> replies) {
         if (!c.up || c.generation != generation || !c.sftp.is_open()) {
             c.sftp.forget(replies);
             return Errc::unreachable;
         }
-        Batch batch;
-        batch.remaining = replies.size();
-        for (Reply& r : replies)
-            r.batch = &batch;
         if (const int rc = c.sftp.write_all(requests); rc < 0) {
             c.sftp.forget(replies);
             return fail(c, rc);
         }
         c.touch();
+        return Errc::ok;
+    }
+
+private:
+    Errc exchange(Connection& c, std::unique_lock<std::mutex>& lock, std::uint64_t generation,
+                  std::span<const std::string_view> requests, std::span<Reply> replies, milliseconds timeout) {
+        Batch batch;
+        batch.remaining = replies.size();
+        for (Reply& r : replies)
+            r.batch = &batch;
+        if (Errc e = send(c, generation, requests, replies); e != Errc::ok)
+            return e;
         return await(c, lock, generation, replies, batch, timeout);
     }
 
@@ -1557,6 +1691,7 @@ private:
 
     std::unique_ptr<Login> login_;
     SizeGate size_gate_;
+    OpenPaths open_paths_;
     const milliseconds op_timeout_;
     std::vector<std::unique_ptr<Connection>> connections_;  // constant after construction
     std::atomic<std::size_t> next_{0};
@@ -1684,16 +1819,8 @@ public:
         return e == Errc::ok ? status_errc(reply) : e;
     }
 
-    // A request nobody waits for (closing a handle): its answer is dropped.
-    void send_only(std::uint8_t type, std::string_view arguments) {
-        Connection& c = *c_;
-        if (!c.up || c.generation != generation_ || !c.sftp.is_open())
-            return;  // a handle of an older session went with it
-        std::string bytes;
-        c.sftp.add(bytes, type, arguments, nullptr);
-        if (const int rc = c.sftp.write_all(bytes); rc < 0)
-            pool_.fail(c, rc);
-    }
+    // Closes a handle, not waiting for the answer.
+    void send_close(const std::string& handle) { pool_.send_close(*c_, generation_, handle); }
 
 private:
     Pool& pool_;
@@ -1772,13 +1899,19 @@ class SftpFile : public BackendFile {
 public:
     SftpFile(std::shared_ptr<Pool> pool, std::size_t index, std::string handle, std::uint64_t generation,
              std::string path, unsigned long flags)
-        : pool_(std::move(pool)), path_(std::move(path)),
-          // A reopen after a reconnect must not create, truncate or fail on
-          // the file it already made.
-          reopen_flags_(flags & ~(LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC | LIBSSH2_FXF_EXCL)), index_(index),
-          handle_(std::move(handle)), generation_(generation) {}
+        : pool_(std::move(pool)), where_(std::move(path)),
+          // Another open of the file must not create, truncate or fail on
+          // the file the first one made.
+          reopen_flags_(flags & ~(LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC | LIBSSH2_FXF_EXCL)), home_(index),
+          handles_(pool_->size()) {
+        handles_[index] = {std::move(handle), generation};
+        pool_->open_paths().add(where_);
+    }
 
-    ~SftpFile() override { close(); }
+    ~SftpFile() override {
+        close();
+        pool_->open_paths().remove(where_);
+    }
 
     // What the LSTAT sent with the OPEN found (a regular file, then).
     void set_opened_attr(const Attr& attr) { opened_attr_ = attr; }
@@ -1811,7 +1944,7 @@ public:
             return std::string_view(reinterpret_cast<const char*>(data.data()) + i * chunk,
                                     std::min<std::size_t>(chunk, data.size() - i * chunk));
         };
-        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+        Errc e = with_handle(connection_for(offset), [&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
             chunk = c.sftp.write_chunk();
             const std::size_t n = (data.size() + chunk - 1) / chunk;
@@ -1851,7 +1984,9 @@ public:
     Errc fsync(bool) override {
         Reply reply;
         bool supported = true;
-        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+        // On the file's first handle: a server's fsync makes the file
+        // durable, whichever of its descriptors the writes came through.
+        Errc e = with_handle(home_, [&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
             if (!c.sftp.offers("fsync@openssh.com")) {
                 supported = false;
@@ -1882,7 +2017,7 @@ public:
     Errc getattr(Attr& out) override {
         GateHold settled(pool_->size_gate(), SizeGate::Kind::attrs);
         Reply reply;
-        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+        Errc e = with_handle(home_, [&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
             return fstat(*pool_, c, lock, generation, handle, reply);
         });
@@ -1901,7 +2036,7 @@ public:
     Errc truncate(std::uint64_t size) override {
         GateHold change(pool_->size_gate(), SizeGate::Kind::change);
         Reply reply;
-        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+        Errc e = with_handle(home_, [&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
             Packet args;
             args.str(handle);
@@ -1915,35 +2050,52 @@ public:
     }
 
     Errc close() override {
-        std::size_t index;
-        std::string handle;
-        std::uint64_t generation;
+        std::vector<std::pair<std::size_t, Handle>> open;
         {
             std::lock_guard file(file_mu_);
             if (closed_ || !pool_)
                 return Errc::ok;
             closed_ = true;
-            index = index_;
-            handle = std::move(handle_);
-            generation = generation_;
+            for (std::size_t i = 0; i < handles_.size(); ++i)
+                if (!handles_[i].id.empty())
+                    open.emplace_back(i, std::move(handles_[i]));
         }
-        if (handle.empty())
+        if (open.empty())
             return Errc::ok;
         GateHold io(pool_->size_gate(), SizeGate::Kind::io);
-        Connection& c = pool_->at(index);
-        std::unique_lock lock(c.mu);
-        // A handle of an older session went with it; nothing to close.
-        if (!c.up || c.generation != generation)
-            return Errc::ok;
-        Reply reply;
-        Packet args;
-        args.str(handle);
-        std::string request;
-        c.sftp.add(request, kFxpClose, args.bytes, &reply);
-        const Errc e = pool_->exchange(c, lock, generation, request, {&reply, 1});
-        if (e == Errc::unreachable)
-            return Errc::ok;  // the handle is gone with its connection
-        return e == Errc::ok ? status_errc(reply) : e;
+        // Every handle's CLOSE goes out before any answer is waited for:
+        // one round trip, however many connections the file was spread over.
+        std::vector<Reply> replies(open.size());
+        std::vector<bool> sent(open.size());
+        Errc result = Errc::ok;
+        for (std::size_t k = 0; k < open.size(); ++k) {
+            Connection& c = pool_->at(open[k].first);
+            std::lock_guard lock(c.mu);
+            // A handle of an older session went with it; nothing to close.
+            if (!c.up || c.generation != open[k].second.generation)
+                continue;
+            std::string request;
+            c.sftp.add(request, kFxpClose, name_args(open[k].second.id), &replies[k]);
+            const std::string_view piece = request;
+            const Errc e = pool_->send(c, open[k].second.generation, {&piece, 1}, {&replies[k], 1});
+            sent[k] = e == Errc::ok;
+            if (e != Errc::ok && e != Errc::unreachable && result == Errc::ok)
+                result = e;
+        }
+        for (std::size_t k = 0; k < open.size(); ++k) {
+            if (!sent[k])
+                continue;
+            Connection& c = pool_->at(open[k].first);
+            std::unique_lock lock(c.mu);
+            Errc e = pool_->await_more(c, lock, open[k].second.generation, {&replies[k], 1}, milliseconds(0));
+            if (e == Errc::unreachable)
+                continue;  // the handle is gone with its connection
+            if (e == Errc::ok)
+                e = status_errc(replies[k]);
+            if (result == Errc::ok)
+                result = e;
+        }
+        return result;
     }
 
     // FSTAT of `handle` on c's channel.
@@ -1964,13 +2116,9 @@ private:
         got = 0;
         end = false;
         std::vector<Reply> replies;
-        std::size_t index;
-        {
-            std::lock_guard file(file_mu_);
-            index = index_;
-        }
+        const std::size_t index = connection_for(offset);
         ReadBudget budget(pool_->at(index), buf.size());
-        Errc e = with_handle([&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
+        Errc e = with_handle(index, [&](Connection& c, std::unique_lock<std::mutex>& lock, const std::string& handle,
                                  std::uint64_t generation) {
             const std::size_t chunk = c.sftp.read_chunk();
             const std::size_t n = (buf.size() + chunk - 1) / chunk;
@@ -2010,67 +2158,117 @@ private:
         return Errc::ok;
     }
 
-    // Runs `op` with this file's handle on a working connection, reopening
-    // the file by its path if the connection was rebuilt since.
+    // The connection for I/O at `offset`. A large file's reads and writes are
+    // spread over the pool a megabyte at a time, so that one stream is not
+    // held to one connection's flow-control window (2 MiB from OpenSSH's
+    // sshd: 100 MB/s at 20 ms) nor to one thread's cipher; the file's first
+    // megabyte (all of a small file) stays on the connection it was opened on.
+    std::size_t connection_for(std::uint64_t offset) const {
+        return spread_ ? (home_ + offset / kIoSize) % handles_.size() : home_;
+    }
+
+    // Runs `op` with a handle of this file on connection `want`, or on
+    // another working one when it is down. A connection without a handle
+    // of the file (a second one, or a rebuilt one) opens the file by its
+    // path first; one that cannot (the file was unlinked) falls back to
+    // the file's first connection.
     template <class Op>
-    Errc with_handle(Op&& op) {
-        std::size_t preferred;
+    Errc with_handle(std::size_t want, Op&& op) {
         {
             std::lock_guard file(file_mu_);
             if (closed_)
                 return Errc::bad_handle;
-            preferred = index_;
         }
         GateHold io(pool_->size_gate(), SizeGate::Kind::io);
-        std::unique_lock<std::mutex> lock;
-        std::size_t index = 0;
-        if (Errc e = pool_->acquire(preferred, lock, index); e != Errc::ok)
-            return e;
-        Connection& c = pool_->at(index);
-        const std::uint64_t generation = c.generation;
-        std::string handle;
-        {
-            std::lock_guard file(file_mu_);
-            if (closed_)
-                return Errc::bad_handle;
-            if (!handle_.empty() && index == index_ && generation == generation_)
-                handle = handle_;
-        }
-        if (handle.empty()) {
-            // The old handle went with its session (acquire gives another
-            // connection only when the file's own is down).
-            Reply opened;
-            Packet args;
-            args.str(path_);
-            args.u32(static_cast<std::uint32_t>(reopen_flags_));
-            args.u32(0);  // no attributes
-            std::string request;
-            c.sftp.add(request, kFxpOpen, args.bytes, &opened);
-            if (Errc e = pool_->exchange(c, lock, generation, request, {&opened, 1}); e != Errc::ok)
+        for (;;) {
+            std::unique_lock<std::mutex> lock;
+            std::size_t index = 0;
+            if (Errc e = pool_->acquire(want, lock, index); e != Errc::ok)
                 return e;
-            if (opened.type != kFxpHandle) {
-                const Errc e = unexpected(opened);
-                return e == Errc::not_found ? Errc::bad_handle : e;
+            Connection& c = pool_->at(index);
+            const std::uint64_t generation = c.generation;
+            std::string handle;
+            bool reconnected = false;
+            {
+                std::lock_guard file(file_mu_);
+                if (closed_)
+                    return Errc::bad_handle;
+                const Handle& h = handles_[index];
+                if (!h.id.empty() && h.generation == generation)
+                    handle = h.id;
+                reconnected = !h.id.empty();
             }
-            handle = handle_of(opened);
-            std::lock_guard file(file_mu_);
-            if (!handle_.empty() && index == index_ && generation == generation_) {
-                // Another thread reopened it meanwhile: use that one.
-                Packet close_args;
-                close_args.str(handle);
-                std::string close_request;
-                c.sftp.add(close_request, kFxpClose, close_args.bytes, nullptr);
-                c.sftp.write_all(close_request);
-                handle = handle_;
-            } else {
-                handle_ = handle;
-                index_ = index;
-                generation_ = generation;
-                LOG_INFO("%s: reopened %s after a reconnect", pool_->login().url.shown.c_str(), path_.c_str());
+            if (handle.empty()) {
+                std::uint64_t epoch = 0;
+                const std::string path = pool_->open_paths().path_of(where_, epoch);
+                // A reader's second handle must open the file its first did:
+                // the LSTAT right behind the OPEN sees what it opened, and
+                // a size or mtime other than at the first open means the
+                // file was changed or replaced on the server since. The
+                // reader then stays on its first handle. (A writer's own
+                // writes change both: it cannot be checked this way.)
+                const bool check = want != home_ && opened_attr_ && !(reopen_flags_ & LIBSSH2_FXF_WRITE);
+                std::array<Reply, 2> replies;
+                Errc e = Errc::bad_handle;
+                if (!path.empty()) {
+                    Packet args;
+                    args.str(path);
+                    args.u32(static_cast<std::uint32_t>(reopen_flags_));
+                    args.u32(0);  // no attributes
+                    std::string request;
+                    c.sftp.add(request, kFxpOpen, args.bytes, &replies[0]);
+                    if (check)
+                        c.sftp.add(request, kFxpLstat, name_args(path), &replies[1]);
+                    if (e = pool_->exchange(c, lock, generation, request, {replies.data(), check ? 2u : 1u});
+                        e != Errc::ok)
+                        return e;
+                    e = replies[0].type == kFxpHandle ? Errc::ok : unexpected(replies[0]);
+                }
+                Attr now;
+                if (e == Errc::ok && check &&
+                    (attrs_of(replies[1], now) != Errc::ok || now.size != opened_attr_->size ||
+                     now.mtime.tv_sec != opened_attr_->mtime.tv_sec)) {
+                    pool_->send_close(c, generation, handle_of(replies[0]));
+                    e = Errc::bad_handle;
+                }
+                if (e == Errc::ok && want != home_ && !pool_->open_paths().settled(epoch)) {
+                    // A rename or unlink crossed the OPEN: it may have
+                    // opened another file. This request goes to the first
+                    // handle. (A reopen after a reconnect has no other.)
+                    pool_->send_close(c, generation, handle_of(replies[0]));
+                    want = home_;
+                    continue;
+                }
+                if (e != Errc::ok) {
+                    if (want != home_) {
+                        // No second handle for this file: its I/O stays on
+                        // the first from now on.
+                        spread_ = false;
+                        want = home_;
+                        continue;
+                    }
+                    return e == Errc::not_found ? Errc::bad_handle : e;
+                }
+                handle = handle_of(replies[0]);
+                std::lock_guard file(file_mu_);
+                Handle& h = handles_[index];
+                if (closed_ || (!h.id.empty() && h.generation == generation)) {
+                    // Closed meanwhile, or another thread opened it here
+                    // meanwhile: this handle is not needed.
+                    pool_->send_close(c, generation, handle);
+                    if (closed_)
+                        return Errc::bad_handle;
+                    handle = h.id;
+                } else {
+                    h = {handle, generation};
+                    if (reconnected)
+                        LOG_INFO("%s: reopened %s after a reconnect", pool_->login().url.shown.c_str(),
+                                 path.c_str());
+                }
             }
+            c.touch();
+            return op(c, lock, handle, generation);
         }
-        c.touch();
-        return op(c, lock, handle, generation);
     }
 
     // OpenSSH reports ENOSPC and EDQUOT as a bare FAILURE.
@@ -2084,16 +2282,20 @@ private:
         return Errc::io;
     }
 
+    struct Handle {
+        std::string id;               // empty: none on that connection
+        std::uint64_t generation = 0;  // the connection's when it was opened
+    };
+
     std::shared_ptr<Pool> pool_;
-    const std::string path_;
+    OpenPaths::Entry where_;  // in pool_->open_paths()
     const unsigned long reopen_flags_;
-    // Which handle on which connection. Changes only after a reconnect.
+    const std::size_t home_;  // the connection it was opened on
     // Lock order: Connection::mu, then file_mu_.
     std::mutex file_mu_;
-    std::size_t index_;
-    std::string handle_;
-    std::uint64_t generation_;
+    std::vector<Handle> handles_;  // by connection
     bool closed_ = false;
+    std::atomic<bool> spread_ = true;  // false: the file is read on its first handle only
     std::optional<Attr> opened_attr_;
 };
 
@@ -2221,9 +2423,14 @@ public:
     }
 
     Errc unlink(const std::string& path) override {
+        OpenPaths::Change change(pool_->open_paths());
         return run([&](ConnectionHold& h) {
             const std::string p = remote(path);
             const Errc e = h.status(kFxpRemove, name_args(p));
+            if (e == Errc::ok)
+                pool_->open_paths().unlinked(p);
+            else if (e == Errc::unreachable)
+                pool_->open_paths().unknown(p, p);
             Attr a;
             if (e == Errc::io && lstat(h, p, a) == Errc::ok && S_ISDIR(a.mode))
                 return Errc::is_dir;
@@ -2254,6 +2461,7 @@ public:
         constexpr unsigned kNoReplace = 1, kExchange = 2;  // RENAME_NOREPLACE, RENAME_EXCHANGE
         if (flags & kExchange)
             return Errc::not_supported;
+        OpenPaths::Change change(pool_->open_paths());
         return run([&](ConnectionHold& h) {
             const std::string f = remote(from), t = remote(to);
             const bool replaces = !(flags & kNoReplace) && h.offers("posix-rename@openssh.com");
@@ -2265,6 +2473,10 @@ public:
             // The plain SFTP rename never replaces: what RENAME_NOREPLACE
             // asks for (and all a server without posix-rename can do).
             const Errc e = h.status(replaces ? kFxpExtended : kFxpRename, args.bytes);
+            if (e == Errc::ok)
+                pool_->open_paths().renamed(f, t);
+            else if (e == Errc::unreachable)
+                pool_->open_paths().unknown(f, t);
             if (e != Errc::io)
                 return e;
             Attr af, at;
@@ -2377,8 +2589,9 @@ private:
                    std::unique_ptr<BackendFile>& out, Attr* attr) {
         GateHold gate(pool_->size_gate(),
                       (flags & LIBSSH2_FXF_TRUNC) ? SizeGate::Kind::change : SizeGate::Kind::io);
-        // The file stays on the connection that was free now (see the file
-        // header); acquire starts its search at the next one each time.
+        // The file's first handle is on the connection that was free now
+        // (see the file header); acquire starts its search at the next one
+        // each time.
         ConnectionHold h(*pool_);
         if (Errc e = h.acquire(); e != Errc::ok)
             return e;
@@ -2440,7 +2653,7 @@ private:
             }
             if (refused != Errc::ok) {
                 if (replies[0].type == kFxpHandle)
-                    h.send_only(kFxpClose, name_args(handle_of(replies[0])));
+                    h.send_close(handle_of(replies[0]));
                 return refused;
             }
         } else {
@@ -2464,7 +2677,7 @@ private:
             if (e == Errc::ok && exists == Errc::not_found)
                 e = undo_server_umask(h, kFxpFsetstat, handle, mode, *attr);
             if (e != Errc::ok) {
-                h.send_only(kFxpClose, name_args(handle));
+                h.send_close(handle);
                 return e;
             }
         }
@@ -2488,7 +2701,8 @@ private:
                 return Errc::not_dir;
             return e;
         }
-        const std::string handle_args = name_args(handle_of(opened));
+        const std::string handle = handle_of(opened);
+        const std::string handle_args = name_args(handle);
         out.clear();
         Errc e = Errc::ok;
         // READDIRs go out several at a time: the server answers them in
@@ -2527,7 +2741,7 @@ private:
                     e = Errc::io;
             }
         }
-        h.send_only(kFxpClose, handle_args);
+        h.send_close(handle);
         return e;
     }
 

@@ -87,6 +87,26 @@ Errc read_all(BackendFile& f, std::uint64_t offset, std::span<std::byte> buf, st
 
 bool write_bytes(const QString& path, const std::vector<std::byte>& data) { return write_file(path, data); }
 
+// How many processes have the file at `path` open (with `or_unlinked`, or
+// a file that was there before it was unlinked): the server's, one per
+// SFTP session holding a handle of it.
+int processes_holding(const QString& path, bool or_unlinked = false) {
+    const QString target = QFileInfo(path).absoluteFilePath();
+    int holders = 0;
+    for (const QString& pid : QDir("/proc").entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
+        if (pid.toInt() <= 0)
+            continue;
+        const QDir fds("/proc/" + pid + "/fd");
+        for (const QString& fd : fds.entryList(QDir::AllEntries | QDir::System | QDir::NoDotAndDotDot))
+            if (const QString held = QFile::symLinkTarget(fds.filePath(fd));
+                held == target || (or_unlinked && held == target + " (deleted)")) {
+                holders++;
+                break;
+            }
+    }
+    return holders;
+}
+
 // A TCP relay on 127.0.0.1 that delays every byte by `one_way` in each
 // direction: a distant server, on loopback (this kernel has no netem; the
 // benchmarks use bench_delay_proxy, the same idea). Data read at time t is
@@ -273,6 +293,145 @@ private slots:
         QCOMPARE(got, 1000u);
         QVERIFY(std::memcmp(tail.data(), more.data(), 1000) == 0);
         QCOMPARE(file->close(), Errc::ok);
+    }
+
+    // The pool makes its connections but the first in the background: true
+    // once a file written a megabyte at a time is open on every one.
+    bool all_connections_up(Backend& backend, int connections) {
+        const auto data = random_bytes(static_cast<std::size_t>(connections) << 20, 5);
+        std::unique_ptr<BackendFile> file;
+        Attr attr;
+        if (backend.create("/warm-up", 0644, O_RDWR | O_EXCL, file, attr) != Errc::ok)
+            return false;
+        bool up = false;
+        for (int attempt = 0; attempt < 100 && !up; ++attempt) {
+            for (std::size_t at = 0; at < data.size(); at += 1u << 20)
+                if (write_all(*file, at, {data.data() + at, 1u << 20}) != Errc::ok)
+                    return false;
+            up = processes_holding(server_->direct("warm-up")) == connections;
+            if (!up)
+                QTest::qWait(100);
+        }
+        return file->close() == Errc::ok && backend.unlink("/warm-up") == Errc::ok && up;
+    }
+
+    // A large file's I/O is spread over the pool's connections, a megabyte
+    // to each in turn: a handle of the file on each, all closed by close().
+    void a_large_file_is_spread_over_the_connections() {
+        RemoteOptions o = options_for(*server_);
+        o.connections = 4;
+        auto backend = open_backend(*server_, o);
+        QVERIFY(backend);
+        QVERIFY(all_connections_up(*backend, 4));
+        const std::size_t size = 8u << 20;
+        const auto data = random_bytes(size, 808);
+        std::unique_ptr<BackendFile> file;
+        Attr attr;
+        QCOMPARE(backend->create("/spread", 0644, O_RDWR | O_EXCL, file, attr), Errc::ok);
+        // The first megabyte (a small file's all) stays on one connection.
+        QCOMPARE(write_all(*file, 0, {data.data(), 1u << 20}), Errc::ok);
+        QCOMPARE(processes_holding(server_->direct("spread")), 1);
+        for (std::size_t at = 1u << 20; at < size; at += 1u << 20)
+            QCOMPARE(write_all(*file, at, {data.data() + at, 1u << 20}), Errc::ok);
+        QCOMPARE(processes_holding(server_->direct("spread")), 4);
+        QCOMPARE(file->fsync(false), Errc::ok);
+        QVERIFY(read_file(server_->direct("spread")) == data);
+        std::vector<std::byte> back(size);
+        std::size_t got = 0;
+        QCOMPARE(read_all(*file, 0, span_of(back, 0, size), got), Errc::ok);
+        QCOMPARE(got, size);
+        QVERIFY(back == data);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(processes_holding(server_->direct("spread"), true), 0);
+        QCOMPARE(backend->unlink("/spread"), Errc::ok);
+    }
+
+    // A second handle is opened by the file's path, which this mount keeps
+    // current: after a rename of the file or of its directory the I/O goes
+    // on in the same file, and after an unlink it stays on the first handle,
+    // never reaching a new file made at the old name.
+    void an_open_file_moved_or_unlinked_here_is_never_confused_with_another() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        QVERIFY(all_connections_up(*backend, 4));
+        const std::size_t size = 4u << 20;
+        const auto data = random_bytes(size, 4711);
+        const auto other = random_bytes(1000, 17);
+        Attr attr;
+        QCOMPARE(backend->mkdir("/dir1", 0755, attr), Errc::ok);
+        std::unique_ptr<BackendFile> moved, unlinked;
+        QCOMPARE(backend->create("/dir1/moved", 0644, O_RDWR | O_EXCL, moved, attr), Errc::ok);
+        QCOMPARE(backend->create("/unlinked", 0644, O_RDWR | O_EXCL, unlinked, attr), Errc::ok);
+        QCOMPARE(write_all(*moved, 0, {data.data(), 1000}), Errc::ok);
+        QCOMPARE(write_all(*unlinked, 0, {data.data(), 1000}), Errc::ok);
+
+        QCOMPARE(backend->rename("/dir1", "/dir2", 0), Errc::ok);
+        QCOMPARE(backend->unlink("/unlinked"), Errc::ok);
+        // New files at the old names, made on the server.
+        QVERIFY(QDir().mkpath(server_->direct("dir1")));
+        QVERIFY(write_bytes(server_->direct("dir1/moved"), other));
+        QVERIFY(write_bytes(server_->direct("unlinked"), other));
+
+        // A megabyte at a time, as the engine sends them: each to another
+        // connection, which opens the file by its path.
+        const std::size_t mb = 1u << 20;
+        for (BackendFile* f : {moved.get(), unlinked.get()}) {
+            QCOMPARE(write_all(*f, 1000, {data.data() + 1000, mb - 1000}), Errc::ok);
+            for (std::size_t at = mb; at < size; at += mb)
+                QCOMPARE(write_all(*f, at, {data.data() + at, mb}), Errc::ok);
+            std::vector<std::byte> back(size);
+            for (std::size_t at = 0; at < size; at += mb) {
+                std::size_t got = 0;
+                QCOMPARE(read_all(*f, at, span_of(back, at, mb), got), Errc::ok);
+                QCOMPARE(got, mb);
+            }
+            QVERIFY(back == data);
+            // Spread (the moved file's handles are on every connection),
+            // and the new files at the old names never opened.
+            QCOMPARE(processes_holding(server_->direct("dir2/moved")), f == moved.get() ? 4 : 0);
+            QCOMPARE(processes_holding(server_->direct("dir1/moved")), 0);
+            QCOMPARE(processes_holding(server_->direct("unlinked")), 0);
+            QCOMPARE(f->close(), Errc::ok);
+        }
+        QVERIFY(read_file(server_->direct("dir2/moved")) == data);
+        QVERIFY(read_file(server_->direct("dir1/moved")) == other);
+        QVERIFY(read_file(server_->direct("unlinked")) == other);
+        for (const char* p : {"/dir2/moved", "/dir1/moved", "/unlinked"})
+            QCOMPARE(backend->unlink(p), Errc::ok);
+        QCOMPARE(backend->rmdir("/dir1"), Errc::ok);
+        QCOMPARE(backend->rmdir("/dir2"), Errc::ok);
+    }
+
+    // A file replaced on the server after a reader opened it: the reader's
+    // second handle would open the new file. The LSTAT behind that OPEN
+    // shows another size, and the reader stays on its first handle, which
+    // reads the old file to its end, as a local reader would.
+    void a_reader_of_a_file_replaced_on_the_server_keeps_reading_it() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        QVERIFY(all_connections_up(*backend, 4));
+        const std::size_t mb = 1u << 20, size = 4 * mb;
+        const auto old_data = random_bytes(size, 31), new_data = random_bytes(size + 1, 32);
+        QVERIFY(write_bytes(server_->direct("replaced"), old_data));
+        std::unique_ptr<BackendFile> file;
+        QCOMPARE(backend->open("/replaced", O_RDONLY, file), Errc::ok);
+        std::vector<std::byte> back(size);
+        std::size_t got = 0;
+        QCOMPARE(read_all(*file, 0, span_of(back, 0, mb), got), Errc::ok);
+        QVERIFY(write_bytes(server_->direct("replaced.new"), new_data));
+        QVERIFY(::rename(qPrintable(server_->direct("replaced.new")), qPrintable(server_->direct("replaced"))) == 0);
+        for (std::size_t at = mb; at < size; at += mb) {
+            QCOMPARE(read_all(*file, at, span_of(back, at, mb), got), Errc::ok);
+            QCOMPARE(got, mb);
+        }
+        QVERIFY(back == old_data);
+        // The second handle that found the new file was closed again (its
+        // CLOSE not waited for); the old file is held by the first only.
+        QTRY_COMPARE(processes_holding(server_->direct("replaced")), 0);
+        QCOMPARE(processes_holding(server_->direct("replaced"), true), 1);
+        QCOMPARE(file->close(), Errc::ok);
+        QCOMPARE(processes_holding(server_->direct("replaced"), true), 0);
+        QCOMPARE(backend->unlink("/replaced"), Errc::ok);
     }
 
     void metadata_operations() {
