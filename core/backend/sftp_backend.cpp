@@ -1187,6 +1187,7 @@ public:
         explicit Entry(std::string p) : path(std::move(p)) {}
         std::string path;
         bool gone = false;
+        std::uint64_t epoch = 0;  // bumped as each change touching it begins and ends
     };
 
     void add(Entry& e) {
@@ -1195,35 +1196,26 @@ public:
     }
     void remove(Entry& e) {
         std::lock_guard lock(mu_);
-        for (auto [it, end] = entries_.equal_range(e.path); it != end; ++it)
-            if (it->second == &e) {
-                entries_.erase(it);
-                return;
-            }
-    }
-    // Where the file is now (empty once it is gone), and the epoch to give
-    // settled(): an OPEN of that path reached the file if no rename or
-    // unlink was in flight from before it was sent until it was answered.
-    std::string path_of(const Entry& e, std::uint64_t& epoch) const {
-        std::lock_guard lock(mu_);
-        epoch = changing_ ? kUnsettled : epoch_;
-        return e.gone ? std::string() : e.path;
-    }
-    bool settled(std::uint64_t epoch) const {
-        std::lock_guard lock(mu_);
-        return epoch != kUnsettled && epoch == epoch_;
+        remove_locked(e);
     }
 
-    // Around every rename and unlink sent to the server, whatever its outcome.
-    void begin_change() {
+    // Where the file is now (empty once it is gone), and the epoch to give
+    // settled(): an OPEN of that path reached the file if no rename or
+    // unlink of it, or of a directory above it, was in flight from before
+    // the OPEN was sent until it was answered.
+    std::string path_of(const Entry& e, std::uint64_t& epoch) const {
         std::lock_guard lock(mu_);
-        changing_++;
-        epoch_++;
+        epoch = touched_locked(e.path) ? kUnsettled : e.epoch;
+        return e.gone ? std::string() : e.path;
     }
-    void end_change() {
+    bool settled(const Entry& e, std::uint64_t epoch) const {
         std::lock_guard lock(mu_);
-        changing_--;
-        epoch_++;
+        return epoch != kUnsettled && epoch == e.epoch;
+    }
+    // Waits (at most `timeout`) until no change touching the file is in flight.
+    void wait_settled(const Entry& e, milliseconds timeout) {
+        std::unique_lock lock(mu_);
+        settled_cv_.wait_for(lock, timeout, [&] { return !touched_locked(e.path); });
     }
 
     void unlinked(const std::string& path) {
@@ -1236,53 +1228,84 @@ public:
         for (auto [it, end] = entries_.equal_range(to); it != end; ++it)
             it->second->gone = true;  // replaced (a directory there was empty)
         std::vector<Entry*> moved;
-        const auto take = [&](auto it, const auto& inside) {
-            while (it != entries_.end() && inside(it->first)) {
-                moved.push_back(it->second);
-                it = entries_.erase(it);
-            }
-        };
-        take(entries_.lower_bound(from), [&](const std::string& p) { return p == from; });
-        // What is under `from`, a directory: its names sort together.
-        const std::string dir = from + "/";
-        take(entries_.lower_bound(dir), [&](const std::string& p) { return p.starts_with(dir); });
+        for_each_at_locked(from, [&](Entry& e) { moved.push_back(&e); });
         for (Entry* e : moved) {
+            remove_locked(*e);
             e->path = to + e->path.substr(from.size());
             entries_.emplace(e->path, e);
         }
     }
-
     // The outcome of a change is unknown (the connection was lost after it
     // was sent): files at either name are not opened by path again.
     void unknown(const std::string& a, const std::string& b) {
         std::lock_guard lock(mu_);
-        for (const std::string& p : {a, b}) {
-            for (auto [it, end] = entries_.equal_range(p); it != end; ++it)
-                it->second->gone = true;
-            const std::string dir = p + "/";
-            for (auto it = entries_.lower_bound(dir); it != entries_.end() && it->first.starts_with(dir); ++it)
-                it->second->gone = true;
-        }
+        for_each_at_locked(a, [](Entry& e) { e.gone = true; });
+        for_each_at_locked(b, [](Entry& e) { e.gone = true; });
     }
 
-    // Marks a rename or unlink in flight, as begin_change/end_change.
+    // A rename (from a to b) or unlink (of a, b = a) in flight, whatever
+    // its outcome, for as long as it lives.
     class Change {
     public:
-        explicit Change(OpenPaths& paths) : paths_(paths) { paths_.begin_change(); }
-        ~Change() { paths_.end_change(); }
+        Change(OpenPaths& paths, std::string a, std::string b) : paths_(paths), names_(std::move(a), std::move(b)) {
+            std::lock_guard lock(paths_.mu_);
+            paths_.changes_.push_back(names_);
+            paths_.bump_locked(names_);
+        }
+        ~Change() {
+            {
+                std::lock_guard lock(paths_.mu_);
+                paths_.changes_.erase(std::find(paths_.changes_.begin(), paths_.changes_.end(), names_));
+                paths_.bump_locked(names_);
+            }
+            paths_.settled_cv_.notify_all();
+        }
         Change(const Change&) = delete;
         Change& operator=(const Change&) = delete;
 
     private:
         OpenPaths& paths_;
+        const std::pair<std::string, std::string> names_;
     };
 
 private:
     static constexpr std::uint64_t kUnsettled = ~0ull;
+
+    // `path` is `p` or below it.
+    static bool at_or_below(const std::string& path, const std::string& p) {
+        return path.starts_with(p) && (path.size() == p.size() || path[p.size()] == '/');
+    }
+    bool touched_locked(const std::string& path) const {
+        return std::any_of(changes_.begin(), changes_.end(), [&](const auto& c) {
+            return at_or_below(path, c.first) || at_or_below(path, c.second);
+        });
+    }
+    // Every entry at `p` or below it (what is below a directory sorts together).
+    template <class Fn>
+    void for_each_at_locked(const std::string& p, Fn&& fn) {
+        for (auto [it, end] = entries_.equal_range(p); it != end; ++it)
+            fn(*it->second);
+        const std::string dir = p + "/";
+        for (auto it = entries_.lower_bound(dir); it != entries_.end() && it->first.starts_with(dir); ++it)
+            fn(*it->second);
+    }
+    void bump_locked(const std::pair<std::string, std::string>& names) {
+        for_each_at_locked(names.first, [](Entry& e) { e.epoch++; });
+        if (names.second != names.first)
+            for_each_at_locked(names.second, [](Entry& e) { e.epoch++; });
+    }
+    void remove_locked(Entry& e) {
+        for (auto [it, end] = entries_.equal_range(e.path); it != end; ++it)
+            if (it->second == &e) {
+                entries_.erase(it);
+                return;
+            }
+    }
+
     mutable std::mutex mu_;
+    std::condition_variable settled_cv_;
     std::multimap<std::string, Entry*> entries_;
-    std::uint64_t epoch_ = 0;
-    std::size_t changing_ = 0;
+    std::vector<std::pair<std::string, std::string>> changes_;  // in flight
 };
 
 class Pool {
@@ -2231,11 +2254,17 @@ private:
                     pool_->send_close(c, generation, handle_of(replies[0]));
                     e = Errc::bad_handle;
                 }
-                if (e == Errc::ok && want != home_ && !pool_->open_paths().settled(epoch)) {
-                    // A rename or unlink crossed the OPEN: it may have
-                    // opened another file. This request goes to the first
-                    // handle. (A reopen after a reconnect has no other.)
+                if (e == Errc::ok && !pool_->open_paths().settled(where_, epoch)) {
+                    // A rename or unlink of the file (or of a directory
+                    // above it) crossed the OPEN, which may have opened
+                    // another file. A second handle's request goes to the
+                    // first handle instead; a reopen (which has no other)
+                    // waits for the change to end and opens again.
                     pool_->send_close(c, generation, handle_of(replies[0]));
+                    if (want == home_) {
+                        lock.unlock();
+                        pool_->open_paths().wait_settled(where_, pool_->op_timeout());
+                    }
                     want = home_;
                     continue;
                 }
@@ -2423,9 +2452,9 @@ public:
     }
 
     Errc unlink(const std::string& path) override {
-        OpenPaths::Change change(pool_->open_paths());
+        const std::string p = remote(path);
+        OpenPaths::Change change(pool_->open_paths(), p, p);
         return run([&](ConnectionHold& h) {
-            const std::string p = remote(path);
             const Errc e = h.status(kFxpRemove, name_args(p));
             if (e == Errc::ok)
                 pool_->open_paths().unlinked(p);
@@ -2461,9 +2490,9 @@ public:
         constexpr unsigned kNoReplace = 1, kExchange = 2;  // RENAME_NOREPLACE, RENAME_EXCHANGE
         if (flags & kExchange)
             return Errc::not_supported;
-        OpenPaths::Change change(pool_->open_paths());
+        const std::string f = remote(from), t = remote(to);
+        OpenPaths::Change change(pool_->open_paths(), f, t);
         return run([&](ConnectionHold& h) {
-            const std::string f = remote(from), t = remote(to);
             const bool replaces = !(flags & kNoReplace) && h.offers("posix-rename@openssh.com");
             Packet args;
             if (replaces)

@@ -91,7 +91,8 @@ bool write_bytes(const QString& path, const std::vector<std::byte>& data) { retu
 // a file that was there before it was unlinked): the server's, one per
 // SFTP session holding a handle of it.
 int processes_holding(const QString& path, bool or_unlinked = false) {
-    const QString target = QFileInfo(path).absoluteFilePath();
+    const QFileInfo info(path);
+    const QString target = info.dir().canonicalPath() + "/" + info.fileName();  // as /proc shows it
     int holders = 0;
     for (const QString& pid : QDir("/proc").entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
         if (pid.toInt() <= 0)
@@ -359,14 +360,17 @@ private slots:
         const auto other = random_bytes(1000, 17);
         Attr attr;
         QCOMPARE(backend->mkdir("/dir1", 0755, attr), Errc::ok);
-        std::unique_ptr<BackendFile> moved, unlinked;
+        std::unique_ptr<BackendFile> moved, unlinked, replaced;
         QCOMPARE(backend->create("/dir1/moved", 0644, O_RDWR | O_EXCL, moved, attr), Errc::ok);
         QCOMPARE(backend->create("/unlinked", 0644, O_RDWR | O_EXCL, unlinked, attr), Errc::ok);
-        QCOMPARE(write_all(*moved, 0, {data.data(), 1000}), Errc::ok);
-        QCOMPARE(write_all(*unlinked, 0, {data.data(), 1000}), Errc::ok);
+        QCOMPARE(backend->create("/replaced", 0644, O_RDWR | O_EXCL, replaced, attr), Errc::ok);
+        for (BackendFile* f : {moved.get(), unlinked.get(), replaced.get()})
+            QCOMPARE(write_all(*f, 0, {data.data(), 1000}), Errc::ok);
 
         QCOMPARE(backend->rename("/dir1", "/dir2", 0), Errc::ok);
         QCOMPARE(backend->unlink("/unlinked"), Errc::ok);
+        QVERIFY(write_bytes(server_->direct("replacement"), other));
+        QCOMPARE(backend->rename("/replacement", "/replaced", 0), Errc::ok);
         // New files at the old names, made on the server.
         QVERIFY(QDir().mkpath(server_->direct("dir1")));
         QVERIFY(write_bytes(server_->direct("dir1/moved"), other));
@@ -375,7 +379,7 @@ private slots:
         // A megabyte at a time, as the engine sends them: each to another
         // connection, which opens the file by its path.
         const std::size_t mb = 1u << 20;
-        for (BackendFile* f : {moved.get(), unlinked.get()}) {
+        for (BackendFile* f : {moved.get(), unlinked.get(), replaced.get()}) {
             QCOMPARE(write_all(*f, 1000, {data.data() + 1000, mb - 1000}), Errc::ok);
             for (std::size_t at = mb; at < size; at += mb)
                 QCOMPARE(write_all(*f, at, {data.data() + at, mb}), Errc::ok);
@@ -391,12 +395,14 @@ private slots:
             QCOMPARE(processes_holding(server_->direct("dir2/moved")), f == moved.get() ? 4 : 0);
             QCOMPARE(processes_holding(server_->direct("dir1/moved")), 0);
             QCOMPARE(processes_holding(server_->direct("unlinked")), 0);
+            QCOMPARE(processes_holding(server_->direct("replaced")), 0);
             QCOMPARE(f->close(), Errc::ok);
         }
         QVERIFY(read_file(server_->direct("dir2/moved")) == data);
         QVERIFY(read_file(server_->direct("dir1/moved")) == other);
         QVERIFY(read_file(server_->direct("unlinked")) == other);
-        for (const char* p : {"/dir2/moved", "/dir1/moved", "/unlinked"})
+        QVERIFY(read_file(server_->direct("replaced")) == other);
+        for (const char* p : {"/dir2/moved", "/dir1/moved", "/unlinked", "/replaced"})
             QCOMPARE(backend->unlink(p), Errc::ok);
         QCOMPARE(backend->rmdir("/dir1"), Errc::ok);
         QCOMPARE(backend->rmdir("/dir2"), Errc::ok);
@@ -413,10 +419,18 @@ private slots:
         const std::size_t mb = 1u << 20, size = 4 * mb;
         const auto old_data = random_bytes(size, 31), new_data = random_bytes(size + 1, 32);
         QVERIFY(write_bytes(server_->direct("replaced"), old_data));
-        std::unique_ptr<BackendFile> file;
-        QCOMPARE(backend->open("/replaced", O_RDONLY, file), Errc::ok);
         std::vector<std::byte> back(size);
         std::size_t got = 0;
+        // An unchanged file's reader is spread as a writer is.
+        std::unique_ptr<BackendFile> file;
+        QCOMPARE(backend->open("/replaced", O_RDONLY, file), Errc::ok);
+        for (std::size_t at = 0; at < size; at += mb)
+            QCOMPARE(read_all(*file, at, span_of(back, at, mb), got), Errc::ok);
+        QVERIFY(back == old_data);
+        QCOMPARE(processes_holding(server_->direct("replaced")), 4);
+        QCOMPARE(file->close(), Errc::ok);
+
+        QCOMPARE(backend->open("/replaced", O_RDONLY, file), Errc::ok);
         QCOMPARE(read_all(*file, 0, span_of(back, 0, mb), got), Errc::ok);
         QVERIFY(write_bytes(server_->direct("replaced.new"), new_data));
         QVERIFY(::rename(qPrintable(server_->direct("replaced.new")), qPrintable(server_->direct("replaced"))) == 0);
