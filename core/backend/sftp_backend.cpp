@@ -1243,6 +1243,33 @@ public:
         for_each_at_locked(b, [](Entry& e) { e.gone = true; });
     }
 
+    // Which file an OPEN crossed by a change reached is not known: such a
+    // file is not opened by path again.
+    void mark_gone(Entry& e) {
+        std::lock_guard lock(mu_);
+        e.gone = true;
+    }
+
+    // An entry, registered for as long as this lives.
+    class Registration {
+    public:
+        Registration(OpenPaths& paths, std::string path)
+            : paths_(&paths), entry_(std::make_unique<Entry>(std::move(path))) {
+            paths_->add(*entry_);
+        }
+        ~Registration() {
+            if (entry_)
+                paths_->remove(*entry_);
+        }
+        Registration(Registration&&) = default;
+        Registration& operator=(Registration&&) = delete;
+        Entry& entry() const { return *entry_; }
+
+    private:
+        OpenPaths* paths_;
+        std::unique_ptr<Entry> entry_;
+    };
+
     // A rename (from a to b) or unlink (of a, b = a) in flight, whatever
     // its outcome, for as long as it lives.
     class Change {
@@ -1921,20 +1948,16 @@ private:
 class SftpFile : public BackendFile {
 public:
     SftpFile(std::shared_ptr<Pool> pool, std::size_t index, std::string handle, std::uint64_t generation,
-             std::string path, unsigned long flags)
-        : pool_(std::move(pool)), where_(std::move(path)),
+             OpenPaths::Registration where, unsigned long flags)
+        : pool_(std::move(pool)), where_(std::move(where)),
           // Another open of the file must not create, truncate or fail on
           // the file the first one made.
           reopen_flags_(flags & ~(LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC | LIBSSH2_FXF_EXCL)), home_(index),
           handles_(pool_->size()) {
         handles_[index] = {std::move(handle), generation};
-        pool_->open_paths().add(where_);
     }
 
-    ~SftpFile() override {
-        close();
-        pool_->open_paths().remove(where_);
-    }
+    ~SftpFile() override { close(); }
 
     // What the LSTAT sent with the OPEN found (a regular file, then).
     void set_opened_attr(const Attr& attr) { opened_attr_ = attr; }
@@ -2223,7 +2246,23 @@ private:
             }
             if (handle.empty()) {
                 std::uint64_t epoch = 0;
-                const std::string path = pool_->open_paths().path_of(where_, epoch);
+                const std::string path = pool_->open_paths().path_of(where_.entry(), epoch);
+                // A rename or unlink of the file (or of a directory above
+                // it) in flight, or one that crossed the OPEN, which may
+                // then have opened another file: a second handle's request
+                // goes to the first handle instead; a reopen (which has no
+                // other) waits for the change to end and opens again.
+                const auto crossed = [&] {
+                    if (want == home_) {
+                        lock.unlock();
+                        pool_->open_paths().wait_settled(where_.entry(), pool_->op_timeout());
+                    }
+                    want = home_;
+                };
+                if (!path.empty() && !pool_->open_paths().settled(where_.entry(), epoch)) {
+                    crossed();
+                    continue;
+                }
                 // A reader's second handle must open the file its first did:
                 // the LSTAT right behind the OPEN sees what it opened, and
                 // a size or mtime other than at the first open means the
@@ -2254,18 +2293,9 @@ private:
                     pool_->send_close(c, generation, handle_of(replies[0]));
                     e = Errc::bad_handle;
                 }
-                if (e == Errc::ok && !pool_->open_paths().settled(where_, epoch)) {
-                    // A rename or unlink of the file (or of a directory
-                    // above it) crossed the OPEN, which may have opened
-                    // another file. A second handle's request goes to the
-                    // first handle instead; a reopen (which has no other)
-                    // waits for the change to end and opens again.
+                if (e == Errc::ok && !pool_->open_paths().settled(where_.entry(), epoch)) {
                     pool_->send_close(c, generation, handle_of(replies[0]));
-                    if (want == home_) {
-                        lock.unlock();
-                        pool_->open_paths().wait_settled(where_, pool_->op_timeout());
-                    }
-                    want = home_;
+                    crossed();
                     continue;
                 }
                 if (e != Errc::ok) {
@@ -2317,7 +2347,7 @@ private:
     };
 
     std::shared_ptr<Pool> pool_;
-    OpenPaths::Entry where_;  // in pool_->open_paths()
+    OpenPaths::Registration where_;  // the file's path, kept current
     const unsigned long reopen_flags_;
     const std::size_t home_;  // the connection it was opened on
     // Lock order: Connection::mu, then file_mu_.
@@ -2625,6 +2655,11 @@ private:
         if (Errc e = h.acquire(); e != Errc::ok)
             return e;
         const std::string p = remote(path);
+        // Registered before the first request, so that a rename or unlink
+        // of the name crossing this open is seen.
+        OpenPaths::Registration where(pool_->open_paths(), p);
+        std::uint64_t epoch = 0;
+        pool_->open_paths().path_of(where.entry(), epoch);
         // SFTP's OPEN follows a symbolic link, and the contract says it
         // must not; so an LSTAT looks at the name first. [!] Where the open
         // could change what it reaches (a create, a truncate), the OPEN
@@ -2710,7 +2745,9 @@ private:
                 return e;
             }
         }
-        auto file = std::make_unique<SftpFile>(pool_, h.index(), handle, h.generation(), p, flags);
+        if (!pool_->open_paths().settled(where.entry(), epoch))
+            pool_->open_paths().mark_gone(where.entry());
+        auto file = std::make_unique<SftpFile>(pool_, h.index(), handle, h.generation(), std::move(where), flags);
         if (look_along && regular)
             file->set_opened_attr(before);  // what the OPEN opened
         out = std::move(file);

@@ -396,6 +396,8 @@ private slots:
             QCOMPARE(processes_holding(server_->direct("dir1/moved")), 0);
             QCOMPARE(processes_holding(server_->direct("unlinked")), 0);
             QCOMPARE(processes_holding(server_->direct("replaced")), 0);
+            if (f == replaced.get())  // the replaced file, on its first handle only
+                QCOMPARE(processes_holding(server_->direct("replaced"), true), 1);
             QCOMPARE(f->close(), Errc::ok);
         }
         QVERIFY(read_file(server_->direct("dir2/moved")) == data);
@@ -424,8 +426,10 @@ private slots:
         // An unchanged file's reader is spread as a writer is.
         std::unique_ptr<BackendFile> file;
         QCOMPARE(backend->open("/replaced", O_RDONLY, file), Errc::ok);
-        for (std::size_t at = 0; at < size; at += mb)
+        for (std::size_t at = 0; at < size; at += mb) {
             QCOMPARE(read_all(*file, at, span_of(back, at, mb), got), Errc::ok);
+            QCOMPARE(got, mb);
+        }
         QVERIFY(back == old_data);
         QCOMPARE(processes_holding(server_->direct("replaced")), 4);
         QCOMPARE(file->close(), Errc::ok);
