@@ -181,6 +181,50 @@ private slots:
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
+    // Writes made offline at any offset, with gaps, across many granules and
+    // partly over old bytes, read back as written and reach the server so:
+    // a granule a write covers whole is stored from the write's own buffer,
+    // the others put together from old bytes, new bytes and zeros.
+    void writes_at_any_offset_offline_read_back_and_reach_the_server() {
+        auto m = make_mount();
+        auto expected = random_bytes(600 * 1024 + 5, 11);
+        QVERIFY(write_file(m->direct("patched.bin"), expected));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(read_file(m->at("patched.bin")) == expected);  // cached
+        QString err;
+        QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
+
+        const auto put = [](std::vector<std::byte>& model, const QString& path, std::size_t at,
+                            const std::vector<std::byte>& bytes) {
+            const int fd = ::open(qPrintable(path), O_WRONLY | O_CREAT, 0644);
+            const bool ok = fd >= 0 && ::pwrite(fd, bytes.data(), bytes.size(), off_t(at)) == ssize_t(bytes.size()) &&
+                            ::fsync(fd) == 0 && ::close(fd) == 0;
+            if (model.size() < at + bytes.size())
+                model.resize(at + bytes.size());
+            std::copy(bytes.begin(), bytes.end(), model.begin() + std::ptrdiff_t(at));
+            return ok;
+        };
+        // Across the old end, not on a granule boundary.
+        QVERIFY(put(expected, m->at("patched.bin"), 300 * 1024 + 7, random_bytes(700 * 1024, 12)));
+        // A new file: more than 16 granules in one write, first and last partial.
+        std::vector<std::byte> fresh;
+        QVERIFY(put(fresh, m->at("fresh.bin"), 100, random_bytes((5u << 20) + 1234, 13)));
+        // Past the end: the gap reads as zeros.
+        QVERIFY(put(fresh, m->at("fresh.bin"), (9u << 20) + 17, random_bytes(1000, 14)));
+        // Inside one granule.
+        QVERIFY(put(fresh, m->at("fresh.bin"), (2u << 20) + 5, random_bytes(300, 15)));
+
+        QVERIFY(read_file(m->at("patched.bin")) == expected);
+        QVERIFY(read_file(m->at("fresh.bin")) == fresh);
+        QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QVERIFY(read_file(m->direct("patched.bin")) == expected);
+        QVERIFY(read_file(m->direct("fresh.bin")) == fresh);
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
     // A hard link, times set with utimensat and a truncate, made offline,
     // reach the server as such: the link is one file with two names there
     // (where the protocol has links), the times are the ones set, the file
