@@ -2205,12 +2205,17 @@ private:
     }
 
     // The connection for I/O at `offset`. A large file's reads and writes are
-    // spread over the pool a megabyte at a time, so that one stream is not
-    // held to one connection's flow-control window (2 MiB from OpenSSH's
-    // sshd: 100 MB/s at 20 ms) nor to one thread's cipher; the file's first
-    // megabyte (all of a small file) stays on the connection it was opened on.
-    std::size_t connection_for(std::uint64_t offset) const {
-        return spread_ ? (home_ + offset / kIoSize) % handles_.size() : home_;
+    // spread over the pool, each request to the next connection in turn,
+    // so that one stream is not held to one connection's flow-control
+    // window (2 MiB from OpenSSH's sshd: 100 MB/s at 20 ms) nor to one
+    // thread's cipher. (In turn, not by offset: reintegration writes 8 MiB
+    // at a time, which offsets in megabytes would put all on one.) The
+    // file's first megabyte (all of a small file) stays on the connection
+    // it was opened on.
+    std::size_t connection_for(std::uint64_t offset) {
+        if (!spread_ || offset < kIoSize)
+            return home_;
+        return (home_ + 1 + turn_.fetch_add(1, std::memory_order_relaxed)) % handles_.size();
     }
 
     // Runs `op` with a handle of this file on connection `want`, or on
@@ -2354,7 +2359,8 @@ private:
     std::mutex file_mu_;
     std::vector<Handle> handles_;  // by connection
     bool closed_ = false;
-    std::atomic<bool> spread_ = true;  // false: the file is read on its first handle only
+    std::atomic<bool> spread_ = true;  // false: the file's I/O stays on its first handle
+    std::atomic<std::size_t> turn_ = 0;  // connection_for's rotation
     std::optional<Attr> opened_attr_;
 };
 

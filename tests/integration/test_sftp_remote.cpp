@@ -316,8 +316,9 @@ private slots:
         return file->close() == Errc::ok && backend.unlink("/warm-up") == Errc::ok && up;
     }
 
-    // A large file's I/O is spread over the pool's connections, a megabyte
+    // A large file's I/O is spread over the pool's connections, a request
     // to each in turn: a handle of the file on each, all closed by close().
+    // Writes of 8 MiB (reintegration's) are spread too.
     void a_large_file_is_spread_over_the_connections() {
         RemoteOptions o = options_for(*server_);
         o.connections = 4;
@@ -344,6 +345,16 @@ private slots:
         QVERIFY(back == data);
         QCOMPARE(file->close(), Errc::ok);
         QCOMPARE(processes_holding(server_->direct("spread"), true), 0);
+
+        std::unique_ptr<BackendFile> upload;
+        QCOMPARE(backend->create("/upload", 0644, O_RDWR | O_EXCL, upload, attr), Errc::ok);
+        const auto big = random_bytes(32u << 20, 809);
+        for (std::size_t at = 0; at < big.size(); at += 8u << 20)
+            QCOMPARE(write_all(*upload, at, {big.data() + at, 8u << 20}), Errc::ok);
+        QVERIFY(processes_holding(server_->direct("upload")) >= 3);
+        QCOMPARE(upload->close(), Errc::ok);
+        QVERIFY(read_file(server_->direct("upload")) == big);
+        QCOMPARE(backend->unlink("/upload"), Errc::ok);
         QCOMPARE(backend->unlink("/spread"), Errc::ok);
     }
 
