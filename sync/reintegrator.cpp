@@ -11,7 +11,9 @@
 #include <ctime>
 #include <deque>
 #include <future>
+#include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace netfs {
@@ -126,53 +128,70 @@ struct Pass {
         constexpr std::uint64_t kBatch = 8ull << 20;
         constexpr std::size_t kInFlight = 4;
         const std::uint64_t granule = job.cache.granule_size();
-        const Buffer buffer(*this, std::min(kBatch * kInFlight, local.size) + granule);
-        std::vector<std::byte> plain, batch;
+        // The writes in flight and the batch being filled. (Two files this
+        // large do not upload side by side under kBufferBudget; one keeps
+        // every connection busy.)
+        const Buffer buffer(*this, std::min(kBatch * (kInFlight + 1), local.size) + granule);
+        std::vector<std::byte> plain;
+        auto batch = std::make_shared<std::vector<std::byte>>();
         std::uint64_t batch_at = 0;
         // No write longer than the remote accepts (its wsize_max): both
         // remotes pipeline the requests of one such write.
         const std::uint64_t piece = std::max<std::uint64_t>(job.remote.limits().wsize_max, 4096);
-        // Each write hands its buffer back for a later batch.
-        std::deque<std::future<std::pair<Errc, std::vector<std::byte>>>> sending;
-        std::vector<std::vector<std::byte>> spare;
-        const auto settle = [&](std::size_t keep) {  // until at most `keep` are in flight; the first error
-            Errc first = Errc::ok;
-            while (sending.size() > keep) {
-                auto [w, bytes] = sending.front().get();
-                sending.pop_front();
-                spare.push_back(std::move(bytes));
-                if (first == Errc::ok)
-                    first = w;
+        // The first failure of any write; the others then stop.
+        std::atomic<bool> failed = false;
+        Errc failure = Errc::ok;  // under mu
+        const auto write_batch = [&](std::uint64_t at, const std::vector<std::byte>& bytes) {
+            Errc w = Errc::ok;
+            for (std::uint64_t done = 0; done < bytes.size() && w == Errc::ok && !failed;) {
+                std::size_t n = 0;
+                const auto chunk = std::span(bytes).subspan(done, std::min<std::uint64_t>(piece, bytes.size() - done));
+                w = file->write(at + done, chunk, n);
+                if (w == Errc::ok && n == 0)
+                    w = Errc::io;
+                done += n;
             }
-            return first;
+            std::lock_guard lock(mu);
+            if (w != Errc::ok) {
+                failed = true;
+                if (failure == Errc::ok)
+                    failure = w;
+            } else if (!failed) {
+                progress.bytes_left -= std::min<std::uint64_t>(progress.bytes_left, bytes.size());
+                job.progress(progress);
+            }
+        };
+        // Each write hands its buffer back for a later batch.
+        using Sent = std::shared_ptr<std::vector<std::byte>>;
+        std::deque<std::future<Sent>> sending;
+        std::vector<Sent> spare;
+        const auto settle = [&](std::size_t keep) {  // until at most `keep` are in flight
+            while (sending.size() > keep) {
+                spare.push_back(sending.front().get());
+                sending.pop_front();
+            }
+            std::lock_guard lock(mu);
+            return failure;
         };
         const auto send = [&]() -> Errc {
             if (Errc w = settle(kInFlight - 1); w != Errc::ok)
                 return w;
             const std::uint64_t at = batch_at;
-            batch_at += batch.size();
-            sending.push_back(std::async(std::launch::async, [&, at, bytes = std::move(batch)]() mutable {
-                Errc w = Errc::ok;
-                for (std::uint64_t done = 0; done < bytes.size() && w == Errc::ok;) {
-                    std::size_t n = 0;
-                    const auto chunk = std::span(bytes).subspan(done, std::min<std::uint64_t>(piece, bytes.size() - done));
-                    w = file->write(at + done, chunk, n);
-                    if (w == Errc::ok && n == 0)
-                        w = Errc::io;
-                    done += n;
-                }
-                if (w == Errc::ok) {
-                    std::lock_guard lock(mu);
-                    progress.bytes_left -= std::min<std::uint64_t>(progress.bytes_left, bytes.size());
-                    job.progress(progress);
-                }
-                return std::pair(w, std::move(bytes));
-            }));
-            batch = {};
+            batch_at += batch->size();
+            try {
+                sending.push_back(std::async(std::launch::async, [&, at, bytes = batch] {
+                    write_batch(at, *bytes);
+                    return bytes;
+                }));
+            } catch (const std::system_error&) {
+                write_batch(at, *batch);  // no thread to be had: this one writes
+            }
             if (!spare.empty()) {
                 batch = std::move(spare.back());
                 spare.pop_back();
-                batch.clear();
+                batch->clear();
+            } else {
+                batch = std::make_shared<std::vector<std::byte>>();
             }
             return Errc::ok;
         };
@@ -188,13 +207,15 @@ struct Pass {
                 break;
             const std::uint64_t want = std::min<std::uint64_t>(granule, local.size - index * granule);
             plain.resize(want);
-            batch.insert(batch.end(), plain.begin(), plain.end());
-            if (batch.size() >= kBatch)
+            batch->insert(batch->end(), plain.begin(), plain.end());
+            if (batch->size() >= kBatch)
                 e = send();
         }
-        if (e == Errc::ok && !batch.empty())
+        if (e == Errc::ok && !batch->empty())
             e = send();
         // Every write has ended before the file is synced, closed or dropped.
+        if (e != Errc::ok)
+            failed = true;  // stopped or failed: what is in flight ends early
         if (Errc w = settle(0); e == Errc::ok)
             e = w;
         if (e == Errc::ok)
