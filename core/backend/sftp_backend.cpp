@@ -1218,15 +1218,15 @@ public:
         settled_cv_.wait_for(lock, timeout, [&] { return !touched_locked(e.path); });
     }
 
-    void unlinked(const std::string& path) {
+    // What is at `p` (or below it) was unlinked or replaced, or may have
+    // been (a change whose outcome is unknown): not opened by path again.
+    void forget(const std::string& p) {
         std::lock_guard lock(mu_);
-        for (auto [it, end] = entries_.equal_range(path); it != end; ++it)
-            it->second->gone = true;
+        forget_locked(p);
     }
     void renamed(const std::string& from, const std::string& to) {
         std::lock_guard lock(mu_);
-        for (auto [it, end] = entries_.equal_range(to); it != end; ++it)
-            it->second->gone = true;  // replaced (a directory there was empty)
+        forget_locked(to);  // replaced (a directory there was empty)
         std::vector<Entry*> moved;
         for_each_at_locked(from, [&](Entry& e) { moved.push_back(&e); });
         for (Entry* e : moved) {
@@ -1235,14 +1235,6 @@ public:
             entries_.emplace(e->path, e);
         }
     }
-    // The outcome of a change is unknown (the connection was lost after it
-    // was sent): files at either name are not opened by path again.
-    void unknown(const std::string& a, const std::string& b) {
-        std::lock_guard lock(mu_);
-        for_each_at_locked(a, [](Entry& e) { e.gone = true; });
-        for_each_at_locked(b, [](Entry& e) { e.gone = true; });
-    }
-
     // Which file an OPEN crossed by a change reached is not known: such a
     // file is not opened by path again.
     void mark_gone(Entry& e) {
@@ -1315,6 +1307,9 @@ private:
         const std::string dir = p + "/";
         for (auto it = entries_.lower_bound(dir); it != entries_.end() && it->first.starts_with(dir); ++it)
             fn(*it->second);
+    }
+    void forget_locked(const std::string& p) {
+        for_each_at_locked(p, [](Entry& e) { e.gone = true; });
     }
     void bump_locked(const std::pair<std::string, std::string>& names) {
         for_each_at_locked(names.first, [](Entry& e) { e.epoch++; });
@@ -2492,10 +2487,8 @@ public:
         OpenPaths::Change change(pool_->open_paths(), p, p);
         return run([&](ConnectionHold& h) {
             const Errc e = h.status(kFxpRemove, name_args(p));
-            if (e == Errc::ok)
-                pool_->open_paths().unlinked(p);
-            else if (e == Errc::unreachable)
-                pool_->open_paths().unknown(p, p);
+            if (e == Errc::ok || e == Errc::unreachable)  // gone, or maybe (the connection was lost)
+                pool_->open_paths().forget(p);
             Attr a;
             if (e == Errc::io && lstat(h, p, a) == Errc::ok && S_ISDIR(a.mode))
                 return Errc::is_dir;
@@ -2538,10 +2531,12 @@ public:
             // The plain SFTP rename never replaces: what RENAME_NOREPLACE
             // asks for (and all a server without posix-rename can do).
             const Errc e = h.status(replaces ? kFxpExtended : kFxpRename, args.bytes);
-            if (e == Errc::ok)
+            if (e == Errc::ok) {
                 pool_->open_paths().renamed(f, t);
-            else if (e == Errc::unreachable)
-                pool_->open_paths().unknown(f, t);
+            } else if (e == Errc::unreachable) {  // maybe renamed (the connection was lost)
+                pool_->open_paths().forget(f);
+                pool_->open_paths().forget(t);
+            }
             if (e != Errc::io)
                 return e;
             Attr af, at;
