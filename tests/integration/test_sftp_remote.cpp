@@ -421,6 +421,63 @@ private slots:
         QCOMPARE(backend->rmdir("/dir2"), Errc::ok);
     }
 
+    // Renames of a file through this mount while its writes are spread,
+    // each followed by a decoy made on the server at the name it left: an
+    // OPEN by path that a rename crossed may have reached the decoy, and is
+    // not used. Every byte ends in the file, none in a decoy. (Whether a
+    // given OPEN crosses a rename is up to timing: a stress test.)
+    void renames_racing_a_spread_writer_never_reach_another_file() {
+        auto backend = open_backend(*server_, options_for(*server_));
+        QVERIFY(backend);
+        QVERIFY(all_connections_up(*backend, 4));
+        QVERIFY(QDir().mkpath(server_->direct("decoys")));
+        const std::size_t mb = 1u << 20, size = 4 * mb;
+        const auto decoy = random_bytes(1000, 77);
+        std::vector<QString> decoys;
+        for (int i = 0; i < 12; ++i) {
+            const auto data = random_bytes(size, 100 + i);
+            const std::string name = "/race" + std::to_string(i);
+            std::unique_ptr<BackendFile> file;
+            Attr attr;
+            QCOMPARE(backend->create(name, 0644, O_RDWR | O_EXCL, file, attr), Errc::ok);
+            QCOMPARE(write_all(*file, 0, {data.data(), mb}), Errc::ok);
+            std::atomic<bool> writing = true;
+            std::atomic<int> failures = 0;
+            std::string at_end = name;
+            std::thread renamer([&] {
+                std::string from = name, to = name + ".moved";
+                for (int n = 0; writing && n < 40; ++n) {
+                    if (backend->rename(from, to, 0) != Errc::ok) {
+                        failures++;
+                        return;
+                    }
+                    // A decoy at the name just left, then kept aside where a
+                    // write that reached it would still show.
+                    const QString left = server_->direct(QString::fromStdString(from.substr(1)));
+                    const QString aside = server_->direct("decoys/" + QString::number(i) + "-" + QString::number(n));
+                    if (!write_bytes(left, decoy) || ::rename(qPrintable(left), qPrintable(aside)) != 0)
+                        failures++;
+                    decoys.push_back(aside);
+                    std::swap(from, to);
+                    at_end = from;
+                }
+            });
+            for (std::size_t at = mb; at < size; at += mb)
+                if (write_all(*file, at, {data.data() + at, mb}) != Errc::ok)
+                    failures++;
+            writing = false;
+            renamer.join();
+            QCOMPARE(failures.load(), 0);
+            QCOMPARE(file->close(), Errc::ok);
+            QVERIFY2(read_file(server_->direct(QString::fromStdString(at_end.substr(1)))) == data, at_end.c_str());
+            QCOMPARE(backend->unlink(at_end), Errc::ok);
+        }
+        QVERIFY(!decoys.empty());
+        for (const QString& d : decoys)
+            QVERIFY2(read_file(d) == decoy, qPrintable(d));
+        QVERIFY(QDir(server_->direct("decoys")).removeRecursively());
+    }
+
     // A file replaced on the server after a reader opened it: the reader's
     // second handle would open the new file. The LSTAT behind that OPEN
     // shows another size, and the reader stays on its first handle, which
