@@ -347,6 +347,10 @@ struct OpenState {
     nfsfh* fh = nullptr;         // the handle with the newest stateid; guarded by the connection's mu_
     std::uint64_t file_id = 0;
     int users = 1;               // guarded by the connection's mu_
+    // Some OPEN of it asked for write access. An upgrade's stateid allows
+    // the union of what the OPENs asked, and libnfs never downgrades, so
+    // this only ever turns true. Guarded by the connection's mu_.
+    bool writable = false;
 };
 
 // libnfs 4.0 puts NFSv4 statuses through its NFSv3 errno mapping (most
@@ -421,7 +425,7 @@ public:
     // After an OPEN that returned `fh` on generation `gen`: the open state
     // of that file on this connection, shared with other opens of it (v4).
     // Null when the context was replaced meanwhile.
-    std::shared_ptr<OpenState> adopt_open(nfsfh* fh, std::uint64_t file_id, std::uint64_t gen) {
+    std::shared_ptr<OpenState> adopt_open(nfsfh* fh, std::uint64_t file_id, bool writable, std::uint64_t gen) {
         std::lock_guard lk(mu_);
         if (gen != generation_)
             return nullptr;
@@ -429,6 +433,7 @@ public:
             auto st = std::make_shared<OpenState>();
             st->fh = fh;
             st->file_id = file_id;
+            st->writable = writable;
             return st;
         }
         auto& shared = opens_[file_id];
@@ -437,12 +442,14 @@ public:
             // The previous nfsfh is left to libnfs (closing it would CLOSE
             // the state every user shares).
             shared->fh = fh;
+            shared->writable = shared->writable || writable;
             ++shared->users;
             return shared;
         }
         shared = std::make_shared<OpenState>();
         shared->fh = fh;
         shared->file_id = file_id;
+        shared->writable = writable;
         return shared;
     }
 
@@ -456,11 +463,11 @@ public:
         return true;
     }
 
-    // The open state of a file on this connection, if any (v4).
-    std::shared_ptr<OpenState> find_open(std::uint64_t file_id) {
+    // The open state of a file on this connection that allows writing, if any (v4).
+    std::shared_ptr<OpenState> find_writable_open(std::uint64_t file_id) {
         std::lock_guard lk(mu_);
         auto it = opens_.find(file_id);
-        return it == opens_.end() ? nullptr : it->second;
+        return it == opens_.end() || !it->second->writable ? nullptr : it->second;
     }
 
     std::uint64_t readmax() const { return readmax_; }
@@ -1039,7 +1046,7 @@ public:
             e = Errc::is_dir;
         std::shared_ptr<OpenState> state;
         if (e == Errc::ok) {
-            state = conn.adopt_open(fh, attr.file_id, gen);
+            state = conn.adopt_open(fh, attr.file_id, (flags & O_ACCMODE) != O_RDONLY, gen);
             if (!state)
                 return Errc::unreachable;  // the context went away; the engine retries
         } else {
@@ -1182,14 +1189,17 @@ public:
         if (Errc e = lstat_full(conn, p, before); e != Errc::ok)
             return e;
         if (target_.version == 4) {
+            SetAttr rest = change;
             if (change.mask & SetAttr::kSize) {
                 if (S_ISDIR(before.mode))
                     return Errc::is_dir;
-                if (Errc e = truncate_path(conn, p, before.file_id, change.size); e != Errc::ok)
-                    return e;
+                Errc e = Errc::ok;
+                if (truncate_through_writer(before.file_id, change.size, e)) {
+                    if (e != Errc::ok)
+                        return e;
+                    rest.mask &= ~SetAttr::kSize;
+                }
             }
-            SetAttr rest = change;
-            rest.mask &= ~SetAttr::kSize;
             if (S_ISLNK(before.mode))
                 rest.mask &= ~SetAttr::kMode;  // a symbolic link has no mode of its own on Linux
             if (Errc e = setattr_v4(conn, p, rest); e != Errc::ok)
@@ -1224,7 +1234,9 @@ public:
         if (change.mask & SetAttr::kSize) {
             if (S_ISDIR(before.mode))
                 return Errc::is_dir;
-            Errc e = truncate_path(conn, p, before.file_id, change.size);
+            Errc e = conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) {
+                return nfs_truncate_async(nfs, p.c_str(), change.size, cb, d);
+            }, nullptr);
             if (e != Errc::ok)
                 return e;
         }
@@ -1265,8 +1277,9 @@ public:
     // times of one upload while others open and close theirs), and the
     // CLOSE would end open state other handles of the file share. So the
     // backend sends the COMPOUND itself: PUTROOTFH, a LOOKUP per component
-    // of the path in the server's pseudo file system, SETATTR (anonymous
-    // stateid: no size change) with the mode, owner, group and times asked for.
+    // of the path in the server's pseudo file system, SETATTR with the
+    // anonymous stateid (which RFC 7530 allows for a size change too) and
+    // the size, mode, owner, group and times asked for.
     Errc setattr_v4(Connection& conn, const std::string& p, const SetAttr& change) {
         std::vector<std::string> names;
         const std::string whole = (target_.export_path == "/" ? "" : target_.export_path) + (p == "/" ? "" : p);
@@ -1281,6 +1294,11 @@ public:
         std::uint32_t mask[2] = {0, 0};
         std::string values;
         auto set = [&](int attr) { mask[attr / 32] |= 1u << (attr % 32); };
+        if (change.mask & SetAttr::kSize) {
+            set(FATTR4_SIZE);
+            put_u32(values, static_cast<std::uint32_t>(change.size >> 32));
+            put_u32(values, static_cast<std::uint32_t>(change.size));
+        }
         if (change.mask & SetAttr::kMode) {
             set(FATTR4_MODE);
             put_u32(values, change.mode & 07777);
@@ -1329,26 +1347,26 @@ public:
             nullptr);
     }
 
-    // Over NFSv4 libnfs truncates by path through an OPEN and a CLOSE of
-    // the file, and that CLOSE would end the open state our handles of it
-    // share: a file open on some connection is truncated through its handle.
-    Errc truncate_path(Connection& conn, const std::string& p, std::uint64_t file_id, std::uint64_t size) {
-        if (target_.version == 4) {
-            for (auto& other : conns_) {
-                auto serial = other->open_owner_lock();
-                const std::uint64_t gen = other->generation();
-                if (auto st = other->find_open(file_id))
-                    return other->call(
-                        [&](nfs_context* nfs, nfs_cb cb, void* d) {
-                            return nfs_ftruncate_async(nfs, st->fh, size, cb, d);
-                        },
-                        nullptr, gen);
+    // NFSv4: a file open for writing on some connection is truncated
+    // through that open's stateid, as a kernel client does. An open for
+    // reading only will not do: its stateid allows no size change
+    // (NFS4ERR_OPENMODE, EIO), and test_fsx's O_DIRECT readers left such
+    // opens about. False when there is no writable open; setattr_v4 then
+    // sends the size with the anonymous stateid (never libnfs's truncate by
+    // path: its OPEN and CLOSE would end the open state that handles of the
+    // file share on that connection).
+    bool truncate_through_writer(std::uint64_t file_id, std::uint64_t size, Errc& result) {
+        for (auto& conn : conns_) {
+            auto serial = conn->open_owner_lock();
+            const std::uint64_t gen = conn->generation();
+            if (auto st = conn->find_writable_open(file_id)) {
+                result = conn->call(
+                    [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_ftruncate_async(nfs, st->fh, size, cb, d); },
+                    nullptr, gen);
+                return true;
             }
         }
-        auto serial = conn.open_owner_lock();
-        return conn.call(
-            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_truncate_async(nfs, p.c_str(), size, cb, d); },
-            nullptr);
+        return false;
     }
 
     Errc statfs(StatFs& out) override {

@@ -238,6 +238,12 @@ void run_fsx(RemoteSpec remote, QStringList options, int ops) {
     std::printf("fsx seed %llu, %d ops\n", static_cast<unsigned long long>(seed), ops);
     std::fflush(stdout);
     const std::string problem = Fsx(m, seed).run(ops);
+    if (!problem.empty()) {
+        // What the daemon said (the server's own words for an EIO) tells
+        // where to look when a run fails only on another machine. Printed
+        // apart: QtTest cuts a failure message short.
+        std::fprintf(stderr, "daemon log (tail):\n%s\n", qPrintable(m.log().right(6000)));
+    }
     QVERIFY2(problem.empty(), problem.c_str());
     QVERIFY2(m.unmount(), qPrintable(m.error()));
 }

@@ -4,6 +4,7 @@
 #include "tests/support/test_remote.h"
 
 #include <QDir>
+#include <QScopeGuard>
 #include <QTest>
 
 #include <dirent.h>
@@ -81,6 +82,45 @@ private slots:
         QCOMPARE(::stat(b(m_->at("f")).constData(), &st), 0);
         QCOMPARE(st.st_size, 5000);
         QCOMPARE(st.st_mode & 07777, 0644u);  // 0666 & ~umask 022
+    }
+
+    // A program that truncates a file another part of it (or another
+    // program) holds open read-only: the truncate must not go through the
+    // reader's open. Over NFSv4 that open's state allows no size change
+    // (NFS4ERR_OPENMODE, EIO), and which connection holds which open varies,
+    // so several readers are opened, each on the next connection in turn.
+    void truncate_while_others_hold_the_file_read_only() {
+        auto data = random_bytes(200000, 7);
+        QVERIFY(write_file(m_->at("f"), data));
+        std::vector<int> fds;  // closed however the test ends, or the unmount finds the mount busy
+        auto close_all = [&] {
+            for (int fd : fds)
+                ::close(fd);
+            fds.clear();
+        };
+        auto closed_at_exit = qScopeGuard(close_all);
+        const int writer = ::open(b(m_->at("f")).constData(), O_RDWR);
+        QVERIFY(writer >= 0);
+        fds.push_back(writer);
+        for (int i = 0; i < 8; ++i) {
+            const int r = ::open(b(m_->at("f")).constData(), i % 2 ? O_RDONLY | O_DIRECT : O_RDONLY);
+            QVERIFY(r >= 0);
+            fds.push_back(r);
+            const auto size = static_cast<off_t>(data.size() - 1000 * (i + 1));
+            QCOMPARE(err_of([&] { return ::ftruncate(writer, size); }), 0);
+            data.resize(static_cast<std::size_t>(size));
+            const auto by_path = static_cast<off_t>(size - 500);
+            QCOMPARE(err_of([&] { return ::truncate(b(m_->at("f")).constData(), by_path); }), 0);
+            data.resize(static_cast<std::size_t>(by_path));
+        }
+        // Only readers left: the size change needs no open of ours.
+        ::close(writer);
+        fds.erase(fds.begin());
+        QCOMPARE(err_of([&] { return ::truncate(b(m_->at("f")).constData(), 100000); }), 0);
+        data.resize(100000);
+        close_all();
+        QVERIFY(read_file(m_->at("f")) == data);
+        QVERIFY(read_file(m_->direct("f")) == data);
     }
 
     void umask_applies_to_creates() {
