@@ -390,7 +390,8 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
         return Errc::ok;
     Attr attr;
     const auto asked = Clock::now();
-    e = impl_->known_missing(parent, name) ? Errc::not_found : impl_->backend->getattr(path, attr);
+    e = impl_->known_missing(parent, name) ? Errc::not_found
+                                           : impl_->idempotent([&] { return impl_->backend->getattr(path, attr); });
     std::lock_guard lock(impl_->mu);
     if (e == Errc::not_found) {
         // A negative entry: the kernel may remember the absence for a while.
@@ -493,9 +494,9 @@ Errc Engine::getattr(Ino ino, Attr& out) {
     }
     Attr attr;
     const auto asked = Clock::now();
-    Errc e = path.empty() ? Errc::not_found : impl_->backend->getattr(path, attr);
+    Errc e = path.empty() ? Errc::not_found : impl_->idempotent([&] { return impl_->backend->getattr(path, attr); });
     if (e == Errc::not_found && file)
-        e = file->getattr(attr);  // open but unlinked
+        e = impl_->idempotent([&] { return file->getattr(attr); });  // open but unlinked
     std::lock_guard lock(impl_->mu);
     auto node = impl_->node_locked(ino);
     if (!node)
@@ -535,7 +536,7 @@ Errc Engine::setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr&
     if (path.empty())
         return Errc::not_found;
     Attr attr;
-    Errc e = impl_->backend->setattr(path, change, attr);
+    Errc e = impl_->idempotent([&] { return impl_->backend->setattr(path, change, attr); });
     if (e != Errc::ok)
         return e;
     std::lock_guard lock(impl_->mu);
@@ -559,7 +560,7 @@ Errc Engine::readlink(Ino ino, std::string& target) {
     }
     if (path.empty())
         return Errc::not_found;
-    return impl_->backend->readlink(path, target);
+    return impl_->idempotent([&] { return impl_->backend->readlink(path, target); });
 }
 
 Errc Engine::Impl::finish_create(const Caller& caller, Ino parent, const std::string& name,
@@ -826,7 +827,7 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
 }
 
 Errc Engine::statfs(StatFs& out) {
-    Errc e = impl_->backend->statfs(out);
+    Errc e = impl_->idempotent([&] { return impl_->backend->statfs(out); });
     // Names longer than the kernel's NAME_MAX cannot reach us, whatever the
     // server allows (NFS servers report 256 or 1024).
     out.name_max = std::min<std::uint32_t>(out.name_max, kNameMax);
@@ -850,7 +851,7 @@ Errc Engine::opendir(Ino ino, std::uint64_t& handle) {
         return Errc::not_found;
     auto dir = std::make_unique<DirHandle>();
     dir->ino = ino;
-    Errc e = impl_->backend->readdir(path, dir->entries);
+    Errc e = impl_->idempotent([&] { return impl_->backend->readdir(path, dir->entries); });
     if (e != Errc::ok)
         return e;
     std::sort(dir->entries.begin(), dir->entries.end(),
@@ -992,7 +993,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
             lookup->done.set_value();
         });
     std::unique_ptr<BackendFile> file;
-    Errc e = impl_->backend->open(path, remote_flags, file);
+    Errc e = impl_->idempotent([&] { return impl_->backend->open(path, remote_flags, file); });
     if (!open_looks)
         lookup->done.get_future().wait();
     else if (e == Errc::ok && file->opened_attr(lookup->attr))
@@ -1006,7 +1007,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     Attr attr = lookup->attr;
     if (lookup->error != Errc::ok || !S_ISREG(attr.mode)) {
         // Replaced or renamed meanwhile: the handle's own view is the one that counts.
-        e = file->getattr(attr);
+        e = impl_->idempotent([&] { return file->getattr(attr); });
         if (e != Errc::ok)
             return e;
     }
@@ -1110,11 +1111,7 @@ Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
             return e;
         file = of.node->data.writeback_file ? of.node->data.writeback_file : of.file;
     }
-    Errc e;
-    Impl::Retry retry;
-    do
-        e = file->fsync(datasync);
-    while (e != Errc::ok && impl_->retry_after(e, retry));
+    const Errc e = impl_->idempotent([&] { return file->fsync(datasync); });
     if (e == Errc::ok)
         impl_->settle_version(of.node, *file);
     return e;

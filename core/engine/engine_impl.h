@@ -180,6 +180,20 @@ struct Engine::Impl {
         Clock::time_point start = Clock::now();
     };
     bool retry_after(Errc error, Retry& retry);
+    // An idempotent request (a lookup, an open, a setattr, a listing...)
+    // asked again under retry_after: a reconnect in the middle of it is
+    // ridden out as it is for reads and writes. Not for a create, mkdir,
+    // link, unlink or rename: one lost with the connection may have been
+    // applied, and asking again would report EEXIST or ENOENT for it.
+    template <class Request>
+    Errc idempotent(Request&& request) {
+        Retry retry;
+        Errc e;
+        do
+            e = request();
+        while (e != Errc::ok && retry_after(e, retry));
+        return e;
+    }
     // The path of a new child, refusing on a read-only mount.
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);
     OpenFile* make_open_file_locked(const std::shared_ptr<Node>& node, std::unique_ptr<BackendFile> file,

@@ -349,11 +349,11 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
     change.mask |= SetAttr::kSize;
     change.size = size;
     Attr attr;
-    Errc e = path.empty() ? Errc::not_found : backend->setattr(path, change, attr);
+    Errc e = path.empty() ? Errc::not_found : idempotent([&] { return backend->setattr(path, change, attr); });
     if (e == Errc::not_found && file) {  // open but unlinked: through the handle
-        e = file->truncate(size);
+        e = idempotent([&] { return file->truncate(size); });
         if (e == Errc::ok)
-            e = file->getattr(attr);
+            e = idempotent([&] { return file->getattr(attr); });
     }
     // The cached tail goes once the remote has the new size, not before:
     // a remote that keeps a local copy (offline, the replica) copies the

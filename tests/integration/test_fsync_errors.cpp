@@ -3,10 +3,16 @@
 // is kept and delivered once the remote works again.
 #include "tests/support/mount_fixture.h"
 
+#include <QDir>
+#include <QFileInfo>
 #include <QTest>
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 using namespace netfs::test;
 
@@ -85,6 +91,41 @@ private slots:
         QCOMPARE(fsync_errno(fd), 0);
         QCOMPARE(close_errno(fd), 0);
         QVERIFY(read_file(m_->direct("h")) == random_bytes(70000, 4));
+    }
+
+    // A lookup, stat, open, truncate, chmod, listing, readlink or statfs
+    // that meets a reconnect is asked again, as reads and writes are: a
+    // server restart is not an error for the program (it got EHOSTUNREACH).
+    // A create, mkdir, link, unlink or rename is not asked again: one lost
+    // with the connection may have been applied, and a second attempt would
+    // report EEXIST or ENOENT for our own change.
+    void idempotent_metadata_calls_are_retried_invisibly() {
+        QVERIFY(write_file(m_->direct("m"), random_bytes(50000, 6)));
+        QVERIFY(::symlink("m", m_->direct("ln").toLocal8Bit().constData()) == 0);
+        m_->set_faults("getattr unreachable count=2\nopen timed_out count=2\nsetattr unreachable count=4\n"
+                       "readdir again count=2\nreadlink unreachable count=2\nstatfs timed_out count=2\n");
+        struct stat st;
+        QCOMPARE(::stat(m_->at("m").toLocal8Bit().constData(), &st), 0);
+        QCOMPARE(st.st_size, 50000);
+        QCOMPARE(::truncate(m_->at("m").toLocal8Bit().constData(), 20000), 0);
+        QCOMPARE(::chmod(m_->at("m").toLocal8Bit().constData(), 0600), 0);
+        auto data = random_bytes(50000, 6);
+        data.resize(20000);
+        QVERIFY(read_file(m_->at("m")) == data);
+        QVERIFY(read_file(m_->direct("m")) == data);
+        QCOMPARE(QFileInfo(m_->direct("m")).permissions() & QFile::ReadGroup, QFile::Permissions());
+        QCOMPARE(QDir(m_->mountpoint()).entryList(QDir::Files | QDir::System).size(), 2);
+        QCOMPARE(QFile::symLinkTarget(m_->at("ln")), m_->at("m"));
+        struct statvfs sv;
+        QCOMPARE(::statvfs(m_->mountpoint().toLocal8Bit().constData(), &sv), 0);
+
+        m_->set_faults("mkdir unreachable count=1\n");
+        errno = 0;
+        QCOMPARE(::mkdir(m_->at("d").toLocal8Bit().constData(), 0755), -1);
+        QCOMPARE(errno, EHOSTUNREACH);
+        QVERIFY(!QFileInfo::exists(m_->direct("d")));
+        QCOMPARE(::mkdir(m_->at("d").toLocal8Bit().constData(), 0755), 0);
+        m_->set_faults("");
     }
 
     void transient_failures_are_retried_invisibly() {
