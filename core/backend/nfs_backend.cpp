@@ -1315,9 +1315,13 @@ public:
             set(FATTR4_TIME_ACCESS_SET);
             put_settime(values, change.mask & SetAttr::kAtimeNow, change.atime);
         }
-        if (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)) {
+        // A size change moves mtime unless a time is given, as libnfs's own
+        // truncate asks (and Linux's truncate does on a local disk).
+        const bool mtime_now = (change.mask & SetAttr::kMtimeNow) ||
+                               ((change.mask & SetAttr::kSize) && !(change.mask & SetAttr::kMtime));
+        if ((change.mask & SetAttr::kMtime) || mtime_now) {
             set(FATTR4_TIME_MODIFY_SET);
-            put_settime(values, change.mask & SetAttr::kMtimeNow, change.mtime);
+            put_settime(values, mtime_now, change.mtime);
         }
         if (mask[0] == 0 && mask[1] == 0)
             return Errc::ok;

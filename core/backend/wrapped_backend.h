@@ -26,6 +26,7 @@ class WrappedBackend : public Backend {
 public:
     explicit WrappedBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
 
+    ConnectionState connection_state() const override { return inner_->connection_state(); }
     std::string describe() const override { return inner_->describe(); }
     BackendLimits limits() const override { return inner_->limits(); }
 

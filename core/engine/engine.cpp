@@ -26,7 +26,11 @@ bool is_regular(std::uint32_t mode) { return S_ISREG(mode); }
 bool Engine::Impl::retry_after(Errc error, Retry& retry) {
     if (!is_transient(error))
         return false;
-    if (retry.attempt >= options.max_retries && Clock::now() - retry.start >= options.retry_timeout)
+    // A network remote's bound is time: an attempt that itself waited out
+    // the remote's timeout has used it up, and asking again would multiply
+    // the bound by the count. Other remotes count attempts.
+    const bool timed = options.retry_timeout.count() > 0;
+    if (timed ? Clock::now() - retry.start >= options.retry_timeout : retry.attempt >= options.max_retries)
         return false;
     int& attempt = retry.attempt;
     {
@@ -36,7 +40,7 @@ bool Engine::Impl::retry_after(Errc error, Retry& retry) {
     auto delay = std::min<Clock::duration>(options.retry_backoff * (1 << std::min(attempt++, 10)),
                                            std::chrono::milliseconds(2000));
     // The last attempt comes at the deadline, not a back-off after it.
-    if (attempt > options.max_retries)
+    if (timed)
         delay = std::clamp<Clock::duration>(retry.start + options.retry_timeout - Clock::now(),
                                             std::chrono::milliseconds(1), delay);
     std::this_thread::sleep_for(delay);

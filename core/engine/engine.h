@@ -45,9 +45,10 @@ struct EngineOptions {
     std::chrono::milliseconds dir_cache_time{30000};
     std::chrono::milliseconds writeback_interval{5000};  // dirty data older than this is written
     int max_retries = 5;                                 // for transient errors, per subrequest
-    // ... and, for network remotes, for at least this long: a server that
-    // comes back within it (a reconnect) completes the operation; after it
-    // the error is returned. 0: max_retries only.
+    // Network remotes: instead of max_retries, retried for this long since
+    // the first attempt: a server that comes back within it (a reconnect)
+    // completes the operation; after it the error is returned, also when
+    // one attempt alone took that long. 0: max_retries.
     std::chrono::milliseconds retry_timeout{0};
     std::chrono::milliseconds retry_backoff{20};         // doubled after each attempt
     bool direct_io = false;                              // every open behaves as O_DIRECT

@@ -172,7 +172,7 @@ struct Engine::Impl {
     // At the last close of a file renamed aside: removes it from the remote.
     void remove_set_aside(const std::shared_ptr<Node>& node);
     // After a failed RPC: for a transient error while attempts or time are
-    // left (max_retries attempts, and for network remotes until retry_timeout
+    // left (max_retries attempts, or for network remotes until retry_timeout
     // has passed since the first), counts a retry, sleeps the back-off and
     // returns true; otherwise false. Called without the lock.
     struct Retry {
@@ -185,14 +185,20 @@ struct Engine::Impl {
     // ridden out as it is for reads and writes. Not for a create, mkdir,
     // link, unlink or rename: one lost with the connection may have been
     // applied, and asking again would report EEXIST or ENOENT for it.
+    // A remote that has given the server up (ConnectionState::unreachable:
+    // reconnecting failed) answers at once, as before: `ls` on a mount
+    // without a cache must not wait retry_timeout per name.
     template <class Request>
     Errc idempotent(Request&& request) {
         Retry retry;
         Errc e;
         do
             e = request();
-        while (e != Errc::ok && retry_after(e, retry));
+        while (e != Errc::ok && !server_given_up(e) && retry_after(e, retry));
         return e;
+    }
+    bool server_given_up(Errc error) const {
+        return error == Errc::unreachable && backend->connection_state() == ConnectionState::unreachable;
     }
     // The path of a new child, refusing on a read-only mount.
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);

@@ -19,6 +19,7 @@
 #include <QThread>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace netfs::test;
@@ -159,6 +160,17 @@ private slots:
         QVERIFY2(r.err.contains("Input/output error") || r.err.contains("timed out") ||
                      r.err.contains("No route to host"),
                  qPrintable(r.err));
+        // A name never looked up waits at most the timeout while the pool
+        // may still reconnect; once it has given the server up, the next
+        // fails at once, not after a retry timeout per name (an `ls -l` of
+        // a directory would wait that long for each entry).
+        clock.restart();
+        struct stat st;
+        QCOMPARE(::stat(qPrintable(m.at("never_looked_up")), &st), -1);
+        QVERIFY2(clock.elapsed() < 8000 + 2000, qPrintable(QString("%1 ms").arg(clock.elapsed())));
+        clock.restart();
+        QCOMPARE(::stat(qPrintable(m.at("never_looked_up_either")), &st), -1);
+        QVERIFY2(clock.elapsed() < 1000, qPrintable(QString("%1 ms").arg(clock.elapsed())));
         link(true);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
