@@ -81,6 +81,7 @@ struct Hoarder::File {
     std::vector<std::uint64_t> missing; // granules not held, ascending
     std::uint64_t held_bytes = 0;       // bytes of the granules held
     std::uint64_t credited = 0;         // bytes progress has counted (<= listed_size)
+    bool kept_changing = false;         // given up after kAttempts versions (not the server's own `again`)
 };
 
 // What the fetching threads of one pin() share.
@@ -288,8 +289,10 @@ Errc Hoarder::fetch(File& f, Run& run) {
             run.credit(f, f.attr.size, true);
             return Errc::ok;
         }
-        if (attempt == kAttempts)
+        if (attempt == kAttempts) {
+            f.kept_changing = true;
             return Errc::again;
+        }
         handle.reset();
         Attr now;
         const Errc e = remote_.getattr(f.path, now);
@@ -364,7 +367,7 @@ Errc Hoarder::pin(const std::string& path, const std::function<void(const PinPro
             const Errc e = fetch(f, run);
             if (e == Errc::busy || e == Errc::ok)
                 continue;  // a cancel is reported once, below
-            if (e == Errc::again)
+            if (e == Errc::again && f.kept_changing)
                 run.fail(e, f.path + " kept changing while it was fetched; pin it again later");
             else if (e == Errc::no_space)
                 run.fail(e, f.path + ": the cache's disk is full; make room and pin again");

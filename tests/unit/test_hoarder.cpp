@@ -37,10 +37,13 @@ public:
     std::atomic<std::uint64_t> read_bytes{0};  // asked of the real remote
     std::size_t shorten = 0;                    // at most this many bytes per read (0: as asked)
     std::function<void(const std::string&)> on_read;  // called from the reading threads
+    std::atomic<Errc> read_error{Errc::ok};           // what every read fails with
 
     Errc before(Op op, const std::string& path, std::size_t& length) override {
         if (op != Op::read)
             return Errc::ok;
+        if (read_error != Errc::ok)
+            return read_error;
         if (shorten)
             length = std::min(length, shorten);
         reads++;
@@ -358,6 +361,20 @@ private slots:
         const Outcome busy = rig.pin("/f");
         QCOMPARE(busy.error, Errc::again);
         QVERIFY2(busy.message.find("/f") != std::string::npos, busy.message.c_str());
+        QVERIFY2(busy.message.find("kept changing") != std::string::npos, busy.message.c_str());
+
+        // A server that asks to be asked again later (NFS's DELAY) is named
+        // as that, not as a file that kept changing.
+        rig.remote->on_read = nullptr;
+        rig.put("/g", G, 7);
+        rig.remote->read_error = Errc::again;
+        const Outcome delayed = rig.pin("/g");
+        QCOMPARE(delayed.error, Errc::again);
+        QVERIFY2(delayed.message.find("/g") != std::string::npos, delayed.message.c_str());
+        QVERIFY2(delayed.message.find("kept changing") == std::string::npos, delayed.message.c_str());
+        rig.remote->read_error = Errc::ok;
+        QCOMPARE(rig.pin("/g").error, Errc::ok);
+        QVERIFY(rig.holds("/g"));
     }
 
     void cancel_stops_between_batches() {
