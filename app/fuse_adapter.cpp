@@ -23,9 +23,16 @@ constexpr unsigned kIoSize = 1u << 20;
 FuseAdapter& adapter_of(fuse_req_t req) { return *static_cast<FuseAdapter*>(fuse_req_userdata(req)); }
 Engine& engine_of(fuse_req_t req) { return adapter_of(req).engine(); }
 
+// The errno a program sees for e. A transient error still there after the
+// engine's retries (the server unreachable, no answer within the timeout,
+// busy) is EIO, as on an NFS soft mount: EAGAIN from a blocking read or
+// EHOSTUNREACH from open(2) is nothing programs expect of a file system.
+// The daemon's log says which it was.
+int errno_for_program(Errc e) { return is_transient(e) ? EIO : to_errno(e); }
+
 // The one place an Errc becomes a reply; Errc::ok replies success (for the
 // operations whose only answer is "done").
-void reply_error(fuse_req_t req, Errc e) { fuse_reply_err(req, to_errno(e)); }
+void reply_error(fuse_req_t req, Errc e) { fuse_reply_err(req, errno_for_program(e)); }
 
 double seconds(std::chrono::milliseconds ms) { return std::chrono::duration<double>(ms).count(); }
 
@@ -453,7 +460,7 @@ void on_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
     if (e == Errc::ok)
         e = adapter.state_reader()(path, state);
     if (e != Errc::ok)
-        fuse_reply_err(req, to_errno(e));
+        fuse_reply_err(req, errno_for_program(e));
     else if (size == 0)
         fuse_reply_xattr(req, state.size());
     else if (size < state.size())
