@@ -3,7 +3,7 @@
 // Goal: be thin enough that everything worth testing can be tested on the
 // Engine without FUSE in the loop. Each handler unpacks its arguments, calls
 // one Engine method and replies exactly once; errors become errnos in one
-// helper (to_errno), attributes become a struct stat in one helper (which
+// helper (errno_for_program), attributes become a struct stat in one helper (which
 // applies the uid=, gid= and umask= mount options). Nothing here decides
 // about data, caching or consistency beyond telling the kernel what the
 // engine decided.

@@ -2,8 +2,8 @@
 //
 // Backends return an Errc from a small closed set; the engine passes it on
 // or acts on it (retries a transient one); the FUSE adapter turns it into an
-// errno in exactly one place, to_errno(). Nothing else in the code base maps
-// errors.
+// errno in exactly one place (errno_for_program, through to_errno). Nothing
+// else in the code base maps errors.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +33,9 @@ enum class Errc : std::uint8_t {
     bad_handle,     // ESTALE: the remote object went away under an open handle
     io,             // EIO: anything the remote reported that fits nothing else
 
-    // Transient: the engine retries these with back-off before giving up.
+    // Transient: the engine retries these with back-off before giving up;
+    // what is left reaches programs as EIO (the errno here is for logs and
+    // for the file:// remote's mapping).
     again,          // EAGAIN: try again (server busy, short of resources)
     timed_out,      // ETIMEDOUT: no answer within the configured time
     unreachable,    // EHOSTUNREACH: the connection to the server is down

@@ -370,6 +370,14 @@ bool server_asks_to_wait(const std::string& error_text) {
     return mentions_any(error_text, {"NFS4ERR_GRACE", "NFS4ERR_DELAY", "NFS4ERR_RESOURCE"});
 }
 
+// libnfs's words for a request failed because its connection broke: with
+// auto-reconnect off it fails every request in flight with this text
+// (rpc_reconnect_requeue). Found when a stat at the moment ganesha was
+// killed came back EIO instead of being retried after the restart.
+bool failed_with_the_socket(const std::string& error_text) {
+    return mentions_any(error_text, {"Failed to reconnect"});
+}
+
 // The server no longer knows our client id or our open stateids. libnfs
 // renews no lease (and exposes no client id to send RENEW with), so a
 // connection idle with files open past the lease (60 to 90 s) meets this on
@@ -648,6 +656,11 @@ private:
                        (status < 0 && self->target_.version == 4 && server_asks_to_wait(c->error_text))) {
                 c->result = Errc::again;
                 c->server_waits = true;
+            } else if (status < 0 && failed_with_the_socket(c->error_text)) {
+                // In flight when the socket broke: libnfs (auto-reconnect
+                // off) fails it in nfs_service, before drop_context can say
+                // "unreachable" of it as of the rest. The same for this one.
+                c->result = Errc::unreachable;
             } else if (status < 0 && self->target_.version == 4 && forgot_our_state(c->error_text)) {
                 // Fails over like a lost connection: the service thread starts
                 // a new client, and open files re-open on it.
@@ -1198,6 +1211,10 @@ public:
                     if (e != Errc::ok)
                         return e;
                     rest.mask &= ~SetAttr::kSize;
+                } else if (change.size != before.size && !(change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow))) {
+                    // A size that changes moves mtime, as on a local disk
+                    // and as libnfs's own truncate asks (a server need not).
+                    rest.mask |= SetAttr::kMtimeNow;
                 }
             }
             if (S_ISLNK(before.mode))
@@ -1315,13 +1332,9 @@ public:
             set(FATTR4_TIME_ACCESS_SET);
             put_settime(values, change.mask & SetAttr::kAtimeNow, change.atime);
         }
-        // A size change moves mtime unless a time is given, as libnfs's own
-        // truncate asks (and Linux's truncate does on a local disk).
-        const bool mtime_now = (change.mask & SetAttr::kMtimeNow) ||
-                               ((change.mask & SetAttr::kSize) && !(change.mask & SetAttr::kMtime));
-        if ((change.mask & SetAttr::kMtime) || mtime_now) {
+        if (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)) {
             set(FATTR4_TIME_MODIFY_SET);
-            put_settime(values, mtime_now, change.mtime);
+            put_settime(values, change.mask & SetAttr::kMtimeNow, change.mtime);
         }
         if (mask[0] == 0 && mask[1] == 0)
             return Errc::ok;

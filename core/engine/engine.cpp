@@ -30,8 +30,16 @@ bool Engine::Impl::retry_after(Errc error, Retry& retry) {
     // the remote's timeout has used it up, and asking again would multiply
     // the bound by the count. Other remotes count attempts.
     const bool timed = options.retry_timeout.count() > 0;
-    if (timed ? Clock::now() - retry.start >= options.retry_timeout : retry.attempt >= options.max_retries)
+    if (timed && gave_up.load(std::memory_order_relaxed)) {
+        if (backend->connection_state() != ConnectionState::connected)
+            return false;
+        gave_up.store(false, std::memory_order_relaxed);
+    }
+    if (timed ? Clock::now() - retry.start >= options.retry_timeout : retry.attempt >= options.max_retries) {
+        if (timed && backend->connection_state() != ConnectionState::connected)
+            gave_up.store(true, std::memory_order_relaxed);
         return false;
+    }
     int& attempt = retry.attempt;
     {
         std::lock_guard lock(mu);

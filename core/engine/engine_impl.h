@@ -185,21 +185,22 @@ struct Engine::Impl {
     // ridden out as it is for reads and writes. Not for a create, mkdir,
     // link, unlink or rename: one lost with the connection may have been
     // applied, and asking again would report EEXIST or ENOENT for it.
-    // A remote that has given the server up (ConnectionState::unreachable:
-    // reconnecting failed) answers at once, as before: `ls` on a mount
-    // without a cache must not wait retry_timeout per name.
     template <class Request>
     Errc idempotent(Request&& request) {
         Retry retry;
         Errc e;
         do
             e = request();
-        while (e != Errc::ok && !server_given_up(e) && retry_after(e, retry));
+        while (e != Errc::ok && retry_after(e, retry));
         return e;
     }
-    bool server_given_up(Errc error) const {
-        return error == Errc::unreachable && backend->connection_state() == ConnectionState::unreachable;
-    }
+    // A request of a network remote ran out of retry_timeout while the
+    // remote was not connected: later ones are not retried until it reports
+    // itself connected again. `ls -l` on a mount without a cache must not
+    // wait the timeout for each name. Per engine, not per backend: each
+    // remote says "unreachable" after its own fashion (nfs:// after two
+    // failed reconnects, sftp:// after the timeout).
+    std::atomic<bool> gave_up{false};
     // The path of a new child, refusing on a read-only mount.
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);
     OpenFile* make_open_file_locked(const std::shared_ptr<Node>& node, std::unique_ptr<BackendFile> file,

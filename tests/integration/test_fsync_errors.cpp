@@ -95,7 +95,7 @@ private slots:
 
     // A lookup, stat, open, truncate, chmod, listing, readlink or statfs
     // that meets a reconnect is asked again, as reads and writes are: a
-    // server restart is not an error for the program (it got EIO).
+    // server restart is not an error for the program (before, it failed).
     // A create, mkdir, link, unlink or rename is not asked again: one lost
     // with the connection may have been applied, and a second attempt would
     // report EEXIST or ENOENT for our own change.

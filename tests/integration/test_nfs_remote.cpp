@@ -618,8 +618,8 @@ private slots:
     // NFSv4 only: a server that restarts refuses new opens during its grace
     // period (NFS4ERR_GRACE), which libnfs 4.0 reports like a failure. The
     // backend asks again until the grace period is over, as a kernel client
-    // does: neither EIO nor EAGAIN (which an open or a mkdir would pass on to
-    // the application), at most a transient error while it reconnects.
+    // does: no failure for the engine to pass on (a mkdir is not asked
+    // again), at most a transient error while it reconnects.
     void the_grace_period_is_waited_out() {
         GaneshaServer server;
         server.set_lease_seconds(5);

@@ -17,9 +17,11 @@
 #include <QThread>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <thread>
 
 using namespace netfs::test;
 
@@ -115,11 +117,54 @@ private slots:
         GaneshaServer nfs;
         QVERIFY2(nfs.start(), qPrintable(nfs.error()));
         RemoteSpec spec;
-        spec.kind = "nfs3";
-        spec.url = nfs.url();
+        spec.kind = "nfs4";
+        spec.url = nfs.url({}, 4);
         spec.backing = nfs.export_dir();
         MountFixture m(spec);
         lose_and_regain(m, [&] { nfs.kill(); }, [&] { return nfs.restart(); }, "nfs");
+    }
+
+    // Without a cache there is no disconnected mode: a server restart is
+    // ridden out by the engine's retries. A name never looked up before,
+    // asked for while the server is down, is answered once it is back; the
+    // backend calls the server unreachable (two failed reconnects) long
+    // before that, which must not end the retries.
+    void a_mount_without_cache_rides_out_a_server_restart() {
+        GaneshaServer nfs;
+        QVERIFY2(nfs.start(), qPrintable(nfs.error()));
+        RemoteSpec spec;
+        spec.kind = "nfs4";
+        spec.url = nfs.url({}, 4);
+        spec.backing = nfs.export_dir();
+        MountFixture m(spec);
+        m.set_extra_args({"--no-cache"});
+        const auto data = random_bytes(70000, 5);
+        QVERIFY(write_file(m.direct("a.bin"), data));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        nfs.kill();
+        // The stat in a thread of its own: the server is started again from
+        // this one (a server forked from a thread dies with that thread).
+        QElapsedTimer clock;
+        clock.start();
+        struct stat st;
+        int stat_errno = -1;
+        qint64 answered_after = -1;
+        std::thread asker([&] {
+            errno = 0;
+            stat_errno = ::stat(qPrintable(m.at("a.bin")), &st) == 0 ? 0 : errno;
+            answered_after = clock.elapsed();
+        });
+        QThread::msleep(2500);
+        const bool restarted = nfs.restart();
+        asker.join();
+        QVERIFY2(restarted, qPrintable(nfs.error()));
+        if (stat_errno != 0)
+            qWarning("daemon log:\n%s", qPrintable(m.log().right(4000)));
+        QCOMPARE(stat_errno, 0);
+        QVERIFY2(answered_after >= 2000, "answered only once the server was back");
+        QCOMPARE(st.st_size, 70000);
+        QCOMPARE(read_file(m.at("a.bin")), data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
     // A laptop mounting on the train: the server is down, the cache knows
