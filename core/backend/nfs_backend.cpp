@@ -549,7 +549,9 @@ public:
         } else if (status == RPC_STATUS_CANCEL || status == RPC_STATUS_TIMEOUT) {
             err = -EINTR;
         }
-        on_reply(err, nullptr, nullptr, private_data);
+        // On RPC_STATUS_ERROR `data` is libnfs's text ("Failed to reconnect
+        // async" when the socket broke): on_reply reads the cause from it.
+        on_reply(err, nullptr, status == RPC_STATUS_ERROR ? data : nullptr, private_data);
     }
 
     // One request per element, all in flight at once; results[i] for requests[i].
@@ -1211,9 +1213,10 @@ public:
                     if (e != Errc::ok)
                         return e;
                     rest.mask &= ~SetAttr::kSize;
-                } else if (change.size != before.size && !(change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow))) {
-                    // A size that changes moves mtime, as on a local disk
-                    // and as libnfs's own truncate asks (a server need not).
+                } else if (!(change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow))) {
+                    // mtime moves with the size, as libnfs's own truncate
+                    // asks on the other paths (NFSv3, a writable open) and
+                    // as Linux's truncate(2) does.
                     rest.mask |= SetAttr::kMtimeNow;
                 }
             }

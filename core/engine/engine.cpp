@@ -30,7 +30,7 @@ bool Engine::Impl::retry_after(Errc error, Retry& retry) {
     // the remote's timeout has used it up, and asking again would multiply
     // the bound by the count. Other remotes count attempts.
     const bool timed = options.retry_timeout.count() > 0;
-    if (timed && gave_up.load(std::memory_order_relaxed)) {
+    if (timed && retry.fail_fast && gave_up.load(std::memory_order_relaxed)) {
         if (backend->connection_state() != ConnectionState::connected)
             return false;
         gave_up.store(false, std::memory_order_relaxed);

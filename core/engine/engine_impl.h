@@ -178,6 +178,10 @@ struct Engine::Impl {
     struct Retry {
         int attempt = 0;
         Clock::time_point start = Clock::now();
+        // False for writes: they keep their whole timeout after the remote
+        // was given up (gave_up), or writeback would send and fail again
+        // and again for the whole outage.
+        bool fail_fast = true;
     };
     bool retry_after(Errc error, Retry& retry);
     // An idempotent request (a lookup, an open, a setattr, a listing...)
@@ -192,11 +196,21 @@ struct Engine::Impl {
         do
             e = request();
         while (e != Errc::ok && retry_after(e, retry));
+        if (e == Errc::ok)
+            remote_answered();
         return e;
     }
+    // Clears gave_up: the remote answered, so the outage is over. Called on
+    // every success of a retried request (not only after a later failure,
+    // or the flag of one outage would end the next restart's retries early).
+    void remote_answered() {
+        if (gave_up.load(std::memory_order_relaxed))
+            gave_up.store(false, std::memory_order_relaxed);
+    }
     // A request of a network remote ran out of retry_timeout while the
-    // remote was not connected: later ones are not retried until it reports
-    // itself connected again. `ls -l` on a mount without a cache must not
+    // remote was not connected: later ones (reads and metadata calls) are
+    // not retried until a request succeeds or the remote reports itself
+    // connected again. `ls -l` on a mount without a cache must not
     // wait the timeout for each name. Per engine, not per backend: each
     // remote says "unreachable" after its own fashion (nfs:// after two
     // failed reconnects, sftp:// after the timeout).

@@ -108,6 +108,7 @@ Errc Engine::Impl::read_from_remote(BackendFile& file, std::uint64_t offset, std
             if (n == 0)
                 break;  // end of file
             transferred += n;  // a short read continues where it stopped
+            remote_answered();
             if (offset + transferred >= known_end)
                 break;
             retry = {};

@@ -70,13 +70,14 @@ Errc Engine::Impl::sync_locked(std::unique_lock<std::mutex>& lock, OpenFile& of)
 
 Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data) {
     std::size_t done = 0;
-    Retry retry;
+    Retry retry{.fail_fast = false};
     while (done < data.size()) {
         std::size_t n = 0;
         Errc e = file.write(offset + done, data.subspan(done), n);
         if (e == Errc::ok && n > 0) {
             done += n;  // a short write continues where it stopped
-            retry = {};
+            retry = Retry{.fail_fast = false};
+            remote_answered();
             continue;
         }
         if (e == Errc::ok)
