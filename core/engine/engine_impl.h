@@ -210,7 +210,7 @@ struct Engine::Impl {
     // A request of a network remote ran out of retry_timeout while the
     // remote was not connected: later ones (reads and metadata calls) are
     // not retried until a request succeeds or the remote reports itself
-    // connected again. `ls -l` on a mount without a cache must not
+    // connected again (the writeback thread looks every second). `ls -l` on a mount without a cache must not
     // wait the timeout for each name. Per engine, not per backend: each
     // remote says "unreachable" after its own fashion (nfs:// after two
     // failed reconnects, sftp:// after the timeout).

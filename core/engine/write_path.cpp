@@ -410,6 +410,16 @@ void Engine::Impl::writeback_thread() {
         });
         if (stopping)
             break;
+        if (gave_up.load(std::memory_order_relaxed)) {
+            // Back, though nothing retried has succeeded yet (only names
+            // answered from memory, or a mkdir): the next restart is ridden
+            // out again. Asked without the lock: the remote has its own.
+            lock.unlock();
+            const bool back = backend->connection_state() == ConnectionState::connected;
+            lock.lock();
+            if (back)
+                remote_answered();
+        }
         const auto now = Clock::now();
         const bool pressure = dirty_bytes > dirty_background;
         std::vector<std::shared_ptr<Node>> due;
