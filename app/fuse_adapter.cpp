@@ -27,7 +27,8 @@ Engine& engine_of(fuse_req_t req) { return adapter_of(req).engine(); }
 // engine's retries (the server unreachable, no answer within the timeout,
 // the server asking to be asked again) is EIO, as on an NFS soft mount:
 // EAGAIN from a blocking read or EHOSTUNREACH from open(2) is nothing
-// programs expect of a file system. The daemon's log says which it was.
+// programs expect of a file system. The daemon logs the cause of a failed
+// read or write and each change of the connection's state.
 int errno_for_program(Errc e) { return is_transient(e) ? EIO : to_errno(e); }
 
 // The one place an Errc becomes a reply; Errc::ok replies success (for the

@@ -46,7 +46,8 @@ constexpr bool is_transient(Errc e) {
     return e == Errc::again || e == Errc::timed_out || e == Errc::unreachable;
 }
 
-// The errno a caller of the mount sees for e (0 for ok).
+// The errno for e (0 for ok). Programs see it, but for a transient error,
+// which reaches them as EIO (app/fuse_adapter.cpp errno_for_program).
 int to_errno(Errc e);
 
 // The Errc for an errno reported by a local system call (file:// remote).

@@ -372,8 +372,8 @@ bool server_asks_to_wait(const std::string& error_text) {
 
 // libnfs's words for a request failed because its connection broke: with
 // auto-reconnect off it fails every request in flight with this text
-// (rpc_reconnect_requeue). Found when a stat at the moment ganesha was
-// killed came back EIO instead of being retried after the restart.
+// (rpc_reconnect_requeue). The request is as lost as those drop_context
+// fails: transient, not EIO.
 bool failed_with_the_socket(const std::string& error_text) {
     return mentions_any(error_text, {"Failed to reconnect"});
 }

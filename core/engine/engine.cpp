@@ -33,7 +33,7 @@ bool Engine::Impl::retry_after(Errc error, Retry& retry) {
     if (timed && retry.fail_fast && gave_up.load(std::memory_order_relaxed)) {
         if (backend->connection_state() != ConnectionState::connected)
             return false;
-        gave_up.store(false, std::memory_order_relaxed);
+        remote_answered();
     }
     if (timed ? Clock::now() - retry.start >= options.retry_timeout : retry.attempt >= options.max_retries) {
         if (timed && backend->connection_state() != ConnectionState::connected)
@@ -1123,7 +1123,14 @@ Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
             return e;
         file = of.node->data.writeback_file ? of.node->data.writeback_file : of.file;
     }
-    const Errc e = impl_->idempotent([&] { return file->fsync(datasync); });
+    // As a write: it keeps its whole timeout after the remote was given up.
+    Errc e;
+    Impl::Retry retry{.fail_fast = false};
+    do
+        e = file->fsync(datasync);
+    while (e != Errc::ok && impl_->retry_after(e, retry));
+    if (e == Errc::ok)
+        impl_->remote_answered();
     if (e == Errc::ok)
         impl_->settle_version(of.node, *file);
     return e;

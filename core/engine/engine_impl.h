@@ -178,9 +178,9 @@ struct Engine::Impl {
     struct Retry {
         int attempt = 0;
         Clock::time_point start = Clock::now();
-        // False for writes: they keep their whole timeout after the remote
-        // was given up (gave_up), or writeback would send and fail again
-        // and again for the whole outage.
+        // False for writes and fsync: they keep their whole timeout after
+        // the remote was given up (gave_up), or writeback would send and
+        // fail again and again for the whole outage.
         bool fail_fast = true;
     };
     bool retry_after(Errc error, Retry& retry);
@@ -208,12 +208,12 @@ struct Engine::Impl {
             gave_up.store(false, std::memory_order_relaxed);
     }
     // A request of a network remote ran out of retry_timeout while the
-    // remote was not connected: later ones (reads and metadata calls) are
-    // not retried until a request succeeds or the remote reports itself
-    // connected again (the writeback thread looks every second). `ls -l` on a mount without a cache must not
-    // wait the timeout for each name. Per engine, not per backend: each
-    // remote says "unreachable" after its own fashion (nfs:// after two
-    // failed reconnects, sftp:// after the timeout).
+    // remote was not connected: later reads and metadata calls are not
+    // retried until a request succeeds or the remote reports itself
+    // connected again (the writeback thread looks every second). `ls -l` on
+    // a mount without a cache must not wait the timeout for each name. Per
+    // engine, not per backend: each remote says "unreachable" after its own
+    // fashion (nfs:// after two failed reconnects, sftp:// after the timeout).
     std::atomic<bool> gave_up{false};
     // The path of a new child, refusing on a read-only mount.
     std::string new_child_path(Ino parent, std::string_view name, Errc& error);

@@ -417,6 +417,8 @@ void Engine::Impl::writeback_thread() {
             lock.unlock();
             const bool back = backend->connection_state() == ConnectionState::connected;
             lock.lock();
+            if (stopping)
+                break;
             if (back)
                 remote_answered();
         }

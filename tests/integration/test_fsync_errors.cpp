@@ -102,8 +102,16 @@ private slots:
     void idempotent_metadata_calls_are_retried_invisibly() {
         QVERIFY(write_file(m_->direct("m"), random_bytes(50000, 6)));
         QVERIFY(::symlink("m", m_->direct("ln").toLocal8Bit().constData()) == 0);
-        m_->set_faults("getattr unreachable count=2\nopen timed_out count=2\nsetattr unreachable count=4\n"
-                       "readdir again count=2\nreadlink unreachable count=2\nstatfs timed_out count=2\n");
+        QVERIFY(QDir().mkpath(m_->direct("sub")));
+        QVERIFY(write_file(m_->direct("sub/x"), random_bytes(10, 7)));
+        QVERIFY(write_file(m_->direct("sub/y"), random_bytes(10, 8)));
+        // Each rule names its path, so that the cache's own background work
+        // (listing the directories of names looked up) cannot use up a
+        // fault meant for a program's call: nothing visits sub/ before it is
+        // listed.
+        m_->set_faults("getattr unreachable count=2 path=/m\nopen timed_out count=2 path=/m\n"
+                       "setattr unreachable count=4 path=/m\nreaddir again count=2 path=/sub\n"
+                       "readlink unreachable count=2 path=/ln\nstatfs timed_out count=2\n");
         struct stat st;
         QCOMPARE(::stat(m_->at("m").toLocal8Bit().constData(), &st), 0);
         QCOMPARE(st.st_size, 50000);
@@ -114,7 +122,7 @@ private slots:
         QVERIFY(read_file(m_->at("m")) == data);
         QVERIFY(read_file(m_->direct("m")) == data);
         QCOMPARE(QFileInfo(m_->direct("m")).permissions() & QFile::ReadGroup, QFile::Permissions());
-        QCOMPARE(QDir(m_->mountpoint()).entryList(QDir::Files | QDir::System).size(), 2);
+        QCOMPARE(QDir(m_->at("sub")).entryList(QDir::Files), QStringList({"x", "y"}));
         QCOMPARE(QFile::symLinkTarget(m_->at("ln")), m_->at("m"));
         struct statvfs sv;
         QCOMPARE(::statvfs(m_->mountpoint().toLocal8Bit().constData(), &sv), 0);

@@ -121,6 +121,24 @@ private slots:
         close_all();
         QVERIFY(read_file(m_->at("f")) == data);
         QVERIFY(read_file(m_->direct("f")) == data);
+
+        // A file never opened for writing through the mount, held by
+        // readers on every connection: the size change goes without any
+        // open of ours (over NFSv4, the anonymous stateid).
+        auto other = random_bytes(90000, 8);
+        QVERIFY(write_file(m_->direct("g"), other));
+        for (int i = 0; i < 4; ++i) {
+            const int r = ::open(b(m_->at("g")).constData(), O_RDONLY);
+            QVERIFY(r >= 0);
+            fds.push_back(r);
+        }
+        QCOMPARE(err_of([&] { return ::truncate(b(m_->at("g")).constData(), 30000); }), 0);
+        other.resize(30000);
+        QCOMPARE(err_of([&] { return ::truncate(b(m_->at("g")).constData(), 40000); }), 0);
+        other.resize(40000, std::byte(0));
+        close_all();
+        QVERIFY(read_file(m_->at("g")) == other);
+        QVERIFY(read_file(m_->direct("g")) == other);
     }
 
     void umask_applies_to_creates() {
