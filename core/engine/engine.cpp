@@ -1124,13 +1124,7 @@ Errc Engine::fsync(Ino, std::uint64_t handle, bool datasync) {
         file = of.node->data.writeback_file ? of.node->data.writeback_file : of.file;
     }
     // As a write: it keeps its whole timeout after the remote was given up.
-    Errc e;
-    Impl::Retry retry{.fail_fast = false};
-    do
-        e = file->fsync(datasync);
-    while (e != Errc::ok && impl_->retry_after(e, retry));
-    if (e == Errc::ok)
-        impl_->remote_answered();
+    const Errc e = impl_->idempotent([&] { return file->fsync(datasync); }, Impl::Retry{.fail_fast = false});
     if (e == Errc::ok)
         impl_->settle_version(of.node, *file);
     return e;

@@ -189,9 +189,9 @@ struct Engine::Impl {
     // ridden out as it is for reads and writes. Not for a create, mkdir,
     // link, unlink or rename: one lost with the connection may have been
     // applied, and asking again would report EEXIST or ENOENT for it.
+    // `retry` for a request that is not to fail fast (fsync).
     template <class Request>
-    Errc idempotent(Request&& request) {
-        Retry retry;
+    Errc idempotent(Request&& request, Retry retry = {}) {
         Errc e;
         do
             e = request();
