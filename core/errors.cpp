@@ -38,6 +38,8 @@ constexpr Mapping kMappings[] = {
     {Errc::again, EAGAIN, "again", "resource temporarily unavailable"},
     {Errc::timed_out, ETIMEDOUT, "timed_out", "timed out"},
     {Errc::unreachable, EHOSTUNREACH, "unreachable", "server unreachable"},
+    // After `unreachable`, so that from_errno(EHOSTUNREACH) is that one.
+    {Errc::not_sent, EHOSTUNREACH, "not_sent", "server unreachable (the request was not sent)"},
 };
 
 } // namespace

@@ -39,12 +39,21 @@ enum class Errc : std::uint8_t {
     again,          // EAGAIN: try again (server busy, short of resources)
     timed_out,      // ETIMEDOUT: no answer within the configured time
     unreachable,    // EHOSTUNREACH: the connection to the server is down
+    // EHOSTUNREACH too, and more: the connection was down before the request
+    // left, so the server never saw it. Only this lets the engine ask again
+    // for a request that is not idempotent (a create, mkdir, rename...): one
+    // lost in flight (`unreachable`) may have been carried out.
+    not_sent,
 };
 
 // True for the errors that a later attempt may not repeat.
 constexpr bool is_transient(Errc e) {
-    return e == Errc::again || e == Errc::timed_out || e == Errc::unreachable;
+    return e == Errc::again || e == Errc::timed_out || e == Errc::unreachable || e == Errc::not_sent;
 }
+
+// True when the connection to the server is down (whether or not the
+// request was sent).
+constexpr bool is_connection_down(Errc e) { return e == Errc::unreachable || e == Errc::not_sent; }
 
 // The errno for e (0 for ok). Programs see it, but for a transient error,
 // which reaches them as EIO (app/fuse_adapter.cpp errno_for_program).

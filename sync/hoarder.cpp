@@ -58,7 +58,7 @@ Errc read_fully(BackendFile& handle, std::uint64_t offset, std::span<std::byte> 
         std::size_t n = 0;
         const Errc e = handle.read(offset + got, out.subspan(got), n);
         if (e != Errc::ok) {
-            if (!is_transient(e) || e == Errc::unreachable || retries == kReadRetries)
+            if (!is_transient(e) || is_connection_down(e) || retries == kReadRetries)
                 return e;
             std::this_thread::sleep_for(kReadBackoff * (1 << retries++));
             continue;

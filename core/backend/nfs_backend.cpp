@@ -107,6 +107,11 @@ Clock::time_point after(double seconds) {
 }
 
 // libnfs reports -errno; -EINTR means it cancelled or timed out the request.
+// The outcome of a request's later step, once an earlier one reached the
+// server: the request as a whole was sent, whatever the later step says,
+// and must not be asked again as if it had not been (Errc::not_sent).
+Errc after_sent(Errc e) { return e == Errc::not_sent ? Errc::unreachable : e; }
+
 Errc from_status(int status) {
     if (status >= 0)
         return Errc::ok;
@@ -579,11 +584,11 @@ private:
     Errc wait_until_up(std::unique_lock<std::mutex>& lk, Clock::time_point deadline, std::uint64_t generation) {
         if (!nfs_ || state_lost_) {
             if (state_ == ConnectionState::unreachable)
-                return Errc::unreachable;
+                return Errc::not_sent;
             up_cv_.wait_until(lk, std::min(deadline, Clock::now() + kWaitForReconnect),
                               [&] { return (nfs_ != nullptr && !state_lost_) || stopping_; });
             if (!nfs_ || state_lost_)
-                return Errc::unreachable;
+                return Errc::not_sent;
         }
         if (generation != 0 && generation != generation_)
             return Errc::unreachable;
@@ -595,7 +600,7 @@ private:
                        void (*orphan)(nfs_context*, int, void*), Call*& out) {
         out = nullptr;
         if (!nfs_)
-            return Errc::unreachable;
+            return Errc::not_sent;
         auto* c = new Call;
         c->take = std::move(take);
         c->orphan = orphan;
@@ -1056,7 +1061,7 @@ public:
         if (e != Errc::ok)
             return e;
         Attr attr;
-        e = fstat(conn, gen, fh, attr);
+        e = after_sent(fstat(conn, gen, fh, attr));
         if (e == Errc::ok && S_ISDIR(attr.mode))
             e = Errc::is_dir;
         std::shared_ptr<OpenState> state;
@@ -1135,7 +1140,7 @@ public:
             std::unique_ptr<BackendFile> f;
             Errc e = create(path, mode, O_WRONLY | O_EXCL, f, attr);
             if (e == Errc::ok)
-                e = f->close();
+                e = after_sent(f->close());
             return e;
         }
         // libnfs 4.0 makes no FIFOs or sockets over NFSv4 ("Invalid file
@@ -1145,7 +1150,7 @@ public:
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_mknod_async(nfs, p.c_str(), static_cast<int>(mode), static_cast<int>(rdev), cb, d);
         });
-        return e == Errc::ok ? getattr(path, attr) : e;
+        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
     }
 
     Errc mkdir(const std::string& path, std::uint32_t mode, Attr& attr) override {
@@ -1153,7 +1158,7 @@ public:
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_mkdir2_async(nfs, p.c_str(), static_cast<int>(mode & 07777), cb, d);
         });
-        return e == Errc::ok ? getattr(path, attr) : e;
+        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
     }
 
     Errc symlink(const std::string& target, const std::string& path, Attr& attr) override {
@@ -1161,14 +1166,14 @@ public:
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_symlink_async(nfs, target.c_str(), p.c_str(), cb, d);
         });
-        return e == Errc::ok ? getattr(path, attr) : e;
+        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
     }
 
     Errc link(const std::string& existing, const std::string& path, Attr& attr) override {
         const std::string from = full(existing), to = full(path);
         Errc e = simple(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_link_async(nfs, from.c_str(), to.c_str(), cb, d); });
-        return e == Errc::ok ? getattr(path, attr) : e;
+        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
     }
 
     Errc readlink(const std::string& path, std::string& target) override {

@@ -1386,20 +1386,23 @@ public:
 
     // Locks a working connection for one request: `preferred` if it is up
     // (an open file's), else whichever is free. Waits while the pool
-    // reconnects, never longer than op_timeout after the loss.
+    // reconnects, never longer than op_timeout after the loss; then the
+    // request was not sent (Errc::not_sent).
     Errc acquire(std::size_t preferred, std::unique_lock<std::mutex>& lock, std::size_t& index) {
         for (;;) {
             {
                 std::unique_lock state(state_mu_);
                 for (;;) {
-                    if (stopping_ || state_ == ConnectionState::unreachable)
+                    if (stopping_)
                         return Errc::unreachable;
+                    if (state_ == ConnectionState::unreachable)
+                        return Errc::not_sent;
                     if (any_up())
                         break;
                     if (state_cv_.wait_until(state, lost_at_ + op_timeout_) == std::cv_status::timeout &&
                         !any_up()) {
                         set_state(ConnectionState::unreachable);
-                        return Errc::unreachable;
+                        return Errc::not_sent;
                     }
                 }
             }

@@ -617,11 +617,11 @@ Errc Engine::mknod(const Caller& caller, Ino parent, std::string_view name, std:
     Attr attr;
     if (S_ISREG(mode)) {
         std::unique_ptr<BackendFile> file;
-        e = impl_->backend->create(path, mode, O_WRONLY | O_EXCL, file, attr);
+        e = impl_->at_most_once([&] { return impl_->backend->create(path, mode, O_WRONLY | O_EXCL, file, attr); });
         if (file)
             file->close();
     } else {
-        e = impl_->backend->mknod(path, mode, rdev, attr);
+        e = impl_->at_most_once([&] { return impl_->backend->mknod(path, mode, rdev, attr); });
     }
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
@@ -636,7 +636,7 @@ Errc Engine::mkdir(const Caller& caller, Ino parent, std::string_view name, std:
     if (e != Errc::ok)
         return e;
     Attr attr;
-    e = impl_->backend->mkdir(path, mode, attr);
+    e = impl_->at_most_once([&] { return impl_->backend->mkdir(path, mode, attr); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         return e;
@@ -660,7 +660,7 @@ Errc Engine::symlink(const Caller& caller, std::string_view target, Ino parent, 
     if (e != Errc::ok)
         return e;
     Attr attr;
-    e = impl_->backend->symlink(std::string(target), path, attr);
+    e = impl_->at_most_once([&] { return impl_->backend->symlink(std::string(target), path, attr); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         return e;
@@ -684,7 +684,7 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     if (from.empty())
         return Errc::not_found;
     Attr attr;
-    e = impl_->backend->link(from, to, attr);
+    e = impl_->at_most_once([&] { return impl_->backend->link(from, to, attr); });
     if (e != Errc::ok) {
         impl_->doubt_names(new_parent);
         return e;
@@ -713,7 +713,7 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         return e;
     if (!directory && rename_aside_if_open(parent, std::string(name), path))
         return Errc::ok;
-    e = directory ? backend->rmdir(path) : backend->unlink(path);
+    e = at_most_once([&] { return directory ? backend->rmdir(path) : backend->unlink(path); });
     if (e != Errc::ok) {
         doubt_names(parent);
         return e;
@@ -742,7 +742,7 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
     char aside[48];
     std::snprintf(aside, sizeof aside, ".netfs-unlinked-%016llx", static_cast<unsigned long long>(node->ino));
     const std::string aside_path = path.substr(0, path.rfind('/') + 1) + aside;
-    if (backend->rename(path, aside_path, 0) != Errc::ok)
+    if (at_most_once([&] { return backend->rename(path, aside_path, 0); }) != Errc::ok)
         return false;  // unlink it after all: the handle may go stale, the name does go
     std::lock_guard lock(mu);
     by_name.erase(std::pair<Ino, std::string>(parent, name));
@@ -789,7 +789,7 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
     std::string to = impl_->new_child_path(new_parent, new_name, e);
     if (e != Errc::ok)
         return e;
-    e = impl_->backend->rename(from, to, flags);
+    e = impl_->at_most_once([&] { return impl_->backend->rename(from, to, flags); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         impl_->doubt_names(new_parent);
@@ -1061,7 +1061,8 @@ Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std
         return e;
     std::unique_ptr<BackendFile> file;
     Attr attr;
-    e = impl_->backend->create(path, mode, (flags & (O_ACCMODE | O_EXCL | O_TRUNC)), file, attr);
+    e = impl_->at_most_once(
+        [&] { return impl_->backend->create(path, mode, (flags & (O_ACCMODE | O_EXCL | O_TRUNC)), file, attr); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         return e;

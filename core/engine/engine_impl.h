@@ -186,16 +186,30 @@ struct Engine::Impl {
     bool retry_after(Errc error, Retry& retry);
     // An idempotent request (a lookup, an open, a setattr, a listing...)
     // asked again under retry_after: a reconnect in the middle of it is
-    // ridden out as it is for reads and writes. Not for a create, mkdir,
-    // link, unlink or rename: one lost with the connection may have been
-    // applied, and asking again would report EEXIST or ENOENT for it.
-    // `retry` for a request that is not to fail fast (fsync).
+    // ridden out as it is for reads and writes. `retry` for a request that
+    // is not to fail fast (fsync).
     template <class Request>
     Errc idempotent(Request&& request, Retry retry = {}) {
         Errc e;
         do
             e = request();
         while (e != Errc::ok && retry_after(e, retry));
+        if (e == Errc::ok)
+            remote_answered();
+        return e;
+    }
+    // A create, mkdir, link, unlink or rename: asked again only while it
+    // was never sent (Errc::not_sent), so a restart of the server is ridden
+    // out when the connection was down before the request. One lost in
+    // flight may have been carried out, and asking again would report
+    // EEXIST or ENOENT for it: that goes back to the program.
+    template <class Request>
+    Errc at_most_once(Request&& request) {
+        Retry retry;
+        Errc e;
+        do
+            e = request();
+        while (e == Errc::not_sent && retry_after(e, retry));
         if (e == Errc::ok)
             remote_answered();
         return e;

@@ -136,6 +136,43 @@ private slots:
         m_->set_faults("");
     }
 
+    // A change the remote never sent (its connection was down before the
+    // request left) is asked again like a lookup, so a server restart does
+    // not fail it: each is carried out, once.
+    void changes_never_sent_are_asked_again() {
+        QVERIFY(write_file(m_->direct("old"), random_bytes(1000, 9)));
+        QVERIFY(write_file(m_->direct("gone"), random_bytes(10, 10)));
+        QVERIFY(QDir().mkpath(m_->direct("empty")));
+        m_->set_faults("mkdir not_sent count=2 path=/d\ncreate not_sent count=2 path=/d/f\n"
+                       "rename not_sent count=2 path=/old\nunlink not_sent count=2 path=/gone\n"
+                       "rmdir not_sent count=2 path=/empty\nsymlink not_sent count=2 path=/ln\n"
+                       "link not_sent count=2 path=/hard\n");
+        const auto at = [&](const char* name) { return m_->at(name).toLocal8Bit(); };
+        QCOMPARE(::mkdir(at("d").constData(), 0755), 0);
+        const int fd = ::open(at("d/f").constData(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+        QVERIFY2(fd >= 0, strerror(errno));
+        QVERIFY(write_all(fd, random_bytes(3000, 11)));
+        QCOMPARE(close_errno(fd), 0);
+        QCOMPARE(::rename(at("old").constData(), at("new").constData()), 0);
+        QCOMPARE(::unlink(at("gone").constData()), 0);
+        QCOMPARE(::rmdir(at("empty").constData()), 0);
+        QCOMPARE(::symlink("new", at("ln").constData()), 0);
+        QCOMPARE(::link(at("new").constData(), at("hard").constData()), 0);
+        m_->set_faults("");
+
+        QVERIFY(QFileInfo(m_->direct("d")).isDir());
+        QVERIFY(read_file(m_->direct("d/f")) == random_bytes(3000, 11));
+        QVERIFY(!QFileInfo::exists(m_->direct("old")));
+        QVERIFY(read_file(m_->direct("new")) == random_bytes(1000, 9));
+        QVERIFY(!QFileInfo::exists(m_->direct("gone")));
+        QVERIFY(!QFileInfo::exists(m_->direct("empty")));
+        QCOMPARE(QFile::symLinkTarget(m_->direct("ln")), m_->direct("new"));
+        struct stat a, b;
+        QCOMPARE(::stat(m_->direct("hard").toLocal8Bit().constData(), &a), 0);
+        QCOMPARE(::stat(m_->direct("new").toLocal8Bit().constData(), &b), 0);
+        QCOMPARE(a.st_ino, b.st_ino);
+    }
+
     void transient_failures_are_retried_invisibly() {
         m_->set_faults("write again count=2\nwrite short count=3\nread timed_out count=2\n");
         auto data = random_bytes(3 << 20, 5);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <functional>
 #include <thread>
 
 using namespace netfs::test;
@@ -112,28 +113,44 @@ struct Answer {
     qint64 after_ms = -1;  // since the call
 };
 
+// Runs each of `asks` (a system call: 0 or an errno) in a thread of its
+// own and restarts `nfs` `restart_after_ms` after they started. The calls
+// run in threads and the server is started from this one, as a server
+// forked from a thread dies with it.
+std::vector<Answer> ask_across_restart(MountFixture& m, GaneshaServer& nfs, int restart_after_ms,
+                                       const std::vector<std::function<int()>>& asks) {
+    QElapsedTimer clock;
+    clock.start();
+    std::vector<Answer> answers(asks.size());
+    std::vector<std::thread> askers;
+    for (std::size_t i = 0; i < asks.size(); ++i)
+        askers.emplace_back([&, i] {
+            answers[i].error = asks[i]();
+            answers[i].after_ms = clock.elapsed();
+        });
+    QThread::msleep(restart_after_ms);
+    const bool restarted = nfs.restart();
+    for (auto& t : askers)
+        t.join();
+    if (!restarted)
+        qWarning("ganesha did not start again: %s", qPrintable(nfs.error()));
+    for (const Answer& a : answers)
+        if (a.error != 0) {
+            qWarning("daemon log:\n%s", qPrintable(m.log().right(4000)));
+            break;
+        }
+    return answers;
+}
+
+int errno_of(int rc) { return rc == 0 ? 0 : errno; }
+
 // Kills `nfs`, stats `path` and restarts the server `restart_after_ms`
-// after the call. The stat runs in a thread of its own: the server is
-// started from this one, as a server forked from a thread dies with it.
+// after the call.
 Answer stat_across_restart(MountFixture& m, GaneshaServer& nfs, const QString& path, struct stat& st,
                            int restart_after_ms) {
     nfs.kill();
-    QElapsedTimer clock;
-    clock.start();
-    Answer answer;
-    std::thread asker([&] {
-        errno = 0;
-        answer.error = ::stat(qPrintable(path), &st) == 0 ? 0 : errno;
-        answer.after_ms = clock.elapsed();
-    });
-    QThread::msleep(restart_after_ms);
-    const bool restarted = nfs.restart();
-    asker.join();
-    if (!restarted)
-        qWarning("ganesha did not start again: %s", qPrintable(nfs.error()));
-    if (answer.error != 0)
-        qWarning("daemon log:\n%s", qPrintable(m.log().right(4000)));
-    return answer;
+    return ask_across_restart(m, nfs, restart_after_ms,
+                              {[&] { return errno_of(::stat(qPrintable(path), &st)); }})[0];
 }
 
 } // namespace
@@ -183,6 +200,62 @@ private slots:
         QVERIFY2(answer.after_ms >= 2500, "answered only once the server was back");
         QCOMPARE(st.st_size, 70000);
         QCOMPARE(read_file(m.at("a.bin")), data);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    // Changes asked for while the backend knows the server is down (two
+    // reconnects failed) were never sent: they wait for it as lookups do,
+    // and each is carried out once, when it is back. Before, they failed
+    // with EIO at once: only idempotent calls were asked again.
+    void changes_asked_while_the_server_is_down_are_made_once_it_is_back() {
+        GaneshaServer nfs;
+        QVERIFY2(nfs.start(), qPrintable(nfs.error()));
+        // Names kept long enough that no lookup before a change (which is
+        // asked again by itself) waits for the server in its place: those
+        // in work/ are known, those missing known missing, as work/ and
+        // everything in it is made through this mount.
+        MountFixture m(nfs4_spec(nfs), {"entry_timeout=60", "attr_timeout=60", "dir_cache_time=60"});
+        m.set_extra_args({"--no-cache"});
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        const auto data = random_bytes(5000, 8);
+        QCOMPARE(::mkdir(qPrintable(m.at("work")), 0755), 0);
+        QVERIFY(write_file(m.at("work/old.bin"), data));
+        QVERIFY(write_file(m.at("work/gone.bin"), data));
+
+        nfs.kill();
+        QElapsedTimer clock;
+        clock.start();
+        while (!m.log().contains("server unreachable")) {
+            QVERIFY2(clock.elapsed() < 10000, "the backend did not notice the server was gone");
+            QThread::msleep(50);
+        }
+        const auto made = random_bytes(7000, 9);
+        const auto answers = ask_across_restart(
+            m, nfs, 2500,
+            {[&] { return errno_of(::mkdir(qPrintable(m.at("work/dir")), 0755)); },
+             [&] {
+                 const int fd = ::open(qPrintable(m.at("work/new.bin")), O_WRONLY | O_CREAT | O_EXCL, 0644);
+                 if (fd < 0)
+                     return errno;
+                 const bool wrote = ::write(fd, made.data(), made.size()) == static_cast<ssize_t>(made.size());
+                 const int e = wrote ? 0 : errno;
+                 return ::close(fd) == 0 ? e : errno;
+             },
+             [&] {
+                 return errno_of(::rename(qPrintable(m.at("work/old.bin")), qPrintable(m.at("work/renamed.bin"))));
+             },
+             [&] { return errno_of(::unlink(qPrintable(m.at("work/gone.bin")))); }});
+        QVERIFY(nfs.running());
+        for (const Answer& a : answers) {
+            QCOMPARE(a.error, 0);
+            QVERIFY2(a.after_ms >= 2500, "answered only once the server was back");
+        }
+        QVERIFY(QFileInfo(m.direct("work/dir")).isDir());
+        QCOMPARE(read_file(m.direct("work/new.bin")), made);
+        QVERIFY(!QFileInfo::exists(m.direct("work/old.bin")));
+        QCOMPARE(read_file(m.direct("work/renamed.bin")), data);
+        QVERIFY(!QFileInfo::exists(m.direct("work/gone.bin")));
+        QCOMPARE(read_file(m.at("work/new.bin")), made);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
