@@ -13,7 +13,9 @@
 // A remote that needs serialisation does it inside.
 //
 // Errors: an Errc from the closed set in errors.h. A transient one (again,
-// timed_out, unreachable) tells the engine a later attempt may succeed.
+// timed_out, unreachable, not_sent) tells the engine a later attempt may
+// succeed. not_sent only when none of the operation's requests left: the
+// engine then repeats even a create or a rename.
 #pragma once
 
 #include "core/errors.h"
@@ -43,6 +45,25 @@ struct Attr {
     timespec ctime{};
     std::uint64_t change = 0;   // change attribute (NFSv4); 0 if the remote has none
 };
+
+// The file id of inode `ino` of file system `fs`, for a remote whose root
+// is on file system `root_fs`. On the root's file system it is the inode
+// number itself, as it always was (ids recorded in caches stay valid; see
+// docs/remotes.md for the files of other file systems). A
+// file system mounted below the root numbers its inodes anew, and its ids
+// would collide with the root's: two files taken for hard links of one.
+// There the id is a mix of both with the top bit set (bit 62 clear, which
+// the replica's ids of files made offline use): in practice never an inode
+// number of the root's file system.
+constexpr std::uint64_t file_id_on(std::uint64_t fs, std::uint64_t root_fs, std::uint64_t ino) {
+    if (fs == root_fs)
+        return ino;
+    std::uint64_t x = ino ^ (fs * 0x9e3779b97f4a7c15ull);  // splitmix64's finalizer
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return (x | (1ull << 63)) & ~(1ull << 62);
+}
 
 // What identifies one version of a remote object's content. Cached data is
 // valid only while the remote still reports the same Version.
@@ -156,7 +177,7 @@ public:
 enum class ConnectionState : std::uint8_t {
     connected,     // requests are being answered
     reconnecting,  // the connection was lost; the backend is trying to restore it
-    unreachable,   // attempts to reconnect fail; requests fail fast with Errc::unreachable
+    unreachable,   // attempts to reconnect fail; requests fail fast (Errc::not_sent)
 };
 
 class Backend {

@@ -22,9 +22,10 @@ std::string rel(const std::string& path) {
 
 Errc last_error() { return from_errno(errno); }
 
-Attr to_attr(const struct stat& st) {
+// `root_dev`: the device of the served directory (see file_id_on).
+Attr to_attr(const struct stat& st, dev_t root_dev) {
     Attr a;
-    a.file_id = st.st_ino;
+    a.file_id = file_id_on(st.st_dev, root_dev, st.st_ino);
     a.mode = st.st_mode;
     a.nlink = static_cast<std::uint32_t>(st.st_nlink);
     a.uid = st.st_uid;
@@ -40,7 +41,7 @@ Attr to_attr(const struct stat& st) {
 
 class LocalFile : public BackendFile {
 public:
-    explicit LocalFile(int fd) : fd_(fd) {}
+    LocalFile(int fd, dev_t root_dev) : fd_(fd), root_dev_(root_dev) {}
     ~LocalFile() override {
         if (fd_ >= 0)
             ::close(fd_);
@@ -76,7 +77,7 @@ public:
         struct stat st;
         if (::fstat(fd_, &st) != 0)
             return last_error();
-        out = to_attr(st);
+        out = to_attr(st, root_dev_);
         return Errc::ok;
     }
 
@@ -85,7 +86,7 @@ public:
         struct stat st;
         if (::fstat(fd_, &st) != 0)
             return false;
-        out = to_attr(st);
+        out = to_attr(st, root_dev_);
         return true;
     }
 
@@ -103,6 +104,7 @@ public:
 
 private:
     int fd_;
+    const dev_t root_dev_;
 };
 
 } // namespace
@@ -117,8 +119,14 @@ Errc FileBackend::make(const std::string& root, BackendLimits limits, std::uniqu
         ::close(fd);
         return e;
     }
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+        Errc e = last_error();
+        ::close(fd);
+        return e;
+    }
     limits.open_reports_attr = true;
-    out.reset(new FileBackend(fd, root, limits));
+    out.reset(new FileBackend(fd, st.st_dev, root, limits));
     return Errc::ok;
 }
 
@@ -130,7 +138,7 @@ Errc FileBackend::getattr(const std::string& path, Attr& out) {
     struct stat st;
     if (::fstatat(root_fd_, rel(path).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
         return last_error();
-    out = to_attr(st);
+    out = to_attr(st, root_dev_);
     return Errc::ok;
 }
 
@@ -153,7 +161,7 @@ Errc FileBackend::readdir(const std::string& path, std::vector<DirEntry>& out) {
         struct stat st;
         if (::fstatat(::dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue;  // removed while we listed
-        out.push_back({std::string(name), to_attr(st)});
+        out.push_back({std::string(name), to_attr(st, root_dev_)});
         errno = 0;
     }
     Errc e = errno ? last_error() : Errc::ok;
@@ -166,7 +174,7 @@ Errc FileBackend::open(const std::string& path, int flags, std::unique_ptr<Backe
     int fd = ::openat(root_fd_, rel(path).c_str(), (flags & allowed) | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return last_error();
-    out = std::make_unique<LocalFile>(fd);
+    out = std::make_unique<LocalFile>(fd, root_dev_);
     return Errc::ok;
 }
 
@@ -177,7 +185,7 @@ Errc FileBackend::create(const std::string& path, std::uint32_t mode, int flags,
                       mode & 07777);
     if (fd < 0)
         return last_error();
-    auto file = std::make_unique<LocalFile>(fd);
+    auto file = std::make_unique<LocalFile>(fd, root_dev_);
     if (Errc e = file->getattr(attr); e != Errc::ok)
         return e;
     out = std::move(file);

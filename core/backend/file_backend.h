@@ -10,6 +10,8 @@
 // "..": the engine never sends such components.
 #pragma once
 
+#include <sys/types.h>
+
 #include "core/backend/backend.h"
 
 namespace netfs {
@@ -41,10 +43,11 @@ public:
     Errc statfs(StatFs& out) override;
 
 private:
-    FileBackend(int root_fd, std::string root, BackendLimits limits)
-        : root_fd_(root_fd), root_(std::move(root)), limits_(limits) {}
+    FileBackend(int root_fd, dev_t root_dev, std::string root, BackendLimits limits)
+        : root_fd_(root_fd), root_dev_(root_dev), root_(std::move(root)), limits_(limits) {}
 
     const int root_fd_;       // O_PATH descriptor of the served directory
+    const dev_t root_dev_;    // its file system (file ids: see file_id_on)
     const std::string root_;  // for describe()
     const BackendLimits limits_;
 };

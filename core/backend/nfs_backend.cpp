@@ -37,11 +37,14 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -59,6 +62,7 @@
 #include <functional>
 #include <initializer_list>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <map>
 #include <memory>
@@ -81,7 +85,7 @@ constexpr auto kPingAfter = 1s;
 // timeouts inside nfs_service(), and we check liveness.
 constexpr int kServiceTickMs = 100;
 // How long a request waits for a connection that is being re-established
-// before it fails with Errc::unreachable (the engine retries it).
+// before it fails with Errc::not_sent (the engine asks again).
 constexpr auto kWaitForReconnect = 2s;
 // Read and write size when the server does not say (NFSv4 through libnfs 4.0).
 constexpr std::uint64_t kDefaultTransfer = 1u << 20;
@@ -129,9 +133,11 @@ timespec make_ts(std::uint64_t sec, std::uint64_t nsec) {
     return t;
 }
 
-Attr to_attr(const nfs_stat_64& st) {
+// `root_fs`: Target::root_fs. libnfs 4.0 reports the fsid (nfs_dev) over
+// NFSv3 only: 0 over NFSv4, where every file id is the server's fileid.
+Attr to_attr(const nfs_stat_64& st, std::uint64_t root_fs) {
     Attr a;
-    a.file_id = st.nfs_ino;
+    a.file_id = file_id_on(st.nfs_dev, root_fs, st.nfs_ino);
     a.mode = static_cast<std::uint32_t>(st.nfs_mode);
     a.nlink = static_cast<std::uint32_t>(st.nfs_nlink);
     a.uid = static_cast<std::uint32_t>(st.nfs_uid);
@@ -163,9 +169,9 @@ std::uint32_t type_bits(std::uint32_t nfs_type) {
     }
 }
 
-Attr to_attr(const nfsdirent& d) {
+Attr to_attr(const nfsdirent& d, std::uint64_t root_fs) {
     Attr a;
-    a.file_id = d.inode;
+    a.file_id = file_id_on(d.dev, root_fs, d.inode);
     a.mode = (d.mode & 07777) | ((d.mode & S_IFMT) ? (d.mode & S_IFMT) : type_bits(d.type));
     a.nlink = d.nlink;
     a.uid = d.uid;
@@ -190,6 +196,7 @@ struct Target {
     std::uint16_t probe_port = 0;  // a TCP port that must accept before a mount is tried
     double connect_timeout = 10;
     double op_timeout = 30;
+    std::uint64_t root_fs = 0;  // the file system (fsid) of the remote root, for file ids (file_id_on)
 };
 
 // A TCP connect to host:port within `timeout` seconds; on failure a short
@@ -340,6 +347,158 @@ void put_settime(std::string& out, bool now, const timespec& t) {
     put_u32(out, static_cast<std::uint32_t>(seconds));
     put_u32(out, static_cast<std::uint32_t>(t.tv_nsec));
 }
+
+// XDR, for the attributes of a raw GETATTR (NfsBackend::getattr_v4).
+class XdrReader {
+public:
+    XdrReader(const char* data, std::size_t size) : p_(reinterpret_cast<const unsigned char*>(data)), left_(size) {}
+    bool ok() const { return ok_; }
+    std::uint32_t u32() {
+        if (left_ < 4) {
+            ok_ = false;
+            return 0;
+        }
+        const std::uint32_t v = (std::uint32_t(p_[0]) << 24) | (std::uint32_t(p_[1]) << 16) |
+                                (std::uint32_t(p_[2]) << 8) | std::uint32_t(p_[3]);
+        p_ += 4;
+        left_ -= 4;
+        return v;
+    }
+    std::uint64_t u64() {
+        const std::uint64_t high = u32();
+        return (high << 32) | u32();
+    }
+    std::string text() {
+        const std::uint32_t n = u32();
+        const std::size_t padded = (std::size_t(n) + 3) & ~std::size_t(3);
+        if (!ok_ || left_ < padded) {
+            ok_ = false;
+            return {};
+        }
+        std::string out(reinterpret_cast<const char*>(p_), n);
+        p_ += padded;
+        left_ -= padded;
+        return out;
+    }
+    timespec time() {
+        timespec t{};
+        t.tv_sec = static_cast<time_t>(static_cast<std::int64_t>(u64()));
+        t.tv_nsec = static_cast<long>(u32());
+        return t;
+    }
+
+private:
+    const unsigned char* p_;
+    std::size_t left_;
+    bool ok_ = true;
+};
+
+// An NFSv4 owner or group ("1000", or "name@domain" from a server that maps
+// names) as a number: a name known here by its part before the '@', else
+// nobody (65534). Answers are remembered: the lookup runs in a connection's
+// service thread, and a directory service may be slow.
+std::uint32_t owner_id(const std::string& owner, bool user) {
+    if (!owner.empty() && owner.find_first_not_of("0123456789") == std::string::npos)
+        return static_cast<std::uint32_t>(std::strtoul(owner.c_str(), nullptr, 10));
+    static std::mutex mu;
+    static std::map<std::pair<bool, std::string>, std::uint32_t> known;
+    {
+        std::lock_guard lock(mu);
+        if (auto it = known.find({user, owner}); it != known.end())
+            return it->second;
+    }
+    const std::string name = owner.substr(0, owner.find('@'));
+    std::uint32_t id = 65534;
+    int rc = 0;
+    for (std::vector<char> buf(4096); buf.size() <= (1u << 20); buf.resize(buf.size() * 4)) {
+        if (user) {
+            passwd pw, *found = nullptr;
+            rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+            if (rc == 0 && found)
+                id = found->pw_uid;
+        } else {
+            group gr, *found = nullptr;
+            rc = ::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
+            if (rc == 0 && found)
+                id = found->gr_gid;
+        }
+        if (rc != ERANGE)
+            break;
+    }
+    if (rc == 0) {  // known, or known not to exist; a failed lookup is asked again next time
+        std::lock_guard lock(mu);
+        known[{user, owner}] = id;
+    }
+    return id;
+}
+
+// What the backend's own GETATTRs ask for, in the two words of an NFSv4
+// bitmap. Not the change attribute: when those cannot be used (see
+// NfsBackend::start) libnfs's stat, which has none, stands in, and the
+// cached Versions must not all change with it.
+constexpr std::uint32_t kGetattrMask[2] = {
+    (1u << FATTR4_TYPE) | (1u << FATTR4_SIZE) | (1u << FATTR4_FSID) | (1u << FATTR4_FILEID),
+    (1u << (FATTR4_MODE - 32)) | (1u << (FATTR4_NUMLINKS - 32)) | (1u << (FATTR4_OWNER - 32)) |
+        (1u << (FATTR4_OWNER_GROUP - 32)) | (1u << (FATTR4_RAWDEV - 32)) | (1u << (FATTR4_SPACE_USED - 32)) |
+        (1u << (FATTR4_TIME_ACCESS - 32)) | (1u << (FATTR4_TIME_METADATA - 32)) |
+        (1u << (FATTR4_TIME_MODIFY - 32))};
+
+// An fsid (major, minor) as one number, as file_id_on takes it.
+std::uint64_t fs_number(std::uint64_t major, std::uint64_t minor) { return major * 0x9e3779b97f4a7c15ull ^ minor; }
+
+// Decodes the attributes of a GETATTR for kGetattrMask: in the order of
+// their numbers, only those the server's mask says it sent. `fs`: the
+// file's file system (fs_number of its fsid); file_id is the raw fileid.
+bool decode_fattr4(const fattr4& f, Attr& a, std::uint64_t& fs) {
+    std::uint64_t mask = 0;
+    for (u_int i = 0; i < f.attrmask.bitmap4_len && i < 2; ++i)
+        mask |= std::uint64_t(f.attrmask.bitmap4_val[i]) << (32 * i);
+    if (!(mask & (1ull << FATTR4_TYPE)) || !(mask & (1ull << FATTR4_FILEID)) || !(mask & (1ull << FATTR4_FSID)))
+        return false;  // nothing to go by
+    XdrReader r(f.attr_vals.attrlist4_val, f.attr_vals.attrlist4_len);
+    a = Attr{};
+    std::uint32_t type = 0, perms = 0;
+    std::uint64_t used = 0;
+    for (int bit = 0; bit < 64; ++bit) {
+        if (!(mask & (1ull << bit)))
+            continue;
+        switch (bit) {
+        case FATTR4_TYPE: type = r.u32(); break;
+        case FATTR4_SIZE: a.size = r.u64(); break;
+        case FATTR4_FSID: {
+            const std::uint64_t major = r.u64();
+            fs = fs_number(major, r.u64());
+            break;
+        }
+        case FATTR4_FILEID: a.file_id = r.u64(); break;
+        case FATTR4_MODE: perms = r.u32() & 07777; break;
+        case FATTR4_NUMLINKS: a.nlink = r.u32(); break;
+        case FATTR4_OWNER: a.uid = owner_id(r.text(), true); break;
+        case FATTR4_OWNER_GROUP: a.gid = owner_id(r.text(), false); break;
+        case FATTR4_RAWDEV: {
+            const std::uint32_t major = r.u32();
+            a.rdev = makedev(major, r.u32());
+            break;
+        }
+        case FATTR4_SPACE_USED: used = r.u64(); break;
+        case FATTR4_TIME_ACCESS: a.atime = r.time(); break;
+        case FATTR4_TIME_METADATA: a.ctime = r.time(); break;
+        case FATTR4_TIME_MODIFY: a.mtime = r.time(); break;
+        default: return false;  // not asked for: its length is unknown here
+        }
+    }
+    a.mode = type_bits(type) | perms;
+    a.blocks = (used + 511) / 512;
+    return r.ok();
+}
+
+// The file handle of a libnfs handle, as nfs_get_fh() returns it: libnfs
+// 4.0 declares the function (libnfs-raw.h) but keeps the struct in
+// libnfs-private.h. Its layout has not changed since libnfs 1.x.
+struct LibnfsFh {
+    int len;
+    char* val;
+};
 
 // One open of one file on one connection. Over NFSv4 it is shared by every
 // NfsFile of that file on the connection: the server keeps one open state
@@ -505,7 +664,7 @@ public:
     // its private data; returns libnfs's queueing status) and waits for the
     // answer until `deadline`. `take` receives the result (under mu_, in the
     // service thread). `generation` != 0: the request uses a file handle of
-    // that generation of the context, and fails with unreachable if the
+    // that generation of the context, and fails with not_sent if the
     // context was replaced since. `ask_again`: whether a request the server
     // says to send again later (server_asks_to_wait) is sent again, until
     // the deadline. Never for a CLOSE: libnfs frees the handle at any reply.
@@ -516,11 +675,16 @@ public:
         const auto deadline = after(target_.op_timeout);
         std::unique_lock lk(mu_);
         for (auto pause = std::chrono::milliseconds(50);; pause = std::min(2 * pause, std::chrono::milliseconds(1000))) {
+            // After the first pass the server has seen the request: asked to
+            // wait, it did nothing of it, but one status of that kind
+            // (NFS4ERR_RESOURCE) can follow operations of the COMPOUND that
+            // it did carry out, so the request as a whole was sent.
+            const bool first = pause == std::chrono::milliseconds(50);
             if (Errc e = wait_until_up(lk, deadline, generation); e != Errc::ok)
-                return e;
+                return first ? e : after_sent(e);
             Call* c = nullptr;
             if (Errc e = submit_locked(submit, take, orphan, c); e != Errc::ok)
-                return e;
+                return first ? e : after_sent(e);
             bool server_waits = false;
             const Errc e = wait_locked(lk, c, deadline, &server_waits);
             // Asked to come back later (a grace period after the server
@@ -545,10 +709,14 @@ public:
             const nfsstat4 nfs4 = static_cast<COMPOUND4res*>(data)->status;
             if (nfs4 == NFS4ERR_DELAY || nfs4 == NFS4ERR_GRACE || nfs4 == NFS4ERR_RESOURCE)
                 static_cast<Call*>(private_data)->server_waits = true;  // see server_asks_to_wait
-            // NFSv4 status codes below 100 are errno values; STALE and DELAY are not.
+            // NFSv4 status codes below 100 are the errno values of old Unix,
+            // Linux's but for three; STALE and DELAY are above.
             err = nfs4 == NFS4_OK                          ? 0
                   : nfs4 == NFS4ERR_STALE                  ? -ESTALE
                   : nfs4 == NFS4ERR_DELAY                  ? -EAGAIN
+                  : nfs4 == NFS4ERR_NAMETOOLONG            ? -ENAMETOOLONG
+                  : nfs4 == NFS4ERR_NOTEMPTY               ? -ENOTEMPTY
+                  : nfs4 == NFS4ERR_DQUOT                  ? -EDQUOT
                   : static_cast<int>(nfs4) < 100           ? -static_cast<int>(nfs4)
                                                            : -EIO;
         } else if (status == RPC_STATUS_CANCEL || status == RPC_STATUS_TIMEOUT) {
@@ -556,7 +724,8 @@ public:
         }
         // On RPC_STATUS_ERROR `data` is libnfs's text ("Failed to reconnect
         // async" when the socket broke): on_reply reads the cause from it.
-        on_reply(err, nullptr, status == RPC_STATUS_ERROR ? data : nullptr, private_data);
+        // On success it is the COMPOUND4res, for the call's `take`.
+        on_reply(err, nullptr, status == RPC_STATUS_ERROR || err == 0 ? data : nullptr, private_data);
     }
 
     // One request per element, all in flight at once; results[i] for requests[i].
@@ -591,7 +760,7 @@ private:
                 return Errc::not_sent;
         }
         if (generation != 0 && generation != generation_)
-            return Errc::unreachable;
+            return Errc::not_sent;  // the handle went with its context
         return Errc::ok;
     }
 
@@ -774,13 +943,18 @@ private:
             lk.lock();
             if (stopping_ || !nfs_)
                 continue;
-            if (p[0].revents & POLLIN)
+            const bool heard = p[0].revents & POLLIN;
+            if (heard)
                 last_heard_ = Clock::now();
             if (nfs_service(nfs_, p[0].revents) < 0) {
                 const char* e = nfs_get_error(nfs_);
                 drop_context(std::string("connection lost: ") + (e ? e : "socket error"));
                 continue;
             }
+            // (Again: the replies' callbacks may have taken a while, and
+            // that is no silence of the server's.)
+            if (heard)
+                last_heard_ = Clock::now();
             // [!] Dropped only once the requests still in flight are answered
             // (or the server falls silent): the server is alive and would
             // still carry out a WRITE we had failed over, after its retry on
@@ -914,6 +1088,29 @@ public:
         limits_.max_in_flight = 16 * static_cast<std::uint32_t>(conns_.size());
         limits_.has_file_id = true;
         limits_.has_change_attr = false;
+        if (target_.version == 4) {
+            // The root's file system, which libnfs's stat did not report.
+            // The backend's own requests walk the path from the server's
+            // root; one through a symbolic link fails (libnfs follows it
+            // when it mounts), and then attributes come from libnfs, which
+            // cannot tell file systems apart.
+            Attr root;
+            const std::string root_path = target_.subpath.empty() ? "/" : target_.subpath;
+            const auto deadline = after(target_.op_timeout);
+            Errc e;
+            while (is_transient(e = getattr_v4(*conns_[0], root_path, root, &target_.root_fs)) &&
+                   Clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::milliseconds(250));
+            if (is_transient(e)) {
+                message = shown_ + ": cannot read the attributes of the directory: " + std::string(netfs::describe(e));
+                return e;
+            }
+            fsid_known_ = e == Errc::ok;
+            if (!fsid_known_)
+                LOG_WARN("%s: cannot ask for attributes by path (%s): file ids of files below other file systems "
+                         "in the export may collide",
+                         shown_.c_str(), std::string(netfs::describe(e)).c_str());
+        }
         // The server forgets an unlinked file at once (ganesha: STALE), so the
         // engine renames an open file aside instead, as the kernel's client does.
         limits_.open_files_survive_unlink = false;
@@ -962,9 +1159,25 @@ public:
         return pick().call(submit, nullptr);
     }
 
+    // The attributes of path `p`, not following a final symbolic link; `fs`
+    // its file system where known.
+    Connection::Request lstat_request(const std::string& p, Attr& out, std::uint64_t& fs) {
+        if (target_.version == 4 && fsid_known_)
+            return getattr_v4_request(p, out, fs);
+        return {[p](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lstat64_async(nfs, p.c_str(), cb, d); },
+                [&out, root_fs = target_.root_fs](nfs_context*, int, void* data) {
+                    out = to_attr(*static_cast<nfs_stat_64*>(data), root_fs);
+                }};
+    }
+
     Errc lstat_full(Connection& conn, const std::string& p, Attr& out) {
-        return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lstat64_async(nfs, p.c_str(), cb, d); },
-                         [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); });
+        std::uint64_t fs = 0;
+        out = Attr{};
+        Connection::Request r = lstat_request(p, out, fs);
+        Errc e = conn.call(r.submit, r.take);
+        if (e == Errc::ok && out.mode == 0)
+            e = Errc::io;  // an answer without the attributes asked for
+        return e;
     }
 
     Errc getattr(const std::string& path, Attr& out) override {
@@ -986,47 +1199,77 @@ public:
 
     Errc list(const std::string& p, std::vector<DirEntry>& out) {
         std::vector<DirEntry> entries;
+        std::vector<std::size_t> mount_points;  // entries on another file system than the directory
         Connection& conn = pick();
         Errc e = conn.call(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_opendir_async(nfs, p.c_str(), cb, d); },
             [&](nfs_context* nfs, int, void* data) {
                 // The whole listing arrived with the reply; nfs_readdir() only walks it.
                 auto* dir = static_cast<nfsdir*>(data);
+                std::optional<std::uint64_t> dir_fs;
+                std::vector<std::uint64_t> fs;
                 while (nfsdirent* d = nfs_readdir(nfs, dir)) {
                     const std::string_view name = d->name;
-                    if (name != "." && name != "..")
-                        entries.push_back({std::string(name), to_attr(*d)});
+                    if (name == ".")
+                        dir_fs = d->dev;
+                    if (name != "." && name != "..") {
+                        entries.push_back({std::string(name), to_attr(*d, target_.root_fs)});
+                        fs.push_back(d->dev);
+                    }
                 }
                 nfs_closedir(nfs, dir);
+                for (std::size_t i = 0; dir_fs && i < fs.size(); ++i)
+                    if (fs[i] != *dir_fs)
+                        mount_points.push_back(i);
             },
             0, &close_orphan_dir);
         if (e != Errc::ok)
             return e;
-        if (target_.version == 4) {
-            // libnfs 4.0 lists NFSv4 entries without their fileid (inode 0):
-            // ask for each entry's attributes, all at once.
+        if (target_.version == 3 && !mount_points.empty()) {
+            // A directory with another file system mounted on it: knfsd
+            // lists it with the fileid of the directory underneath and the
+            // fsid of the one on top (libnfs looks the entry up for the
+            // rest), so its file id is asked for as a lookup does.
             std::vector<Connection::Request> requests;
-            std::vector<std::string> paths;
-            paths.reserve(entries.size());
-            for (auto& entry : entries) {
-                paths.push_back(p == "/" ? "/" + entry.name : p + "/" + entry.name);
-                Attr* attr = &entry.attr;
-                const std::string* child = &paths.back();
-                requests.push_back({[child](nfs_context* nfs, nfs_cb cb, void* d) {
-                                        return nfs_lstat64_async(nfs, child->c_str(), cb, d);
+            for (const std::size_t i : mount_points) {
+                Attr* attr = &entries[i].attr;
+                requests.push_back({[child = p == "/" ? "/" + entries[i].name : p + "/" + entries[i].name](
+                                        nfs_context* nfs, nfs_cb cb, void* d) {
+                                        return nfs_lstat64_async(nfs, child.c_str(), cb, d);
                                     },
-                                    [attr](nfs_context*, int, void* data) {
-                                        *attr = to_attr(*static_cast<nfs_stat_64*>(data));
+                                    [attr, root_fs = target_.root_fs](nfs_context*, int, void* data) {
+                                        *attr = to_attr(*static_cast<nfs_stat_64*>(data), root_fs);
                                     }});
             }
             std::vector<Errc> results;
             conn.call_batch(requests, results);
+            for (const Errc r : results)
+                if (r != Errc::ok)
+                    return r == Errc::not_found ? Errc::bad_handle : after_sent(r);  // (renamed meanwhile: list again)
+        }
+        if (target_.version == 4) {
+            // libnfs 4.0 lists NFSv4 entries without their fileid (inode 0)
+            // nor fsid: ask for each entry's attributes, all at once.
+            std::vector<Connection::Request> requests;
+            std::vector<std::uint64_t> fs(entries.size());
+            requests.reserve(entries.size());
+            for (std::size_t i = 0; i < entries.size(); ++i) {
+                entries[i].attr = Attr{};
+                requests.push_back(lstat_request(p == "/" ? "/" + entries[i].name : p + "/" + entries[i].name,
+                                                 entries[i].attr, fs[i]));
+            }
+            std::vector<Errc> results;
+            conn.call_batch(requests, results);
+            for (Errc& r : results)
+                r = after_sent(r);  // the listing was asked for already
             std::vector<DirEntry> kept;
             for (std::size_t i = 0; i < entries.size(); ++i) {
                 if (results[i] == Errc::not_found || results[i] == Errc::bad_handle)
                     continue;  // removed or renamed while we listed
                 if (results[i] != Errc::ok)
                     return results[i];
+                if (entries[i].attr.mode == 0)
+                    return Errc::io;  // an answer without the attributes asked for
                 kept.push_back(std::move(entries[i]));
             }
             entries = std::move(kept);
@@ -1061,7 +1304,7 @@ public:
         if (e != Errc::ok)
             return e;
         Attr attr;
-        e = after_sent(fstat(conn, gen, fh, attr));
+        e = after_sent(fstat_with(conn, gen, [fh] { return fh; }, attr));
         if (e == Errc::ok && S_ISDIR(attr.mode))
             e = Errc::is_dir;
         std::shared_ptr<OpenState> state;
@@ -1092,15 +1335,38 @@ public:
             gen, nullptr, Connection::AskAgain::never);
     }
 
-    Errc fstat(Connection& conn, std::uint64_t gen, nfsfh* fh, Attr& out) {
-        return conn.call([&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, fh, cb, d); },
-                         [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); }, gen);
-    }
-
-    Errc fstat(Connection& conn, std::uint64_t gen, const std::shared_ptr<OpenState>& st, Attr& out) {
+    // The attributes of an open file: `handle` gives its libnfs handle,
+    // read inside the request under the connection's lock (an OpenState's
+    // changes with each OPEN of the file). Over NFSv4 through a GETATTR of
+    // its file handle, as getattr_v4 asks for paths: libnfs 4.0's fstat
+    // leaves out the fsid and maps owners and blocks its own way, and the
+    // same file must have the same attributes either way.
+    template <class Handle>
+    Errc fstat_with(Connection& conn, std::uint64_t gen, Handle handle, Attr& out) {
+        if (target_.version == 4 && fsid_known_) {
+            std::uint64_t fs = 0;
+            out = Attr{};
+            Errc e = conn.call(
+                [&](nfs_context* nfs, nfs_cb, void* d) {
+                    const auto* fh = reinterpret_cast<const LibnfsFh*>(nfs_get_fh(handle()));
+                    std::vector<nfs_argop4> ops(2);
+                    ops[0].argop = OP_PUTFH;
+                    ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_len = static_cast<u_int>(fh->len);
+                    ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_val = fh->val;
+                    return send_getattr_v4(nfs, ops, d);
+                },
+                take_getattr_v4(out, fs), gen);
+            if (e == Errc::ok && out.mode == 0)
+                e = Errc::io;  // an answer without the attributes asked for
+            return e;
+        }
         return conn.call(
-            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, st->fh, cb, d); },
-            [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data)); }, gen);
+            [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, handle(), cb, d); },
+            [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data), target_.root_fs); },
+            gen);
+    }
+    Errc fstat(Connection& conn, std::uint64_t gen, const std::shared_ptr<OpenState>& st, Attr& out) {
+        return fstat_with(conn, gen, [&st] { return st->fh; }, out);
     }
 
     Errc open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) override {
@@ -1134,6 +1400,20 @@ public:
         return Errc::again;
     }
 
+    // The attributes of what a change has just made at `path`. The change is
+    // done: a connection lost now must not fail it (the program would try
+    // again and get EEXIST), so the lookup, safe to repeat, is asked again
+    // until the operation's timeout.
+    Errc attr_of_made(const std::string& path, Attr& attr) {
+        const auto deadline = after(target_.op_timeout);
+        for (auto pause = std::chrono::milliseconds(50);; pause = std::min(2 * pause, std::chrono::milliseconds(1000))) {
+            const Errc e = getattr(path, attr);
+            if (!is_transient(e) || Clock::now() + pause >= deadline)
+                return after_sent(e);
+            std::this_thread::sleep_for(pause);
+        }
+    }
+
     Errc mknod(const std::string& path, std::uint32_t mode, std::uint64_t rdev, Attr& attr) override {
         const std::string p = full(path);
         if (S_ISREG(mode)) {
@@ -1150,7 +1430,7 @@ public:
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_mknod_async(nfs, p.c_str(), static_cast<int>(mode), static_cast<int>(rdev), cb, d);
         });
-        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
+        return e == Errc::ok ? attr_of_made(path, attr) : e;
     }
 
     Errc mkdir(const std::string& path, std::uint32_t mode, Attr& attr) override {
@@ -1158,7 +1438,7 @@ public:
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_mkdir2_async(nfs, p.c_str(), static_cast<int>(mode & 07777), cb, d);
         });
-        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
+        return e == Errc::ok ? attr_of_made(path, attr) : e;
     }
 
     Errc symlink(const std::string& target, const std::string& path, Attr& attr) override {
@@ -1166,14 +1446,14 @@ public:
         Errc e = simple([&](nfs_context* nfs, nfs_cb cb, void* d) {
             return nfs_symlink_async(nfs, target.c_str(), p.c_str(), cb, d);
         });
-        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
+        return e == Errc::ok ? attr_of_made(path, attr) : e;
     }
 
     Errc link(const std::string& existing, const std::string& path, Attr& attr) override {
         const std::string from = full(existing), to = full(path);
         Errc e = simple(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_link_async(nfs, from.c_str(), to.c_str(), cb, d); });
-        return e == Errc::ok ? after_sent(getattr(path, attr)) : e;
+        return e == Errc::ok ? attr_of_made(path, attr) : e;
     }
 
     Errc readlink(const std::string& path, std::string& target) override {
@@ -1229,7 +1509,7 @@ public:
                 rest.mask &= ~SetAttr::kMode;  // a symbolic link has no mode of its own on Linux
             if (Errc e = setattr_v4(conn, p, rest); e != Errc::ok)
                 return e;
-            return lstat_full(conn, p, out);
+            return after_sent(lstat_full(conn, p, out));
         }
         // NFSv3. The l- variants only for a symbolic link. `before` says
         // what the path is; a swap between the two requests is followed.
@@ -1291,7 +1571,95 @@ public:
             if (e != Errc::ok)
                 return e;
         }
-        return lstat_full(conn, p, out);
+        return after_sent(lstat_full(conn, p, out));
+    }
+
+    // The names from the root of the server's pseudo file system to `p`
+    // (export-relative, as libnfs names it), for the LOOKUPs of a raw COMPOUND.
+    std::vector<std::string> components_v4(const std::string& p) const {
+        std::vector<std::string> names;
+        const std::string whole = (target_.export_path == "/" ? "" : target_.export_path) + (p == "/" ? "" : p);
+        for (std::size_t at = 0; at < whole.size();) {
+            const std::size_t next = whole.find('/', at);
+            const std::size_t end = next == std::string::npos ? whole.size() : next;
+            if (end > at)
+                names.push_back(whole.substr(at, end - at));
+            at = end + 1;
+        }
+        return names;
+    }
+
+    // PUTROOTFH and a LOOKUP per name (pointing into `names`), and one more
+    // operation for the caller to fill in last.
+    static std::vector<nfs_argop4> lookup_ops_v4(const std::vector<std::string>& names) {
+        std::vector<nfs_argop4> ops(names.size() + 2);
+        ops[0].argop = OP_PUTROOTFH;
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            ops[i + 1].argop = OP_LOOKUP;
+            ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_len = static_cast<u_int>(names[i].size());
+            ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_val = const_cast<char*>(names[i].data());
+        }
+        return ops;
+    }
+
+    // Sends `ops` (which put the current file handle) with a GETATTR of
+    // kGetattrMask after them, as a raw COMPOUND: libnfs 4.0's stat leaves
+    // out the fsid, which file ids need (file_id_on) where the export spans
+    // file systems.
+    static int send_getattr_v4(nfs_context* nfs, std::vector<nfs_argop4>& ops, void* d) {
+        ops.back().argop = OP_GETATTR;
+        ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_len = 2;
+        ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_val = const_cast<std::uint32_t*>(kGetattrMask);
+        COMPOUND4args args{};
+        args.minorversion = 0;
+        args.argarray.argarray_len = static_cast<u_int>(ops.size());
+        args.argarray.argarray_val = ops.data();
+        // Encoded when queued: `ops` may go after this returns.
+        return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), &Connection::on_compound_reply, &args, d);
+    }
+
+    // Takes the attributes from the answer to send_getattr_v4: `out` (file_id
+    // as file_id_on gives it; all zero when the answer lacks them) and `fs`,
+    // the file's file system.
+    std::function<void(nfs_context*, int, void*)> take_getattr_v4(Attr& out, std::uint64_t& fs) const {
+        return [&out, &fs, root_fs = target_.root_fs](nfs_context*, int, void* data) {
+            const auto* res = static_cast<const COMPOUND4res*>(data);
+            const u_int n = res ? res->resarray.resarray_len : 0;
+            Attr a;
+            std::uint64_t file_fs = 0;
+            if (n == 0 || res->resarray.resarray_val[n - 1].resop != OP_GETATTR ||
+                !decode_fattr4(
+                    res->resarray.resarray_val[n - 1].nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, a,
+                    file_fs)) {
+                out = Attr{};
+                return;
+            }
+            a.file_id = file_id_on(file_fs, root_fs, a.file_id);
+            out = a;
+            fs = file_fs;
+        };
+    }
+
+    // A GETATTR of path `p` (not following a final symbolic link, as lstat).
+    Connection::Request getattr_v4_request(const std::string& p, Attr& out, std::uint64_t& fs) {
+        return {[names = components_v4(p)](nfs_context* nfs, nfs_cb, void* d) {
+                    std::vector<nfs_argop4> ops = lookup_ops_v4(names);
+                    return send_getattr_v4(nfs, ops, d);
+                },
+                take_getattr_v4(out, fs)};
+    }
+
+    // (Only for the root at start: everything else through lstat_full.)
+    Errc getattr_v4(Connection& conn, const std::string& p, Attr& out, std::uint64_t* fs_out = nullptr) {
+        std::uint64_t fs = 0;
+        Connection::Request r = getattr_v4_request(p, out, fs);
+        out = Attr{};
+        Errc e = conn.call(r.submit, r.take);
+        if (e == Errc::ok && out.mode == 0)
+            e = Errc::io;  // an answer without the attributes asked for
+        if (fs_out && e == Errc::ok)
+            *fs_out = fs;
+        return e;
     }
 
     // libnfs 4.0 changes attributes over NFSv4 through an OPEN of the path
@@ -1306,15 +1674,7 @@ public:
     // anonymous stateid (which RFC 7530 allows for a size change too) and
     // the size, mode, owner, group and times asked for.
     Errc setattr_v4(Connection& conn, const std::string& p, const SetAttr& change) {
-        std::vector<std::string> names;
-        const std::string whole = (target_.export_path == "/" ? "" : target_.export_path) + (p == "/" ? "" : p);
-        for (std::size_t at = 0; at < whole.size();) {
-            const std::size_t next = whole.find('/', at);
-            const std::size_t end = next == std::string::npos ? whole.size() : next;
-            if (end > at)
-                names.push_back(whole.substr(at, end - at));
-            at = end + 1;
-        }
+        const std::vector<std::string> names = components_v4(p);
         // Attributes in the order of their numbers, as XDR for fattr4 wants.
         std::uint32_t mask[2] = {0, 0};
         std::string values;
@@ -1348,13 +1708,7 @@ public:
             return Errc::ok;
         return conn.call(
             [&](nfs_context* nfs, nfs_cb, void* d) {
-                std::vector<nfs_argop4> ops(names.size() + 2);
-                ops[0].argop = OP_PUTROOTFH;
-                for (std::size_t i = 0; i < names.size(); ++i) {
-                    ops[i + 1].argop = OP_LOOKUP;
-                    ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_len = static_cast<u_int>(names[i].size());
-                    ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_val = names[i].data();
-                }
+                std::vector<nfs_argop4> ops = lookup_ops_v4(names);
                 SETATTR4args& sa = ops.back().nfs_argop4_u.opsetattr;
                 ops.back().argop = OP_SETATTR;
                 sa.stateid = {};
@@ -1414,6 +1768,8 @@ private:
     Target target_;  // referenced by the connections: declared before them
     const std::string shown_;
     BackendLimits limits_;
+    // NFSv4: the backend's own GETATTR works on this export (see start()).
+    bool fsid_known_ = false;
     std::vector<std::unique_ptr<Connection>> conns_;
     std::atomic<std::size_t> next_{0};
 };
@@ -1723,6 +2079,7 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         }
     }
 
+    t.root_fs = st.nfs_dev;
     const int t_version = t.version;
     const std::string export_path = t.export_path, subpath = t.subpath;
     auto backend = std::make_unique<NfsBackend>(std::move(t), url.shown);

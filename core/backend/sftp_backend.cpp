@@ -1395,10 +1395,12 @@ public:
                 for (;;) {
                     if (stopping_)
                         return Errc::unreachable;
-                    if (state_ == ConnectionState::unreachable)
-                        return Errc::not_sent;
+                    // (Before the state: the pool says "connected" again only
+                    // after its whole round of reconnects.)
                     if (any_up())
                         break;
+                    if (state_ == ConnectionState::unreachable)
+                        return Errc::not_sent;
                     if (state_cv_.wait_until(state, lost_at_ + op_timeout_) == std::cv_status::timeout &&
                         !any_up()) {
                         set_state(ConnectionState::unreachable);

@@ -96,9 +96,9 @@ private slots:
     // A lookup, stat, open, truncate, chmod, listing, readlink or statfs
     // that meets a reconnect is asked again, as reads and writes are: a
     // server restart is not an error for the program (before, it failed).
-    // A create, mkdir, link, unlink or rename is not asked again: one lost
-    // with the connection may have been applied, and a second attempt would
-    // report EEXIST or ENOENT for our own change.
+    // A create, mkdir, link, unlink or rename is not asked again after a
+    // lost connection (`unreachable`): it may have been applied, and a
+    // second attempt would report EEXIST or ENOENT for our own change.
     void idempotent_metadata_calls_are_retried_invisibly() {
         QVERIFY(write_file(m_->direct("m"), random_bytes(50000, 6)));
         QVERIFY(::symlink("m", m_->direct("ln").toLocal8Bit().constData()) == 0);

@@ -15,6 +15,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -618,8 +619,8 @@ private slots:
     // NFSv4 only: a server that restarts refuses new opens during its grace
     // period (NFS4ERR_GRACE), which libnfs 4.0 reports like a failure. The
     // backend asks again until the grace period is over, as a kernel client
-    // does: no failure for the engine to pass on (a mkdir is not asked
-    // again), at most a transient error while it reconnects.
+    // does: no failure for the engine to pass on (a mkdir lost in flight is
+    // not asked again), at most a transient error while it reconnects.
     void the_grace_period_is_waited_out() {
         GaneshaServer server;
         server.set_lease_seconds(5);
@@ -683,6 +684,84 @@ private slots:
     }
 
     // The tests below stop the server; each leaves it running again.
+
+    void an_export_spanning_file_systems_data() {
+        QTest::addColumn<QString>("remote");
+        QTest::newRow("file") << "file";
+        QTest::newRow("v3") << "nfs3";
+        QTest::newRow("v4") << "nfs4";
+    }
+    // A remote directory with another file system mounted below it (ZFS
+    // datasets under an exported /home, a crossmnt export, a file:// of a
+    // directory holding mounts): the two number their inodes alike, so file
+    // ids alone would make different files one (hard links to the engine):
+    // a name vanished (ENOENT) and another's bytes could be read in its
+    // place. Both tmpfs here, so ids collide for certain: the roots are
+    // inode 1, and the first files 2, 3...
+    void an_export_spanning_file_systems() {
+        QFETCH(QString, remote);
+        struct Unmounts {
+            QStringList paths;
+            ~Unmounts() {
+                for (auto it = paths.rbegin(); it != paths.rend(); ++it)
+                    ::umount2(qPrintable(*it), MNT_DETACH);
+            }
+        } unmounts;  // after the server has stopped (declared before it)
+        GaneshaServer server;
+        const QString top = server.export_dir(), below = top + "/below";
+        QCOMPARE(::mount("tmpfs", qPrintable(top), "tmpfs", 0, "size=16m"), 0);
+        unmounts.paths << top;
+        QVERIFY(QDir().mkdir(below));
+        QCOMPARE(::mount("tmpfs", qPrintable(below), "tmpfs", 0, "size=16m"), 0);
+        unmounts.paths << below;
+        const auto a = random_bytes(3000, 1), b = random_bytes(5000, 2), c = random_bytes(7000, 3);
+        QVERIFY(write_file(top + "/a", a));
+        QVERIFY(write_file(below + "/b", b));
+        QVERIFY(write_file(below + "/c", c));
+        struct stat st_top, st_below, st_a, st_c;
+        QCOMPARE(::stat(qPrintable(top), &st_top), 0);
+        QCOMPARE(::stat(qPrintable(below), &st_below), 0);
+        QCOMPARE(::stat(qPrintable(top + "/a"), &st_a), 0);
+        QCOMPARE(::stat(qPrintable(below + "/c"), &st_c), 0);
+        QVERIFY(st_top.st_dev != st_below.st_dev);
+        QCOMPARE(st_top.st_ino, st_below.st_ino);  // the collisions this test is about
+        QCOMPARE(st_a.st_ino, st_c.st_ino);
+        // ganesha serves only the file systems mounted when it started.
+        QVERIFY2(server.start(), qPrintable(server.error()));
+
+        RemoteSpec spec{remote, QString(), "file://" + top, top};
+        if (remote != "file")
+            spec.url = server.url({}, remote == "nfs3" ? 3 : 4);
+        MountFixture m(spec, remote == "nfs4" ? QStringList{"nfs_version=4"} : QStringList{});
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(QDir(m.mountpoint()).entryList(QDir::AllEntries | QDir::NoDotAndDotDot),
+                 (QStringList{"a", "below"}));
+        QCOMPARE(QDir(m.at("below")).entryList(QDir::AllEntries | QDir::NoDotAndDotDot), (QStringList{"b", "c"}));
+        QCOMPARE(read_file(m.at("a")), a);
+        QCOMPARE(read_file(m.at("below/c")), c);
+        QCOMPARE(read_file(m.at("a")), a);
+        QCOMPARE(read_file(m.at("below/b")), b);
+        struct stat ma, mc;
+        QCOMPARE(::stat(qPrintable(m.at("a")), &ma), 0);
+        QCOMPARE(::stat(qPrintable(m.at("below/c")), &mc), 0);
+        QVERIFY(ma.st_ino != mc.st_ino);
+        QCOMPARE(ma.st_size, 3000);
+        QCOMPARE(mc.st_size, 7000);
+        QVERIFY(QFileInfo(m.at("below")).isDir());
+
+        // Changes on either side land where they belong.
+        const auto a2 = random_bytes(4000, 4), d = random_bytes(6000, 5);
+        QVERIFY(write_file(m.at("a"), a2));
+        QVERIFY(write_file(m.at("below/d"), d));
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        QCOMPARE(read_file(top + "/a"), a2);
+        QCOMPARE(read_file(below + "/d"), d);
+        QCOMPARE(read_file(below + "/c"), c);
+        QVERIFY2(m.mount(), qPrintable(m.error()));  // the cache, after a remount
+        QCOMPARE(read_file(m.at("below/c")), c);
+        QCOMPARE(read_file(m.at("a")), a2);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
 
     void server_dies_mid_read_data() { versions(); }
     // Killed while a reader is in the middle of a file and restarted a second

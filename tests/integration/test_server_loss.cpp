@@ -206,56 +206,78 @@ private slots:
     // Changes asked for while the backend knows the server is down (two
     // reconnects failed) were never sent: they wait for it as lookups do,
     // and each is carried out once, when it is back. Before, they failed
-    // with EIO at once: only idempotent calls were asked again.
+    // with EIO at once: only idempotent calls were asked again. Then a
+    // create asked while the connection is being made again: the request
+    // waits for it, and the new connection is not the one it was meant for,
+    // so again it was never sent.
     void changes_asked_while_the_server_is_down_are_made_once_it_is_back() {
         GaneshaServer nfs;
         QVERIFY2(nfs.start(), qPrintable(nfs.error()));
         // Names kept long enough that no lookup before a change (which is
         // asked again by itself) waits for the server in its place: those
         // in work/ are known, those missing known missing, as work/ and
-        // everything in it is made through this mount.
+        // everything in it is made through this mount. One directory per
+        // change, since the kernel makes changes in one directory wait
+        // for each other.
         MountFixture m(nfs4_spec(nfs), {"entry_timeout=60", "attr_timeout=60", "dir_cache_time=60"});
         m.set_extra_args({"--no-cache"});
         QVERIFY2(m.mount(), qPrintable(m.error()));
         const auto data = random_bytes(5000, 8);
-        QCOMPARE(::mkdir(qPrintable(m.at("work")), 0755), 0);
-        QVERIFY(write_file(m.at("work/old.bin"), data));
-        QVERIFY(write_file(m.at("work/gone.bin"), data));
+        for (const char* dir : {"work", "work/a", "work/b", "work/c", "work/d", "work/e"})
+            QCOMPARE(::mkdir(qPrintable(m.at(dir)), 0755), 0);
+        QVERIFY(write_file(m.at("work/c/old.bin"), data));
+        QVERIFY(write_file(m.at("work/d/gone.bin"), data));
 
+        const auto wait_for_log = [&](const QString& text, qsizetype after) {
+            QElapsedTimer clock;
+            clock.start();
+            while (m.log().indexOf(text, after) < 0) {
+                if (clock.elapsed() > 10000)
+                    return false;
+                QThread::msleep(20);
+            }
+            return true;
+        };
         nfs.kill();
-        QElapsedTimer clock;
-        clock.start();
-        while (!m.log().contains("server unreachable")) {
-            QVERIFY2(clock.elapsed() < 10000, "the backend did not notice the server was gone");
-            QThread::msleep(50);
-        }
+        QVERIFY2(wait_for_log("server unreachable", 0), "the backend did not notice the server was gone");
         const auto made = random_bytes(7000, 9);
-        const auto answers = ask_across_restart(
+        const auto create = [&](const char* name) {
+            const int fd = ::open(qPrintable(m.at(name)), O_WRONLY | O_CREAT | O_EXCL, 0644);
+            if (fd < 0)
+                return errno;
+            const bool wrote = ::write(fd, made.data(), made.size()) == static_cast<ssize_t>(made.size());
+            const int e = wrote ? 0 : errno;
+            return ::close(fd) == 0 ? e : errno;
+        };
+        auto answers = ask_across_restart(
             m, nfs, 2500,
-            {[&] { return errno_of(::mkdir(qPrintable(m.at("work/dir")), 0755)); },
+            {[&] { return errno_of(::mkdir(qPrintable(m.at("work/a/dir")), 0755)); },
+             [&] { return create("work/b/new.bin"); },
              [&] {
-                 const int fd = ::open(qPrintable(m.at("work/new.bin")), O_WRONLY | O_CREAT | O_EXCL, 0644);
-                 if (fd < 0)
-                     return errno;
-                 const bool wrote = ::write(fd, made.data(), made.size()) == static_cast<ssize_t>(made.size());
-                 const int e = wrote ? 0 : errno;
-                 return ::close(fd) == 0 ? e : errno;
+                 return errno_of(
+                     ::rename(qPrintable(m.at("work/c/old.bin")), qPrintable(m.at("work/c/renamed.bin"))));
              },
-             [&] {
-                 return errno_of(::rename(qPrintable(m.at("work/old.bin")), qPrintable(m.at("work/renamed.bin"))));
-             },
-             [&] { return errno_of(::unlink(qPrintable(m.at("work/gone.bin")))); }});
+             [&] { return errno_of(::unlink(qPrintable(m.at("work/d/gone.bin")))); }});
         QVERIFY(nfs.running());
         for (const Answer& a : answers) {
             QCOMPARE(a.error, 0);
             QVERIFY2(a.after_ms >= 2500, "answered only once the server was back");
         }
-        QVERIFY(QFileInfo(m.direct("work/dir")).isDir());
-        QCOMPARE(read_file(m.direct("work/new.bin")), made);
-        QVERIFY(!QFileInfo::exists(m.direct("work/old.bin")));
-        QCOMPARE(read_file(m.direct("work/renamed.bin")), data);
-        QVERIFY(!QFileInfo::exists(m.direct("work/gone.bin")));
-        QCOMPARE(read_file(m.at("work/new.bin")), made);
+        QVERIFY(QFileInfo(m.direct("work/a/dir")).isDir());
+        QCOMPARE(read_file(m.direct("work/b/new.bin")), made);
+        QVERIFY(!QFileInfo::exists(m.direct("work/c/old.bin")));
+        QCOMPARE(read_file(m.direct("work/c/renamed.bin")), data);
+        QVERIFY(!QFileInfo::exists(m.direct("work/d/gone.bin")));
+        QCOMPARE(read_file(m.at("work/b/new.bin")), made);
+
+        // A create while the connection is being made again.
+        const qsizetype seen = m.log().size();
+        nfs.kill();
+        QVERIFY2(wait_for_log("down (", seen), "the backend did not notice the server was gone");
+        answers = ask_across_restart(m, nfs, 0, {[&] { return create("work/e/new.bin"); }});
+        QVERIFY(nfs.running());
+        QCOMPARE(answers[0].error, 0);
+        QCOMPARE(read_file(m.direct("work/e/new.bin")), made);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
