@@ -617,11 +617,13 @@ Errc Engine::mknod(const Caller& caller, Ino parent, std::string_view name, std:
     Attr attr;
     if (S_ISREG(mode)) {
         std::unique_ptr<BackendFile> file;
-        e = impl_->at_most_once([&] { return impl_->backend->create(path, mode, O_WRONLY | O_EXCL, file, attr); });
+        e = impl_->at_most_once([&] { return impl_->backend->create(path, mode, O_WRONLY | O_EXCL, file, attr); },
+                                [&] { return impl_->renew_child_path(parent, name, path); });
         if (file)
             file->close();
     } else {
-        e = impl_->at_most_once([&] { return impl_->backend->mknod(path, mode, rdev, attr); });
+        e = impl_->at_most_once([&] { return impl_->backend->mknod(path, mode, rdev, attr); },
+                                [&] { return impl_->renew_child_path(parent, name, path); });
     }
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
@@ -636,7 +638,8 @@ Errc Engine::mkdir(const Caller& caller, Ino parent, std::string_view name, std:
     if (e != Errc::ok)
         return e;
     Attr attr;
-    e = impl_->at_most_once([&] { return impl_->backend->mkdir(path, mode, attr); });
+    e = impl_->at_most_once([&] { return impl_->backend->mkdir(path, mode, attr); },
+                            [&] { return impl_->renew_child_path(parent, name, path); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         return e;
@@ -660,7 +663,8 @@ Errc Engine::symlink(const Caller& caller, std::string_view target, Ino parent, 
     if (e != Errc::ok)
         return e;
     Attr attr;
-    e = impl_->at_most_once([&] { return impl_->backend->symlink(std::string(target), path, attr); });
+    e = impl_->at_most_once([&] { return impl_->backend->symlink(std::string(target), path, attr); },
+                            [&] { return impl_->renew_child_path(parent, name, path); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         return e;
@@ -684,7 +688,19 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     if (from.empty())
         return Errc::not_found;
     Attr attr;
-    e = impl_->at_most_once([&] { return impl_->backend->link(from, to, attr); });
+    e = impl_->at_most_once([&] { return impl_->backend->link(from, to, attr); },
+                            [&] {
+                                {
+                                    std::lock_guard lock(impl_->mu);
+                                    auto node = impl_->node_locked(ino);
+                                    if (!node)
+                                        return Errc::bad_handle;
+                                    from = impl_->path_locked(*node);
+                                }
+                                if (from.empty())
+                                    return Errc::not_found;
+                                return impl_->renew_child_path(new_parent, new_name, to);
+                            });
     if (e != Errc::ok) {
         impl_->doubt_names(new_parent);
         return e;
@@ -713,7 +729,8 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         return e;
     if (!directory && rename_aside_if_open(parent, std::string(name), path))
         return Errc::ok;
-    e = at_most_once([&] { return directory ? backend->rmdir(path) : backend->unlink(path); });
+    e = at_most_once([&] { return directory ? backend->rmdir(path) : backend->unlink(path); },
+                     [&] { return renew_child_path(parent, name, path); });
     if (e != Errc::ok) {
         doubt_names(parent);
         return e;
@@ -741,8 +758,14 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
     // The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
     char aside[48];
     std::snprintf(aside, sizeof aside, ".netfs-unlinked-%016llx", static_cast<unsigned long long>(node->ino));
-    const std::string aside_path = path.substr(0, path.rfind('/') + 1) + aside;
-    if (at_most_once([&] { return backend->rename(path, aside_path, 0); }) != Errc::ok)
+    const auto aside_of = [&aside](const std::string& p) { return p.substr(0, p.rfind('/') + 1) + aside; };
+    std::string where = path, aside_path = aside_of(path);
+    if (at_most_once([&] { return backend->rename(where, aside_path, 0); },
+                     [&] {
+                         const Errc r = renew_child_path(parent, name, where);
+                         aside_path = aside_of(where);
+                         return r;
+                     }) != Errc::ok)
         return false;  // unlink it after all: the handle may go stale, the name does go
     std::lock_guard lock(mu);
     by_name.erase(std::pair<Ino, std::string>(parent, name));
@@ -789,7 +812,12 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
     std::string to = impl_->new_child_path(new_parent, new_name, e);
     if (e != Errc::ok)
         return e;
-    e = impl_->at_most_once([&] { return impl_->backend->rename(from, to, flags); });
+    e = impl_->at_most_once([&] { return impl_->backend->rename(from, to, flags); },
+                            [&] {
+                                if (Errc r = impl_->renew_child_path(parent, name, from); r != Errc::ok)
+                                    return r;
+                                return impl_->renew_child_path(new_parent, new_name, to);
+                            });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         impl_->doubt_names(new_parent);
@@ -1062,7 +1090,8 @@ Errc Engine::create(const Caller& caller, Ino parent, std::string_view name, std
     std::unique_ptr<BackendFile> file;
     Attr attr;
     e = impl_->at_most_once(
-        [&] { return impl_->backend->create(path, mode, (flags & (O_ACCMODE | O_EXCL | O_TRUNC)), file, attr); });
+        [&] { return impl_->backend->create(path, mode, (flags & (O_ACCMODE | O_EXCL | O_TRUNC)), file, attr); },
+        [&] { return impl_->renew_child_path(parent, name, path); });
     if (e != Errc::ok) {
         impl_->doubt_names(parent);
         return e;

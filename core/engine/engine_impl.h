@@ -202,16 +202,26 @@ struct Engine::Impl {
     // was never sent (Errc::not_sent), so a restart of the server is ridden
     // out when the connection was down before the request. One lost in
     // flight may have been carried out, and asking again would report
-    // EEXIST or ENOENT for it: that goes back to the program.
-    template <class Request>
-    Errc at_most_once(Request&& request) {
+    // EEXIST or ENOENT for it: that goes back to the program. `renew`
+    // before each new attempt finds the request's paths again: while it
+    // waited, another program may have renamed a directory above them.
+    template <class Request, class Renew>
+    Errc at_most_once(Request&& request, Renew&& renew) {
         Retry retry;
-        Errc e;
-        do
+        Errc e = request();
+        while (e == Errc::not_sent && retry_after(e, retry)) {
+            if (Errc r = renew(); r != Errc::ok)
+                return r;
             e = request();
-        while (e == Errc::not_sent && retry_after(e, retry));
+        }
         if (e == Errc::ok)
             remote_answered();
+        return e;
+    }
+    // The path of `name` in `parent` as it is now, into `path`.
+    Errc renew_child_path(Ino parent, std::string_view name, std::string& path) {
+        Errc e;
+        path = new_child_path(parent, name, e);
         return e;
     }
     // Clears gave_up: the remote answered, so the outage is over. Called on

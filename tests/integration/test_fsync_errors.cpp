@@ -6,6 +6,7 @@
 #include <QDir>
 #include <QFileInfo>
 #include <QTest>
+#include <QThread>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <thread>
 
 using namespace netfs::test;
 
@@ -171,6 +173,27 @@ private slots:
         QCOMPARE(::stat(m_->direct("hard").toLocal8Bit().constData(), &a), 0);
         QCOMPARE(::stat(m_->direct("new").toLocal8Bit().constData(), &b), 0);
         QCOMPARE(a.st_ino, b.st_ino);
+    }
+
+    // While a change waits to be sent, another program renames the
+    // directory it is in (a rename within one directory does not wait for
+    // the directory it moves): the change is made where the directory is
+    // now, not at its old path (ENOENT).
+    void a_change_waiting_to_be_sent_follows_its_directory() {
+        QVERIFY(QDir().mkpath(m_->direct("top/old")));
+        QVERIFY(QFileInfo(m_->at("top/old")).isDir());
+        m_->set_faults("mkdir not_sent count=5 path=/made\n");  // about 0.6 s of retries
+        int made = -1;
+        const QByteArray target = m_->at("top/old/made").toLocal8Bit();
+        std::thread maker([&] { made = ::mkdir(target.constData(), 0755) == 0 ? 0 : errno; });
+        QThread::msleep(100);
+        QCOMPARE(::rename(m_->at("top/old").toLocal8Bit().constData(), m_->at("top/new").toLocal8Bit().constData()),
+                 0);
+        maker.join();
+        m_->set_faults("");
+        QCOMPARE(made, 0);
+        QVERIFY(QFileInfo(m_->direct("top/new/made")).isDir());
+        QVERIFY(!QFileInfo::exists(m_->direct("top/old")));
     }
 
     void transient_failures_are_retried_invisibly() {
