@@ -63,10 +63,27 @@ public:
         return Errc::io;  // not cached, and the server is away: at once, never a hang
     }
 
+    // Disconnected, the local copy is made before the engine drops the
+    // cached bytes of the range it writes: they are its base. Connected,
+    // the write is promised to the server: with the cached bytes gone, it
+    // can no longer go to a local copy, even if the connection goes first.
+    void before_write() override {
+        if (local_ || !remote_)
+            return;
+        if (owner_.online())
+            promised_remote_.fetch_add(1);
+        else
+            go_local(false);  // an error is write()'s to report
+    }
+
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
-        if (!local_ && remote_ && owner_.online()) {
+        int promised = promised_remote_.load();
+        while (promised > 0 && !promised_remote_.compare_exchange_weak(promised, promised - 1)) {
+        }
+        if (!local_ && remote_ && (promised > 0 || owner_.online())) {
             const Errc e = remote_->write(offset, data, transferred);
-            wrote_remote_ = true;
+            if (e != Errc::not_sent)
+                wrote_remote_ = true;
             if (!owner_.lost(e))
                 return e;
         }
@@ -175,6 +192,7 @@ private:
     bool local_;
     bool held_ = false;
     bool wrote_remote_ = false;  // something was written through remote_
+    std::atomic<int> promised_remote_{0};  // writes before_write saw connected, not yet made
 };
 
 ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect, std::shared_ptr<Replica> replica,

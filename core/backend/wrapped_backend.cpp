@@ -35,6 +35,7 @@ public:
         return e != Errc::ok ? e : inner_->getattr(out);
     }
     bool opened_attr(Attr& out) const override { return inner_->opened_attr(out); }
+    void before_write() override { inner_->before_write(); }
     Errc truncate(std::uint64_t size) override {
         Errc e = hook(Op::truncate);
         return e != Errc::ok ? e : inner_->truncate(size);

@@ -225,6 +225,41 @@ private slots:
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
+    // An editor holds a file open when the network goes, and saves into it
+    // after: the write goes to the local copy and reaches the server later.
+    // The engine dropped the cached bytes of the range it was about to
+    // write before the replica could copy them: EIO ("not fully cached"),
+    // and the write was lost at unmount.
+    void a_file_open_before_the_outage_is_changed_after_it() {
+        auto m = make_mount();
+        auto expected = random_bytes(300 * 1024 + 9, 21);
+        QVERIFY(write_file(m->direct("open.bin"), expected));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(read_file(m->at("open.bin")) == expected);  // cached
+        const int fd = ::open(qPrintable(m->at("open.bin")), O_RDWR);
+        QVERIFY(fd >= 0);
+        QString err;
+        QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
+
+        const auto patch = random_bytes(5000, 22);
+        std::copy(patch.begin(), patch.end(), expected.begin() + 1000);
+        QCOMPARE(::pwrite(fd, patch.data(), patch.size(), 1000), ssize_t(patch.size()));
+        QCOMPARE(::fsync(fd), 0);
+        std::vector<std::byte> back(expected.size());
+        QCOMPARE(::pread(fd, back.data(), back.size(), 0), ssize_t(back.size()));
+        QVERIFY(back == expected);
+        QCOMPARE(::close(fd), 0);
+        QVERIFY(read_file(m->direct("open.bin")) != expected);  // not sent while offline
+
+        QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(outcome["conflicts"].toInteger(), 0);
+        QVERIFY(read_file(m->direct("open.bin")) == expected);
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
     // A hard link, times set with utimensat and a truncate, made offline,
     // reach the server as such: the link is one file with two names there
     // (where the protocol has links), the times are the ones set, the file
