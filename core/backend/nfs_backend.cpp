@@ -133,7 +133,7 @@ timespec make_ts(std::uint64_t sec, std::uint64_t nsec) {
     return t;
 }
 
-// `root_fs`: Target::root_fs. libnfs 4.0 reports the fsid (nfs_dev) over
+// `root_fs`: Target::Root::fs. libnfs 4.0 reports the fsid (nfs_dev) over
 // NFSv3 only: 0 over NFSv4, where every file id is the server's fileid.
 Attr to_attr(const nfs_stat_64& st, std::uint64_t root_fs) {
     Attr a;
@@ -196,7 +196,17 @@ struct Target {
     std::uint16_t probe_port = 0;  // a TCP port that must accept before a mount is tried
     double connect_timeout = 10;
     double op_timeout = 30;
-    std::uint64_t root_fs = 0;  // the file system (fsid) of the remote root, for file ids (file_id_on)
+    // What the backend knows of the remote root, shared with the connections.
+    struct Root {
+        // Its file system (fsid), for file ids (file_id_on): asked again
+        // after each reconnect, before the connection serves, since a server
+        // may report another fsid after a restart.
+        std::atomic<std::uint64_t> fs{0};
+        // NFSv4: the backend's own GETATTR works on this export (see
+        // NfsBackend::start); else attributes come from libnfs's stat.
+        std::atomic<bool> by_getattr{false};
+    };
+    std::shared_ptr<Root> root = std::make_shared<Root>();
 };
 
 // A TCP connect to host:port within `timeout` seconds; on failure a short
@@ -490,6 +500,60 @@ bool decode_fattr4(const fattr4& f, Attr& a, std::uint64_t& fs) {
     a.mode = type_bits(type) | perms;
     a.blocks = (used + 511) / 512;
     return r.ok();
+}
+
+// The names from the root of the server's pseudo file system to `p`
+// (export-relative, as libnfs names it), for the LOOKUPs of a raw COMPOUND.
+std::vector<std::string> components_v4(const Target& t, const std::string& p) {
+    std::vector<std::string> names;
+    const std::string whole = (t.export_path == "/" ? "" : t.export_path) + (p == "/" ? "" : p);
+    for (std::size_t at = 0; at < whole.size();) {
+        const std::size_t next = whole.find('/', at);
+        const std::size_t end = next == std::string::npos ? whole.size() : next;
+        if (end > at)
+            names.push_back(whole.substr(at, end - at));
+        at = end + 1;
+    }
+    return names;
+}
+
+// PUTROOTFH and a LOOKUP per name (pointing into `names`), and one more
+// operation for the caller to fill in last.
+std::vector<nfs_argop4> lookup_ops_v4(const std::vector<std::string>& names) {
+    std::vector<nfs_argop4> ops(names.size() + 2);
+    ops[0].argop = OP_PUTROOTFH;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        ops[i + 1].argop = OP_LOOKUP;
+        ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_len = static_cast<u_int>(names[i].size());
+        ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_val = const_cast<char*>(names[i].data());
+    }
+    return ops;
+}
+
+// Sends `ops` (which put the current file handle) with a GETATTR of
+// kGetattrMask after them, as a raw COMPOUND: libnfs 4.0's stat leaves out
+// the fsid, which file ids need (file_id_on) where the export spans file
+// systems.
+int send_getattr_v4(nfs_context* nfs, std::vector<nfs_argop4>& ops, rpc_cb cb, void* d) {
+    ops.back().argop = OP_GETATTR;
+    ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_len = 2;
+    ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_val = const_cast<std::uint32_t*>(kGetattrMask);
+    COMPOUND4args args{};
+    args.minorversion = 0;
+    args.argarray.argarray_len = static_cast<u_int>(ops.size());
+    args.argarray.argarray_val = ops.data();
+    // Encoded when queued: `ops` may go after this returns.
+    return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), cb, &args, d);
+}
+
+// The attributes in the answer to send_getattr_v4, and the file's file
+// system; false when the answer lacks them.
+bool getattr_v4_reply(const void* data, Attr& a, std::uint64_t& fs) {
+    const auto* res = static_cast<const COMPOUND4res*>(data);
+    const u_int n = res ? res->resarray.resarray_len : 0;
+    return n > 0 && res->resarray.resarray_val[n - 1].resop == OP_GETATTR &&
+           decode_fattr4(res->resarray.resarray_val[n - 1].nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes,
+                         a, fs);
 }
 
 // The file handle of a libnfs handle, as nfs_get_fh() returns it: libnfs
@@ -906,6 +970,8 @@ private:
                 lk.unlock();
                 std::string why;
                 nfs_context* fresh = reconnect(why);
+                if (fresh)
+                    fresh = learn_root_fs(fresh, why);
                 lk.lock();
                 if (stopping_) {
                     if (fresh)
@@ -990,6 +1056,58 @@ private:
     }
 
     // Mounts a fresh context; null and `why` when the server is not there.
+    // Asks `fresh`, before it serves, for the file system of the remote root:
+    // the file ids of every answer depend on it (file_id_on), and a server
+    // may report another fsid after a restart. Returns `fresh`, or null (and
+    // `why`) when it did not answer: then `fresh` is destroyed.
+    nfs_context* learn_root_fs(nfs_context* fresh, std::string& why) {
+        const std::string root = target_.subpath.empty() ? "/" : target_.subpath;
+        if (target_.version == 3) {
+            nfs_stat_64 st{};
+            if (nfs_lstat64(fresh, root.c_str(), &st) != 0) {
+                const char* e = nfs_get_error(fresh);
+                why = std::string("cannot read the attributes of the directory: ") + (e ? e : "?");
+                nfs_destroy_context(fresh);
+                return nullptr;
+            }
+            target_.root->fs = st.nfs_dev;
+            return fresh;
+        }
+        if (!target_.root->by_getattr)
+            return fresh;  // libnfs's stat, which has no fsid
+        struct Wait {
+            bool done = false, ok = false;
+            Attr attr;
+            std::uint64_t fs = 0;
+        } wait;
+        const std::vector<std::string> names = components_v4(target_, root);
+        std::vector<nfs_argop4> ops = lookup_ops_v4(names);
+        const rpc_cb on_reply = [](rpc_context*, int status, void* data, void* private_data) {
+            auto* w = static_cast<Wait*>(private_data);
+            w->done = true;
+            w->ok = status == RPC_STATUS_SUCCESS && static_cast<COMPOUND4res*>(data)->status == NFS4_OK &&
+                    getattr_v4_reply(data, w->attr, w->fs);
+        };
+        if (send_getattr_v4(fresh, ops, on_reply, &wait) != 0) {
+            why = "cannot ask for the attributes of the directory";
+            nfs_destroy_context(fresh);
+            return nullptr;
+        }
+        const auto deadline = after(target_.connect_timeout);
+        while (!wait.done && Clock::now() < deadline) {
+            pollfd p{nfs_get_fd(fresh), static_cast<short>(nfs_which_events(fresh)), 0};
+            if (::poll(&p, 1, kServiceTickMs) < 0 || nfs_service(fresh, p.revents) < 0)
+                break;
+        }
+        if (wait.ok) {
+            target_.root->fs = wait.fs;
+            return fresh;
+        }
+        why = wait.done ? "the server did not describe the directory" : "no answer about the directory";
+        nfs_destroy_context(fresh);  // cancels the request: its callback runs now, while `wait` exists
+        return nullptr;
+    }
+
     nfs_context* reconnect(std::string& why) {
         if (target_.probe_port && !probe_tcp(target_.host, target_.probe_port, target_.connect_timeout, why))
             return nullptr;
@@ -1098,15 +1216,18 @@ public:
             const std::string root_path = target_.subpath.empty() ? "/" : target_.subpath;
             const auto deadline = after(target_.op_timeout);
             Errc e;
-            while (is_transient(e = getattr_v4(*conns_[0], root_path, root, &target_.root_fs)) &&
+            std::uint64_t fs = 0;
+            while (is_transient(e = getattr_v4(*conns_[0], root_path, root, &fs)) &&
                    Clock::now() < deadline)
                 std::this_thread::sleep_for(std::chrono::milliseconds(250));
             if (is_transient(e)) {
                 message = shown_ + ": cannot read the attributes of the directory: " + std::string(netfs::describe(e));
                 return e;
             }
-            fsid_known_ = e == Errc::ok;
-            if (!fsid_known_)
+            if (e == Errc::ok)
+                target_.root->fs = fs;
+            target_.root->by_getattr = e == Errc::ok;
+            if (e != Errc::ok)
                 LOG_WARN("%s: cannot ask for attributes by path (%s): file ids of files below other file systems "
                          "in the export may collide",
                          shown_.c_str(), std::string(netfs::describe(e)).c_str());
@@ -1162,11 +1283,11 @@ public:
     // The attributes of path `p`, not following a final symbolic link; `fs`
     // its file system where known.
     Connection::Request lstat_request(const std::string& p, Attr& out, std::uint64_t& fs) {
-        if (target_.version == 4 && fsid_known_)
+        if (target_.version == 4 && target_.root->by_getattr)
             return getattr_v4_request(p, out, fs);
         return {[p](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lstat64_async(nfs, p.c_str(), cb, d); },
-                [&out, root_fs = target_.root_fs](nfs_context*, int, void* data) {
-                    out = to_attr(*static_cast<nfs_stat_64*>(data), root_fs);
+                [&out, root = target_.root](nfs_context*, int, void* data) {
+                    out = to_attr(*static_cast<nfs_stat_64*>(data), root->fs);
                 }};
     }
 
@@ -1213,7 +1334,7 @@ public:
                     if (name == ".")
                         dir_fs = d->dev;
                     if (name != "." && name != "..") {
-                        entries.push_back({std::string(name), to_attr(*d, target_.root_fs)});
+                        entries.push_back({std::string(name), to_attr(*d, target_.root->fs)});
                         fs.push_back(d->dev);
                     }
                 }
@@ -1237,8 +1358,8 @@ public:
                                         nfs_context* nfs, nfs_cb cb, void* d) {
                                         return nfs_lstat64_async(nfs, child.c_str(), cb, d);
                                     },
-                                    [attr, root_fs = target_.root_fs](nfs_context*, int, void* data) {
-                                        *attr = to_attr(*static_cast<nfs_stat_64*>(data), root_fs);
+                                    [attr, root = target_.root](nfs_context*, int, void* data) {
+                                        *attr = to_attr(*static_cast<nfs_stat_64*>(data), root->fs);
                                     }});
             }
             std::vector<Errc> results;
@@ -1343,7 +1464,7 @@ public:
     // same file must have the same attributes either way.
     template <class Handle>
     Errc fstat_with(Connection& conn, std::uint64_t gen, Handle handle, Attr& out) {
-        if (target_.version == 4 && fsid_known_) {
+        if (target_.version == 4 && target_.root->by_getattr) {
             std::uint64_t fs = 0;
             out = Attr{};
             Errc e = conn.call(
@@ -1353,7 +1474,7 @@ public:
                     ops[0].argop = OP_PUTFH;
                     ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_len = static_cast<u_int>(fh->len);
                     ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_val = fh->val;
-                    return send_getattr_v4(nfs, ops, d);
+                    return send_getattr_v4(nfs, ops, &Connection::on_compound_reply, d);
                 },
                 take_getattr_v4(out, fs), gen);
             if (e == Errc::ok && out.mode == 0)
@@ -1362,7 +1483,7 @@ public:
         }
         return conn.call(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, handle(), cb, d); },
-            [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data), target_.root_fs); },
+            [&](nfs_context*, int, void* data) { out = to_attr(*static_cast<nfs_stat_64*>(data), target_.root->fs); },
             gen);
     }
     Errc fstat(Connection& conn, std::uint64_t gen, const std::shared_ptr<OpenState>& st, Attr& out) {
@@ -1574,67 +1695,18 @@ public:
         return after_sent(lstat_full(conn, p, out));
     }
 
-    // The names from the root of the server's pseudo file system to `p`
-    // (export-relative, as libnfs names it), for the LOOKUPs of a raw COMPOUND.
-    std::vector<std::string> components_v4(const std::string& p) const {
-        std::vector<std::string> names;
-        const std::string whole = (target_.export_path == "/" ? "" : target_.export_path) + (p == "/" ? "" : p);
-        for (std::size_t at = 0; at < whole.size();) {
-            const std::size_t next = whole.find('/', at);
-            const std::size_t end = next == std::string::npos ? whole.size() : next;
-            if (end > at)
-                names.push_back(whole.substr(at, end - at));
-            at = end + 1;
-        }
-        return names;
-    }
-
-    // PUTROOTFH and a LOOKUP per name (pointing into `names`), and one more
-    // operation for the caller to fill in last.
-    static std::vector<nfs_argop4> lookup_ops_v4(const std::vector<std::string>& names) {
-        std::vector<nfs_argop4> ops(names.size() + 2);
-        ops[0].argop = OP_PUTROOTFH;
-        for (std::size_t i = 0; i < names.size(); ++i) {
-            ops[i + 1].argop = OP_LOOKUP;
-            ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_len = static_cast<u_int>(names[i].size());
-            ops[i + 1].nfs_argop4_u.oplookup.objname.utf8string_val = const_cast<char*>(names[i].data());
-        }
-        return ops;
-    }
-
-    // Sends `ops` (which put the current file handle) with a GETATTR of
-    // kGetattrMask after them, as a raw COMPOUND: libnfs 4.0's stat leaves
-    // out the fsid, which file ids need (file_id_on) where the export spans
-    // file systems.
-    static int send_getattr_v4(nfs_context* nfs, std::vector<nfs_argop4>& ops, void* d) {
-        ops.back().argop = OP_GETATTR;
-        ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_len = 2;
-        ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_val = const_cast<std::uint32_t*>(kGetattrMask);
-        COMPOUND4args args{};
-        args.minorversion = 0;
-        args.argarray.argarray_len = static_cast<u_int>(ops.size());
-        args.argarray.argarray_val = ops.data();
-        // Encoded when queued: `ops` may go after this returns.
-        return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), &Connection::on_compound_reply, &args, d);
-    }
-
     // Takes the attributes from the answer to send_getattr_v4: `out` (file_id
     // as file_id_on gives it; all zero when the answer lacks them) and `fs`,
     // the file's file system.
     std::function<void(nfs_context*, int, void*)> take_getattr_v4(Attr& out, std::uint64_t& fs) const {
-        return [&out, &fs, root_fs = target_.root_fs](nfs_context*, int, void* data) {
-            const auto* res = static_cast<const COMPOUND4res*>(data);
-            const u_int n = res ? res->resarray.resarray_len : 0;
+        return [&out, &fs, root = target_.root](nfs_context*, int, void* data) {
             Attr a;
             std::uint64_t file_fs = 0;
-            if (n == 0 || res->resarray.resarray_val[n - 1].resop != OP_GETATTR ||
-                !decode_fattr4(
-                    res->resarray.resarray_val[n - 1].nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, a,
-                    file_fs)) {
+            if (!getattr_v4_reply(data, a, file_fs)) {
                 out = Attr{};
                 return;
             }
-            a.file_id = file_id_on(file_fs, root_fs, a.file_id);
+            a.file_id = file_id_on(file_fs, root->fs, a.file_id);
             out = a;
             fs = file_fs;
         };
@@ -1642,9 +1714,9 @@ public:
 
     // A GETATTR of path `p` (not following a final symbolic link, as lstat).
     Connection::Request getattr_v4_request(const std::string& p, Attr& out, std::uint64_t& fs) {
-        return {[names = components_v4(p)](nfs_context* nfs, nfs_cb, void* d) {
+        return {[names = components_v4(target_, p)](nfs_context* nfs, nfs_cb, void* d) {
                     std::vector<nfs_argop4> ops = lookup_ops_v4(names);
-                    return send_getattr_v4(nfs, ops, d);
+                    return send_getattr_v4(nfs, ops, &Connection::on_compound_reply, d);
                 },
                 take_getattr_v4(out, fs)};
     }
@@ -1674,7 +1746,7 @@ public:
     // anonymous stateid (which RFC 7530 allows for a size change too) and
     // the size, mode, owner, group and times asked for.
     Errc setattr_v4(Connection& conn, const std::string& p, const SetAttr& change) {
-        const std::vector<std::string> names = components_v4(p);
+        const std::vector<std::string> names = components_v4(target_, p);
         // Attributes in the order of their numbers, as XDR for fattr4 wants.
         std::uint32_t mask[2] = {0, 0};
         std::string values;
@@ -1768,8 +1840,6 @@ private:
     Target target_;  // referenced by the connections: declared before them
     const std::string shown_;
     BackendLimits limits_;
-    // NFSv4: the backend's own GETATTR works on this export (see start()).
-    bool fsid_known_ = false;
     std::vector<std::unique_ptr<Connection>> conns_;
     std::atomic<std::size_t> next_{0};
 };
@@ -2079,7 +2149,7 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         }
     }
 
-    t.root_fs = st.nfs_dev;
+    t.root->fs = st.nfs_dev;
     const int t_version = t.version;
     const std::string export_path = t.export_path, subpath = t.subpath;
     auto backend = std::make_unique<NfsBackend>(std::move(t), url.shown);

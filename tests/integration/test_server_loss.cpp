@@ -18,6 +18,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -51,6 +52,20 @@ bool wait_for_content(const QString& path, const std::vector<std::byte>& content
             return true;
         QThread::msleep(100);
     } while (clock.elapsed() < within_ms);
+    return false;
+}
+
+// Until the cache holds all of `path` (`user.netfs.state` says cached=100%).
+bool wait_until_cached(const QString& path) {
+    QElapsedTimer clock;
+    clock.start();
+    do {
+        char value[256] = {};
+        const ssize_t n = ::getxattr(qPrintable(path), "user.netfs.state", value, sizeof value - 1);
+        if (n > 0 && QByteArray(value, n).contains("cached=100%"))
+            return true;
+        QThread::msleep(20);
+    } while (clock.elapsed() < 10000);
     return false;
 }
 
@@ -278,6 +293,55 @@ private slots:
         QVERIFY(nfs.running());
         QCOMPARE(answers[0].error, 0);
         QCOMPARE(read_file(m.direct("work/e/new.bin")), made);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
+    void a_new_fsid_after_a_restart_changes_nothing_data() {
+        QTest::addColumn<int>("version");
+        QTest::newRow("v3") << 3;
+        QTest::newRow("v4") << 4;
+    }
+    // A server may report another fsid for the export after a restart (one
+    // made from a device number). File ids depend on it (file_id_on): had
+    // the mount kept the old one, every file would look replaced, an edit
+    // made offline would come back as a conflicted copy, and a file open
+    // across the restart would go stale.
+    void a_new_fsid_after_a_restart_changes_nothing() {
+        QFETCH(int, version);
+        GaneshaServer nfs;
+        nfs.set_filesystem_id("7.7");
+        QVERIFY2(nfs.start(), qPrintable(nfs.error()));
+        RemoteSpec spec{version == 3 ? "nfs3" : "nfs4", QString(), nfs.url({}, version), nfs.export_dir()};
+        MountFixture m(spec, version == 4 ? QStringList{"nfs_version=4"} : QStringList{});
+        const auto before = random_bytes(100 * 1024, 11);
+        QVERIFY(write_file(m.direct("edited.bin"), before));
+        QVERIFY(write_file(m.direct("open.bin"), before));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(read_file(m.at("edited.bin")), before);
+        QVERIFY2(wait_until_cached(m.at("edited.bin")), "the file read was not cached");  // (stored in the background)
+        const int fd = ::open(qPrintable(m.at("open.bin")), O_RDWR);  // open across the restart
+        QVERIFY(fd >= 0);
+
+        nfs.kill();
+        QVERIFY(m.wait_for_mode("disconnected", 10000));
+        auto edited = before;
+        edited[5] = std::byte{0x42};
+        QVERIFY(write_file(m.at("edited.bin"), edited));
+        nfs.set_filesystem_id("9.9");
+        QVERIFY2(nfs.restart(), qPrintable(nfs.error()));
+
+        QVERIFY2(wait_for_content(m.direct("edited.bin"), edited, 30000), "the edit did not reach the server");
+        QVERIFY(m.wait_for_mode("connected", 10000));
+        QCOMPARE(status_of(m)["pending_operations"].toInteger(), 0);
+        QCOMPARE(status_of(m)["conflicts"].toInteger(), 0);
+        QCOMPARE(QDir(nfs.export_dir()).entryList(QDir::Files), (QStringList{"edited.bin", "open.bin"}));
+        const auto written = random_bytes(3000, 12);
+        QCOMPARE(::pwrite(fd, written.data(), written.size(), 0), ssize_t(written.size()));
+        QCOMPARE(::fsync(fd), 0);  // the handle, opened again on the new connection, is not stale
+        QCOMPARE(::close(fd), 0);
+        auto expected = before;
+        std::copy(written.begin(), written.end(), expected.begin());
+        QCOMPARE(read_file(m.direct("open.bin")), expected);
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 

@@ -74,6 +74,7 @@ EXPORT {
     Transports = TCP;
     # Changes made directly in the exported directory show at once.
     Attr_Expiration_Time = 0;
+%6
     FSAL { Name = VFS; }
 }
 )")
@@ -83,6 +84,7 @@ EXPORT {
                 .arg((grace_seconds_ > 0 ? "    Graceless = false;\n    Grace_Period = " + QString::number(grace_seconds_) + ";"
                                          : QString("    Graceless = true;")) +
                      (lease_seconds_ > 0 ? "\n    Lease_Lifetime = " + QString::number(lease_seconds_) + ";" : QString()))
+                .arg(filesystem_id_.isEmpty() ? QString() : "    Filesystem_id = " + filesystem_id_ + ";")
                 .toUtf8());
 }
 

@@ -34,6 +34,9 @@ public:
     // A grace period of this many seconds after each start, from the next
     // start(); 0: none (Graceless), the default.
     void set_grace_seconds(int seconds) { grace_seconds_ = seconds; }
+    // The fsid the export reports ("major.minor"), from the next start();
+    // empty: the file system's own.
+    void set_filesystem_id(const QString& id) { filesystem_id_ = id; }
 
     // Starts the server and waits until it serves; false with error().
     bool start();
@@ -67,6 +70,7 @@ private:
     pid_t pid_ = 0;
     int lease_seconds_ = 0;
     int grace_seconds_ = 0;
+    QString filesystem_id_;
     QString error_;
 };
 
