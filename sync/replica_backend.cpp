@@ -65,25 +65,22 @@ public:
 
     // Disconnected, the local copy is made before the engine drops the
     // cached bytes of the range it writes: they are its base. Connected,
-    // the write is promised to the server: with the cached bytes gone, it
-    // can no longer go to a local copy, even if the connection goes first.
+    // the handle's writes go to the server from now on: with cached bytes
+    // gone, a local copy could not be made whole, even if the connection
+    // goes first (they then wait in the engine until it is back).
     void before_write() override {
         if (local_ || !remote_)
             return;
         if (owner_.online())
-            promised_remote_.fetch_add(1);
+            remote_only_ = true;
         else
             go_local(false);  // an error is write()'s to report
     }
 
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
-        int promised = promised_remote_.load();
-        while (promised > 0 && !promised_remote_.compare_exchange_weak(promised, promised - 1)) {
-        }
-        if (!local_ && remote_ && (promised > 0 || owner_.online())) {
+        if (!local_ && remote_ && (remote_only_ || owner_.online())) {
             const Errc e = remote_->write(offset, data, transferred);
-            if (e != Errc::not_sent)
-                wrote_remote_ = true;
+            wrote_remote_ = true;
             if (!owner_.lost(e))
                 return e;
         }
@@ -102,7 +99,7 @@ public:
         }
         // What was sent to the server before an outage may not be on it:
         // never report it durable (transient: the engine asks again).
-        if (wrote_remote_)
+        if (wrote_remote_ || remote_only_)
             return Errc::unreachable;
         // Local writes commit without a sync of their own: durable now.
         return owner_.replica_->flush();
@@ -152,14 +149,16 @@ private:
         auto o = owner_.replica_->object(oid_);
         return o && o->content;
     }
+    // Several of the engine's write jobs may ask at once: one copies.
     Errc go_local(bool truncate) {
+        std::lock_guard lock(local_mu_);
         if (local_)
             return Errc::ok;
         // Writes already sent to the server are in no local copy: changing
         // the file locally now could lose them. A transient error: the
         // engine keeps the data and retries, and it reaches the server once
         // the server answers again (or fails after the engine's timeout).
-        if (wrote_remote_)
+        if (wrote_remote_ || remote_only_)
             return Errc::unreachable;
         auto n = owner_.name_of(oid_);
         if (!n)
@@ -168,7 +167,8 @@ private:
         if (Errc e = owner_.ensure_content(*n, truncate, content); e != Errc::ok)
             return e;
         local_ = true;
-        hold();
+        if (!held_)
+            hold();
         return Errc::ok;
     }
     void hold() {
@@ -189,10 +189,12 @@ private:
     std::int64_t oid_;
     std::string path_;
     std::unique_ptr<BackendFile> remote_;
-    bool local_;
+    std::mutex local_mu_;  // one go_local at a time
+    // Read without the lock by the engine's threads: atomic.
+    std::atomic<bool> local_;
     bool held_ = false;
-    bool wrote_remote_ = false;  // something was written through remote_
-    std::atomic<int> promised_remote_{0};  // writes before_write saw connected, not yet made
+    std::atomic<bool> wrote_remote_{false};  // something was written through remote_
+    std::atomic<bool> remote_only_{false};   // a write began while connected (before_write)
 };
 
 ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect, std::shared_ptr<Replica> replica,

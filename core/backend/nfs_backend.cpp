@@ -1055,7 +1055,6 @@ private:
         }
     }
 
-    // Mounts a fresh context; null and `why` when the server is not there.
     // Asks `fresh`, before it serves, for the file system of the remote root:
     // the file ids of every answer depend on it (file_id_on), and a server
     // may report another fsid after a restart. Returns `fresh`, or null (and
@@ -1064,14 +1063,21 @@ private:
         const std::string root = target_.subpath.empty() ? "/" : target_.subpath;
         if (target_.version == 3) {
             nfs_stat_64 st{};
-            if (nfs_lstat64(fresh, root.c_str(), &st) != 0) {
-                const char* e = nfs_get_error(fresh);
-                why = std::string("cannot read the attributes of the directory: ") + (e ? e : "?");
-                nfs_destroy_context(fresh);
-                return nullptr;
+            const int rc = nfs_lstat64(fresh, root.c_str(), &st);
+            if (rc == 0) {
+                target_.root->fs = st.nfs_dev;
+                return fresh;
             }
-            target_.root->fs = st.nfs_dev;
-            return fresh;
+            const char* e = nfs_get_error(fresh);
+            why = std::string("cannot read the attributes of the directory: ") + (e ? e : "?");
+            if (!is_transient(from_status(rc))) {
+                // The server answered: it serves, and each request will say
+                // what is wrong with the directory.
+                LOG_WARN("%s: connection %d: %s", target_.shown.c_str(), index_, why.c_str());
+                return fresh;
+            }
+            nfs_destroy_context(fresh);
+            return nullptr;
         }
         if (!target_.root->by_getattr)
             return fresh;  // libnfs's stat, which has no fsid
@@ -1084,8 +1090,8 @@ private:
         std::vector<nfs_argop4> ops = lookup_ops_v4(names);
         const rpc_cb on_reply = [](rpc_context*, int status, void* data, void* private_data) {
             auto* w = static_cast<Wait*>(private_data);
-            w->done = true;
-            w->ok = status == RPC_STATUS_SUCCESS && static_cast<COMPOUND4res*>(data)->status == NFS4_OK &&
+            w->done = status == RPC_STATUS_SUCCESS;  // answered, whatever it says
+            w->ok = w->done && static_cast<COMPOUND4res*>(data)->status == NFS4_OK &&
                     getattr_v4_reply(data, w->attr, w->fs);
         };
         if (send_getattr_v4(fresh, ops, on_reply, &wait) != 0) {
@@ -1103,11 +1109,16 @@ private:
             target_.root->fs = wait.fs;
             return fresh;
         }
-        why = wait.done ? "the server did not describe the directory" : "no answer about the directory";
+        if (wait.done) {  // answered: it serves; each request will say what is wrong
+            LOG_WARN("%s: connection %d: the server did not describe the directory", target_.shown.c_str(), index_);
+            return fresh;
+        }
+        why = "no answer about the directory";
         nfs_destroy_context(fresh);  // cancels the request: its callback runs now, while `wait` exists
         return nullptr;
     }
 
+    // Mounts a fresh context; null and `why` when the server is not there.
     nfs_context* reconnect(std::string& why) {
         if (target_.probe_port && !probe_tcp(target_.host, target_.probe_port, target_.connect_timeout, why))
             return nullptr;

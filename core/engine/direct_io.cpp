@@ -82,8 +82,7 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
     changed.wait(lock, [&] { return !d.truncating; });
     const std::uint64_t object = node->cache_object;
     lock.unlock();
-    of.file->before_write();
-    drop_cached(object, offset, end);
+    drop_cached(object, offset, end, [&] { of.file->before_write(); });
     lock.lock();
 
     const std::size_t pieces = (data.size() + limits.wsize - 1) / limits.wsize;

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -278,7 +279,10 @@ struct Engine::Impl {
     // full and the granule goes uncached.
     std::byte* queue_fill_locked(const GranuleFill& granule);
     // Granules of cache object `object` covering [start, end) are stale.
-    void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end);
+    // `before_drop` runs once every fill waiting was stored, before the drop
+    // (BackendFile::before_write: a copy of the cached bytes for the replica).
+    void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end,
+                     const std::function<void()>& before_drop = {});
     // On the cache thread: stores every pending fill in one batch. With
     // `gather`, first waits a moment for more (see kFillGather).
     void store_pending_fills(bool gather = false);

@@ -481,9 +481,15 @@ void Engine::Impl::store_pending_fills(bool gather) {
     counters.cache_fill_batches++;
 }
 
-void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end) {
-    if (!cache || !object || start >= end)
+void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end,
+                               const std::function<void()>& before_drop) {
+    if (start >= end)
         return;
+    if (!cache || !object) {
+        if (before_drop)
+            before_drop();
+        return;
+    }
     // On the cache's own thread, after storing every fill that was waiting:
     // a store of the old bytes can never land after the drop. Wait for it,
     // so no reader finds the old bytes once the caller changes the remote.
@@ -495,6 +501,8 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
     std::promise<void> done;
     cache_pool->submit(IoPool::Priority::urgent, [&] {
         store_pending_fills();
+        if (before_drop)
+            before_drop();
         cache->drop_range(object, start / granule, (end - 1) / granule);
         done.set_value();
     });

@@ -236,8 +236,7 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
             writing_bytes += len;
             counters.write_subrequests++;
             pool->submit(priority, [this, node, file, buf, src, s, e, len, object = node->cache_object] {
-                file->before_write();
-                drop_cached(object, s, e);
+                drop_cached(object, s, e, [&] { file->before_write(); });
                 Errc err = write_to_remote(*file, s, {src, len});
                 std::lock_guard lock(mu);
                 FileData& d = node->data;

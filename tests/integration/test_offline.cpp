@@ -232,16 +232,24 @@ private slots:
     // and the write was lost at unmount.
     void a_file_open_before_the_outage_is_changed_after_it() {
         auto m = make_mount();
-        auto expected = random_bytes(300 * 1024 + 9, 21);
+        auto expected = random_bytes((4u << 20) + 9, 21);
         QVERIFY(write_file(m->direct("open.bin"), expected));
         QVERIFY2(m->mount(), qPrintable(m->error()));
-        QVERIFY(read_file(m->at("open.bin")) == expected);  // cached
+        QVERIFY(read_file(m->at("open.bin")) == expected);
+        QElapsedTimer clock;  // stored in the cache in the background
+        clock.start();
+        while (!state_of(m->at("open.bin")).contains("cached=100%")) {
+            QVERIFY2(clock.elapsed() < 10000, state_of(m->at("open.bin")).constData());
+            QThread::msleep(20);
+        }
         const int fd = ::open(qPrintable(m->at("open.bin")), O_RDWR);
         QVERIFY(fd >= 0);
         QString err;
         QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
 
-        const auto patch = random_bytes(5000, 22);
+        // More than the remote's write size: several write jobs at once,
+        // one of which makes the local copy.
+        const auto patch = random_bytes(3u << 20, 22);
         std::copy(patch.begin(), patch.end(), expected.begin() + 1000);
         QCOMPARE(::pwrite(fd, patch.data(), patch.size(), 1000), ssize_t(patch.size()));
         QCOMPARE(::fsync(fd), 0);
@@ -256,6 +264,7 @@ private slots:
         QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
         QCOMPARE(outcome["pending"].toInteger(), 0);
         QCOMPARE(outcome["conflicts"].toInteger(), 0);
+        QCOMPARE(mode_of(*m), QString("connected"));  // the handle's hold on the local copy is gone
         QVERIFY(read_file(m->direct("open.bin")) == expected);
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
