@@ -66,8 +66,9 @@ public:
     // Disconnected, the local copy is made before the engine drops the
     // cached bytes of the range it writes: they are its base. Connected,
     // the handle's writes go to the server from now on: with cached bytes
-    // gone, a local copy could not be made whole, even if the connection
-    // goes first (they then wait in the engine until it is back).
+    // gone, a local copy could not be made whole, even if the mode changes
+    // first (they then wait in the engine until it is connected again, as
+    // those of a handle that wrote to the server do).
     void before_write() override {
         if (local_ || !remote_)
             return;
@@ -78,7 +79,7 @@ public:
     }
 
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
-        if (!local_ && remote_ && (remote_only_ || owner_.online())) {
+        if (!local_ && remote_ && owner_.online()) {
             const Errc e = remote_->write(offset, data, transferred);
             wrote_remote_ = true;
             if (!owner_.lost(e))
@@ -167,8 +168,7 @@ private:
         if (Errc e = owner_.ensure_content(*n, truncate, content); e != Errc::ok)
             return e;
         local_ = true;
-        if (!held_)
-            hold();
+        hold();
         return Errc::ok;
     }
     void hold() {

@@ -166,11 +166,12 @@ public:
 
     virtual Errc close() = 0;
 
-    // Called before the engine writes through this handle, and before it
-    // drops the cached copy of the range to be written (no cached byte may
-    // outlive a write). A backend that may keep the file's content locally
-    // instead (the replica, disconnected) takes its copy of the cached
-    // bytes now, while they are all there.
+    // Called before the engine writes through this handle, once every fill
+    // of the cache waiting was stored, and before it drops the cached copy
+    // of the range to be written (no cached byte may outlive a write). A
+    // backend that may keep the file's content locally instead (the
+    // replica, disconnected) takes its copy of the cached bytes now, while
+    // they are all there.
     virtual void before_write() {}
 
     // The backend keeps what is written here on local storage itself (the

@@ -1070,7 +1070,7 @@ private:
             }
             const char* e = nfs_get_error(fresh);
             why = std::string("cannot read the attributes of the directory: ") + (e ? e : "?");
-            if (!is_transient(from_status(rc))) {
+            if (rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES || rc == -EPERM || rc == -ESTALE) {
                 // The server answered: it serves, and each request will say
                 // what is wrong with the directory.
                 LOG_WARN("%s: connection %d: %s", target_.shown.c_str(), index_, why.c_str());
@@ -1082,7 +1082,7 @@ private:
         if (!target_.root->by_getattr)
             return fresh;  // libnfs's stat, which has no fsid
         struct Wait {
-            bool done = false, ok = false;
+            bool replied = false, done = false, ok = false;
             Attr attr;
             std::uint64_t fs = 0;
         } wait;
@@ -1090,9 +1090,13 @@ private:
         std::vector<nfs_argop4> ops = lookup_ops_v4(names);
         const rpc_cb on_reply = [](rpc_context*, int status, void* data, void* private_data) {
             auto* w = static_cast<Wait*>(private_data);
-            w->done = status == RPC_STATUS_SUCCESS;  // answered, whatever it says
-            w->ok = w->done && static_cast<COMPOUND4res*>(data)->status == NFS4_OK &&
-                    getattr_v4_reply(data, w->attr, w->fs);
+            w->replied = true;
+            // Answered, whatever it says; but "ask again later" (a grace
+            // period after a restart) is no answer about the directory.
+            const nfsstat4 nfs4 = status == RPC_STATUS_SUCCESS ? static_cast<COMPOUND4res*>(data)->status : NFS4_OK;
+            w->done = status == RPC_STATUS_SUCCESS && nfs4 != NFS4ERR_DELAY && nfs4 != NFS4ERR_GRACE &&
+                      nfs4 != NFS4ERR_RESOURCE;
+            w->ok = w->done && nfs4 == NFS4_OK && getattr_v4_reply(data, w->attr, w->fs);
         };
         if (send_getattr_v4(fresh, ops, on_reply, &wait) != 0) {
             why = "cannot ask for the attributes of the directory";
@@ -1100,7 +1104,7 @@ private:
             return nullptr;
         }
         const auto deadline = after(target_.connect_timeout);
-        while (!wait.done && Clock::now() < deadline) {
+        while (!wait.replied && Clock::now() < deadline) {
             pollfd p{nfs_get_fd(fresh), static_cast<short>(nfs_which_events(fresh)), 0};
             if (::poll(&p, 1, kServiceTickMs) < 0 || nfs_service(fresh, p.revents) < 0)
                 break;

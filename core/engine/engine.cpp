@@ -1012,6 +1012,10 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     }
     if (path.empty())
         return Errc::not_found;
+    // Opened for writing while changes stay local, the replica copies what
+    // the cache holds of the file: a read just before may still be queued.
+    if (writable && impl_->backend->changes_stay_local())
+        impl_->store_fills_now();
     // O_APPEND is the kernel's business (it sends the offset); a remote
     // handle opened with it would ignore the offsets of our writeback.
     const int remote_flags = flags & O_ACCMODE;

@@ -283,6 +283,9 @@ struct Engine::Impl {
     // (BackendFile::before_write: a copy of the cached bytes for the replica).
     void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end,
                      const std::function<void()>& before_drop = {});
+    // Stores every fill waiting, and waits: before the remote (the replica,
+    // disconnected) copies what the cache holds of a file.
+    void store_fills_now();
     // On the cache thread: stores every pending fill in one batch. With
     // `gather`, first waits a moment for more (see kFillGather).
     void store_pending_fills(bool gather = false);

@@ -498,12 +498,33 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
         fills_now = true;
     }
     fills_wanted.notify_all();
+    // The hook on this thread, not the cache's: it may copy a whole file,
+    // and every write of the mount waits for the cache thread. Fills
+    // queued between the two jobs only add granules.
+    if (before_drop) {
+        store_fills_now();
+        before_drop();
+    }
     std::promise<void> done;
     cache_pool->submit(IoPool::Priority::urgent, [&] {
         store_pending_fills();
-        if (before_drop)
-            before_drop();
         cache->drop_range(object, start / granule, (end - 1) / granule);
+        done.set_value();
+    });
+    done.get_future().wait();
+}
+
+void Engine::Impl::store_fills_now() {
+    if (!cache)
+        return;
+    {
+        std::lock_guard lock(mu);  // a writer gathering fills stops waiting: the job below is behind it
+        fills_now = true;
+    }
+    fills_wanted.notify_all();
+    std::promise<void> done;
+    cache_pool->submit(IoPool::Priority::urgent, [&] {
+        store_pending_fills();
         done.set_value();
     });
     done.get_future().wait();

@@ -349,6 +349,8 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
     }
     change.mask |= SetAttr::kSize;
     change.size = size;
+    if (backend->changes_stay_local())
+        store_fills_now();  // the replica copies what the cache holds of the file
     Attr attr;
     Errc e = path.empty() ? Errc::not_found : idempotent([&] { return backend->setattr(path, change, attr); });
     if (e == Errc::not_found && file) {  // open but unlinked: through the handle

@@ -244,8 +244,18 @@ private slots:
         }
         const int fd = ::open(qPrintable(m->at("open.bin")), O_RDWR);
         QVERIFY(fd >= 0);
+        // And one read just before: its granules may still wait to be stored.
+        auto quick = random_bytes(300 * 1024, 23);
+        QVERIFY(write_file(m->direct("quick.bin"), quick));
+        QVERIFY(read_file(m->at("quick.bin")) == quick);
+        const int quick_fd = ::open(qPrintable(m->at("quick.bin")), O_RDWR);
+        QVERIFY(quick_fd >= 0);
         QString err;
         QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
+        quick[7] = std::byte{0x99};
+        QCOMPARE(::pwrite(quick_fd, &quick[7], 1, 7), ssize_t(1));
+        QCOMPARE(::fsync(quick_fd), 0);
+        QCOMPARE(::close(quick_fd), 0);
 
         // More than the remote's write size: several write jobs at once,
         // one of which makes the local copy.
@@ -266,6 +276,7 @@ private slots:
         QCOMPARE(outcome["conflicts"].toInteger(), 0);
         QCOMPARE(mode_of(*m), QString("connected"));  // the handle's hold on the local copy is gone
         QVERIFY(read_file(m->direct("open.bin")) == expected);
+        QVERIFY(read_file(m->direct("quick.bin")) == quick);
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
