@@ -1070,7 +1070,9 @@ private:
             }
             const char* e = nfs_get_error(fresh);
             why = std::string("cannot read the attributes of the directory: ") + (e ? e : "?");
-            if (rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES || rc == -EPERM || rc == -ESTALE) {
+            // An NFS error is the server's answer; EIO alone may be a broken socket.
+            if (rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES || rc == -EPERM || rc == -ESTALE ||
+                (e && std::strstr(e, "NFS3ERR_"))) {
                 // The server answered: it serves, and each request will say
                 // what is wrong with the directory.
                 LOG_WARN("%s: connection %d: %s", target_.shown.c_str(), index_, why.c_str());

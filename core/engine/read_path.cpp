@@ -485,11 +485,18 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
                                const std::function<void()>& before_drop) {
     if (start >= end)
         return;
-    if (!cache || !object) {
-        if (before_drop)
-            before_drop();
-        return;
+    if (before_drop) {
+        // On this thread, not the cache's: the hook may copy a whole file
+        // (the replica, disconnected), and every write of the mount waits
+        // for the cache thread. That copy is made of what the cache holds:
+        // the fills queued are stored first. Fills queued after only add
+        // granules.
+        if (cache && object && backend->changes_stay_local())
+            store_fills_now();
+        before_drop();
     }
+    if (!cache || !object)
+        return;
     // On the cache's own thread, after storing every fill that was waiting:
     // a store of the old bytes can never land after the drop. Wait for it,
     // so no reader finds the old bytes once the caller changes the remote.
@@ -498,13 +505,6 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
         fills_now = true;
     }
     fills_wanted.notify_all();
-    // The hook on this thread, not the cache's: it may copy a whole file,
-    // and every write of the mount waits for the cache thread. Fills
-    // queued between the two jobs only add granules.
-    if (before_drop) {
-        store_fills_now();
-        before_drop();
-    }
     std::promise<void> done;
     cache_pool->submit(IoPool::Priority::urgent, [&] {
         store_pending_fills();
