@@ -27,7 +27,7 @@ for r in $(seq 1 $ROUNDS); do
     $B mount "$URL" $W/mnt -o nfs_version=4 --no-cache >/dev/null || { echo "mount failed"; continue; }
     s=$(date +%s.%N); ls -lR $W/mnt > /dev/null; e=$(date +%s.%N)
     $B unmount $W/mnt
-    printf "%s round %d nfs4 ls -lR 2000 files: %.3f s\n" $name $r $(echo "$e - $s" | bc)
+    awk -v n=$name -v r=$r -v s=$s -v e=$e 'BEGIN { printf "%s round %d nfs4 ls -lR 2000 files: %.3f s\n", n, r, e - s }'
     rm -rf $W/caches/c; mkdir -p $W/caches/c; rm -f $W/srv/f
     $B mount file://$W/srv $W/mnt --cache-dir $W/caches/c >/dev/null
     out=$(dd if=/dev/shm/ab_src of=$W/mnt/f bs=1M conv=fsync 2>&1 | tail -1)
