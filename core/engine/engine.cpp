@@ -563,15 +563,8 @@ Errc Engine::setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr&
 
 Errc Engine::readlink(Ino ino, std::string& target) {
     std::string path;
-    {
-        std::lock_guard lock(impl_->mu);
-        auto node = impl_->node_locked(ino);
-        if (!node)
-            return Errc::bad_handle;
-        path = impl_->path_locked(*node);
-    }
-    if (path.empty())
-        return Errc::not_found;
+    if (Errc e = impl_->path_of(ino, path); e != Errc::ok)
+        return e;
     return impl_->idempotent([&] { return impl_->backend->readlink(path, target); });
 }
 
@@ -678,27 +671,13 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     if (e != Errc::ok)
         return e;
     std::string from;
-    {
-        std::lock_guard lock(impl_->mu);
-        auto node = impl_->node_locked(ino);
-        if (!node)
-            return Errc::bad_handle;
-        from = impl_->path_locked(*node);
-    }
-    if (from.empty())
-        return Errc::not_found;
+    if (Errc pe = impl_->path_of(ino, from); pe != Errc::ok)
+        return pe;
     Attr attr;
     e = impl_->at_most_once([&] { return impl_->backend->link(from, to, attr); },
                             [&] {
-                                {
-                                    std::lock_guard lock(impl_->mu);
-                                    auto node = impl_->node_locked(ino);
-                                    if (!node)
-                                        return Errc::bad_handle;
-                                    from = impl_->path_locked(*node);
-                                }
-                                if (from.empty())
-                                    return Errc::not_found;
+                                if (Errc pe = impl_->path_of(ino, from); pe != Errc::ok)
+                                    return pe;
                                 return impl_->renew_child_path(new_parent, new_name, to);
                             });
     if (e != Errc::ok) {

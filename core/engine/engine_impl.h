@@ -219,6 +219,18 @@ struct Engine::Impl {
             remote_answered();
         return e;
     }
+    // The path of the node `ino` as it is now, into `path`: bad_handle for
+    // a node forgotten, not_found for one whose names are all gone.
+    Errc path_of(Ino ino, std::string& path) {
+        {
+            std::lock_guard lock(mu);
+            auto node = node_locked(ino);
+            if (!node)
+                return Errc::bad_handle;
+            path = path_locked(*node);
+        }
+        return path.empty() ? Errc::not_found : Errc::ok;
+    }
     // The path of `name` in `parent` as it is now, into `path`.
     Errc renew_child_path(Ino parent, std::string_view name, std::string& path) {
         Errc e;
@@ -286,6 +298,9 @@ struct Engine::Impl {
     // Stores every fill waiting, and waits: before the remote (the replica,
     // disconnected) copies what the cache holds of a file.
     void store_fills_now();
+    // Runs `job` on the cache's thread once every fill waiting is stored,
+    // and waits for it.
+    void after_pending_fills(const std::function<void()>& job);
     // On the cache thread: stores every pending fill in one batch. With
     // `gather`, first waits a moment for more (see kFillGather).
     void store_pending_fills(bool gather = false);

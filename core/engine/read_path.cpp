@@ -498,25 +498,17 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
     if (!cache || !object)
         return;
     // On the cache's own thread, after storing every fill that was waiting:
-    // a store of the old bytes can never land after the drop. Wait for it,
+    // a store of the old bytes can never land after the drop. Waited for,
     // so no reader finds the old bytes once the caller changes the remote.
-    {
-        std::lock_guard lock(mu);  // a writer gathering fills stops waiting: the job below is behind it
-        fills_now = true;
-    }
-    fills_wanted.notify_all();
-    std::promise<void> done;
-    cache_pool->submit(IoPool::Priority::urgent, [&] {
-        store_pending_fills();
-        cache->drop_range(object, start / granule, (end - 1) / granule);
-        done.set_value();
-    });
-    done.get_future().wait();
+    after_pending_fills([&] { cache->drop_range(object, start / granule, (end - 1) / granule); });
 }
 
 void Engine::Impl::store_fills_now() {
-    if (!cache)
-        return;
+    if (cache)
+        after_pending_fills([] {});
+}
+
+void Engine::Impl::after_pending_fills(const std::function<void()>& job) {
     {
         std::lock_guard lock(mu);  // a writer gathering fills stops waiting: the job below is behind it
         fills_now = true;
@@ -525,6 +517,7 @@ void Engine::Impl::store_fills_now() {
     std::promise<void> done;
     cache_pool->submit(IoPool::Priority::urgent, [&] {
         store_pending_fills();
+        job();
         done.set_value();
     });
     done.get_future().wait();
