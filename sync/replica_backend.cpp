@@ -73,7 +73,7 @@ public:
         if (local_ || !remote_)
             return;
         if (owner_.online())
-            remote_only_ = true;
+            tied_to_server_ = true;
         else
             go_local(false);  // an error is write()'s to report
     }
@@ -81,7 +81,7 @@ public:
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
         if (!local_ && remote_ && owner_.online()) {
             const Errc e = remote_->write(offset, data, transferred);
-            wrote_remote_ = true;
+            tied_to_server_ = true;
             if (!owner_.lost(e))
                 return e;
         }
@@ -100,7 +100,7 @@ public:
         }
         // What was sent to the server before an outage may not be on it:
         // never report it durable (transient: the engine asks again).
-        if (wrote_remote_ || remote_only_)
+        if (tied_to_server_)
             return Errc::unreachable;
         // Local writes commit without a sync of their own: durable now.
         return owner_.replica_->flush();
@@ -159,7 +159,7 @@ private:
         // the file locally now could lose them. A transient error: the
         // engine keeps the data and retries, and it reaches the server once
         // the server answers again (or fails after the engine's timeout).
-        if (wrote_remote_ || remote_only_)
+        if (tied_to_server_)
             return Errc::unreachable;
         auto n = owner_.name_of(oid_);
         if (!n)
@@ -193,8 +193,9 @@ private:
     // Read without the lock by the engine's threads: atomic.
     std::atomic<bool> local_;
     bool held_ = false;
-    std::atomic<bool> wrote_remote_{false};  // something was written through remote_
-    std::atomic<bool> remote_only_{false};   // a write began while connected (before_write)
+    // Something was written through remote_, or a write began while
+    // connected (before_write): those bytes are on no local copy.
+    std::atomic<bool> tied_to_server_{false};
 };
 
 ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect, std::shared_ptr<Replica> replica,

@@ -110,12 +110,12 @@ Clock::time_point after(double seconds) {
     return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
-// libnfs reports -errno; -EINTR means it cancelled or timed out the request.
 // The outcome of a request's later step, once an earlier one reached the
 // server: the request as a whole was sent, whatever the later step says,
 // and must not be asked again as if it had not been (Errc::not_sent).
 Errc after_sent(Errc e) { return e == Errc::not_sent ? Errc::unreachable : e; }
 
+// libnfs reports -errno; -EINTR means it cancelled or timed out the request.
 Errc from_status(int status) {
     if (status >= 0)
         return Errc::ok;
@@ -358,7 +358,7 @@ void put_settime(std::string& out, bool now, const timespec& t) {
     put_u32(out, static_cast<std::uint32_t>(t.tv_nsec));
 }
 
-// XDR, for the attributes of a raw GETATTR (NfsBackend::getattr_v4).
+// XDR, for the attributes of a raw GETATTR (NfsBackend::getattr_v4_request).
 class XdrReader {
 public:
     XdrReader(const char* data, std::size_t size) : p_(reinterpret_cast<const unsigned char*>(data)), left_(size) {}
@@ -1234,7 +1234,7 @@ public:
             const auto deadline = after(target_.op_timeout);
             Errc e;
             std::uint64_t fs = 0;
-            while (is_transient(e = getattr_v4(*conns_[0], root_path, root, &fs)) &&
+            while (is_transient(e = ask_attributes(*conns_[0], getattr_v4_request(root_path, root, &fs), root)) &&
                    Clock::now() < deadline)
                 std::this_thread::sleep_for(std::chrono::milliseconds(250));
             if (is_transient(e)) {
@@ -1297,11 +1297,10 @@ public:
         return pick().call(submit, nullptr);
     }
 
-    // The attributes of path `p`, not following a final symbolic link; `fs`
-    // its file system where known.
-    Connection::Request lstat_request(const std::string& p, Attr& out, std::uint64_t& fs) {
+    // The attributes of path `p`, not following a final symbolic link.
+    Connection::Request lstat_request(const std::string& p, Attr& out) {
         if (target_.version == 4 && target_.root->by_getattr)
-            return getattr_v4_request(p, out, fs);
+            return getattr_v4_request(p, out);
         return {[p](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_lstat64_async(nfs, p.c_str(), cb, d); },
                 [&out, root = target_.root](nfs_context*, int, void* data) {
                     out = to_attr(*static_cast<nfs_stat_64*>(data), root->fs);
@@ -1309,12 +1308,17 @@ public:
     }
 
     Errc lstat_full(Connection& conn, const std::string& p, Attr& out) {
-        std::uint64_t fs = 0;
+        return ask_attributes(conn, lstat_request(p, out), out);
+    }
+
+    // Sends `r`, which fills `out`; an answer without the attributes asked
+    // for (all zero: see take_getattr_v4) is EIO.
+    static Errc ask_attributes(Connection& conn, const Connection::Request& r, Attr& out,
+                               std::uint64_t generation = 0) {
         out = Attr{};
-        Connection::Request r = lstat_request(p, out, fs);
-        Errc e = conn.call(r.submit, r.take);
+        Errc e = conn.call(r.submit, r.take, generation);
         if (e == Errc::ok && out.mode == 0)
-            e = Errc::io;  // an answer without the attributes asked for
+            e = Errc::io;
         return e;
     }
 
@@ -1389,12 +1393,10 @@ public:
             // libnfs 4.0 lists NFSv4 entries without their fileid (inode 0)
             // nor fsid: ask for each entry's attributes, all at once.
             std::vector<Connection::Request> requests;
-            std::vector<std::uint64_t> fs(entries.size());
             requests.reserve(entries.size());
-            for (std::size_t i = 0; i < entries.size(); ++i) {
-                entries[i].attr = Attr{};
-                requests.push_back(lstat_request(p == "/" ? "/" + entries[i].name : p + "/" + entries[i].name,
-                                                 entries[i].attr, fs[i]));
+            for (auto& entry : entries) {
+                entry.attr = Attr{};
+                requests.push_back(lstat_request(p == "/" ? "/" + entry.name : p + "/" + entry.name, entry.attr));
             }
             std::vector<Errc> results;
             conn.call_batch(requests, results);
@@ -1476,27 +1478,23 @@ public:
     // The attributes of an open file: `handle` gives its libnfs handle,
     // read inside the request under the connection's lock (an OpenState's
     // changes with each OPEN of the file). Over NFSv4 through a GETATTR of
-    // its file handle, as getattr_v4 asks for paths: libnfs 4.0's fstat
+    // its file handle, as getattr_v4_request asks for paths: libnfs 4.0's fstat
     // leaves out the fsid and maps owners and blocks its own way, and the
     // same file must have the same attributes either way.
     template <class Handle>
     Errc fstat_with(Connection& conn, std::uint64_t gen, Handle handle, Attr& out) {
         if (target_.version == 4 && target_.root->by_getattr) {
-            std::uint64_t fs = 0;
-            out = Attr{};
-            Errc e = conn.call(
-                [&](nfs_context* nfs, nfs_cb, void* d) {
-                    const auto* fh = reinterpret_cast<const LibnfsFh*>(nfs_get_fh(handle()));
-                    std::vector<nfs_argop4> ops(2);
-                    ops[0].argop = OP_PUTFH;
-                    ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_len = static_cast<u_int>(fh->len);
-                    ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_val = fh->val;
-                    return send_getattr_v4(nfs, ops, &Connection::on_compound_reply, d);
-                },
-                take_getattr_v4(out, fs), gen);
-            if (e == Errc::ok && out.mode == 0)
-                e = Errc::io;  // an answer without the attributes asked for
-            return e;
+            const Connection::Request r{[&](nfs_context* nfs, nfs_cb, void* d) {
+                                            const auto* fh = reinterpret_cast<const LibnfsFh*>(nfs_get_fh(handle()));
+                                            std::vector<nfs_argop4> ops(2);
+                                            ops[0].argop = OP_PUTFH;
+                                            ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_len =
+                                                static_cast<u_int>(fh->len);
+                                            ops[0].nfs_argop4_u.opputfh.object.nfs_fh4_val = fh->val;
+                                            return send_getattr_v4(nfs, ops, &Connection::on_compound_reply, d);
+                                        },
+                                        take_getattr_v4(out)};
+            return ask_attributes(conn, r, out, gen);
         }
         return conn.call(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_fstat64_async(nfs, handle(), cb, d); },
@@ -1713,10 +1711,10 @@ public:
     }
 
     // Takes the attributes from the answer to send_getattr_v4: `out` (file_id
-    // as file_id_on gives it; all zero when the answer lacks them) and `fs`,
-    // the file's file system.
-    std::function<void(nfs_context*, int, void*)> take_getattr_v4(Attr& out, std::uint64_t& fs) const {
-        return [&out, &fs, root = target_.root](nfs_context*, int, void* data) {
+    // as file_id_on gives it; all zero when the answer lacks them) and, when
+    // asked for, `fs`: the file's file system.
+    std::function<void(nfs_context*, int, void*)> take_getattr_v4(Attr& out, std::uint64_t* fs = nullptr) const {
+        return [&out, fs, root = target_.root](nfs_context*, int, void* data) {
             Attr a;
             std::uint64_t file_fs = 0;
             if (!getattr_v4_reply(data, a, file_fs)) {
@@ -1725,30 +1723,18 @@ public:
             }
             a.file_id = file_id_on(file_fs, root->fs, a.file_id);
             out = a;
-            fs = file_fs;
+            if (fs)
+                *fs = file_fs;
         };
     }
 
     // A GETATTR of path `p` (not following a final symbolic link, as lstat).
-    Connection::Request getattr_v4_request(const std::string& p, Attr& out, std::uint64_t& fs) {
+    Connection::Request getattr_v4_request(const std::string& p, Attr& out, std::uint64_t* fs = nullptr) {
         return {[names = components_v4(target_, p)](nfs_context* nfs, nfs_cb, void* d) {
                     std::vector<nfs_argop4> ops = lookup_ops_v4(names);
                     return send_getattr_v4(nfs, ops, &Connection::on_compound_reply, d);
                 },
                 take_getattr_v4(out, fs)};
-    }
-
-    // (Only for the root at start: everything else through lstat_full.)
-    Errc getattr_v4(Connection& conn, const std::string& p, Attr& out, std::uint64_t* fs_out = nullptr) {
-        std::uint64_t fs = 0;
-        Connection::Request r = getattr_v4_request(p, out, fs);
-        out = Attr{};
-        Errc e = conn.call(r.submit, r.take);
-        if (e == Errc::ok && out.mode == 0)
-            e = Errc::io;  // an answer without the attributes asked for
-        if (fs_out && e == Errc::ok)
-            *fs_out = fs;
-        return e;
     }
 
     // libnfs 4.0 changes attributes over NFSv4 through an OPEN of the path
