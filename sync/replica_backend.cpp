@@ -66,16 +66,19 @@ public:
     // Disconnected, the local copy is made before the engine drops the
     // cached bytes of the range it writes: they are its base. Connected,
     // the handle's writes go to the server from now on: with cached bytes
-    // gone, a local copy could not be made whole, even if the mode changes
-    // first (they then wait in the engine until it is connected again, as
-    // those of a handle that wrote to the server do).
-    void before_write() override {
+    // gone, a local copy could not be made from the cache alone, even if
+    // the mode changes first. Its writes after an outage have the engine
+    // keep the file as it sees it (keep_unsent), and continue on that copy.
+    bool before_write() override {
         if (local_ || !remote_)
-            return;
-        if (owner_.online())
+            return true;
+        if (owner_.online()) {
             tied_to_server_ = true;
-        else
-            go_local(false);  // an error is write()'s to report
+            return true;
+        }
+        // Tied to the server and not kept here: nothing to write to (the
+        // cached bytes stay, for keep_unsent). Other errors are write()'s.
+        return !is_transient(go_local(false));
     }
 
     Errc write(std::uint64_t offset, std::span<const std::byte> data, std::size_t& transferred) override {
@@ -99,8 +102,9 @@ public:
                 return e;
         }
         // What was sent to the server before an outage may not be on it:
-        // never report it durable (transient: the engine asks again).
-        if (tied_to_server_)
+        // never report it durable (transient: the engine asks again),
+        // unless the file was kept here since (keep_unsent).
+        if (tied_to_server_ && !local_ && !owner_.was_kept(oid_))
             return Errc::unreachable;
         // Local writes commit without a sync of their own: durable now.
         return owner_.replica_->flush();
@@ -112,6 +116,8 @@ public:
     Errc getattr(Attr& out) override {
         if (!local_ && remote_ && owner_.online()) {
             const Errc e = remote_->getattr(out);
+            if (e == Errc::ok)
+                owner_.saw_object(oid_, out);
             if (!owner_.lost(e))
                 return e;
         }
@@ -135,6 +141,11 @@ public:
 
     bool content_is_local() const override { return local_; }
 
+    Errc keep_unsent(const Attr& base, std::uint64_t size, const timespec& mtime,
+                     const ContentReader& read) override {
+        return owner_.keep_unsent(oid_, base, size, mtime, read);
+    }
+
     Errc close() override {
         Errc e = Errc::ok;
         if (remote_) {
@@ -157,9 +168,10 @@ private:
             return Errc::ok;
         // Writes already sent to the server are in no local copy: changing
         // the file locally now could lose them. A transient error: the
-        // engine keeps the data and retries, and it reaches the server once
-        // the server answers again (or fails after the engine's timeout).
-        if (tied_to_server_)
+        // engine has the whole file kept here (keep_unsent), and this
+        // handle continues on that copy; or it keeps the data and retries
+        // until the server answers again.
+        if (tied_to_server_ && !owner_.was_kept(oid_))
             return Errc::unreachable;
         auto n = owner_.name_of(oid_);
         if (!n)
@@ -213,7 +225,10 @@ ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect,
         replica_->set_before_sync([cache = cache_.get()] { cache->sync_packs(); });
 }
 
-ReplicaBackend::~ReplicaBackend() { stop(); }
+ReplicaBackend::~ReplicaBackend() {
+    stop();
+    replica_->set_before_sync({});  // the cache may go first now
+}
 
 void ReplicaBackend::start(std::chrono::milliseconds pin_refresh) {
     pin_refresh_ = pin_refresh;
@@ -237,10 +252,13 @@ void ReplicaBackend::stop() {
         pin_thread_.join();
     if (list_thread_.joinable())
         list_thread_.join();
-    replica_->flush_older_than(std::chrono::milliseconds(0));  // an unmount leaves every change on disk
+    // An unmount leaves every change on disk. Called again (from the
+    // destructor) after the final writeback, which may have written local
+    // content and logged changes: the hook that syncs the cache's data
+    // before the log stays until then.
+    replica_->flush_older_than(std::chrono::milliseconds(0));
     if (cache_)
         cache_->sync_data();
-    replica_->set_before_sync({});  // the cache may go first now
 }
 
 // ---- pinning ----------------------------------------------------------------
@@ -1118,10 +1136,22 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
     const std::uint64_t granule = cache_->granule_size();
     const std::uint64_t count = truncate ? 0 : (name.attr.size + granule - 1) / granule;
     if (count) {
-        // The base version's granules, as the engine cached them.
-        std::uint64_t base = 0, base_version = 0;
-        if (cache_->object(name.path, Version::of(name.attr), base, base_version) != Errc::ok)
+        // The base version's granules, as the engine cached them. Looked up,
+        // never attached: a cached copy of another version is all there is
+        // offline, and stays readable.
+        std::uint64_t base = 0;
+        Version cached;
+        auto ns = [](const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; };
+        const Version seen = Version::of(name.attr);
+        const bool found = cache_->find_object(name.path, base, cached) == Errc::ok;
+        if (!found || cached.size != seen.size || cached.change != seen.change || cached.file_id != seen.file_id ||
+            ns(cached.mtime) != ns(seen.mtime) || ns(cached.ctime) != ns(seen.ctime)) {
+            LOG_WARN("%s is not cached as the server last had it: it cannot be changed while disconnected "
+                     "(pin it to keep it available offline)",
+                     name.path.c_str());
+            uncached_reads_++;
             return Errc::io;
+        }
         std::vector<CacheStore::Held> held;
         cache_->held(base, held);
         if (held.size() < count) {
@@ -1162,6 +1192,110 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
         replica_->set_attr(name.path, a);
     }
     return tx.finish(log_store(name));
+}
+
+// The engine's view of a file whose writes went to the server before the
+// outage becomes its local content, logged as a store against the version
+// that view derives from: applied at reintegration when the server still has
+// that version, a conflict (both kept) when it does not, or when our own
+// writes moved it and the engine never learnt the result.
+Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64_t size, const timespec& mtime,
+                                 const BackendFile::ContentReader& read) {
+    if (!cache_)
+        return Errc::not_supported;
+    std::lock_guard lock(content_mu_);
+    auto n = oid ? name_of(oid) : std::nullopt;
+    // The file the engine's view is of, not another one at its name since.
+    if (!n || !S_ISREG(n->attr.mode) || n->attr.file_id != base.file_id)
+        return Errc::not_found;
+    const std::string path = n->path;
+    auto object = replica_->object(n->oid);
+    if (!object)
+        return Errc::bad_handle;
+    if (was_kept(n->oid))
+        return Errc::ok;
+    // Changed here already through another handle (opened after the
+    // outage): its copy is the cached base, as the engine's view is, and
+    // every write to the file goes through the engine, which writes back
+    // through this first handle. The engine's view replaces it in place.
+    std::uint64_t content = object->content;
+    const bool fresh = !content;
+    if (fresh) {
+        std::uint64_t ignored_version = 0;
+        if (Errc e = cache_->object(content_key(n->oid), Version{}, content, ignored_version, CacheStore::Sync::later);
+            e != Errc::ok)
+            return e;
+        cache_->drop_from(content, 0);  // leftovers of an interrupted copy
+    }
+    // A copy that fails is not left behind (its granules are dirty: never culled).
+    struct Abandon {
+        CacheStore* cache;
+        std::uint64_t content;
+        ~Abandon() {
+            if (cache)
+                cache->drop_object(content);
+        }
+    } abandon{fresh ? cache_.get() : nullptr, content};
+    const std::uint64_t granule = cache_->granule_size();
+    std::vector<std::vector<std::byte>> bytes;
+    std::vector<CacheStore::Put> puts;
+    for (std::uint64_t at = 0, index = 0; at < size; at += granule, ++index) {
+        std::vector<std::byte>& b = bytes.emplace_back(std::min<std::uint64_t>(granule, size - at));
+        if (Errc e = read(at, b); e != Errc::ok)
+            return e;
+        if (bytes.size() == 16 || at + granule >= size) {
+            puts.clear();
+            for (std::size_t k = 0; k < bytes.size(); ++k)
+                puts.push_back({content, index + 1 - bytes.size() + k, bytes[k], true, 0});
+            Errc error = Errc::ok;
+            cache_->put_many(puts, error, CacheStore::Sync::later);
+            if (error != Errc::ok)
+                return error;
+            bytes.clear();
+        }
+    }
+    if (!fresh)
+        cache_->drop_from(content, (size + granule - 1) / granule);  // past its new end
+    // The data before the rows that point at it (the replica's hook may be
+    // gone: this is also called during the final writeback).
+    if (Errc e = cache_->sync_data(); e != Errc::ok)
+        return e;
+    Attr a = n->attr;
+    a.size = size;
+    a.blocks = (size + 511) / 512;
+    a.mtime = a.ctime = mtime;
+    Replica::Transaction tx(*replica_);
+    if (Errc e = replica_->set_base(n->oid, BaseVersion::of(base)); e != Errc::ok)
+        return tx.finish(e);
+    // (A new generation: a reintegration that uploaded the old bytes sends these.)
+    if (Errc e = fresh ? replica_->set_content(n->oid, content) : replica_->bump_content(n->oid); e != Errc::ok)
+        return tx.finish(e);
+    if (Errc e = replica_->set_attr(path, a); e != Errc::ok)
+        return tx.finish(e);
+    if (Errc e = tx.finish(log_store(*n)); e != Errc::ok)
+        return e;
+    abandon.cache = nullptr;
+    std::lock_guard state(mu_);
+    kept_[n->oid] = content;
+    return Errc::ok;
+}
+
+// The version our own writes left on the server (the engine asks through
+// the handle after them) is the base of the next change made offline, as it
+// is the version the cache's copy stands for then.
+void ReplicaBackend::saw_object(std::int64_t oid, const Attr& attr) {
+    if (!oid)
+        return;
+    for (const std::string& p : replica_->paths_of(oid))
+        if (auto n = replica_->name(p); n && n->attr.file_id == attr.file_id)  // not another file at the name since
+            replica_->saw(p, attr);
+}
+
+bool ReplicaBackend::was_kept(std::int64_t oid) {
+    auto object = replica_->object(oid);
+    std::lock_guard lock(mu_);
+    const auto kept = kept_.find(oid);
+    return object && kept != kept_.end() && kept->second == object->content;
 }
 
 Errc ReplicaBackend::read_content(std::int64_t oid, std::uint64_t offset, std::span<std::byte> buf,
@@ -1335,8 +1469,11 @@ void ReplicaBackend::drop_unneeded_content() {
                 continue;
         }
         std::lock_guard lock(content_mu_);
-        if (replica_->clear_content(o.oid) == Errc::ok)
+        if (replica_->clear_content(o.oid) == Errc::ok) {
             cache_->drop_object(o.content);
+            std::lock_guard state(mu_);
+            kept_.erase(o.oid);
+        }
     }
 }
 

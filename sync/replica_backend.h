@@ -200,6 +200,13 @@ private:
     Errc write_content(std::int64_t oid, std::uint64_t offset, std::span<const std::byte> data);
     Errc resize_content(std::int64_t oid, std::uint64_t size);
     std::optional<Name> name_of(std::int64_t oid);
+    // Attributes of `oid` seen through an open handle, recorded for each name.
+    void saw_object(std::int64_t oid, const Attr& attr);
+    // ReplicaFile::keep_unsent: the engine's view of `oid` becomes its local content.
+    Errc keep_unsent(std::int64_t oid, const Attr& base, std::uint64_t size, const timespec& mtime,
+                     const BackendFile::ContentReader& read);
+    // Whether oid's local content is the copy keep_unsent made.
+    bool was_kept(std::int64_t oid);
     Attr new_attr(std::uint32_t mode, std::int64_t oid) const;
     // Logs the removal of `name` (unlink or rmdir, by its type) against its
     // base version.
@@ -231,6 +238,9 @@ private:
     bool sync_asked_ = false;
     SyncStatus status_;
     std::map<std::int64_t, unsigned> open_local_;  // oids with handles open on their local content
+    // Local content made by keep_unsent (oid -> content): it holds all a
+    // handle tied to the server wrote, so that handle may continue on it.
+    std::map<std::int64_t, std::uint64_t> kept_;
     StatFs last_statfs_{};
     std::atomic<std::uint64_t> generation_{0};
     std::atomic<std::uint64_t> uncached_reads_{0};

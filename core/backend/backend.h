@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -171,13 +172,27 @@ public:
     // of the range to be written (no cached byte may outlive a write). A
     // backend that may keep the file's content locally instead (the
     // replica, disconnected) takes its copy of the cached bytes now, while
-    // they are all there.
-    virtual void before_write() {}
+    // they are all there. False: the handle cannot take writes for now (a
+    // transient condition); nothing is written, and the cached copy stays.
+    virtual bool before_write() { return true; }
 
     // The backend keeps what is written here on local storage itself (the
     // local content of a file changed while disconnected, in the cache):
     // the engine need not store the written bytes in the cache again.
     virtual bool content_is_local() const { return false; }
+    // While changes stay local, the engine holds writes this handle cannot
+    // take: it wrote to the server before the outage, so the backend has no
+    // local copy of the file to put them on. The engine asks it to keep the
+    // whole file as the mount sees it (`size` bytes, read through `read`),
+    // as a local change against `base` (the remote's attributes the
+    // engine's view derives from), to be reintegrated when the server is
+    // back; the handle then takes writes on that copy. Nothing waits in
+    // memory for the server. Not supported: the writes wait.
+    using ContentReader = std::function<Errc(std::uint64_t offset, std::span<std::byte> out)>;
+    virtual Errc keep_unsent(const Attr& base, std::uint64_t size, const timespec& mtime, const ContentReader& read) {
+        (void)base, (void)size, (void)mtime, (void)read;
+        return Errc::not_supported;
+    }
 };
 
 // Whether the remote can be reached, as the backend last saw it. Disconnected
@@ -198,7 +213,6 @@ public:
     // Changes are kept locally for now (disconnected operation), to be
     // reintegrated: the remote may hold names the mount does not see.
     virtual bool changes_stay_local() const { return false; }
-
     // The remote as a user names it, without secrets: "file:///srv/data".
     virtual std::string describe() const = 0;
     virtual BackendLimits limits() const = 0;

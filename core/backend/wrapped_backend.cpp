@@ -35,7 +35,11 @@ public:
         return e != Errc::ok ? e : inner_->getattr(out);
     }
     bool opened_attr(Attr& out) const override { return inner_->opened_attr(out); }
-    void before_write() override { inner_->before_write(); }
+    bool before_write() override { return inner_->before_write(); }
+    Errc keep_unsent(const Attr& base, std::uint64_t size, const timespec& mtime,
+                     const ContentReader& read) override {
+        return inner_->keep_unsent(base, size, mtime, read);
+    }
     Errc truncate(std::uint64_t size) override {
         Errc e = hook(Op::truncate);
         return e != Errc::ok ? e : inner_->truncate(size);

@@ -1145,14 +1145,30 @@ Errc CacheStore::held(std::uint64_t object, std::vector<Held>& out) {
 }
 
 Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id) {
+    Version ignored;
+    return find_object(remote_path, id, ignored);
+}
+
+Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id, Version& version) {
     std::lock_guard lock(impl_->mu);
     if (!impl_->flush_pending_objects())  // rows by path or id: the pending ones too
         return Errc::io;
-    Stmt q(impl_->db, "SELECT id FROM objects WHERE remote = ?1");
+    Stmt q(impl_->db, "SELECT id, size, mtime_ns, ctime_ns, change, file_id FROM objects WHERE remote = ?1");
     q.bind(1, remote_path);
     const int rc = q.step();
     if (rc == SQLITE_ROW) {
+        auto ts = [](std::int64_t ns) {  // (floored: times before 1970 too)
+            std::int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+            if (rem < 0)
+                sec--, rem += 1000000000;
+            return timespec{time_t(sec), long(rem)};
+        };
         id = std::uint64_t(q.col(0));
+        version.size = std::uint64_t(q.col(1));
+        version.mtime = ts(q.col(2));
+        version.ctime = ts(q.col(3));
+        version.change = std::uint64_t(q.col(4));
+        version.file_id = std::uint64_t(q.col(5));
         return Errc::ok;
     }
     return rc == SQLITE_DONE ? Errc::not_found : Errc::io;

@@ -79,10 +79,13 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
     // Older buffered bytes of this range must not land after ours.
     if (Errc e = writeback_and_wait(lock, node, offset, end); e != Errc::ok)
         return e;
-    changed.wait(lock, [&] { return !d.truncating; });
+    changed.wait(lock, [&] { return !d.truncating && !d.keeping; });
     const std::uint64_t object = node->cache_object;
     lock.unlock();
-    drop_cached(object, offset, end, [&] { of.file->before_write(); });
+    bool writable = true;
+    drop_cached(object, offset, end, [&] { return writable = of.file->before_write(); });
+    if (!writable)
+        return Errc::unreachable;  // (a handle tied to a server away, disconnected)
     lock.lock();
 
     const std::size_t pieces = (data.size() + limits.wsize - 1) / limits.wsize;
@@ -95,9 +98,11 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
         pool->submit(IoPool::Priority::urgent, [this, &of, data, wait, offset, off, len] {
             Errc e = write_to_remote(*of.file, offset + off, data.subspan(off, len));
             std::lock_guard lock(mu);
-            if (e == Errc::ok)
+            if (e == Errc::ok) {
                 counters.bytes_uploaded += len;
-            else if (wait->error == Errc::ok)
+                FileData& d = of.node->data;
+                d.sent_end = std::max<std::uint64_t>(d.sent_end, offset + off + len);
+            } else if (wait->error == Errc::ok)
                 wait->error = e;
             wait->outstanding--;
             changed.notify_all();

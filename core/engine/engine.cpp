@@ -343,8 +343,10 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock:
             d.size_is_local = false;
             d.size = attr.size;
         }
+        // Urgent: ahead of a store_fills_now() asked next, after which the
+        // replica may compare this version with the one it saw.
         if (cache && node.cache_object)
-            cache_pool->submit(IoPool::Priority::background,
+            cache_pool->submit(IoPool::Priority::urgent,
                                [cache = cache, id = node.cache_object, v] { cache->accept_version(id, v); });
         return false;
     }

@@ -60,6 +60,16 @@ struct FileData {
     // A writable handle for writeback. Kept while dirty data exists even if
     // every opener has gone (a failed writeback is retried, never dropped).
     std::shared_ptr<BackendFile> writeback_file;
+
+    // Disconnected, a write through a handle tied to the server failed: the
+    // backend is to keep the file locally (Impl::keep_locally_locked).
+    bool keep_wanted = false;
+    bool keeping = false;  // one keep at a time
+    Errc last_keep = Errc::ok;
+    Clock::time_point keep_failed_at = Clock::time_point::min();
+    // The end of the bytes our writes put on the remote (its size may be
+    // past what `attr` says until the next getattr).
+    std::uint64_t sent_end = 0;
 };
 
 struct Node {
@@ -292,9 +302,10 @@ struct Engine::Impl {
     std::byte* queue_fill_locked(const GranuleFill& granule);
     // Granules of cache object `object` covering [start, end) are stale.
     // `before_drop` runs once every fill waiting was stored, before the drop
-    // (BackendFile::before_write: a copy of the cached bytes for the replica).
+    // (BackendFile::before_write: a copy of the cached bytes for the replica);
+    // false from it: nothing is dropped (nothing will be written).
     void drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end,
-                     const std::function<void()>& before_drop = {});
+                     const std::function<bool()>& before_drop = {});
     // Stores every fill waiting, and waits: before the remote (the replica,
     // disconnected) copies what the cache holds of a file.
     void store_fills_now();
@@ -346,7 +357,20 @@ struct Engine::Impl {
     // whose bytes are all known and all on the remote for the cache.
     void queue_written_granules_locked(Node& node, std::uint64_t start, std::uint64_t end);
     void writeback_thread();
-    Errc write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data);
+    // may_keep: a transient error while disconnected returns at once, for
+    // the caller to keep the file locally (keep_locally_locked).
+    Errc write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data,
+                         bool may_keep = false);
+    static constexpr std::chrono::seconds kKeepRetry{30};
+    static constexpr int kMaxKeeps = 3;  // per writeback_and_wait
+    // Has the backend keep the file as this mount sees it when its writes
+    // cannot be sent while disconnected (Backend::keep_unsent). Unlocks.
+    Errc keep_locally_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node);
+    // Bytes of a file as a reader of the mount sees them: its folios, else
+    // the persistent cache's granules, else read through `file`.
+    // Bytes at or past `hole_from` that neither holds are zeros (a hole).
+    Errc read_as_seen(const std::shared_ptr<Node>& node, BackendFile& file, std::uint64_t object,
+                      std::uint64_t hole_from, std::uint64_t offset, std::span<std::byte> out);
 
     // ---- direct_io.cpp ----------------------------------------------------
     Errc direct_read(OpenFile& of, std::uint64_t offset, std::span<std::byte> buf,

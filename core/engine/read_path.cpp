@@ -482,7 +482,7 @@ void Engine::Impl::store_pending_fills(bool gather) {
 }
 
 void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::uint64_t end,
-                               const std::function<void()>& before_drop) {
+                               const std::function<bool()>& before_drop) {
     if (start >= end)
         return;
     if (before_drop) {
@@ -493,7 +493,8 @@ void Engine::Impl::drop_cached(std::uint64_t object, std::uint64_t start, std::u
         // granules.
         if (cache && object && backend->changes_stay_local())
             store_fills_now();
-        before_drop();
+        if (!before_drop())
+            return;
     }
     if (!cache || !object)
         return;
@@ -521,6 +522,69 @@ void Engine::Impl::after_pending_fills(const std::function<void()>& job) {
         done.set_value();
     });
     done.get_future().wait();
+}
+
+Errc Engine::Impl::read_as_seen(const std::shared_ptr<Node>& node, BackendFile& file, std::uint64_t object,
+                                std::uint64_t hole_from, std::uint64_t offset, std::span<std::byte> out) {
+    const std::uint64_t end = offset + out.size();
+    RangeSet missing;
+    missing.add(offset, end);
+    {
+        // Folios first: they hold the newest bytes, written ones included.
+        std::lock_guard lock(mu);
+        FileData& d = node->data;
+        auto it = d.folios.upper_bound(offset);
+        if (it != d.folios.begin())
+            --it;
+        for (; it != d.folios.end() && it->first < end; ++it) {
+            const Folio& f = *it->second;
+            if (f.busy)
+                continue;
+            const std::uint64_t lo = std::max(offset, f.pos + f.valid_begin);
+            const std::uint64_t hi = std::min(end, f.pos + f.valid_end);
+            if (lo >= hi)
+                continue;
+            // A stale folio's read bytes are an old version; its written
+            // ones are still ours.
+            const std::vector<ByteRange> runs = f.stale ? d.dirty.within(lo, hi) : std::vector{ByteRange{lo, hi}};
+            for (const ByteRange& run : runs) {
+                std::memcpy(out.data() + (run.start - offset), f.data + (run.start - f.pos), run.length());
+                missing.remove(run.start, run.end);
+            }
+        }
+    }
+    std::vector<std::byte> plain;
+    for (const ByteRange& r : cache && object ? missing.all() : std::vector<ByteRange>{}) {
+        for (std::uint64_t pos = r.start, stop; pos < r.end; pos = stop) {
+            // A granule the cache holds: short at the end of the file it was
+            // stored from, and zeros after that, as the read path has it.
+            const std::uint64_t g = pos / granule * granule;
+            stop = std::min(r.end, g + granule);
+            if (cache->get(object, g / granule, plain) != Errc::ok)
+                continue;
+            std::memset(out.data() + (pos - offset), 0, stop - pos);
+            if (pos - g < plain.size())
+                std::memcpy(out.data() + (pos - offset), plain.data() + (pos - g),
+                            std::min<std::uint64_t>(stop - pos, plain.size() - (pos - g)));
+            missing.remove(pos, stop);
+        }
+    }
+    // The rest through the handle; what it cannot give past the remote's
+    // end, and past our writes' end, is a hole.
+    for (const ByteRange& r : missing.all()) {
+        for (std::uint64_t pos = r.start; pos < r.end;) {
+            std::size_t n = 0;
+            const Errc e = file.read(pos, out.subspan(pos - offset, r.end - pos), n);
+            if (e != Errc::ok || n == 0) {
+                if (pos < hole_from)
+                    return e != Errc::ok ? e : Errc::io;  // short of the size this mount knows: never guess
+                std::memset(out.data() + (pos - offset), 0, r.end - pos);
+                break;
+            }
+            pos += n;
+        }
+    }
+    return Errc::ok;
 }
 
 } // namespace netfs

@@ -68,7 +68,8 @@ Errc Engine::Impl::sync_locked(std::unique_lock<std::mutex>& lock, OpenFile& of)
     return e;
 }
 
-Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data) {
+Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std::span<const std::byte> data,
+                                   bool may_keep) {
     std::size_t done = 0;
     Retry retry{.fail_fast = false};
     while (done < data.size()) {
@@ -82,6 +83,11 @@ Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std:
         }
         if (e == Errc::ok)
             e = Errc::io;  // no progress and no error: do not spin
+        // Disconnected, a transient error means the handle cannot take the
+        // bytes (it wrote to the server before the outage): no wait brings
+        // the server back. The caller has the file kept locally instead.
+        if (may_keep && is_transient(e) && backend->changes_stay_local())
+            return e;
         if (!retry_after(e, retry))
             return e;
     }
@@ -154,10 +160,12 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
             } else {
                 // A second, separate run in a folio never read: send the
                 // first run to the remote; then only the new run is valid.
-                const std::uint64_t errors = d.error_seq;
-                writeback_and_wait(lock, node, f->pos, f->end());
-                if (d.error_seq != errors)
-                    return transferred ? Errc::ok : report_error_locked(of);
+                if (Errc e = writeback_and_wait(lock, node, f->pos, f->end()); e != Errc::ok) {
+                    if (transferred)
+                        return Errc::ok;
+                    const Errc reported = report_error_locked(of);
+                    return reported != Errc::ok ? reported : e;
+                }
                 if (Folio* again = find_folio_locked(d, pos); again == f && !f->busy && !f->uptodate() &&
                     !d.dirty.overlaps(f->pos, f->end()) && !d.writing.overlaps(f->pos, f->end()))
                     f->valid_begin = f->valid_end = 0;
@@ -191,8 +199,8 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
 void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoPool::Priority priority,
                                           std::uint64_t start, std::uint64_t end) {
     FileData& d = node->data;
-    if (d.truncating || d.dirty.empty())
-        return;
+    if (d.truncating || d.keeping || d.dirty.empty())
+        return;  // (a keep ends with a writeback of its own)
     std::shared_ptr<BackendFile> file = d.writeback_file;
     if (!file)
         return;  // no writable handle: kept dirty, reported at flush
@@ -235,9 +243,23 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
             d.writing.add(s, e);
             writing_bytes += len;
             counters.write_subrequests++;
-            pool->submit(priority, [this, node, file, buf, src, s, e, len, object = node->cache_object] {
-                drop_cached(object, s, e, [&] { file->before_write(); });
-                Errc err = write_to_remote(*file, s, {src, len});
+            // Not again soon after the backend could not keep the file: the
+            // write then waits out its timeout, as writes to a server away do.
+            const bool may_keep = Clock::now() >= d.keep_failed_at + kKeepRetry;
+            pool->submit(priority, [this, node, file, buf, src, s, e, len, may_keep, object = node->cache_object] {
+                Errc err = Errc::unreachable;
+                for (Retry retry{.fail_fast = false};;) {
+                    bool writable = true;
+                    drop_cached(object, s, e, [&] { return writable = file->before_write(); });
+                    if (writable) {
+                        err = write_to_remote(*file, s, {src, len}, may_keep);
+                        break;
+                    }
+                    // The handle cannot take them now (tied to a server away).
+                    if (may_keep || !retry_after(err, retry))
+                        break;
+                }
+                const bool keep = may_keep && is_transient(err) && backend->changes_stay_local();  // (not under mu)
                 std::lock_guard lock(mu);
                 FileData& d = node->data;
                 d.writing.remove(s, e);
@@ -246,12 +268,19 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                     if (d.dirty.empty() && d.writing.empty())
                         d.dirty_since = Clock::now();
                     dirty_bytes += d.dirty.add(s, std::min(e, std::max(d.size, s)));
-                    d.error_seq++;
-                    d.last_error = err;
-                    LOG_WARN("writing %zu bytes of %s at %llu failed: %s; kept in memory and retried later",
-                             len, path_locked(*node).c_str(), static_cast<unsigned long long>(s),
-                             std::string(describe(err)).c_str());
+                    if (keep) {
+                        // No error yet: the file is to be kept locally, and
+                        // only a keep that fails is one (keep_locally_locked).
+                        d.keep_wanted = true;
+                    } else {
+                        d.error_seq++;
+                        d.last_error = err;
+                        LOG_WARN("writing %zu bytes of %s at %llu failed: %s; kept in memory and retried later",
+                                 len, path_locked(*node).c_str(), static_cast<unsigned long long>(s),
+                                 std::string(describe(err)).c_str());
+                    }
                 } else {
+                    d.sent_end = std::max(d.sent_end, e);
                     counters.bytes_uploaded += len;
                     node->expect_own_change = true;
                     node->own_change_at = Clock::now();
@@ -307,12 +336,27 @@ Errc Engine::Impl::writeback_and_wait(std::unique_lock<std::mutex>& lock, const 
                                       std::uint64_t start, std::uint64_t end) {
     FileData& d = node->data;
     const std::uint64_t errors = d.error_seq;
+    int keeps = 0;
     for (;;) {
         if (d.error_seq != errors) {
             // Failed: let what is in flight finish, start nothing new. The
             // bytes stay dirty for a later attempt.
             changed.wait(lock, [&] { return !d.writing.overlaps(start, end); });
             break;
+        }
+        if (d.keep_wanted) {
+            // Disconnected, and the handle cannot take the bytes: the file
+            // is kept locally and the handle takes them there, durable now
+            // rather than when the server is back. A keep that fails records
+            // the error. (Again only if a write begun during the keep came
+            // back: bounded all the same.)
+            if (++keeps > kMaxKeeps || keep_locally_locked(lock, node) != Errc::ok) {
+                if (d.error_seq == errors) {
+                    d.error_seq++;
+                    d.last_error = Errc::unreachable;
+                }
+                continue;
+            }
         }
         start_writeback_locked(node, IoPool::Priority::urgent, start, end);
         const bool dirty = d.dirty.overlaps(start, end);
@@ -327,6 +371,59 @@ Errc Engine::Impl::writeback_and_wait(std::unique_lock<std::mutex>& lock, const 
     return d.error_seq != errors ? d.last_error : Errc::ok;
 }
 
+// The handle's writes cannot reach the server, nor a local copy (it has
+// none: it wrote to the server before the outage). The whole file as this
+// mount sees it becomes the local copy; the dirty bytes stay dirty and are
+// written again, onto it. Failing, they wait in memory as before.
+Errc Engine::Impl::keep_locally_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node) {
+    FileData& d = node->data;
+    // One at a time, with no size change under way, and with no write in
+    // flight: one begun before would come back failed after the keep (and
+    // ask for another).
+    changed.wait(lock, [&] { return !d.keeping && !d.truncating && d.writing.empty(); });
+    if (!d.keep_wanted)
+        return d.last_keep;  // another thread's keep, done meanwhile
+    if (node->forgotten || !d.writeback_file || d.dirty.empty()) {
+        d.keep_wanted = false;
+        return d.last_keep = Errc::ok;  // nothing left to keep
+    }
+    d.keeping = true;
+    const std::string path = path_locked(*node);
+    const Attr base = node->attr;
+    const std::uint64_t size = d.size;
+    // Past both the remote's size and our writes' end: a hole.
+    const std::uint64_t hole_from = std::max(node->attr.size, d.sent_end);
+    const timespec mtime = d.size_is_local ? d.local_mtime : node->attr.mtime;
+    const std::uint64_t object = node->cache_object;
+    const std::shared_ptr<BackendFile> file = d.writeback_file;
+    const std::uint64_t unsent = d.dirty.bytes();
+    lock.unlock();
+    store_fills_now();  // what the cache holds of it, complete
+    const Errc e = file->keep_unsent(base, size, mtime, [&](std::uint64_t offset, std::span<std::byte> out) {
+        return read_as_seen(node, *file, object, hole_from, offset, out);
+    });
+    if (e == Errc::ok)
+        LOG_WARN("%s: %llu bytes written through a handle that had written to the server cannot be sent while "
+                 "disconnected; the file is kept here as a change to reintegrate (a conflicted copy if the "
+                 "server's copy changes meanwhile)",
+                 path.c_str(), static_cast<unsigned long long>(unsent));
+    else
+        LOG_WARN("%s: %llu bytes cannot be sent while disconnected, nor kept here (%s); they stay in memory "
+                 "until the server is back",
+                 path.c_str(), static_cast<unsigned long long>(unsent), std::string(describe(e)).c_str());
+    lock.lock();
+    d.keeping = false;
+    d.keep_wanted = false;  // asked again at the next write that fails
+    d.last_keep = e;
+    if (e != Errc::ok) {
+        d.keep_failed_at = Clock::now();
+        d.error_seq++;  // the writes wait in memory: every handle is told once
+        d.last_error = Errc::unreachable;
+    }
+    changed.notify_all();
+    return e;
+}
+
 Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t size, BackendFile* file,
                             const std::string& path, SetAttr change, Attr& out) {
     FileData& d = node->data;
@@ -334,7 +431,7 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         // No write may be in flight while the remote's size changes, or a
         // write of bytes past the new end could land after it.
         std::unique_lock lock(mu);
-        changed.wait(lock, [&] { return !d.truncating; });
+        changed.wait(lock, [&] { return !d.truncating && !d.keeping; });
         d.truncating = true;
         changed.wait(lock, [&] { return d.writing.empty(); });
         // A read in flight past the new end brings bytes the truncate is
@@ -430,6 +527,13 @@ void Engine::Impl::writeback_thread() {
         for (auto& [ino, node] : nodes)
             if (!node->data.dirty.empty() && (pressure || now - node->data.dirty_since >= options.writeback_interval))
                 due.push_back(node);
+        std::vector<std::shared_ptr<Node>> keep;
+        for (auto& [ino, node] : nodes)
+            if (node->data.keep_wanted && !node->data.keeping && node->data.writing.empty())
+                keep.push_back(node);
+        for (auto& node : keep)  // (unlocks: `nodes` may change)
+            if (keep_locally_locked(lock, node) == Errc::ok && !stopping)
+                start_writeback_locked(node, IoPool::Priority::background);
         for (auto& node : due)
             start_writeback_locked(node, IoPool::Priority::background);
         if (pressure)

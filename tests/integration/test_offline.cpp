@@ -280,6 +280,106 @@ private slots:
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
+    // A handle that wrote to the server before the outage has no local copy
+    // to take its later writes. The file as the mount sees it is kept here
+    // instead: fsync succeeds (the change is in the journal), and so does
+    // a write never synced, once the writeback has run; a daemon killed
+    // then loses neither, and reintegration puts both on the server. They
+    // used to wait in memory: fsync failed after the timeout, and an
+    // unmount or a kill lost them.
+    void writes_after_the_outage_through_a_handle_that_wrote_before_it_are_kept() {
+        auto m = make_mount();
+        auto synced = random_bytes((1u << 20) + 77, 41);
+        auto unsynced = random_bytes(600 * 1024 + 5, 42);
+        QVERIFY(write_file(m->direct("synced.bin"), synced));
+        QVERIFY(write_file(m->direct("unsynced.bin"), unsynced));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(read_file(m->at("synced.bin")) == synced);
+        QVERIFY(read_file(m->at("unsynced.bin")) == unsynced);
+        QElapsedTimer clock;  // stored in the cache in the background
+        clock.start();
+        while (!state_of(m->at("synced.bin")).contains("cached=100%") ||
+               !state_of(m->at("unsynced.bin")).contains("cached=100%")) {
+            QVERIFY2(clock.elapsed() < 10000, state_of(m->at("synced.bin")).constData());
+            QThread::msleep(20);
+        }
+        const int fd = ::open(qPrintable(m->at("synced.bin")), O_RDWR);
+        const int fd2 = ::open(qPrintable(m->at("unsynced.bin")), O_RDWR);
+        QVERIFY(fd >= 0 && fd2 >= 0);
+        auto overwrite = [](int fd, std::vector<std::byte>& expected, std::size_t at, std::size_t n,
+                            std::uint64_t seed) {
+            const auto bytes = random_bytes(n, seed);
+            if (expected.size() < at + n)
+                expected.resize(at + n);
+            std::copy(bytes.begin(), bytes.end(), expected.begin() + at);
+            return ::pwrite(fd, bytes.data(), n, off_t(at)) == ssize_t(n);
+        };
+        // Online: through to the server, which ties the handles to it.
+        QVERIFY(overwrite(fd, synced, 300000, 5000, 43));
+        QVERIFY(overwrite(fd2, unsynced, 1000, 3000, 44));
+        QCOMPARE(::fsync(fd), 0);
+        QCOMPARE(::fsync(fd2), 0);
+        QVERIFY(read_file(m->direct("synced.bin")) == synced);
+        QVERIFY(read_file(m->direct("unsynced.bin")) == unsynced);
+        const auto on_server = read_file(m->direct("synced.bin"));
+        const auto on_server2 = read_file(m->direct("unsynced.bin"));
+
+        QString err;
+        QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
+        // Attributes asked offline, once the ones in memory expired, are
+        // the replica's: those the handles' own writes left on the server.
+        QThread::msleep(1100);
+        struct stat st {};
+        QCOMPARE(::stat(qPrintable(m->at("synced.bin")), &st), 0);
+        QCOMPARE(st.st_size, off_t(synced.size()));
+        // A second handle, opened offline, makes a local copy at once; the
+        // engine still writes the file back through the first.
+        const int fd3 = ::open(qPrintable(m->at("synced.bin")), O_RDWR);
+        QVERIFY(fd3 >= 0);
+        QVERIFY(overwrite(fd3, synced, 100, 50, 48));
+        QVERIFY(overwrite(fd, synced, 700000, 5000, 45));        // inside the file
+        QVERIFY(overwrite(fd, synced, synced.size() + 10000, 70000, 46));  // and past its end, leaving a hole
+        clock.restart();
+        QCOMPARE(::fsync(fd), 0);
+        QVERIFY2(clock.elapsed() < 5000, "fsync waited for the server");
+        std::vector<std::byte> back(synced.size());
+        QCOMPARE(::pread(fd, back.data(), back.size(), 0), ssize_t(back.size()));
+        QVERIFY(back == synced);
+        QCOMPARE(::close(fd), 0);
+        QCOMPARE(::close(fd3), 0);
+        QVERIFY(read_file(m->at("synced.bin")) == synced);
+
+        // Never synced: the writeback thread keeps it.
+        QVERIFY(overwrite(fd2, unsynced, 400000, 9000, 47));
+        clock.restart();
+        while (!state_of(m->at("unsynced.bin")).contains("dirty=yes")) {
+            QVERIFY2(clock.elapsed() < 20000, state_of(m->at("unsynced.bin")).constData());
+            QThread::msleep(100);
+        }
+        // The handle takes more writes after that, without an error.
+        QVERIFY(overwrite(fd2, unsynced, 500000, 100, 49));
+        QCOMPARE(::fsync(fd2), 0);
+        QVERIFY(read_file(m->direct("synced.bin")) == on_server);  // nothing sent while offline
+        QVERIFY(read_file(m->direct("unsynced.bin")) == on_server2);
+        // Killed with the handle still open: what was kept and synced is
+        // in the journal.
+        QVERIFY2(m->crash(), qPrintable(m->error()));
+        ::close(fd2);
+
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(read_file(m->at("synced.bin")) == synced);
+        QVERIFY(read_file(m->at("unsynced.bin")) == unsynced);
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        // The version each kept copy stands on is the one the handle's own
+        // fsync left on the server: no conflict.
+        QCOMPARE(outcome["conflicts"].toInteger(), 0);
+        QVERIFY(read_file(m->direct("synced.bin")) == synced);
+        QVERIFY(read_file(m->direct("unsynced.bin")) == unsynced);
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
     // A hard link, times set with utimensat and a truncate, made offline,
     // reach the server as such: the link is one file with two names there
     // (where the protocol has links), the times are the ones set, the file
