@@ -342,11 +342,9 @@ Errc ReplicaBackend::file_state(const std::string& path, std::string& out) {
     if (object && object->content) {
         held = size;
     } else if (cache_ && S_ISREG(name->attr.mode) && size) {
-        std::uint64_t id = 0, version = 0;
+        std::uint64_t id = 0;
         std::vector<CacheStore::Held> granules;
-        if (cache_->find_object(path, id) == Errc::ok &&
-            cache_->object(path, Version::of(name->attr), id, version) == Errc::ok &&
-            cache_->held(id, granules) == Errc::ok)
+        if (cached_as_seen(*name, id) && cache_->held(id, granules) == Errc::ok)
             for (const auto& g : granules)
                 held += g.length;
     }
@@ -536,6 +534,11 @@ ConnectionState ReplicaBackend::connection_state() const {
 bool ReplicaBackend::changes_stay_local() const {
     std::lock_guard lock(mu_);
     return mode_ != SyncMode::connected;
+}
+
+bool ReplicaBackend::offline_by_request() const {
+    std::lock_guard lock(mu_);
+    return manual_offline_ && mode_ != SyncMode::connected;
 }
 
 std::shared_ptr<Backend> ReplicaBackend::online() {
@@ -1136,16 +1139,9 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
     const std::uint64_t granule = cache_->granule_size();
     const std::uint64_t count = truncate ? 0 : (name.attr.size + granule - 1) / granule;
     if (count) {
-        // The base version's granules, as the engine cached them. Looked up,
-        // never attached: a cached copy of another version is all there is
-        // offline, and stays readable.
+        // The base version's granules, as the engine cached them.
         std::uint64_t base = 0;
-        Version cached;
-        auto ns = [](const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; };
-        const Version seen = Version::of(name.attr);
-        const bool found = cache_->find_object(name.path, base, cached) == Errc::ok;
-        if (!found || cached.size != seen.size || cached.change != seen.change || cached.file_id != seen.file_id ||
-            ns(cached.mtime) != ns(seen.mtime) || ns(cached.ctime) != ns(seen.ctime)) {
+        if (!cached_as_seen(name, base)) {
             LOG_WARN("%s is not cached as the server last had it: it cannot be changed while disconnected "
                      "(pin it to keep it available offline)",
                      name.path.c_str());
@@ -1265,8 +1261,11 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
     a.blocks = (size + 511) / 512;
     a.mtime = a.ctime = mtime;
     Replica::Transaction tx(*replica_);
-    if (Errc e = replica_->set_base(n->oid, BaseVersion::of(base)); e != Errc::ok)
-        return tx.finish(e);
+    // With changes logged already, their base is the server's version (the
+    // engine's attributes are then the local ones).
+    if (replica_->pending_for(n->oid) == 0)
+        if (Errc e = replica_->set_base(n->oid, BaseVersion::of(base)); e != Errc::ok)
+            return tx.finish(e);
     // (A new generation: a reintegration that uploaded the old bytes sends these.)
     if (Errc e = fresh ? replica_->set_content(n->oid, content) : replica_->bump_content(n->oid); e != Errc::ok)
         return tx.finish(e);
@@ -1278,6 +1277,19 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
     std::lock_guard state(mu_);
     kept_[n->oid] = content;
     return Errc::ok;
+}
+
+// Never CacheStore::object(), which attaches the object to the version
+// given and drops its granules when they differ: offline, a cached copy of
+// another version is all there is, and stays readable.
+bool ReplicaBackend::cached_as_seen(const Name& name, std::uint64_t& id) {
+    Version cached;
+    if (cache_->find_object(name.path, id, cached) != Errc::ok)
+        return false;
+    auto ns = [](const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; };
+    const Version seen = Version::of(name.attr);
+    return cached.size == seen.size && cached.change == seen.change && cached.file_id == seen.file_id &&
+           ns(cached.mtime) == ns(seen.mtime) && ns(cached.ctime) == ns(seen.ctime);
 }
 
 // The version our own writes left on the server (the engine asks through

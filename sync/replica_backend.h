@@ -148,6 +148,7 @@ public:
     // ---- Backend ----
     ConnectionState connection_state() const override;
     bool changes_stay_local() const override;
+    bool offline_by_request() const override;
     std::string describe() const override { return description_; }
     BackendLimits limits() const override { return limits_; }
     Errc getattr(const std::string& path, Attr& out) override;
@@ -205,6 +206,9 @@ private:
     // ReplicaFile::keep_unsent: the engine's view of `oid` becomes its local content.
     Errc keep_unsent(std::int64_t oid, const Attr& base, std::uint64_t size, const timespec& mtime,
                      const BackendFile::ContentReader& read);
+    // The cache's object for `name`, if it holds the version the replica
+    // last saw (looked up, never attached).
+    bool cached_as_seen(const Name& name, std::uint64_t& id);
     // Whether oid's local content is the copy keep_unsent made.
     bool was_kept(std::int64_t oid);
     Attr new_attr(std::uint32_t mode, std::int64_t oid) const;

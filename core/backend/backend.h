@@ -213,6 +213,9 @@ public:
     // Changes are kept locally for now (disconnected operation), to be
     // reintegrated: the remote may hold names the mount does not see.
     virtual bool changes_stay_local() const { return false; }
+    // ... because the user took the mount offline (`netfs offline`): nothing
+    // reaches the remote until they bring it back, so nobody waits for it.
+    virtual bool offline_by_request() const { return false; }
     // The remote as a user names it, without secrets: "file:///srv/data".
     virtual std::string describe() const = 0;
     virtual BackendLimits limits() const = 0;

@@ -47,6 +47,7 @@ public:
     Errc statfs(StatFs& out) override;
     Errc sync_namespace() override { return inner_->sync_namespace(); }
     bool changes_stay_local() const override { return inner_->changes_stay_local(); }
+    bool offline_by_request() const override { return inner_->offline_by_request(); }
 
     // Called before each operation, from any thread. `length` is the byte
     // count of a read or write (0 otherwise) and may be lowered to make the

@@ -79,14 +79,46 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
     // Older buffered bytes of this range must not land after ours.
     if (Errc e = writeback_and_wait(lock, node, offset, end); e != Errc::ok)
         return e;
-    changed.wait(lock, [&] { return !d.truncating && !d.keeping; });
+    changed.wait(lock, [&] { return !d.truncating && !d.keeping && !d.keep_wanted; });
     const std::uint64_t object = node->cache_object;
+    d.direct_writes++;  // a keep waits for it: it may land on the local copy being replaced
+    auto done_locked = [&] {
+        d.direct_writes--;
+        changed.notify_all();
+    };
     lock.unlock();
     bool writable = true;
-    drop_cached(object, offset, end, [&] { return writable = of.file->before_write(); });
-    if (!writable)
-        return Errc::unreachable;  // (a handle tied to a server away, disconnected)
+    auto ask = [&] { drop_cached(object, offset, end, [&] { return writable = of.file->before_write(); }); };
+    ask();
+    // Tied to a server away: asked again until the timeout (or not, offline
+    // by request); then the file is kept here, and written there.
+    for (Retry retry{.fail_fast = false}; !writable;) {
+        if (!backend->offline_by_request() && retry_after(Errc::unreachable, retry)) {
+            ask();
+            continue;
+        }
+        if (backend->changes_stay_local()) {
+            lock.lock();
+            done_locked();
+            Errc kept = Errc::unreachable;
+            if (Clock::now() >= d.keep_failed_at + kKeepRetry) {  // (not again soon after one failed)
+                d.keep_wanted = true;
+                d.direct_keeps++;
+                kept = keep_locally_locked(lock, node, of.file);
+                d.direct_keeps--;
+            }
+            d.direct_writes++;
+            lock.unlock();
+            if (kept == Errc::ok)
+                ask();
+        }
+        break;
+    }
     lock.lock();
+    if (!writable) {
+        done_locked();
+        return Errc::unreachable;
+    }
 
     const std::size_t pieces = (data.size() + limits.wsize - 1) / limits.wsize;
     auto wait = std::make_shared<IoWait>();
@@ -109,6 +141,7 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
         });
     }
     changed.wait(lock, [&] { return wait->outstanding == 0; });
+    done_locked();
 
     // Cached copies of the range are stale now, ours and the kernel's.
     for (auto it = d.folios.begin(); it != d.folios.end();) {

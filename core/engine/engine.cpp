@@ -354,6 +354,7 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock:
     // persistent cache's copy; the next open re-attaches (and drops it).
     node.cached_version = v;
     node.cache_object = 0;
+    d.sent_end = 0;
     d.size = attr.size;
     drop_clean_folios_locked(d);
     return true;

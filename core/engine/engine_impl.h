@@ -65,6 +65,8 @@ struct FileData {
     // backend is to keep the file locally (Impl::keep_locally_locked).
     bool keep_wanted = false;
     bool keeping = false;  // one keep at a time
+    unsigned direct_writes = 0;  // direct writes under way (not in `writing`)
+    unsigned direct_keeps = 0;   // direct writers waiting to keep the file
     Errc last_keep = Errc::ok;
     Clock::time_point keep_failed_at = Clock::time_point::min();
     // The end of the bytes our writes put on the remote (its size may be
@@ -365,7 +367,9 @@ struct Engine::Impl {
     static constexpr int kMaxKeeps = 3;  // per writeback_and_wait
     // Has the backend keep the file as this mount sees it when its writes
     // cannot be sent while disconnected (Backend::keep_unsent). Unlocks.
-    Errc keep_locally_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node);
+    // Through `via` (a direct write's handle), or the file's writeback handle.
+    Errc keep_locally_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node,
+                             std::shared_ptr<BackendFile> via = nullptr);
     // Bytes of a file as a reader of the mount sees them: its folios, else
     // the persistent cache's granules, else read through `file`.
     // Bytes at or past `hole_from` that neither holds are zeros (a hole).

@@ -83,10 +83,12 @@ Errc Engine::Impl::write_to_remote(BackendFile& file, std::uint64_t offset, std:
         }
         if (e == Errc::ok)
             e = Errc::io;  // no progress and no error: do not spin
-        // Disconnected, a transient error means the handle cannot take the
-        // bytes (it wrote to the server before the outage): no wait brings
-        // the server back. The caller has the file kept locally instead.
-        if (may_keep && is_transient(e) && backend->changes_stay_local())
+        // Offline by request, a transient error means the handle cannot
+        // take the bytes (it wrote to the server before): no wait brings
+        // the server back. The caller has the file kept locally instead (as
+        // it does, after the timeout, in an outage: a short one is ridden
+        // out as before, with nothing kept).
+        if (may_keep && is_transient(e) && backend->offline_by_request())
             return e;
         if (!retry_after(e, retry))
             return e;
@@ -199,7 +201,7 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
 void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoPool::Priority priority,
                                           std::uint64_t start, std::uint64_t end) {
     FileData& d = node->data;
-    if (d.truncating || d.keeping || d.dirty.empty())
+    if (d.truncating || d.keeping || d.keep_wanted || d.dirty.empty())
         return;  // (a keep ends with a writeback of its own)
     std::shared_ptr<BackendFile> file = d.writeback_file;
     if (!file)
@@ -255,8 +257,10 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                         err = write_to_remote(*file, s, {src, len}, may_keep);
                         break;
                     }
-                    // The handle cannot take them now (tied to a server away).
-                    if (may_keep || !retry_after(err, retry))
+                    // The handle cannot take them now (tied to a server
+                    // away): asked again until the timeout, then kept
+                    // (below); at once when offline by request.
+                    if ((may_keep && backend->offline_by_request()) || !retry_after(err, retry))
                         break;
                 }
                 const bool keep = may_keep && is_transient(err) && backend->changes_stay_local();  // (not under mu)
@@ -375,17 +379,25 @@ Errc Engine::Impl::writeback_and_wait(std::unique_lock<std::mutex>& lock, const 
 // none: it wrote to the server before the outage). The whole file as this
 // mount sees it becomes the local copy; the dirty bytes stay dirty and are
 // written again, onto it. Failing, they wait in memory as before.
-Errc Engine::Impl::keep_locally_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node) {
+Errc Engine::Impl::keep_locally_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Node>& node,
+                                       std::shared_ptr<BackendFile> via) {
     FileData& d = node->data;
     // One at a time, with no size change under way, and with no write in
     // flight: one begun before would come back failed after the keep (and
     // ask for another).
-    changed.wait(lock, [&] { return !d.keeping && !d.truncating && d.writing.empty(); });
+    changed.wait(lock, [&] { return !d.keeping && !d.truncating && d.writing.empty() && d.direct_writes == 0; });
     if (!d.keep_wanted)
         return d.last_keep;  // another thread's keep, done meanwhile
-    if (node->forgotten || !d.writeback_file || d.dirty.empty()) {
-        d.keep_wanted = false;
-        return d.last_keep = Errc::ok;  // nothing left to keep
+    if (!via) {
+        // A direct write (which leaves nothing dirty) asked: its writer
+        // keeps through its own handle.
+        if (d.direct_keeps > 0)
+            return Errc::ok;
+        via = d.writeback_file;
+        if (node->forgotten || !via || d.dirty.empty()) {
+            d.keep_wanted = false;
+            return d.last_keep = Errc::ok;  // nothing left to keep
+        }
     }
     d.keeping = true;
     const std::string path = path_locked(*node);
@@ -395,22 +407,25 @@ Errc Engine::Impl::keep_locally_locked(std::unique_lock<std::mutex>& lock, const
     const std::uint64_t hole_from = std::max(node->attr.size, d.sent_end);
     const timespec mtime = d.size_is_local ? d.local_mtime : node->attr.mtime;
     const std::uint64_t object = node->cache_object;
-    const std::shared_ptr<BackendFile> file = d.writeback_file;
+    const std::shared_ptr<BackendFile> file = via;
     const std::uint64_t unsent = d.dirty.bytes();
     lock.unlock();
-    store_fills_now();  // what the cache holds of it, complete
-    const Errc e = file->keep_unsent(base, size, mtime, [&](std::uint64_t offset, std::span<std::byte> out) {
-        return read_as_seen(node, *file, object, hole_from, offset, out);
-    });
-    if (e == Errc::ok)
-        LOG_WARN("%s: %llu bytes written through a handle that had written to the server cannot be sent while "
-                 "disconnected; the file is kept here as a change to reintegrate (a conflicted copy if the "
-                 "server's copy changes meanwhile)",
-                 path.c_str(), static_cast<unsigned long long>(unsent));
-    else
-        LOG_WARN("%s: %llu bytes cannot be sent while disconnected, nor kept here (%s); they stay in memory "
-                 "until the server is back",
-                 path.c_str(), static_cast<unsigned long long>(unsent), std::string(describe(e)).c_str());
+    Errc e = Errc::ok;  // connected again meanwhile: nothing to keep, the writes go to the server
+    if (backend->changes_stay_local()) {
+        store_fills_now();  // what the cache holds of it, complete
+        e = file->keep_unsent(base, size, mtime, [&](std::uint64_t offset, std::span<std::byte> out) {
+            return read_as_seen(node, *file, object, hole_from, offset, out);
+        });
+        if (e == Errc::ok)
+            LOG_WARN("%s: %llu bytes written through a handle that had written to the server cannot be sent "
+                     "while disconnected; the file is kept here as a change to reintegrate (a conflicted copy if "
+                     "the server's copy changes meanwhile)",
+                     path.c_str(), static_cast<unsigned long long>(unsent));
+        else
+            LOG_WARN("%s: %llu bytes cannot be sent while disconnected, nor kept here (%s); they stay in memory "
+                     "until the server is back",
+                     path.c_str(), static_cast<unsigned long long>(unsent), std::string(describe(e)).c_str());
+    }
     lock.lock();
     d.keeping = false;
     d.keep_wanted = false;  // asked again at the next write that fails
@@ -433,7 +448,7 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         std::unique_lock lock(mu);
         changed.wait(lock, [&] { return !d.truncating && !d.keeping; });
         d.truncating = true;
-        changed.wait(lock, [&] { return d.writing.empty(); });
+        changed.wait(lock, [&] { return d.writing.empty() && d.direct_writes == 0; });
         // A read in flight past the new end brings bytes the truncate is
         // about to remove: neither the folio nor the cache may keep them
         // (a later extension must read zeros there, not the old bytes).
@@ -493,6 +508,7 @@ Errc Engine::Impl::truncate(const std::shared_ptr<Node>& node, std::uint64_t siz
         }
     }
     d.size = size;
+    d.sent_end = std::min(d.sent_end, size);
     d.local_mtime = attr.mtime;
     node->expect_own_change = true;
     node->own_change_at = Clock::now();
@@ -528,8 +544,9 @@ void Engine::Impl::writeback_thread() {
             if (!node->data.dirty.empty() && (pressure || now - node->data.dirty_since >= options.writeback_interval))
                 due.push_back(node);
         std::vector<std::shared_ptr<Node>> keep;
-        for (auto& [ino, node] : nodes)
-            if (node->data.keep_wanted && !node->data.keeping && node->data.writing.empty())
+        for (auto& [ino, node] : nodes)  // (not one to wait for: this thread serves every file)
+            if (node->data.keep_wanted && !node->data.keeping && node->data.writing.empty() &&
+                !node->data.truncating && node->data.direct_writes == 0)
                 keep.push_back(node);
         for (auto& node : keep)  // (unlocks: `nodes` may change)
             if (keep_locally_locked(lock, node) == Errc::ok && !stopping)

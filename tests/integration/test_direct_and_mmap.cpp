@@ -14,17 +14,6 @@ using namespace netfs::test;
 
 namespace {
 
-struct Aligned {
-    explicit Aligned(std::size_t n) : size(n) {
-        if (::posix_memalign(&p, 4096, n) != 0)
-            p = nullptr;
-    }
-    ~Aligned() { std::free(p); }
-    std::byte* data() { return static_cast<std::byte*>(p); }
-    void* p = nullptr;
-    std::size_t size;
-};
-
 int open_at(const QString& path, int flags) { return ::open(path.toLocal8Bit().constData(), flags, 0644); }
 
 } // namespace

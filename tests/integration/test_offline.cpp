@@ -26,6 +26,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 using namespace netfs::test;
 
@@ -282,47 +283,72 @@ private slots:
 
     // A handle that wrote to the server before the outage has no local copy
     // to take its later writes. The file as the mount sees it is kept here
-    // instead: fsync succeeds (the change is in the journal), and so does
-    // a write never synced, once the writeback has run; a daemon killed
-    // then loses neither, and reintegration puts both on the server. They
-    // used to wait in memory: fsync failed after the timeout, and an
+    // instead, and the handle goes on there: fsync succeeds at once (the
+    // change is in the journal), and so it does for a direct write, after a
+    // size change made offline, and with a second handle opened offline;
+    // a write never synced is kept by the writeback, and a daemon killed
+    // then loses none of it. Reintegration puts all of it on the server.
+    // They used to wait in memory: fsync failed after the timeout, and an
     // unmount or a kill lost them.
     void writes_after_the_outage_through_a_handle_that_wrote_before_it_are_kept() {
         auto m = make_mount();
-        auto synced = random_bytes((1u << 20) + 77, 41);
-        auto unsynced = random_bytes(600 * 1024 + 5, 42);
-        QVERIFY(write_file(m->direct("synced.bin"), synced));
-        QVERIFY(write_file(m->direct("unsynced.bin"), unsynced));
+        std::map<QString, std::vector<std::byte>> files = {
+            {"synced.bin", random_bytes((1u << 20) + 77, 41)},
+            {"unsynced.bin", random_bytes(600 * 1024 + 5, 42)},
+            {"cut.bin", random_bytes(700 * 1024, 51)},
+            {"direct.bin", random_bytes(512 * 1024, 52)},
+        };
+        for (const auto& [name, bytes] : files)
+            QVERIFY(write_file(m->direct(name), bytes));
         QVERIFY2(m->mount(), qPrintable(m->error()));
-        QVERIFY(read_file(m->at("synced.bin")) == synced);
-        QVERIFY(read_file(m->at("unsynced.bin")) == unsynced);
-        QElapsedTimer clock;  // stored in the cache in the background
-        clock.start();
-        while (!state_of(m->at("synced.bin")).contains("cached=100%") ||
-               !state_of(m->at("unsynced.bin")).contains("cached=100%")) {
-            QVERIFY2(clock.elapsed() < 10000, state_of(m->at("synced.bin")).constData());
-            QThread::msleep(20);
+        QElapsedTimer clock;
+        for (const auto& [name, bytes] : files) {
+            QVERIFY(read_file(m->at(name)) == bytes);
+            clock.start();  // stored in the cache in the background
+            while (!state_of(m->at(name)).contains("cached=100%")) {
+                QVERIFY2(clock.elapsed() < 10000, state_of(m->at(name)).constData());
+                QThread::msleep(20);
+            }
         }
-        const int fd = ::open(qPrintable(m->at("synced.bin")), O_RDWR);
-        const int fd2 = ::open(qPrintable(m->at("unsynced.bin")), O_RDWR);
-        QVERIFY(fd >= 0 && fd2 >= 0);
-        auto overwrite = [](int fd, std::vector<std::byte>& expected, std::size_t at, std::size_t n,
-                            std::uint64_t seed) {
+        std::map<QString, int> fds;
+        for (const auto& [name, bytes] : files) {
+            fds[name] = ::open(qPrintable(m->at(name)), O_RDWR | (name == "direct.bin" ? O_DIRECT : 0));
+            QVERIFY(fds[name] >= 0);
+        }
+        Aligned aligned(64 * 1024);
+        QVERIFY(aligned.p);
+        auto overwrite = [&](const QString& name, std::size_t at, std::size_t n, std::uint64_t seed, int fd = -1) {
+            if (n > aligned.size)
+                return false;
+            auto& expected = files[name];
             const auto bytes = random_bytes(n, seed);
             if (expected.size() < at + n)
                 expected.resize(at + n);
             std::copy(bytes.begin(), bytes.end(), expected.begin() + at);
-            return ::pwrite(fd, bytes.data(), n, off_t(at)) == ssize_t(n);
+            std::memcpy(aligned.p, bytes.data(), n);  // (aligned for O_DIRECT)
+            return ::pwrite(fd >= 0 ? fd : fds[name], aligned.p, n, off_t(at)) == ssize_t(n);
         };
         // Online: through to the server, which ties the handles to it.
-        QVERIFY(overwrite(fd, synced, 300000, 5000, 43));
-        QVERIFY(overwrite(fd2, unsynced, 1000, 3000, 44));
-        QCOMPARE(::fsync(fd), 0);
-        QCOMPARE(::fsync(fd2), 0);
-        QVERIFY(read_file(m->direct("synced.bin")) == synced);
-        QVERIFY(read_file(m->direct("unsynced.bin")) == unsynced);
-        const auto on_server = read_file(m->direct("synced.bin"));
-        const auto on_server2 = read_file(m->direct("unsynced.bin"));
+        QVERIFY(overwrite("synced.bin", 300000, 5000, 43));
+        QVERIFY(overwrite("unsynced.bin", 1000, 3000, 44));
+        QVERIFY(overwrite("cut.bin", 0, 4096, 53));
+        QVERIFY(overwrite("direct.bin", 8192, 4096, 54));
+        for (const auto& [name, fd] : fds)
+            QCOMPARE(::fsync(fd), 0);
+        std::map<QString, std::vector<std::byte>> on_server;
+        for (const auto& [name, bytes] : files) {
+            on_server[name] = read_file(m->direct(name));
+            QVERIFY(on_server[name] == bytes);
+        }
+        // A direct write takes the cached copy of its granules away (it
+        // never sees the rest of them): read again, so that the file can
+        // be kept offline.
+        QVERIFY(read_file(m->at("direct.bin")) == files["direct.bin"]);
+        clock.start();
+        while (!state_of(m->at("direct.bin")).contains("cached=100%")) {
+            QVERIFY2(clock.elapsed() < 10000, state_of(m->at("direct.bin")).constData());
+            QThread::msleep(20);
+        }
 
         QString err;
         QVERIFY2(netfs_ok(*m, "offline", &err), qPrintable(err));
@@ -331,52 +357,60 @@ private slots:
         QThread::msleep(1100);
         struct stat st {};
         QCOMPARE(::stat(qPrintable(m->at("synced.bin")), &st), 0);
-        QCOMPARE(st.st_size, off_t(synced.size()));
+        QCOMPARE(st.st_size, off_t(files["synced.bin"].size()));
+
         // A second handle, opened offline, makes a local copy at once; the
         // engine still writes the file back through the first.
-        const int fd3 = ::open(qPrintable(m->at("synced.bin")), O_RDWR);
-        QVERIFY(fd3 >= 0);
-        QVERIFY(overwrite(fd3, synced, 100, 50, 48));
-        QVERIFY(overwrite(fd, synced, 700000, 5000, 45));        // inside the file
-        QVERIFY(overwrite(fd, synced, synced.size() + 10000, 70000, 46));  // and past its end, leaving a hole
+        const int second = ::open(qPrintable(m->at("synced.bin")), O_RDWR);
+        QVERIFY(second >= 0);
+        QVERIFY(overwrite("synced.bin", 100, 50, 48, second));
+        QVERIFY(overwrite("synced.bin", 700000, 5000, 45));  // inside the file
+        QVERIFY(overwrite("synced.bin", files["synced.bin"].size() + 10000, 7000, 46));  // past its end: a hole
         clock.restart();
-        QCOMPARE(::fsync(fd), 0);
+        QCOMPARE(::fsync(fds["synced.bin"]), 0);
         QVERIFY2(clock.elapsed() < 5000, "fsync waited for the server");
-        std::vector<std::byte> back(synced.size());
-        QCOMPARE(::pread(fd, back.data(), back.size(), 0), ssize_t(back.size()));
-        QVERIFY(back == synced);
-        QCOMPARE(::close(fd), 0);
-        QCOMPARE(::close(fd3), 0);
-        QVERIFY(read_file(m->at("synced.bin")) == synced);
+        QVERIFY(overwrite("synced.bin", 5, 5, 55));  // and more after it, without an error
+        QCOMPARE(::fsync(fds["synced.bin"]), 0);
+        QCOMPARE(::close(second), 0);
 
-        // Never synced: the writeback thread keeps it.
-        QVERIFY(overwrite(fd2, unsynced, 400000, 9000, 47));
+        // Cut offline by path, then written past the new end through the handle.
+        QCOMPARE(::truncate(qPrintable(m->at("cut.bin")), 0), 0);
+        files["cut.bin"].clear();
+        QVERIFY(overwrite("cut.bin", 500000, 10, 56));
+        QCOMPARE(::fsync(fds["cut.bin"]), 0);
+
+        QVERIFY(overwrite("direct.bin", 65536, 4096, 57));
+        QCOMPARE(::fsync(fds["direct.bin"]), 0);
+
+        for (const QString name : {"synced.bin", "cut.bin", "direct.bin"}) {
+            QCOMPARE(::close(fds[name]), 0);
+            QVERIFY2(read_file(m->at(name)) == files[name], qPrintable(name));
+        }
+
+        // Never synced: the writeback keeps it, and a daemon killed with
+        // the handle still open loses nothing of it.
+        QVERIFY(overwrite("unsynced.bin", 400000, 9000, 47));
         clock.restart();
         while (!state_of(m->at("unsynced.bin")).contains("dirty=yes")) {
             QVERIFY2(clock.elapsed() < 20000, state_of(m->at("unsynced.bin")).constData());
             QThread::msleep(100);
         }
-        // The handle takes more writes after that, without an error.
-        QVERIFY(overwrite(fd2, unsynced, 500000, 100, 49));
-        QCOMPARE(::fsync(fd2), 0);
-        QVERIFY(read_file(m->direct("synced.bin")) == on_server);  // nothing sent while offline
-        QVERIFY(read_file(m->direct("unsynced.bin")) == on_server2);
-        // Killed with the handle still open: what was kept and synced is
-        // in the journal.
+        for (const auto& [name, bytes] : on_server)
+            QVERIFY2(read_file(m->direct(name)) == bytes, qPrintable(name));  // nothing sent while offline
         QVERIFY2(m->crash(), qPrintable(m->error()));
-        ::close(fd2);
+        ::close(fds["unsynced.bin"]);
 
         QVERIFY2(m->mount(), qPrintable(m->error()));
-        QVERIFY(read_file(m->at("synced.bin")) == synced);
-        QVERIFY(read_file(m->at("unsynced.bin")) == unsynced);
+        for (const auto& [name, bytes] : files)
+            QVERIFY2(read_file(m->at(name)) == bytes, qPrintable(name));
         const QJsonObject outcome = netfs_json(*m, "sync");
         QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
         QCOMPARE(outcome["pending"].toInteger(), 0);
         // The version each kept copy stands on is the one the handle's own
         // fsync left on the server: no conflict.
         QCOMPARE(outcome["conflicts"].toInteger(), 0);
-        QVERIFY(read_file(m->direct("synced.bin")) == synced);
-        QVERIFY(read_file(m->direct("unsynced.bin")) == unsynced);
+        for (const auto& [name, bytes] : files)
+            QVERIFY2(read_file(m->direct(name)) == bytes, qPrintable(name));
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 

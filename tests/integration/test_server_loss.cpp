@@ -296,6 +296,53 @@ private slots:
         QVERIFY2(m.unmount(), qPrintable(m.error()));
     }
 
+    // A handle that wrote to the server before it went away cannot put its
+    // later writes on a local copy. They are asked again until the
+    // timeout (a short restart is ridden out, and nothing is kept); then
+    // the file as the mount sees it is kept here, and fsync succeeds:
+    // an unmount while the server is still away loses nothing, and the
+    // next mount puts the change on the server. Before, fsync failed with
+    // EIO and the unmount reported the bytes lost.
+    void a_handle_that_wrote_before_an_outage_keeps_its_writes_after_the_timeout() {
+        GaneshaServer nfs;
+        QVERIFY2(nfs.start(), qPrintable(nfs.error()));
+        MountFixture m(nfs4_spec(nfs), {"nfs_version=4", "timeout=3"});
+        auto expected = random_bytes(300 * 1024, 31);
+        QVERIFY(write_file(m.direct("tied.bin"), expected));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QCOMPARE(read_file(m.at("tied.bin")), expected);
+        QVERIFY2(wait_until_cached(m.at("tied.bin")), "the file read was not cached");
+        const int fd = ::open(qPrintable(m.at("tied.bin")), O_RDWR);
+        QVERIFY(fd >= 0);
+        auto overwrite = [&](std::size_t at, std::size_t n, std::uint64_t seed) {
+            const auto bytes = random_bytes(n, seed);
+            std::copy(bytes.begin(), bytes.end(), expected.begin() + at);
+            return ::pwrite(fd, bytes.data(), n, off_t(at)) == ssize_t(n);
+        };
+        QVERIFY(overwrite(1000, 100, 32));
+        QCOMPARE(::fsync(fd), 0);  // on the server: the handle is tied to it
+
+        nfs.kill();
+        QVERIFY(m.wait_for_mode("disconnected", 10000));
+        QVERIFY(overwrite(200000, 5000, 33));
+        QElapsedTimer clock;
+        clock.start();
+        QCOMPARE(::fsync(fd), 0);
+        QVERIFY2(clock.elapsed() >= 2500, "kept before the timeout: a short restart would not be ridden out");
+        QVERIFY(overwrite(7, 7, 34));  // and the handle goes on on the kept copy
+        QCOMPARE(::close(fd), 0);
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+        QVERIFY2(!m.log().contains("are lost"), qPrintable(m.log().right(2000)));
+
+        QVERIFY2(nfs.restart(), qPrintable(nfs.error()));
+        QVERIFY2(m.mount(), qPrintable(m.error()));
+        QVERIFY2(wait_for_content(m.direct("tied.bin"), expected, 30000), "the kept change did not reach the server");
+        QVERIFY(m.wait_for_mode("connected", 10000));
+        QCOMPARE(status_of(m)["pending_operations"].toInteger(), 0);
+        QCOMPARE(status_of(m)["conflicts"].toInteger(), 0);  // it stands on the version its fsync left
+        QVERIFY2(m.unmount(), qPrintable(m.error()));
+    }
+
     void a_new_fsid_after_a_restart_changes_nothing_data() {
         QTest::addColumn<int>("version");
         QTest::newRow("v3") << 3;

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -111,5 +112,19 @@ bool write_file(const QString& path, const std::vector<std::byte>& data);
 bool read_file(const QString& path, std::vector<std::byte>& out);
 std::vector<std::byte> read_file(const QString& path);
 bool is_mountpoint(const QString& path);
+
+// A buffer aligned for O_DIRECT.
+struct Aligned {
+    explicit Aligned(std::size_t n) : size(n) {
+        if (::posix_memalign(&p, 4096, n) != 0)
+            p = nullptr;
+    }
+    ~Aligned() { std::free(p); }
+    Aligned(const Aligned&) = delete;
+    Aligned& operator=(const Aligned&) = delete;
+    std::byte* data() { return static_cast<std::byte*>(p); }
+    void* p = nullptr;
+    std::size_t size;
+};
 
 } // namespace netfs::test
