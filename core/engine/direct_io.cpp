@@ -111,6 +111,8 @@ Errc Engine::Impl::direct_write(OpenFile& of, std::uint64_t offset, std::span<co
             lock.unlock();
             if (kept == Errc::ok)
                 ask();
+        } else {
+            ask();  // connected again as the timeout ran out
         }
         break;
     }

@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 namespace netfs {
 
@@ -250,6 +251,7 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
             const bool may_keep = Clock::now() >= d.keep_failed_at + kKeepRetry;
             pool->submit(priority, [this, node, file, buf, src, s, e, len, may_keep, object = node->cache_object] {
                 Errc err = Errc::unreachable;
+                bool once_more = true;  // connected again as the timeout ran out: asked once more
                 for (Retry retry{.fail_fast = false};;) {
                     bool writable = true;
                     drop_cached(object, s, e, [&] { return writable = file->before_write(); });
@@ -260,8 +262,13 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                     // The handle cannot take them now (tied to a server
                     // away): asked again until the timeout, then kept
                     // (below); at once when offline by request.
-                    if ((may_keep && backend->offline_by_request()) || !retry_after(err, retry))
+                    if (may_keep && backend->offline_by_request())
                         break;
+                    if (!retry_after(err, retry)) {
+                        if (std::exchange(once_more, false) && !backend->changes_stay_local())
+                            continue;
+                        break;
+                    }
                 }
                 const bool keep = may_keep && is_transient(err) && backend->changes_stay_local();  // (not under mu)
                 std::lock_guard lock(mu);
@@ -391,8 +398,10 @@ Errc Engine::Impl::keep_locally_locked(std::unique_lock<std::mutex>& lock, const
     if (!via) {
         // A direct write (which leaves nothing dirty) asked: its writer
         // keeps through its own handle.
-        if (d.direct_keeps > 0)
-            return Errc::ok;
+        if (d.direct_keeps > 0) {
+            changed.wait(lock, [&] { return !d.keep_wanted; });
+            return d.last_keep;
+        }
         via = d.writeback_file;
         if (node->forgotten || !via || d.dirty.empty()) {
             d.keep_wanted = false;
@@ -546,7 +555,7 @@ void Engine::Impl::writeback_thread() {
         std::vector<std::shared_ptr<Node>> keep;
         for (auto& [ino, node] : nodes)  // (not one to wait for: this thread serves every file)
             if (node->data.keep_wanted && !node->data.keeping && node->data.writing.empty() &&
-                !node->data.truncating && node->data.direct_writes == 0)
+                !node->data.truncating && node->data.direct_writes == 0 && node->data.direct_keeps == 0)
                 keep.push_back(node);
         for (auto& node : keep)  // (unlocks: `nodes` may change)
             if (keep_locally_locked(lock, node) == Errc::ok && !stopping)
