@@ -3,7 +3,8 @@
 # on both: NFSv4 `ls -lR` of 2,000 files on a fresh mount without a cache
 # (its own nfs-ganesha on 127.0.0.1, ports 20690/20691), and a 256 MiB
 # `dd conv=fsync` of random bytes to a file:// mount with the persistent
-# cache. As root. Build the older binary in a worktree with the same build
+# cache, and a `cp -r` of 1,000 small files to it (until unmounted: all
+# written back). As root. Build the older binary in a worktree with the same build
 # type (RelWithDebInfo, the default of scripts/setup.sh), e.g.
 #   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/oldbuild -G Ninja && ninja -C /tmp/oldbuild app/netfs
 # Usage: bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS]
@@ -33,6 +34,11 @@ for r in $(seq 1 $ROUNDS); do
     out=$(dd if=/dev/shm/ab_src of=$W/mnt/f bs=1M conv=fsync 2>&1 | tail -1)
     $B unmount $W/mnt
     echo "$name round $r file:// cache write 256 MiB: $out"
+    rm -rf $W/caches/c $W/srv/tree; mkdir -p $W/caches/c
+    $B mount file://$W/srv $W/mnt --cache-dir $W/caches/c >/dev/null
+    s=$(date +%s.%N); mkdir $W/mnt/tree; cp -r $W/exp/d1 $W/exp/d2 $W/exp/d3 $W/exp/d4 $W/exp/d5 $W/exp/d6 $W/exp/d7 $W/exp/d8 $W/exp/d9 $W/exp/d10 $W/mnt/tree
+    $B unmount $W/mnt; e=$(date +%s.%N)
+    awk -v n=$name -v r=$r -v s=$s -v e=$e 'BEGIN { printf "%s round %d file:// cache cp -r 1000 small files: %.3f s\n", n, r, e - s }'
   done
 done
 kill $GPID; wait $GPID 2>/dev/null
