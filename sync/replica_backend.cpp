@@ -1120,6 +1120,36 @@ Errc ReplicaBackend::log_store(const Name& name) {
     return replica_->append(op);
 }
 
+Errc ReplicaBackend::new_content(std::int64_t oid, std::uint64_t& content) {
+    std::uint64_t ignored_version = 0;
+    if (Errc e = cache_->object(content_key(oid), Version{}, content, ignored_version, CacheStore::Sync::later);
+        e != Errc::ok)
+        return e;
+    cache_->drop_from(content, 0);  // leftovers of an interrupted copy
+    return Errc::ok;
+}
+
+Errc ReplicaBackend::put_granules(std::uint64_t content, std::uint64_t count,
+                                  const std::function<Errc(std::uint64_t, std::vector<std::byte>&)>& fill) {
+    std::vector<std::vector<std::byte>> bytes;
+    std::vector<CacheStore::Put> puts;
+    for (std::uint64_t i = 0; i < count; ++i) {
+        if (Errc e = fill(i, bytes.emplace_back()); e != Errc::ok)
+            return e;
+        if (bytes.size() == 16 || i + 1 == count) {
+            puts.clear();
+            for (std::size_t k = 0; k < bytes.size(); ++k)
+                puts.push_back({content, i + 1 - bytes.size() + k, bytes[k], true, 0});
+            Errc error = Errc::ok;
+            cache_->put_many(puts, error, CacheStore::Sync::later);  // synced at fsync (flush)
+            if (error != Errc::ok)
+                return error;
+            bytes.clear();
+        }
+    }
+    return Errc::ok;
+}
+
 Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64_t& content) {
     std::lock_guard lock(content_mu_);
     auto object = replica_->object(name.oid);
@@ -1131,11 +1161,8 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
     }
     if (!cache_)
         return Errc::io;
-    std::uint64_t ignored_version = 0;
-    if (Errc e = cache_->object(content_key(name.oid), Version{}, content, ignored_version, CacheStore::Sync::later);
-        e != Errc::ok)
+    if (Errc e = new_content(name.oid, content); e != Errc::ok)
         return e;
-    cache_->drop_from(content, 0);  // leftovers of an interrupted copy
     const std::uint64_t granule = cache_->granule_size();
     const std::uint64_t count = truncate ? 0 : (name.attr.size + granule - 1) / granule;
     if (count) {
@@ -1157,26 +1184,15 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
             uncached_reads_++;
             return Errc::io;
         }
-        std::vector<std::vector<std::byte>> bytes;
-        std::vector<CacheStore::Put> puts;
-        for (std::uint64_t i = 0; i < count; ++i) {
-            bytes.emplace_back();
-            if (cache_->get(base, i, bytes.back()) != Errc::ok) {
-                LOG_WARN("%s: a cached granule could not be read; it cannot be changed while disconnected",
-                         name.path.c_str());
-                return Errc::io;
-            }
-            if (bytes.size() == 16 || i + 1 == count) {
-                puts.clear();
-                for (std::size_t k = 0; k < bytes.size(); ++k)
-                    puts.push_back({content, i + 1 - bytes.size() + k, bytes[k], true, 0});
-                Errc error = Errc::ok;
-                cache_->put_many(puts, error, CacheStore::Sync::later);  // synced at fsync (flush)
-                if (error != Errc::ok)
-                    return error;
-                bytes.clear();
-            }
-        }
+        const Errc e = put_granules(content, count, [&](std::uint64_t index, std::vector<std::byte>& bytes) {
+            if (cache_->get(base, index, bytes) == Errc::ok)
+                return Errc::ok;
+            LOG_WARN("%s: a cached granule could not be read; it cannot be changed while disconnected",
+                     name.path.c_str());
+            return Errc::io;
+        });
+        if (e != Errc::ok)
+            return e;
     }
     Replica::Transaction tx(*replica_);
     if (Errc e = replica_->set_content(name.oid, content); e != Errc::ok)
@@ -1216,13 +1232,9 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
     // through this first handle. The engine's view replaces it in place.
     std::uint64_t content = object->content;
     const bool fresh = !content;
-    if (fresh) {
-        std::uint64_t ignored_version = 0;
-        if (Errc e = cache_->object(content_key(n->oid), Version{}, content, ignored_version, CacheStore::Sync::later);
-            e != Errc::ok)
+    if (fresh)
+        if (Errc e = new_content(n->oid, content); e != Errc::ok)
             return e;
-        cache_->drop_from(content, 0);  // leftovers of an interrupted copy
-    }
     // A copy that fails is not left behind (its granules are dirty: never culled).
     struct Abandon {
         CacheStore* cache;
@@ -1233,23 +1245,13 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
         }
     } abandon{fresh ? cache_.get() : nullptr, content};
     const std::uint64_t granule = cache_->granule_size();
-    std::vector<std::vector<std::byte>> bytes;
-    std::vector<CacheStore::Put> puts;
-    for (std::uint64_t at = 0, index = 0; at < size; at += granule, ++index) {
-        std::vector<std::byte>& b = bytes.emplace_back(std::min<std::uint64_t>(granule, size - at));
-        if (Errc e = read(at, b); e != Errc::ok)
-            return e;
-        if (bytes.size() == 16 || at + granule >= size) {
-            puts.clear();
-            for (std::size_t k = 0; k < bytes.size(); ++k)
-                puts.push_back({content, index + 1 - bytes.size() + k, bytes[k], true, 0});
-            Errc error = Errc::ok;
-            cache_->put_many(puts, error, CacheStore::Sync::later);
-            if (error != Errc::ok)
-                return error;
-            bytes.clear();
-        }
-    }
+    if (Errc e = put_granules(content, (size + granule - 1) / granule,
+                              [&](std::uint64_t index, std::vector<std::byte>& bytes) {
+                                  bytes.resize(std::min<std::uint64_t>(granule, size - index * granule));
+                                  return read(index * granule, bytes);
+                              });
+        e != Errc::ok)
+        return e;
     if (!fresh)
         cache_->drop_from(content, (size + granule - 1) / granule);  // past its new end
     // The data before the rows that point at it (the replica's hook may be

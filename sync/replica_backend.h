@@ -197,6 +197,12 @@ private:
     // Made from the cached base version at the first change (io when the
     // file is not fully cached: it cannot be changed while disconnected).
     Errc ensure_content(const Name& name, bool truncate, std::uint64_t& content);
+    // A fresh cache object for oid's local content.
+    Errc new_content(std::int64_t oid, std::uint64_t& content);
+    // Granules 0..count-1 of `content`, each made by `fill`, stored dirty in
+    // batches (synced at the next flush).
+    Errc put_granules(std::uint64_t content, std::uint64_t count,
+                      const std::function<Errc(std::uint64_t index, std::vector<std::byte>& bytes)>& fill);
     Errc read_content(std::int64_t oid, std::uint64_t offset, std::span<std::byte> buf, std::size_t& transferred);
     Errc write_content(std::int64_t oid, std::uint64_t offset, std::span<const std::byte> data);
     Errc resize_content(std::int64_t oid, std::uint64_t size);
