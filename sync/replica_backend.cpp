@@ -1285,13 +1285,7 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
 // given and drops its granules when they differ: offline, a cached copy of
 // another version is all there is, and stays readable.
 bool ReplicaBackend::cached_as_seen(const Name& name, std::uint64_t& id) {
-    Version cached;
-    if (cache_->find_object(name.path, id, cached) != Errc::ok)
-        return false;
-    auto ns = [](const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; };
-    const Version seen = Version::of(name.attr);
-    return cached.size == seen.size && cached.change == seen.change && cached.file_id == seen.file_id &&
-           ns(cached.mtime) == ns(seen.mtime) && ns(cached.ctime) == ns(seen.ctime);
+    return cache_->find_object(name.path, Version::of(name.attr), id) == Errc::ok;
 }
 
 // The version our own writes left on the server (the engine asks through

@@ -37,6 +37,13 @@ constexpr std::uint64_t kNonceBlock = 4096;         // nonces reserved per metad
 
 std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
 
+// Whether a row of get_object (id, version, size, mtime_ns, ctime_ns,
+// change, file_id) is of version `v`.
+bool is_version(Stmt& row, const Version& v) {
+    return std::uint64_t(row.col(2)) == v.size && row.col(3) == ns(v.mtime) && row.col(4) == ns(v.ctime) &&
+           std::uint64_t(row.col(5)) == v.change && std::uint64_t(row.col(6)) == v.file_id;
+}
+
 std::int64_t now_seconds() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
@@ -842,9 +849,7 @@ Errc CacheStore::object(const std::string& remote_path, const Version& v, std::u
     if (get.step() == SQLITE_ROW) {
         id = std::uint64_t(get.col(0));
         content_version = std::uint64_t(get.col(1));
-        const bool same = std::uint64_t(get.col(2)) == v.size && get.col(3) == ns(v.mtime) &&
-                          get.col(4) == ns(v.ctime) && std::uint64_t(get.col(5)) == v.change &&
-                          std::uint64_t(get.col(6)) == v.file_id;
+        const bool same = is_version(get, v);
         get.reset();
         if (same)
             return Errc::ok;
@@ -1145,33 +1150,34 @@ Errc CacheStore::held(std::uint64_t object, std::vector<Held>& out) {
 }
 
 Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id) {
-    Version ignored;
-    return find_object(remote_path, id, ignored);
-}
-
-Errc CacheStore::find_object(const std::string& remote_path, std::uint64_t& id, Version& version) {
     std::lock_guard lock(impl_->mu);
     if (!impl_->flush_pending_objects())  // rows by path or id: the pending ones too
         return Errc::io;
-    Stmt q(impl_->db, "SELECT id, size, mtime_ns, ctime_ns, change, file_id FROM objects WHERE remote = ?1");
+    Stmt q(impl_->db, "SELECT id FROM objects WHERE remote = ?1");
     q.bind(1, remote_path);
     const int rc = q.step();
     if (rc == SQLITE_ROW) {
-        auto ts = [](std::int64_t ns) {  // (floored: times before 1970 too)
-            std::int64_t sec = ns / 1000000000, rem = ns % 1000000000;
-            if (rem < 0)
-                sec--, rem += 1000000000;
-            return timespec{time_t(sec), long(rem)};
-        };
         id = std::uint64_t(q.col(0));
-        version.size = std::uint64_t(q.col(1));
-        version.mtime = ts(q.col(2));
-        version.ctime = ts(q.col(3));
-        version.change = std::uint64_t(q.col(4));
-        version.file_id = std::uint64_t(q.col(5));
         return Errc::ok;
     }
     return rc == SQLITE_DONE ? Errc::not_found : Errc::io;
+}
+
+Errc CacheStore::find_object(const std::string& remote_path, const Version& v, std::uint64_t& id) {
+    Impl& s = *impl_;
+    std::lock_guard lock(s.mu);
+    if (!s.flush_pending_objects())  // rows by path or id: the pending ones too
+        return Errc::io;
+    Stmt& get = s.get_object;
+    get.bind(1, remote_path);
+    const int rc = get.step();
+    const bool same = rc == SQLITE_ROW && is_version(get, v);
+    if (same)
+        id = std::uint64_t(get.col(0));
+    get.reset();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return Errc::io;
+    return same ? Errc::ok : Errc::not_found;
 }
 
 Errc CacheStore::rename_objects(const std::string& from, const std::string& to) {

@@ -165,8 +165,9 @@ public:
     // The object's id for `remote_path` without checking its version
     // (not_found when the cache has never seen it).
     Errc find_object(const std::string& remote_path, std::uint64_t& id);
-    // The same, with the version its content stands for.
-    Errc find_object(const std::string& remote_path, std::uint64_t& id, Version& version);
+    // The same, only when its content stands for version `v` (not_found
+    // otherwise). Unlike object(), drops nothing.
+    Errc find_object(const std::string& remote_path, const Version& v, std::uint64_t& id);
     // The remote object at `from` (and every one below it, for a directory)
     // is now at `to`: its cached content moves with it. Whatever the cache
     // held at `to` is dropped (it was replaced).
