@@ -556,6 +556,41 @@ bool getattr_v4_reply(const void* data, Attr& a, std::uint64_t& fs) {
                          a, fs);
 }
 
+// A GETATTR of `names` walked from the server's root (PUTROOTFH, LOOKUPs),
+// asked on a context that does not serve yet (nothing else polls it).
+// Unanswered at the deadline, the request stays queued: `answer` must
+// outlive the context, whose destruction runs the callback.
+struct PathAnswer {
+    bool replied = false;
+    nfsstat4 status = NFS4_OK;
+    bool ok = false;  // NFS4_OK, with the attributes
+    Attr attr;
+    std::uint64_t fs = 0;
+    // Answered, whatever it says; but "ask again later" (a grace period
+    // after a restart) is no answer about the path.
+    bool settled() const {
+        return replied && status != NFS4ERR_DELAY && status != NFS4ERR_GRACE && status != NFS4ERR_RESOURCE;
+    }
+};
+bool ask_path_v4(nfs_context* nfs, const std::vector<std::string>& names, Clock::time_point deadline,
+                 PathAnswer& answer) {
+    std::vector<nfs_argop4> ops = lookup_ops_v4(names);
+    const rpc_cb on_reply = [](rpc_context*, int status, void* data, void* private_data) {
+        auto* a = static_cast<PathAnswer*>(private_data);
+        a->replied = true;
+        a->status = status == RPC_STATUS_SUCCESS ? static_cast<COMPOUND4res*>(data)->status : NFS4ERR_DELAY;
+        a->ok = status == RPC_STATUS_SUCCESS && a->status == NFS4_OK && getattr_v4_reply(data, a->attr, a->fs);
+    };
+    if (send_getattr_v4(nfs, ops, on_reply, &answer) != 0)
+        return false;
+    while (!answer.replied && Clock::now() < deadline) {
+        pollfd p{nfs_get_fd(nfs), static_cast<short>(nfs_which_events(nfs)), 0};
+        if (::poll(&p, 1, kServiceTickMs) < 0 || nfs_service(nfs, p.revents) < 0)
+            break;
+    }
+    return answer.replied;
+}
+
 // The file handle of a libnfs handle, as nfs_get_fh() returns it: libnfs
 // 4.0 declares the function (libnfs-raw.h) but keeps the struct in
 // libnfs-private.h. Its layout has not changed since libnfs 1.x.
@@ -1083,44 +1118,18 @@ private:
         }
         if (!target_.root->by_getattr)
             return fresh;  // libnfs's stat, which has no fsid
-        struct Wait {
-            bool replied = false, done = false, ok = false;
-            Attr attr;
-            std::uint64_t fs = 0;
-        } wait;
-        const std::vector<std::string> names = components_v4(target_, root);
-        std::vector<nfs_argop4> ops = lookup_ops_v4(names);
-        const rpc_cb on_reply = [](rpc_context*, int status, void* data, void* private_data) {
-            auto* w = static_cast<Wait*>(private_data);
-            w->replied = true;
-            // Answered, whatever it says; but "ask again later" (a grace
-            // period after a restart) is no answer about the directory.
-            const nfsstat4 nfs4 = status == RPC_STATUS_SUCCESS ? static_cast<COMPOUND4res*>(data)->status : NFS4_OK;
-            w->done = status == RPC_STATUS_SUCCESS && nfs4 != NFS4ERR_DELAY && nfs4 != NFS4ERR_GRACE &&
-                      nfs4 != NFS4ERR_RESOURCE;
-            w->ok = w->done && nfs4 == NFS4_OK && getattr_v4_reply(data, w->attr, w->fs);
-        };
-        if (send_getattr_v4(fresh, ops, on_reply, &wait) != 0) {
-            why = "cannot ask for the attributes of the directory";
-            nfs_destroy_context(fresh);
-            return nullptr;
-        }
-        const auto deadline = after(target_.connect_timeout);
-        while (!wait.replied && Clock::now() < deadline) {
-            pollfd p{nfs_get_fd(fresh), static_cast<short>(nfs_which_events(fresh)), 0};
-            if (::poll(&p, 1, kServiceTickMs) < 0 || nfs_service(fresh, p.revents) < 0)
-                break;
-        }
-        if (wait.ok) {
-            target_.root->fs = wait.fs;
+        PathAnswer answer;
+        ask_path_v4(fresh, components_v4(target_, root), after(target_.connect_timeout), answer);
+        if (answer.ok) {
+            target_.root->fs = answer.fs;
             return fresh;
         }
-        if (wait.done) {  // answered: it serves; each request will say what is wrong
+        if (answer.settled()) {  // answered: it serves; each request will say what is wrong
             LOG_WARN("%s: connection %d: the server did not describe the directory", target_.shown.c_str(), index_);
             return fresh;
         }
         why = "no answer about the directory";
-        nfs_destroy_context(fresh);  // cancels the request: its callback runs now, while `wait` exists
+        nfs_destroy_context(fresh);  // cancels the request: its callback runs now, while `answer` exists
         return nullptr;
     }
 
@@ -1594,9 +1603,45 @@ public:
 
     Errc readlink(const std::string& path, std::string& target) override {
         const std::string p = full(path);
-        return pick().call(
+        Connection& conn = pick();
+        if (target_.version == 4 && target_.root->by_getattr) {
+            // libnfs 4.0 hands an NFSv4 target on without its length, and it
+            // ends only where XDR's padding happens to end it: one of 4 or 8
+            // bytes came back with whatever followed it in the reply. The
+            // backend's own READLINK keeps the length.
+            return conn.call(
+                [names = components_v4(target_, p)](nfs_context* nfs, nfs_cb, void* d) {
+                    std::vector<nfs_argop4> ops = lookup_ops_v4(names);
+                    ops.back().argop = OP_READLINK;
+                    COMPOUND4args args{};
+                    args.minorversion = 0;
+                    args.argarray.argarray_len = static_cast<u_int>(ops.size());
+                    args.argarray.argarray_val = ops.data();
+                    return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), &Connection::on_compound_reply, &args, d);
+                },
+                [&](nfs_context*, int, void* data) {
+                    const auto* res = static_cast<const COMPOUND4res*>(data);
+                    const u_int n = res ? res->resarray.resarray_len : 0;
+                    if (n > 0 && res->resarray.resarray_val[n - 1].resop == OP_READLINK) {
+                        const utf8str_cs& link =
+                            res->resarray.resarray_val[n - 1].nfs_resop4_u.opreadlink.READLINK4res_u.resok4.link;
+                        target.assign(link.utf8string_val, link.utf8string_len);
+                    }
+                });
+        }
+        Errc e = conn.call(
             [&](nfs_context* nfs, nfs_cb cb, void* d) { return nfs_readlink_async(nfs, p.c_str(), cb, d); },
             [&](nfs_context*, int, void* data) { target = static_cast<const char*>(data); });
+        if (e == Errc::ok && target_.version == 4) {
+            // (The path cannot be walked by the backend's own requests: the
+            // link's size, which is its target's length, tells where it ends.)
+            Attr link;
+            if (Errc a = after_sent(lstat_full(conn, p, link)); a != Errc::ok)
+                return a;
+            if (link.size < target.size())
+                target.resize(link.size);
+        }
+        return e;
     }
 
     Errc unlink(const std::string& path) override {
@@ -2014,6 +2059,92 @@ std::string tidy(std::string why) {
     return why;
 }
 
+// `path` (below the mounted export, "/a/b") with the symbolic links on it
+// followed, as a kernel client's mount follows them: relative targets from
+// the link's directory, absolute ones from the server's root, which must
+// lead back into the export. The backend's own NFSv4 requests walk a path
+// name by name and stop at a link; libnfs's lstat of the mount root does
+// too. A name that does not resolve is left as it is, for the caller's
+// check of the path to explain. False and `why` for a link that leads
+// nowhere usable.
+bool follow_links(nfs_context* nfs, const std::string& export_path, const std::string& path, std::string& real,
+                  std::string& why) {
+    real = path;
+    nfs_stat_64 st{};
+    if (nfs_lstat64(nfs, path.c_str(), &st) == 0 && !S_ISLNK(st.nfs_mode))
+        return true;  // (over NFSv4, no link on the way, since LOOKUP would stop there)
+    auto names_of = [](const std::string& text) {
+        std::vector<std::string> names;
+        for (std::size_t at = 0; at <= text.size();) {
+            const std::size_t end = std::min(text.find('/', at), text.size());
+            if (end > at && text.compare(at, end - at, ".") != 0)
+                names.push_back(text.substr(at, end - at));
+            at = end + 1;
+        }
+        return names;
+    };
+    auto joined = [](const std::vector<std::string>& names) {
+        std::string out;
+        for (const std::string& n : names)
+            out += "/" + n;
+        return out.empty() ? std::string("/") : out;
+    };
+    const std::string export_shown = export_path == "/" ? "the server's root" : "export '" + export_path + "'";
+    std::vector<std::string> done;
+    std::vector<std::string> todo = names_of(path);
+    std::reverse(todo.begin(), todo.end());  // next name last
+    for (int links = 0; !todo.empty();) {
+        const std::string name = todo.back();
+        todo.pop_back();
+        if (name == "..") {
+            if (done.empty() && export_path != "/") {
+                why = "'" + path + "' leads out of " + export_shown + " (through '..')";
+                return false;
+            }
+            if (!done.empty())
+                done.pop_back();
+            continue;
+        }
+        done.push_back(name);
+        const std::string at = joined(done);
+        const int rc = nfs_lstat64(nfs, at.c_str(), &st);
+        if (rc != 0 || !S_ISLNK(st.nfs_mode)) {
+            if (rc != 0 || (!S_ISDIR(st.nfs_mode) && !todo.empty()))
+                break;  // missing, or not a directory: left for the caller's check to explain
+            continue;
+        }
+        if (++links > 40) {
+            why = "'" + path + "': too many levels of symbolic links on the server";
+            return false;
+        }
+        char target[4096] = {};
+        if (nfs_readlink(nfs, at.c_str(), target, sizeof target - 1) != 0) {
+            why = "cannot read the symbolic link '" + at + "' on the server";
+            return false;
+        }
+        done.pop_back();
+        // Its size is the target's length: libnfs 4.0's NFSv4 readlink
+        // does not end the text where the server's answer ends.
+        std::string to(target, std::min<std::size_t>(std::strlen(target), st.nfs_size));
+        if (!to.empty() && to[0] == '/') {
+            const std::string prefix = export_path == "/" ? "" : export_path;
+            if (to.compare(0, prefix.size(), prefix) != 0 || (to.size() > prefix.size() && to[prefix.size()] != '/')) {
+                why = "'" + at + "' is a symbolic link to '" + to + "', outside " + export_shown +
+                      " (mount that path instead)";
+                return false;
+            }
+            done.clear();
+            to = to.substr(prefix.size());
+        }
+        const std::vector<std::string> more = names_of(to);
+        todo.insert(todo.end(), more.rbegin(), more.rend());
+    }
+    std::vector<std::string> rest(todo.rbegin(), todo.rend());
+    done.insert(done.end(), rest.begin(), rest.end());
+    real = joined(done);
+    return true;
+}
+
 } // namespace
 
 Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_ptr<Backend>& out, std::string& message) {
@@ -2083,30 +2214,68 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
 
     // The export is the longest prefix of the path the server lets us mount;
     // the rest is a directory below it. (NFSv4 mounts any path of the
-    // server's pseudo file system, so there it is the whole path when that exists.)
+    // server's pseudo file system, so there it is the whole path when that
+    // exists and no symbolic link is on the way.)
     const std::string client = "netfs." + std::to_string(::getpid()) + ".0.0";
+    std::string path = url.path;
+    nfs_context* mounted = nullptr;
     std::string first_why;
     int first_status = 0;
-    nfs_context* mounted = nullptr;
-    for (std::string prefix = url.path;; prefix = parent_of(prefix)) {
+    for (bool followed = false;; followed = true) {
+        for (std::string prefix = path; !mounted; prefix = parent_of(prefix)) {
+            int status = 0;
+            std::string why;
+            mounted = mount_context(t, prefix, client, status, why);
+            if (mounted) {
+                t.export_path = prefix;
+                t.subpath = path.size() > prefix.size() && prefix != "/" ? path.substr(prefix.size())
+                            : prefix == "/" && path != "/"               ? path
+                                                                         : "";
+                break;
+            }
+            if (first_why.empty()) {
+                first_why = tidy(why);
+                first_status = status;
+            }
+            if (from_status(status) == Errc::unreachable || from_status(status) == Errc::timed_out)
+                return fail(from_status(status), "the server does not answer: " + first_why);
+            if (prefix == "/")
+                break;
+        }
+        // NFSv4's LOOKUP stops at a symbolic link: a path through one was
+        // mounted only part of the way, and a link at its end was mounted
+        // as if it were the directory. The path is followed from the
+        // server's root, as a kernel client's mount follows it, and what
+        // it leads to is mounted instead.
+        if (followed || t.version != 4 || !mounted)
+            break;
+        if (t.subpath.empty()) {
+            // (libnfs's mount followed a link at the end; LOOKUPs do not.)
+            PathAnswer answer;
+            ask_path_v4(mounted, components_v4(t, "/"), after(t.connect_timeout), answer);
+            if (!answer.replied) {
+                nfs_destroy_context(mounted);  // (its callback runs now, while `answer` exists)
+                return fail(Errc::unreachable, "the server does not answer");
+            }
+            if (answer.ok && S_ISDIR(answer.attr.mode))
+                break;
+        }
         int status = 0;
-        std::string why;
-        mounted = mount_context(t, prefix, client, status, why);
-        if (mounted) {
-            t.export_path = prefix;
-            t.subpath = url.path.size() > prefix.size() && prefix != "/" ? url.path.substr(prefix.size())
-                        : prefix == "/" && url.path != "/"                ? url.path
-                                                                          : "";
-            break;
+        std::string why, real;
+        nfs_context* root = mount_context(t, "/", client, status, why);
+        if (!root)
+            break;  // the path as it is, for the checks below to explain
+        const bool ok = follow_links(root, "/", path, real, why);
+        nfs_destroy_context(root);
+        if (!ok) {
+            nfs_destroy_context(mounted);
+            return fail(Errc::not_found, why);
         }
-        if (first_why.empty()) {
-            first_why = tidy(why);
-            first_status = status;
-        }
-        if (from_status(status) == Errc::unreachable || from_status(status) == Errc::timed_out)
-            return fail(from_status(status), "the server does not answer: " + first_why);
-        if (prefix == "/")
+        if (real == path)
             break;
+        nfs_destroy_context(mounted);
+        mounted = nullptr;
+        path = real;
     }
     if (!mounted && first_why.find("Program is not available") != std::string::npos)
         return fail(Errc::unreachable, "rpcbind on " + t.host + " knows no NFS " + std::to_string(t.version) +
@@ -2121,7 +2290,16 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
                         first_why + "); check the export name with 'showmount -e " + t.host +
                         "' and that the export allows this client");
     }
-
+    // NFSv3: the server's MOUNT found the export; below it, libnfs follows
+    // links on the way but not one at the end, which is followed here.
+    if (t.version == 3 && !t.subpath.empty()) {
+        std::string real, why;
+        if (!follow_links(mounted, t.export_path, t.subpath, real, why)) {
+            nfs_destroy_context(mounted);
+            return fail(Errc::not_found, why);
+        }
+        t.subpath = real == "/" ? "" : real;
+    }
     // The path below the export must be a directory we may enter.
     const std::string root = t.subpath.empty() ? "/" : t.subpath;
     nfs_stat_64 st{};
