@@ -1235,8 +1235,8 @@ public:
         if (target_.version == 4) {
             // The root's file system, which libnfs's stat did not report.
             // The backend's own requests walk the path from the server's
-            // root; one through a symbolic link fails (libnfs follows it
-            // when it mounts), and then attributes come from libnfs, which
+            // root (open_nfs found one without symbolic links); where the
+            // server does not let them, attributes come from libnfs, which
             // cannot tell file systems apart.
             Attr root;
             const std::string root_path = target_.subpath.empty() ? "/" : target_.subpath;
@@ -1638,7 +1638,7 @@ public:
             Attr link;
             if (Errc a = after_sent(lstat_full(conn, p, link)); a != Errc::ok)
                 return a;
-            if (link.size < target.size())
+            if (link.size > 0 && link.size < target.size())
                 target.resize(link.size);
         }
         return e;
@@ -2060,19 +2060,15 @@ std::string tidy(std::string why) {
 }
 
 // `path` (below the mounted export, "/a/b") with the symbolic links on it
-// followed, as a kernel client's mount follows them: relative targets from
-// the link's directory, absolute ones from the server's root, which must
-// lead back into the export. The backend's own NFSv4 requests walk a path
-// name by name and stop at a link; libnfs's lstat of the mount root does
-// too. A name that does not resolve is left as it is, for the caller's
-// check of the path to explain. False and `why` for a link that leads
-// nowhere usable.
+// followed, name by name, as a kernel client's mount follows them: relative
+// targets from the link's directory, absolute ones from the server's root,
+// which must lead back into the export. A name that does not resolve is
+// left as it is, for the caller's check of the path to explain. False and
+// `why` for a link that leads nowhere usable.
 bool follow_links(nfs_context* nfs, const std::string& export_path, const std::string& path, std::string& real,
                   std::string& why) {
     real = path;
     nfs_stat_64 st{};
-    if (nfs_lstat64(nfs, path.c_str(), &st) == 0 && !S_ISLNK(st.nfs_mode))
-        return true;  // (over NFSv4, no link on the way, since LOOKUP would stop there)
     auto names_of = [](const std::string& text) {
         std::vector<std::string> names;
         for (std::size_t at = 0; at <= text.size();) {
@@ -2125,18 +2121,20 @@ bool follow_links(nfs_context* nfs, const std::string& export_path, const std::s
         done.pop_back();
         // Its size is the target's length: libnfs 4.0's NFSv4 readlink
         // does not end the text where the server's answer ends.
-        std::string to(target, std::min<std::size_t>(std::strlen(target), st.nfs_size));
+        std::string to = target;
+        if (st.nfs_size > 0 && st.nfs_size < to.size())
+            to.resize(st.nfs_size);
+        std::vector<std::string> more = names_of(to);
         if (!to.empty() && to[0] == '/') {
-            const std::string prefix = export_path == "/" ? "" : export_path;
-            if (to.compare(0, prefix.size(), prefix) != 0 || (to.size() > prefix.size() && to[prefix.size()] != '/')) {
+            const std::vector<std::string> root = names_of(export_path);
+            if (more.size() < root.size() || !std::equal(root.begin(), root.end(), more.begin())) {
                 why = "'" + at + "' is a symbolic link to '" + to + "', outside " + export_shown +
                       " (mount that path instead)";
                 return false;
             }
             done.clear();
-            to = to.substr(prefix.size());
+            more.erase(more.begin(), more.begin() + static_cast<std::ptrdiff_t>(root.size()));
         }
-        const std::vector<std::string> more = names_of(to);
         todo.insert(todo.end(), more.rbegin(), more.rend());
     }
     std::vector<std::string> rest(todo.rbegin(), todo.rend());
@@ -2262,7 +2260,9 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         }
         int status = 0;
         std::string why, real;
-        nfs_context* root = mount_context(t, "/", client, status, why);
+        // (Its own NFSv4 client: a second SETCLIENTID under the name of
+        // `mounted` would make the server drop that one's state.)
+        nfs_context* root = mount_context(t, "/", client + ".root", status, why);
         if (!root)
             break;  // the path as it is, for the checks below to explain
         const bool ok = follow_links(root, "/", path, real, why);
@@ -2276,6 +2276,8 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
         nfs_destroy_context(mounted);
         mounted = nullptr;
         path = real;
+        first_why.clear();  // what the server says of this path, if it refuses it
+        first_status = 0;
     }
     if (!mounted && first_why.find("Program is not available") != std::string::npos)
         return fail(Errc::unreachable, "rpcbind on " + t.host + " knows no NFS " + std::to_string(t.version) +
@@ -2290,8 +2292,9 @@ Errc open_nfs(const RemoteUrl& url, const RemoteOptions& options, std::unique_pt
                         first_why + "); check the export name with 'showmount -e " + t.host +
                         "' and that the export allows this client");
     }
-    // NFSv3: the server's MOUNT found the export; below it, libnfs follows
-    // links on the way but not one at the end, which is followed here.
+    // NFSv3: the server's MOUNT found the export. Below it libnfs follows
+    // links on the way (an absolute one not as a kernel mount does) but not
+    // one at the end: the path is followed here, and libnfs never has to.
     if (t.version == 3 && !t.subpath.empty()) {
         std::string real, why;
         if (!follow_links(mounted, t.export_path, t.subpath, real, why)) {

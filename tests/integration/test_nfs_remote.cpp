@@ -586,11 +586,17 @@ private slots:
     void a_path_through_a_symbolic_link_data() {
         QTest::addColumn<int>("version");
         QTest::addColumn<QString>("via");  // the URL's path below the test's directory
+        QTest::addColumn<QString>("refused");  // words of the one-line refusal, or empty
         for (int v : {3, 4}) {
             const QString tag = "v" + QString::number(v);
-            QTest::newRow(qPrintable(tag + " link in the middle")) << v << "link/inner";
-            QTest::newRow(qPrintable(tag + " link last")) << v << "link-to-inner";
+            QTest::newRow(qPrintable(tag + " link in the middle")) << v << "link/inner" << "";
+            QTest::newRow(qPrintable(tag + " link last")) << v << "link-to-inner" << "";
+            QTest::newRow(qPrintable(tag + " absolute link")) << v << "absolute/inner" << "";
         }
+        // Over NFSv3 an absolute target is a path of the server's, outside
+        // the export here; over NFSv4 it is looked for in the server's tree.
+        QTest::newRow("v3 link out of the export") << 3 << "out/x" << "outside export";
+        QTest::newRow("v4 link out of the export") << 4 << "out/x" << "does not exist";
     }
     // A URL whose path goes through a symbolic link on the server (a
     // home directory reached through /home -> /srv/home, say) is the
@@ -603,14 +609,33 @@ private slots:
     void a_path_through_a_symbolic_link() {
         QFETCH(int, version);
         QFETCH(QString, via);
+        QFETCH(QString, refused);
         const QString dir = fresh_dir("linked");
         QVERIFY(QDir().mkpath(server_.direct(dir + "/real/inner")));
         QCOMPARE(::symlink("real", qPrintable(server_.direct(dir + "/link"))), 0);
         QCOMPARE(::symlink("real/inner", qPrintable(server_.direct(dir + "/link-to-inner"))), 0);
+        // (ganesha's NFSv4 tree shows the export at its own path)
+        QCOMPARE(::symlink(qPrintable(QDir::cleanPath(server_.direct(dir + "/real"))),
+                           qPrintable(server_.direct(dir + "/absolute"))),
+                 0);
+        QVERIFY(QDir().mkpath(server_.direct(dir + "/../../elsewhere/x")));
+        QCOMPARE(::symlink(qPrintable(QDir::cleanPath(server_.direct(dir + "/../../elsewhere"))),
+                           qPrintable(server_.direct(dir + "/out"))),
+                 0);
         const QString real = server_.direct(dir + "/real/inner");
         const auto data = random_bytes(10000, 70 + static_cast<std::uint64_t>(version));
         QVERIFY(write_file(real + "/there", data));
 
+        if (!refused.isEmpty()) {
+            RemoteOptions options;
+            options.nfs_version = static_cast<std::uint32_t>(version);
+            std::unique_ptr<Backend> b;
+            std::string message;
+            QVERIFY(open_remote(s(server_.url(dir + "/" + via, version)), options, b, message) != Errc::ok);
+            QVERIFY2(QString::fromStdString(message).contains(refused), message.c_str());
+            QVERIFY2(message.find('\n') == std::string::npos, message.c_str());
+            return;
+        }
         auto b = open(version, dir + "/" + via);
         QVERIFY(b);
         Attr a;
