@@ -356,11 +356,40 @@ struct Pass {
         const Errc ge = job.remote.getattr(op.path, existing);
         if (ge != Errc::ok && ge != Errc::not_found)
             return ge;
+        auto object = job.replica.object(op.oid);
+        const BaseVersion base = object ? object->base : op.base;
+        // As rename: a change made on the server since the base was taken is
+        // one nobody here has seen, so the base stays (a later store or
+        // unlink of the object is then a conflict, not an overwrite).
+        auto next_base = [&](const Attr& after) { return base.matches(existing) ? BaseVersion::of(after) : base; };
         if (g == Errc::ok && ge == Errc::ok && now.file_id == existing.file_id && now.file_id != 0)
-            return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+            return job.replica.applied(op.seq, op.oid, next_base(now));  // linked by an earlier pass
         if (ge == Errc::not_found) {
-            conflict(ConflictKind::update_delete, op, op.path, {}, local_attr(op.oid), nullptr);
-            return job.replica.applied(op.seq, op.oid, BaseVersion{});
+            // The file was removed on the server. The new name keeps the
+            // local copy, where there is one: never dropped with the name.
+            auto local = local_attr(op.oid);
+            if (!object || !object->content || !local) {
+                conflict(ConflictKind::update_delete, op, op.path, {}, local, nullptr);
+                return job.replica.applied(op.seq, op.oid, BaseVersion{});
+            }
+            // Already there: an earlier pass uploaded it and stopped before its commit.
+            if (g == Errc::ok && S_ISREG(now.mode) && now.size == local->size && ns(now.mtime) == ns(local->mtime))
+                return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
+            std::unique_lock copy_lock(copy_mu, std::defer_lock);
+            if (g == Errc::ok)
+                copy_lock.lock();
+            const std::string at = g == Errc::ok ? free_copy_path(op.path2) : op.path2;
+            Attr after;
+            if (Errc e = upload(op, object->content, *local, at, after); e != Errc::ok)
+                return e;
+            if (copy_lock.owns_lock())
+                copy_lock.unlock();
+            conflict(ConflictKind::update_delete, op, op.path, at, local, nullptr);
+            if (at != op.path2) {
+                job.replica.repath_pending(op.oid, op.path2, at);  // see store
+                repathed = true;
+            }
+            return job.replica.applied(op.seq, op.oid, BaseVersion::of(after));
         }
         std::string at = g == Errc::ok ? free_copy_path(op.path2) : op.path2;
         Attr made;
@@ -369,18 +398,38 @@ struct Pass {
             return e;
         if (g == Errc::ok)
             conflict(ConflictKind::create_create, op, op.path2, at, local_attr(op.oid), &now);
-        return job.replica.applied(op.seq, op.oid, BaseVersion::of(made));
+        return job.replica.applied(op.seq, op.oid, next_base(made));
+    }
+
+    // The version of `oid` under a name other than `removed`, for a file
+    // that stays under another of its hard links (nothing when it does
+    // not): the base of what comes next. Its file id says it is the same
+    // file, where the remote has them; else its size and mtime.
+    BaseVersion surviving_base(std::int64_t oid, const std::string& removed, const Attr* was) {
+        for (const std::string& p : job.replica.paths_of(oid)) {
+            Attr a;
+            if (p == removed || job.remote.getattr(p, a) != Errc::ok || !S_ISREG(a.mode))
+                continue;
+            if (!was || (a.file_id && was->file_id ? a.file_id == was->file_id
+                                                   : a.size == was->size && ns(a.mtime) == ns(was->mtime)))
+                return BaseVersion::of(a);
+        }
+        return {};
     }
 
     Errc remove(const LoggedOp& op) {  // unlink, rmdir
+        const bool dir = op.kind == OpKind::rmdir;
         Attr now;
         const Errc g = job.remote.getattr(op.path, now);
         if (g == Errc::not_found)
-            return job.replica.applied(op.seq, op.oid, BaseVersion{});
+            return job.replica.applied(op.seq, op.oid, dir ? BaseVersion{} : surviving_base(op.oid, op.path, nullptr));
         if (g != Errc::ok)
             return g;
-        const bool dir = op.kind == OpKind::rmdir;
-        if (!op.base.matches(now) || S_ISDIR(now.mode) != dir) {
+        // As the earlier operations of the object left it (a file made here
+        // is made by its store, then linked, before one name goes).
+        auto object = job.replica.object(op.oid);
+        const BaseVersion base = object ? object->base : op.base;
+        if (!base.matches(now) || S_ISDIR(now.mode) != dir) {
             conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
             return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
         }
@@ -392,8 +441,11 @@ struct Pass {
         }
         if (e != Errc::ok && e != Errc::not_found)
             return e;
-        job.replica.copy_removed(op.path);  // a conflicted copy the user deleted: settled
-        return job.replica.applied(op.seq, op.oid, BaseVersion{});
+        // One of its hard links: the file stays under its other names.
+        const BaseVersion after = dir ? BaseVersion{} : surviving_base(op.oid, op.path, &now);
+        if (!after.exists)
+            job.replica.copy_removed(op.path);  // a conflicted copy the user deleted: settled
+        return job.replica.applied(op.seq, op.oid, after);
     }
 
     Errc rename(const LoggedOp& op) {

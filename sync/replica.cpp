@@ -657,9 +657,10 @@ Errc Replica::append(LoggedOp op) {
             .bind(4, std::int64_t(OpKind::symlink));
         return q.step() == SQLITE_ROW;
     };
-    auto has_link = [&](std::int64_t oid) {
-        Stmt q = s.prepare("SELECT 1 FROM oplog WHERE oid = ?1 AND kind = ?2 LIMIT 1");
-        q.bind(1, oid).bind(2, std::int64_t(OpKind::link));
+    // (Logged before the name goes: `path` is the one being removed.)
+    auto has_other_names = [&](std::int64_t oid, const std::string& path) {
+        Stmt q = s.prepare("SELECT 1 FROM replica_names WHERE oid = ?1 AND path != ?2 LIMIT 1");
+        q.bind(1, oid).bind(2, path);
         return q.step() == SQLITE_ROW;
     };
     auto drop_ops_of = [&](std::int64_t oid, std::initializer_list<OpKind> kinds) {
@@ -680,8 +681,16 @@ Errc Replica::append(LoggedOp op) {
     }
     case OpKind::unlink:
     case OpKind::rmdir:
-        if (created_here(op.oid) && !has_link(op.oid)) {
-            // Created and removed while disconnected: the server never needs to hear of it.
+        if (has_other_names(op.oid, op.path)) {
+            // One of its hard links: the file lives on under the others, with
+            // its content and attributes (git writes an object to a
+            // temporary name, links it to its own and unlinks the first).
+            break;
+        }
+        if (created_here(op.oid)) {
+            // Created and removed while disconnected: the server never needs
+            // to hear of it, nor of its links, all gone with it. (A file the
+            // server has that it replaced by a rename has an unlink of its own.)
             Stmt q = s.prepare("DELETE FROM oplog WHERE oid = ?1");
             q.bind(1, op.oid).run();
             add = false;

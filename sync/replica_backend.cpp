@@ -1020,7 +1020,9 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
 Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) {
     if (auto r = online()) {
         std::unique_ptr<BackendFile> file;
-        const Errc e = r->open(path, flags, file);
+        // O_TRUNC comes only while changes stay local (Engine::open); back
+        // online since, the engine's own truncate follows the open.
+        const Errc e = r->open(path, flags & ~O_TRUNC, file);
         if (e == Errc::ok) {
             // Seen as a getattr would have seen it (the engine asks no getattr then).
             std::int64_t oid = 0;

@@ -334,7 +334,9 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock:
             d.size = attr.size;
         return false;
     }
-    if (node.expect_own_change || d.size_is_local) {
+    // Our own writes never leave the remote larger than our own size: a
+    // remote that is, was appended to by another client meanwhile.
+    if ((node.expect_own_change || d.size_is_local) && attr.size <= d.size) {
         // The remote moved because of our own writes (or will be overwritten
         // by the ones pending): our folios are still the file's content.
         node.cached_version = v;
@@ -345,9 +347,13 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock:
         }
         // Urgent: ahead of a store_fills_now() asked next, after which the
         // replica may compare this version with the one it saw.
-        if (cache && node.cache_object)
-            cache_pool->submit(IoPool::Priority::urgent,
-                               [cache = cache, id = node.cache_object, v] { cache->accept_version(id, v); });
+        if (cache && node.cache_object) {
+            accepts_in_flight++;
+            cache_pool->submit(IoPool::Priority::urgent, [this, cache = cache, id = node.cache_object, v] {
+                cache->accept_version(id, v);
+                accepts_in_flight--;
+            });
+        }
         return false;
     }
     // Another client changed the file: what we hold is stale, and so is the
@@ -696,6 +702,10 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
         impl_->by_name[{new_parent, std::string(new_name)}] = ino;
         node->links.emplace_back(new_parent, std::string(new_name));
     }
+    if (is_regular(node->type)) {
+        node->expect_own_change = true;  // ctime moved; the content did not
+        node->own_change_at = Clock::now();
+    }
     auto linked = impl_->intern_locked(new_parent, std::string(new_name), attr);
     linked->nlookup++;
     if (auto p = impl_->node_locked(new_parent))
@@ -717,12 +727,49 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         doubt_names(parent);
         return e;
     }
-    std::lock_guard lock(mu);
-    unlink_name_locked(parent, std::string(name));
-    if (auto p = node_locked(parent)) {
-        p->attr_expiry = {};
-        p->names_removed = Clock::now();
+    std::uint64_t object = 0;
+    std::string remaining;
+    std::shared_ptr<Node> survivor;
+    std::uint64_t file_id = 0;
+    {
+        std::lock_guard lock(mu);
+        std::shared_ptr<Node> node;
+        if (auto it = by_name.find(std::pair<Ino, std::string>(parent, std::string(name))); it != by_name.end())
+            node = node_locked(it->second);
+        unlink_name_locked(parent, std::string(name));
+        if (auto p = node_locked(parent)) {
+            p->attr_expiry = {};
+            p->names_removed = Clock::now();
+        }
+        // One of its hard links: the file lives on under the others, its
+        // content unchanged (ctime moved), and what the cache holds of it
+        // under the name removed moves to one that stays. git writes every
+        // object so (a temporary name, a link, an unlink): its objects
+        // were not cached, and offline git died of SIGBUS reading them.
+        if (node && !directory && is_regular(node->type) && !node->links.empty()) {
+            survivor = node;
+            file_id = node->attr.file_id;
+            node->expect_own_change = true;
+            node->own_change_at = Clock::now();
+            remaining = path_locked(*node);
+            object = cache ? node->cache_object : 0;
+        }
     }
+    if (!survivor)
+        return Errc::ok;
+    if (std::uint64_t keyed = 0; object && !remaining.empty() && cache->find_object(path, keyed) == Errc::ok &&
+                                 keyed == object)
+        cache->rename_objects(path, remaining);
+    // Its new attributes now: the change expected is this one, not the
+    // next one another client makes.
+    Attr attr;
+    const auto asked = Clock::now();
+    const bool seen = !remaining.empty() && backend->getattr(remaining, attr) == Errc::ok && attr.file_id == file_id;
+    std::lock_guard lock(mu);
+    if (seen)
+        apply_remote_attr_locked(*survivor, attr, asked);
+    else if (survivor->data.dirty.empty() && survivor->data.writing.empty())
+        survivor->expect_own_change = false;  // the next open compares versions (and may drop the cached copy)
     return Errc::ok;
 }
 
@@ -1000,7 +1047,11 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
         impl_->store_fills_now();
     // O_APPEND is the kernel's business (it sends the offset); a remote
     // handle opened with it would ignore the offsets of our writeback.
-    const int remote_flags = flags & O_ACCMODE;
+    // O_TRUNC is the engine's (a truncate once open), but a remote whose
+    // changes stay local is told: it then needs none of the old content (a
+    // file never cached can still be rewritten offline).
+    const int remote_flags =
+        (flags & O_ACCMODE) | ((flags & O_TRUNC) && impl_->backend->changes_stay_local() ? O_TRUNC : 0);
     // Close-to-open: what the remote holds now decides whether cached data
     // stays. Asked by path while the open is in flight, so that a network
     // remote spends one round trip on both, not two.
@@ -1037,16 +1088,44 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
         if (e != Errc::ok)
             return e;
     }
-    // The persistent cache checks the same version for its own copy.
+    // The persistent cache checks the same version for its own copy. Not
+    // while our own writes moved the remote: the node's copy is then the
+    // content, and the cache takes the new version (apply_remote_attr_locked).
+    // Looked up under it first, the granules just written were dropped: a
+    // file written, closed and opened again at once (the kernel releases a
+    // handle after close returns) was not cached, and offline unreadable.
     std::uint64_t cache_object = 0, cache_version = 0;
-    impl_->cache_object_of(path, attr, cache_object, cache_version);
+    bool ours = false;
+    {
+        std::lock_guard lock(impl_->mu);
+        if (node->cache_object && (node->expect_own_change || node->data.size_is_local)) {
+            ours = true;
+            cache_object = node->cache_object;
+            cache_version = node->cache_version;
+        }
+    }
+    // (Still the cache's object at this path: not moved or dropped since.)
+    if (std::uint64_t keyed = 0; ours && (impl_->cache->find_object(path, keyed) != Errc::ok || keyed != cache_object))
+        ours = false;
+    if (!ours) {
+        // A version our writes moved the file to may be on its way to the
+        // cache still: looked up first, it would be taken for another
+        // client's change (its urgent job runs before this one's).
+        if (impl_->accepts_in_flight.load() > 0)
+            impl_->store_fills_now();
+        impl_->cache_object_of(path, attr, cache_object, cache_version);
+    }
     OpenFile* of;
     bool changed;
     {
         std::lock_guard lock(impl_->mu);
         changed = impl_->apply_remote_attr_locked(*node, attr, asked);
-        node->cache_object = cache_object;
-        node->cache_version = cache_version;
+        // (Kept as ours, but another client's version after all: apply
+        // dropped it, and the next open attaches the cache's copy again.)
+        if (!ours || !changed) {
+            node->cache_object = cache_object;
+            node->cache_version = cache_version;
+        }
         of = impl_->make_open_file_locked(node, std::move(file), flags);
     }
     if (flags & O_TRUNC) {

@@ -193,6 +193,15 @@ Errc Engine::Impl::buffered_write(OpenFile& of, std::uint64_t offset, std::span<
         d.size = std::max(d.size, pos);
         d.size_is_local = true;
         d.local_mtime = now_realtime();
+        if (!f->uptodate() && f->valid_begin == 0 && f->pos + f->valid_end >= d.size) {
+            // All the file holds here is written: the rest of the folio lies
+            // past its end, zeros. Left unknown, every read of the folio
+            // fetched it from the remote again, and offline that failed
+            // (EIO, SIGBUS for a program that maps the file): a file saved
+            // online could not be read back once the network was gone.
+            std::memset(f->data + f->valid_end, 0, f->size - f->valid_end);
+            f->valid_end = f->size;
+        }
     }
     if (dirty_bytes > dirty_background)
         changed.notify_all();  // the writeback thread starts early

@@ -107,6 +107,16 @@ QString sync_failure(const MountFixture& m, const QJsonObject& outcome) {
 
 QString mode_of(const MountFixture& m) { return netfs_json(m, "status")["mode"].toString(); }
 
+// The kernel forgets its pages of `path`: the next read asks the mount.
+bool drop_kernel_pages(const QString& path) {
+    const int fd = ::open(qPrintable(path), O_RDONLY);
+    if (fd < 0)
+        return false;
+    const bool dropped = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    ::close(fd);
+    return dropped;
+}
+
 } // namespace
 
 class TestOffline : public QObject {
@@ -474,6 +484,154 @@ private slots:
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
+    // What was written through the mount is read back offline as it was
+    // written, without a read online in between: a new file, one replaced
+    // by a rename over it (as editors and git save), one rewritten in
+    // place, one appended to. Found with git: after a clone and a commit
+    // online, every git command offline died of SIGBUS (its index, mapped,
+    // could not be read) and refs written online read as EIO.
+    void what_was_written_online_is_read_offline() {
+        auto m = make_mount();
+        QVERIFY(put_text(m->direct("old.txt"), "the server's first version\n"));
+        QVERIFY(put_text(m->direct("log.txt"), "line 1\n"));
+        QVERIFY(put_text(m->direct("COMMIT_EDITMSG"), "first message\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QCOMPARE(text(m->at("COMMIT_EDITMSG")), QByteArray("first message\n"));
+        QCOMPARE(text(m->at("old.txt")), QByteArray("the server's first version\n"));
+        QCOMPARE(text(m->at("log.txt")), QByteArray("line 1\n"));
+
+        const auto made = random_bytes(16046, 40), big = random_bytes(700 * 1024 + 5, 41),
+                   replacing = random_bytes(9000, 42), rewritten = random_bytes(5000, 43);
+        QVERIFY(write_file(m->at("new.bin"), made));
+        QVERIFY(write_file(m->at("big.bin"), big));
+        QVERIFY(write_file(m->at("index.lock"), replacing));
+        QCOMPARE(::rename(qPrintable(m->at("index.lock")), qPrintable(m->at("index"))), 0);
+        // As git writes an object: a temporary name, a link, an unlink.
+        const auto object = random_bytes(7000, 44);
+        QVERIFY(write_file(m->at("tmp_obj_X"), object));
+        QCOMPARE(::link(qPrintable(m->at("tmp_obj_X")), qPrintable(m->at("obj"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("tmp_obj_X"))), 0);
+        // The same, then changed by another client: that change is not
+        // taken for one of ours.
+        QVERIFY(write_file(m->at("tmp_obj_Y"), random_bytes(6000, 45)));
+        QCOMPARE(::link(qPrintable(m->at("tmp_obj_Y")), qPrintable(m->at("obj2"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("tmp_obj_Y"))), 0);
+        QVERIFY(put_text(m->direct("obj2"), "changed on the server\n"));
+        QCOMPARE(text(m->at("obj2")), QByteArray("changed on the server\n"));
+        QVERIFY(write_file(m->at("old.txt"), rewritten));
+        {
+            QFile log(m->at("log.txt"));
+            QVERIFY(log.open(QIODevice::Append));
+            QCOMPARE(log.write("line 2\n"), qint64(7));
+        }
+        // Rewritten and read again at once, as git does its message: the
+        // open comes before the kernel has released the writer.
+        for (const QByteArray message : {"second message\n", "third message\n"}) {
+            QVERIFY(put_text(m->at("COMMIT_EDITMSG"), message));
+            QCOMPARE(text(m->at("COMMIT_EDITMSG")), message);
+        }
+        QCOMPARE(read_file(m->direct("index")), replacing);  // on the server, as closed
+        QVERIFY(netfs_ok(*m, "offline"));
+
+        for (const char* name : {"new.bin", "big.bin", "index", "old.txt", "log.txt", "obj"})
+            QVERIFY(drop_kernel_pages(m->at(name)));
+        QCOMPARE(read_file(m->at("obj")), object);
+        QCOMPARE(read_file(m->at("new.bin")), made);
+        QCOMPARE(read_file(m->at("big.bin")), big);
+        QCOMPARE(read_file(m->at("index")), replacing);
+        QCOMPARE(read_file(m->at("old.txt")), rewritten);
+        QCOMPARE(text(m->at("log.txt")), QByteArray("line 1\nline 2\n"));
+        QCOMPARE(text(m->at("COMMIT_EDITMSG")), QByteArray("third message\n"));
+        QCOMPARE(netfs_json(*m, "status")["uncached_reads"].toInteger(), 0);
+        for (const char* name : {"new.bin", "big.bin", "index", "old.txt", "log.txt", "COMMIT_EDITMSG", "obj"})
+            QVERIFY2(state_of(m->at(name)) == QByteArray("cached=100% pinned=no dirty=no pending=0 conflict=no"),
+                     qPrintable(name + (": " + state_of(m->at(name)))));
+        QVERIFY(netfs_ok(*m, "online"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+
+        // And from the persistent cache alone, after a remount.
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(netfs_ok(*m, "offline"));
+        QCOMPARE(read_file(m->at("new.bin")), made);
+        QCOMPARE(read_file(m->at("big.bin")), big);
+        QCOMPARE(read_file(m->at("index")), replacing);
+        QCOMPARE(read_file(m->at("old.txt")), rewritten);
+        QCOMPARE(text(m->at("log.txt")), QByteArray("line 1\nline 2\n"));
+        QCOMPARE(text(m->at("COMMIT_EDITMSG")), QByteArray("third message\n"));
+        QCOMPARE(read_file(m->at("obj")), object);
+        QCOMPARE(text(m->at("obj2")), QByteArray("changed on the server\n"));
+        QCOMPARE(netfs_json(*m, "status")["uncached_reads"].toInteger(), 0);
+        QVERIFY(netfs_ok(*m, "online"));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
+    // Files made offline under a temporary name, linked to their own name
+    // and unlinked from the first, as git writes its objects: they reach the
+    // server under their own name. Found with git: the unlink of the
+    // temporary name dropped the file's content from the log, the link
+    // then found nothing to link on the server, and the objects were gone
+    // on both sides (a conflict named the temporary names, no copy kept).
+    // Also: a file made, linked and then removed under both names never
+    // reaches the server; one made, renamed over a file the server has and
+    // then removed takes that file with it.
+    void a_file_made_offline_keeps_its_content_under_its_other_names() {
+        QVERIFY(remote_traits().hard_links);  // all four remotes have them
+        auto m = make_mount();
+        QVERIFY(QDir().mkpath(m->direct("objects")));
+        QVERIFY(put_text(m->direct("replaced.txt"), "the server's file\n"));
+        QVERIFY(put_text(m->direct("shared.txt"), "as both sides first saw it\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QCOMPARE(tree(m->mountpoint()).size(), 3);  // listed and read online
+        QVERIFY(netfs_ok(*m, "offline"));
+
+        const auto blob = random_bytes(7137, 50), tree_obj = random_bytes(414, 51), later = random_bytes(3000, 52);
+        QVERIFY(QDir().mkpath(m->at("objects/37")));
+        QVERIFY(write_file(m->at("objects/37/tmp_obj_Egq1mP"), blob));
+        QCOMPARE(::link(qPrintable(m->at("objects/37/tmp_obj_Egq1mP")), qPrintable(m->at("objects/37/0795b7"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("objects/37/tmp_obj_Egq1mP"))), 0);
+        QVERIFY(write_file(m->at("objects/tmp_obj_mH0FTx"), tree_obj));
+        QCOMPARE(::link(qPrintable(m->at("objects/tmp_obj_mH0FTx")), qPrintable(m->at("objects/a4f00d"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("objects/tmp_obj_mH0FTx"))), 0);
+        QVERIFY(write_file(m->at("objects/a4f00d"), later));  // written again under its own name
+        QVERIFY(put_text(m->at("gone-a"), "short-lived\n"));
+        QCOMPARE(::link(qPrintable(m->at("gone-a")), qPrintable(m->at("gone-b"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("gone-a"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("gone-b"))), 0);
+        QVERIFY(put_text(m->at("replacing.tmp"), "replaces, then goes\n"));
+        QCOMPARE(::rename(qPrintable(m->at("replacing.tmp")), qPrintable(m->at("replaced.txt"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("replaced.txt"))), 0);
+        QCOMPARE(read_file(m->at("objects/37/0795b7")), blob);
+        QCOMPARE(read_file(m->at("objects/a4f00d")), later);
+        // A second name, the first removed and the file changed here, while
+        // another client changes it on the server: a conflict on the first
+        // name, which keeps the server's change; ours is at the second.
+        QCOMPARE(::link(qPrintable(m->at("shared.txt")), qPrintable(m->at("alias.txt"))), 0);
+        QCOMPARE(::unlink(qPrintable(m->at("shared.txt"))), 0);
+        QVERIFY(put_text(m->at("alias.txt"), "changed here\n"));
+        QVERIFY(put_text(m->direct("shared.txt"), "changed on the server, longer\n"));
+
+        QVERIFY(netfs_ok(*m, "online"));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(text(m->direct("shared.txt")), QByteArray("changed on the server, longer\n"));
+        QCOMPARE(text(m->direct("alias.txt")), QByteArray("changed here\n"));
+        const QJsonArray conflicts = netfs_json(*m, "conflicts")["conflicts"].toArray();
+        QCOMPARE(conflicts.size(), 1);
+        QCOMPARE(conflicts[0].toObject()["path"].toString(), QString("/shared.txt"));
+        QCOMPARE(conflicts[0].toObject()["kind"].toString(), QString("delete/update"));
+        QCOMPARE(read_file(m->direct("objects/37/0795b7")), blob);
+        QCOMPARE(read_file(m->direct("objects/a4f00d")), later);
+        QCOMPARE(QDir(m->direct("objects/37")).entryList(QDir::Files | QDir::Hidden), QStringList{"0795b7"});
+        QCOMPARE(QDir(m->direct("objects")).entryList(QDir::Files | QDir::Hidden), QStringList{"a4f00d"});
+        QVERIFY(!QFileInfo::exists(m->direct("gone-a")));
+        QVERIFY(!QFileInfo::exists(m->direct("gone-b")));
+        QVERIFY(!QFileInfo::exists(m->direct("replaced.txt")));
+        QVERIFY(!QFileInfo::exists(m->direct("replacing.tmp")));
+        QCOMPARE(read_file(m->at("objects/37/0795b7")), blob);  // and on the mount, online
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+    }
+
     // Offline: reading what was never cached fails at once with EIO;
     // directories seen online list with their attributes.
     void uncached_data_fails_fast_offline() {
@@ -521,10 +679,18 @@ private slots:
         QCOMPARE(state_of(m->at("seen/never.bin")), QByteArray("cached=0% pinned=no dirty=no pending=0 conflict=no"));
         QVERIFY(put_text(m->at("seen/read.txt"), "changed offline\n"));
         QCOMPARE(state_of(m->at("seen/read.txt")), QByteArray("cached=100% pinned=no dirty=yes pending=1 conflict=no"));
-        // Changing a file that is not cached is refused, not faked.
+        // Changing a file that is not cached is refused, not faked ...
         QCOMPARE(::open(qPrintable(m->at("seen/never.bin")), O_WRONLY), -1);
         QCOMPARE(errno, EIO);
+        // ... but one rewritten whole needs none of its old bytes.
+        const auto rewritten = random_bytes(1000, 5);
+        QVERIFY(write_file(m->at("seen/never.bin"), rewritten));
+        QCOMPARE(read_file(m->at("seen/never.bin")), rewritten);
+        QCOMPARE(read_file(m->direct("seen/never.bin")), random_bytes(512 * 1024, 4));  // not yet
         QVERIFY(netfs_ok(*m, "online"));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool() && outcome["pending"].toInteger() == 0, qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(read_file(m->direct("seen/never.bin")), rewritten);
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 
