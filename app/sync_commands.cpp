@@ -5,6 +5,7 @@
 #include <QCommandLineParser>
 #include <QDateTime>
 #include <QDir>
+#include <QElapsedTimer>
 #include <QFileInfo>
 #include <QMap>
 #include <QThread>
@@ -43,7 +44,10 @@ QString when(qint64 ns) {
 }
 
 void print_human(const QString& command, const QJsonObject& reply) {
-    if (command == "offline" || command == "online") {
+    if (command == "online" && !reply["reconnected"].toBool()) {
+        std::printf("%s: the server does not answer yet; the mount goes online by itself when it does\n",
+                    qPrintable(reply["mode"].toString()));
+    } else if (command == "offline" || command == "online") {
         std::printf("%s\n", qPrintable(reply["mode"].toString()));
     } else if (command == "sync") {
         std::printf("applied %lld, new conflicts %lld, pending %lld%s%s\n",
@@ -297,7 +301,22 @@ int sync_command_main(const QString& command, const QStringList& arguments) {
                      error.c_str());
         return 1;
     }
-    const QJsonObject reply = QJsonDocument::fromJson(QByteArray::fromStdString(reply_text)).object();
+    QJsonObject reply = QJsonDocument::fromJson(QByteArray::fromStdString(reply_text)).object();
+    if (command == "online" && reply["ok"].toBool()) {
+        // The mount reconnects in the background: the mode it reaches within
+        // a few seconds is the answer, not the one it had when asked.
+        const auto socket = control_socket_path(canonical.toStdString());
+        const QByteArray ask = QJsonDocument(QJsonObject{{"op", "status"}}).toJson(QJsonDocument::Compact);
+        QElapsedTimer clock;
+        clock.start();
+        while (reply["mode"].toString() == "disconnected" && clock.elapsed() < 5000) {
+            QThread::msleep(100);
+            std::string status_text;
+            if (control_request(socket, ask.toStdString(), status_text, error, 1000))
+                reply["mode"] = QJsonDocument::fromJson(QByteArray::fromStdString(status_text)).object()["mode"];
+        }
+        reply["reconnected"] = reply["mode"].toString() != "disconnected";
+    }
     if (parser.isSet(json))
         std::fputs(QJsonDocument(reply).toJson(QJsonDocument::Indented).constData(), stdout);
     else if (reply["ok"].toBool() || command == "sync")
