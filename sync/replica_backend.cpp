@@ -115,9 +115,10 @@ public:
 
     Errc getattr(Attr& out) override {
         if (!local_ && remote_ && owner_.online()) {
+            const std::uint64_t changes = owner_.attr_changes(path_);
             const Errc e = remote_->getattr(out);
             if (e == Errc::ok)
-                owner_.saw_object(oid_, out);
+                owner_.record_unless_changed(path_, changes, [&] { owner_.saw_object(oid_, out); });
             if (!owner_.lost(e))
                 return e;
         }
@@ -646,9 +647,10 @@ Attr ReplicaBackend::new_attr(std::uint32_t mode, std::int64_t oid) const {
 
 Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
     if (auto r = online()) {
+        const std::uint64_t changes = attr_changes(path);
         const Errc e = r->getattr(path, out);
         if (e == Errc::ok) {
-            replica_->saw(path, out);
+            record_unless_changed(path, changes, [&] { replica_->saw(path, out); });
             visited(path);
         } else if (e == Errc::not_found) {
             replica_->saw_gone(path);
@@ -942,9 +944,12 @@ Errc ReplicaBackend::mknod(const std::string& path, std::uint32_t mode, std::uin
 Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Attr& out) {
     if (auto r = online()) {
         auto before = replica_->name(path);
+        count_attr_change(path);  // before the change: a getattr in flight is not recorded ...
         const Errc e = r->setattr(path, change, out);
         if (e == Errc::ok) {
+            std::lock_guard lock(attr_record_mu_);
             replica_->saw(path, out);
+            ++attr_changes_[path];  // ... nor one asked while it ran
             // Attributes only: what is cached is still the content.
             if (cache_ && before && S_ISREG(out.mode) && !(change.mask & SetAttr::kSize) &&
                 before->attr.size == out.size && before->attr.file_id == out.file_id)
@@ -1299,6 +1304,30 @@ void ReplicaBackend::saw_object(std::int64_t oid, const Attr& attr) {
     for (const std::string& p : replica_->paths_of(oid))
         if (auto n = replica_->name(p); n && n->attr.file_id == attr.file_id)  // not another file at the name since
             replica_->saw(p, attr);
+}
+
+std::uint64_t ReplicaBackend::attr_changes(const std::string& path) {
+    std::lock_guard lock(attr_record_mu_);
+    const auto it = attr_changes_.find(path);
+    return it == attr_changes_.end() ? 0 : it->second;
+}
+
+void ReplicaBackend::record_unless_changed(const std::string& path, std::uint64_t changes,
+                                           const std::function<void()>& record) {
+    std::lock_guard lock(attr_record_mu_);
+    const auto it = attr_changes_.find(path);
+    if ((it == attr_changes_.end() ? 0 : it->second) == changes)
+        record();  // (else possibly older than that change)
+}
+
+void ReplicaBackend::count_attr_change(const std::string& path) {
+    std::lock_guard lock(attr_record_mu_);
+    // Only a getattr in flight needs its count: forgetting them all now and
+    // then costs such a getattr its record (counts start again at 1), never
+    // a stale one.
+    if (attr_changes_.size() > 4096)
+        attr_changes_.clear();
+    attr_changes_[path]++;
 }
 
 bool ReplicaBackend::was_kept(std::int64_t oid) {
