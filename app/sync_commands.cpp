@@ -313,7 +313,9 @@ int sync_command_main(const QString& command, const QStringList& arguments) {
             QThread::msleep(100);
             std::string status_text;
             if (control_request(socket, ask.toStdString(), status_text, error, 1000))
-                reply["mode"] = QJsonDocument::fromJson(QByteArray::fromStdString(status_text)).object()["mode"];
+                if (const QJsonValue mode = QJsonDocument::fromJson(QByteArray::fromStdString(status_text)).object()["mode"];
+                    mode.isString())
+                    reply["mode"] = mode;
         }
         reply["reconnected"] = reply["mode"].toString() != "disconnected";
     }

@@ -402,33 +402,40 @@ struct Pass {
     }
 
     // The version of `oid` under a name other than `removed`, for a file
-    // that stays under another of its hard links (nothing when it does
-    // not): the base of what comes next. Its file id says it is the same
-    // file, where the remote has them; else its size and mtime.
-    BaseVersion surviving_base(std::int64_t oid, const std::string& removed, const Attr* was) {
+    // that stays under another of its hard links (nothing when it has no
+    // other name here): the base of what comes next. The file there is
+    // this one by its file id, where the remote has them, else by its size
+    // and mtime, compared with `was` (the file as last seen): never another
+    // client's file at that name. A name not found on the server (made here,
+    // not sent yet) keeps `was` as the base.
+    BaseVersion surviving_base(std::int64_t oid, const std::string& removed, const BaseVersion& was) {
+        bool others = false;
         for (const std::string& p : job.replica.paths_of(oid)) {
-            Attr a;
-            if (p == removed || job.remote.getattr(p, a) != Errc::ok || !S_ISREG(a.mode))
+            if (p == removed)
                 continue;
-            if (!was || (a.file_id && was->file_id ? a.file_id == was->file_id
-                                                   : a.size == was->size && ns(a.mtime) == ns(was->mtime)))
+            others = true;
+            Attr a;
+            if (job.remote.getattr(p, a) != Errc::ok || !S_ISREG(a.mode))
+                continue;
+            if (a.file_id && was.file_id ? a.file_id == was.file_id
+                                         : a.size == was.size && ns(a.mtime) == was.mtime_ns)
                 return BaseVersion::of(a);
         }
-        return {};
+        return others ? was : BaseVersion{};
     }
 
     Errc remove(const LoggedOp& op) {  // unlink, rmdir
         const bool dir = op.kind == OpKind::rmdir;
         Attr now;
         const Errc g = job.remote.getattr(op.path, now);
-        if (g == Errc::not_found)
-            return job.replica.applied(op.seq, op.oid, dir ? BaseVersion{} : surviving_base(op.oid, op.path, nullptr));
-        if (g != Errc::ok)
-            return g;
         // As the earlier operations of the object left it (a file made here
         // is made by its store, then linked, before one name goes).
         auto object = job.replica.object(op.oid);
         const BaseVersion base = object ? object->base : op.base;
+        if (g == Errc::not_found)
+            return job.replica.applied(op.seq, op.oid, dir ? BaseVersion{} : surviving_base(op.oid, op.path, base));
+        if (g != Errc::ok)
+            return g;
         if (!base.matches(now) || S_ISDIR(now.mode) != dir) {
             conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
             return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
@@ -442,7 +449,7 @@ struct Pass {
         if (e != Errc::ok && e != Errc::not_found)
             return e;
         // One of its hard links: the file stays under its other names.
-        const BaseVersion after = dir ? BaseVersion{} : surviving_base(op.oid, op.path, &now);
+        const BaseVersion after = dir ? BaseVersion{} : surviving_base(op.oid, op.path, BaseVersion::of(now));
         if (!after.exists)
             job.replica.copy_removed(op.path);  // a conflicted copy the user deleted: settled
         return job.replica.applied(op.seq, op.oid, after);

@@ -115,10 +115,8 @@ public:
 
     Errc getattr(Attr& out) override {
         if (!local_ && remote_ && owner_.online()) {
-            const std::uint64_t changes = owner_.attr_changes(path_);
-            const Errc e = remote_->getattr(out);
-            if (e == Errc::ok)
-                owner_.record_unless_changed(path_, changes, [&] { owner_.saw_object(oid_, out); });
+            const Errc e = owner_.ask_and_record(path_, [&] { return remote_->getattr(out); },
+                                                 [&] { owner_.saw_object(oid_, out); });
             if (!owner_.lost(e))
                 return e;
         }
@@ -647,10 +645,8 @@ Attr ReplicaBackend::new_attr(std::uint32_t mode, std::int64_t oid) const {
 
 Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
     if (auto r = online()) {
-        const std::uint64_t changes = attr_changes(path);
-        const Errc e = r->getattr(path, out);
+        const Errc e = ask_and_record(path, [&] { return r->getattr(path, out); }, [&] { replica_->saw(path, out); });
         if (e == Errc::ok) {
-            record_unless_changed(path, changes, [&] { replica_->saw(path, out); });
             visited(path);
         } else if (e == Errc::not_found) {
             replica_->saw_gone(path);
@@ -788,10 +784,14 @@ Errc ReplicaBackend::symlink(const std::string& target, const std::string& path,
 
 Errc ReplicaBackend::link(const std::string& existing, const std::string& path, Attr& attr) {
     if (auto r = online()) {
+        count_attr_change(existing);  // its ctime and nlink move (see attr_changes)
         const Errc e = r->link(existing, path, attr);
         if (e == Errc::ok) {
+            std::lock_guard lock(attr_record_mu_);
             replica_->saw(path, attr);
             replica_->saw(existing, attr);
+            ++attr_changes_[existing];
+            ++attr_changes_[path];
         }
         if (!lost(e))
             return e;
@@ -872,6 +872,8 @@ Errc ReplicaBackend::rmdir(const std::string& path) {
 
 Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsigned flags) {
     if (auto r = online()) {
+        count_attr_change(from);  // a getattr in flight of either name answers for what was there
+        count_attr_change(to);
         const Errc e = r->rename(from, to, flags);
         if (e == Errc::ok) {
             if (flags & RENAME_EXCHANGE) {
@@ -1025,6 +1027,7 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
 Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<BackendFile>& out) {
     if (auto r = online()) {
         std::unique_ptr<BackendFile> file;
+        const auto changes = attr_changes(path);
         // O_TRUNC comes only while changes stay local (Engine::open); back
         // online since, the engine's own truncate follows the open.
         const Errc e = r->open(path, flags & ~O_TRUNC, file);
@@ -1032,7 +1035,17 @@ Errc ReplicaBackend::open(const std::string& path, int flags, std::unique_ptr<Ba
             // Seen as a getattr would have seen it (the engine asks no getattr then).
             std::int64_t oid = 0;
             if (Attr attr; file->opened_attr(attr)) {
-                oid = replica_->saw(path, attr);
+                // What the open found, unless a change was counted since it
+                // started; then (and when asked again) the handle's getattr.
+                bool first = true;
+                const auto ask = [&] {
+                    const bool fresh = std::exchange(first, false) && attr_changes(path) == changes;
+                    return fresh ? Errc::ok : file->getattr(attr);
+                };
+                ask_and_record(path, ask, [&] { oid = replica_->saw(path, attr); });
+                if (!oid)
+                    if (auto n = replica_->name(path))
+                        oid = n->oid;
                 visited(path);
             } else if (auto n = replica_->name(path)) {
                 oid = n->oid;
@@ -1306,28 +1319,39 @@ void ReplicaBackend::saw_object(std::int64_t oid, const Attr& attr) {
             replica_->saw(p, attr);
 }
 
-std::uint64_t ReplicaBackend::attr_changes(const std::string& path) {
+ReplicaBackend::AttrChanges ReplicaBackend::attr_changes(const std::string& path) {
     std::lock_guard lock(attr_record_mu_);
     const auto it = attr_changes_.find(path);
-    return it == attr_changes_.end() ? 0 : it->second;
+    return {attr_changes_epoch_, it == attr_changes_.end() ? 0 : it->second};
 }
 
-void ReplicaBackend::record_unless_changed(const std::string& path, std::uint64_t changes,
-                                           const std::function<void()>& record) {
-    std::lock_guard lock(attr_record_mu_);
-    const auto it = attr_changes_.find(path);
-    if ((it == attr_changes_.end() ? 0 : it->second) == changes)
-        record();  // (else possibly older than that change)
+Errc ReplicaBackend::ask_and_record(const std::string& path, const std::function<Errc()>& ask,
+                                    const std::function<void()>& record) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        const AttrChanges changes = attr_changes(path);
+        if (Errc e = ask(); e != Errc::ok)
+            return e;
+        std::lock_guard lock(attr_record_mu_);
+        const auto it = attr_changes_.find(path);
+        if (AttrChanges{attr_changes_epoch_, it == attr_changes_.end() ? 0 : it->second} == changes) {
+            record();
+            return Errc::ok;
+        }
+        // (else possibly older than that change: asked again)
+    }
+    return Errc::ok;
 }
 
 void ReplicaBackend::count_attr_change(const std::string& path) {
     std::lock_guard lock(attr_record_mu_);
-    // Only a getattr in flight needs its count: forgetting them all now and
-    // then costs such a getattr its record (counts start again at 1), never
-    // a stale one.
-    if (attr_changes_.size() > 4096)
+    // Only a getattr in flight needs its count: they are all forgotten now
+    // and then, in a new epoch, which costs a getattr in flight its record,
+    // never lets a stale one through.
+    if (attr_changes_.size() > 4096) {
         attr_changes_.clear();
-    attr_changes_[path]++;
+        ++attr_changes_epoch_;
+    }
+    ++attr_changes_[path];
 }
 
 bool ReplicaBackend::was_kept(std::int64_t oid) {

@@ -209,16 +209,25 @@ private:
     std::optional<Name> name_of(std::int64_t oid);
     // Attributes of `oid` seen through an open handle, recorded for each name.
     void saw_object(std::int64_t oid, const Attr& attr);
-    // Counts attribute changes made by path (setattr): a getattr asked
-    // before one may answer after it, and must not replace what it recorded
-    // with the older attributes (the cache has taken the newer version: an
-    // offline open under the older one dropped the file's cached copy).
-    std::uint64_t attr_changes(const std::string& path);
+    // Counts attribute changes made by path (setattr, link, rename): a
+    // getattr asked before one may answer after it, and must not replace
+    // what it recorded with the older attributes (the cache has taken the
+    // newer version: an offline open under the older one dropped the file's
+    // cached copy). The count of `path` as a getattr starts.
+    struct AttrChanges {
+        std::uint64_t epoch = 0, count = 0;
+        bool operator==(const AttrChanges&) const = default;
+    };
+    AttrChanges attr_changes(const std::string& path);
     void count_attr_change(const std::string& path);
-    // Runs `record` (the replica's record of attributes a getattr of `path`
-    // found) unless an attribute change counted since `changes` was taken;
-    // a count and its own record are made together (under attr_record_mu_).
-    void record_unless_changed(const std::string& path, std::uint64_t changes, const std::function<void()>& record);
+    // Runs `ask` (a getattr of `path`, or of a handle opened at it) and
+    // `record` (the replica's record of what it found), asking again while
+    // an attribute change was counted meanwhile (up to 3 times; then nothing
+    // is recorded). A count and its own record are made together (under
+    // attr_record_mu_). Skipping alone left older records in place: a file
+    // written as NAME.lock and renamed over NAME kept the size it had when
+    // created (0), and read as empty offline.
+    Errc ask_and_record(const std::string& path, const std::function<Errc()>& ask, const std::function<void()>& record);
     // ReplicaFile::keep_unsent: the engine's view of `oid` becomes its local content.
     Errc keep_unsent(std::int64_t oid, const Attr& base, std::uint64_t size, const timespec& mtime,
                      const BackendFile::ContentReader& read);
@@ -263,6 +272,7 @@ private:
     std::map<std::int64_t, std::uint64_t> kept_;
     std::mutex attr_record_mu_;
     std::map<std::string, std::uint64_t> attr_changes_;  // guarded by attr_record_mu_; see attr_changes()
+    std::uint64_t attr_changes_epoch_ = 0;              // counts forgotten (guarded by attr_record_mu_)
     StatFs last_statfs_{};
     std::atomic<std::uint64_t> generation_{0};
     std::atomic<std::uint64_t> uncached_reads_{0};

@@ -322,6 +322,7 @@ void Engine::Impl::maybe_drop_locked(const std::shared_ptr<Node>& node) {
 bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock::time_point asked) {
     if (asked < node.own_change_at)
         return false;  // possibly older than our own change; the next getattr asks again
+    const std::uint64_t known_id = node.attr.file_id;
     node.attr = attr;
     node.attr_expiry = Clock::now() + options.attr_timeout;
     if (!is_regular(node.type))
@@ -335,8 +336,10 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock:
         return false;
     }
     // Our own writes never leave the remote larger than our own size: a
-    // remote that is, was appended to by another client meanwhile.
-    if ((node.expect_own_change || d.size_is_local) && attr.size <= d.size) {
+    // remote that is, was appended to by another client meanwhile; and
+    // another file at the name was put there by one.
+    if ((node.expect_own_change || d.size_is_local) && attr.size <= d.size &&
+        (!known_id || !attr.file_id || known_id == attr.file_id)) {
         // The remote moved because of our own writes (or will be overwritten
         // by the ones pending): our folios are still the file's content.
         node.cached_version = v;
@@ -348,10 +351,12 @@ bool Engine::Impl::apply_remote_attr_locked(Node& node, const Attr& attr, Clock:
         // Urgent: ahead of a store_fills_now() asked next, after which the
         // replica may compare this version with the one it saw.
         if (cache && node.cache_object) {
-            accepts_in_flight++;
+            ++accepts_pending[node.cache_object];
             cache_pool->submit(IoPool::Priority::urgent, [this, cache = cache, id = node.cache_object, v] {
                 cache->accept_version(id, v);
-                accepts_in_flight--;
+                std::lock_guard lock(mu);
+                if (--accepts_pending[id] == 0)
+                    accepts_pending.erase(id);
             });
         }
         return false;
@@ -1095,9 +1100,10 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
     // file written, closed and opened again at once (the kernel releases a
     // handle after close returns) was not cached, and offline unreadable.
     std::uint64_t cache_object = 0, cache_version = 0;
-    bool ours = false;
+    bool ours = false, accepting = false;
     {
         std::lock_guard lock(impl_->mu);
+        accepting = node->cache_object && impl_->accepts_pending.count(node->cache_object);
         if (node->cache_object && (node->expect_own_change || node->data.size_is_local)) {
             ours = true;
             cache_object = node->cache_object;
@@ -1111,7 +1117,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
         // A version our writes moved the file to may be on its way to the
         // cache still: looked up first, it would be taken for another
         // client's change (its urgent job runs before this one's).
-        if (impl_->accepts_in_flight.load() > 0)
+        if (accepting)
             impl_->store_fills_now();
         impl_->cache_object_of(path, attr, cache_object, cache_version);
     }

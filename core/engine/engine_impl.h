@@ -431,9 +431,9 @@ struct Engine::Impl {
     // the I/O pool before the cache's, since a read still queued there runs
     // at its join and may hand its granules to the cache's.
     std::unique_ptr<IoPool> cache_pool;
-    // accept_version jobs queued on cache_pool and not yet run: until
-    // then the cache's row still names the older version.
-    std::atomic<unsigned> accepts_in_flight{0};
+    // accept_version jobs queued on cache_pool and not yet run, by cache
+    // object: until then the object's row names the older version.
+    std::map<std::uint64_t, unsigned> accepts_pending;  // guarded by mu
     std::unique_ptr<IoPool> pool;
 };
 

@@ -528,6 +528,14 @@ private slots:
             QVERIFY(write_file(m->at(name), random_bytes(500 + i, 100 + std::uint64_t(i))));
             QCOMPARE(::utimensat(AT_FDCWD, qPrintable(m->at(name)), old_times, 0), 0);
         }
+        // Written under a lock name and renamed over their own at once, as
+        // git writes its refs (the rename races the release too).
+        QVERIFY(QDir().mkpath(m->at("refs")));
+        for (int i = 0; i < 30; ++i) {
+            const QString name = QString("refs/%1").arg(i);
+            QVERIFY(put_text(m->at(name + ".lock"), "ref: refs/heads/" + QByteArray::number(i) + "\n"));
+            QCOMPARE(::rename(qPrintable(m->at(name + ".lock")), qPrintable(m->at(name))), 0);
+        }
         QVERIFY(write_file(m->at("old.txt"), rewritten));
         {
             QFile log(m->at("log.txt"));
@@ -570,8 +578,10 @@ private slots:
         QCOMPARE(text(m->at("COMMIT_EDITMSG")), QByteArray("third message\n"));
         QCOMPARE(read_file(m->at("obj")), object);
         QCOMPARE(text(m->at("obj2")), QByteArray("changed on the server\n"));
-        for (int i = 0; i < 30; ++i)
+        for (int i = 0; i < 30; ++i) {
             QCOMPARE(read_file(m->at(QString("copied/%1").arg(i))), random_bytes(500 + i, 100 + std::uint64_t(i)));
+            QCOMPARE(text(m->at(QString("refs/%1").arg(i))), "ref: refs/heads/" + QByteArray::number(i) + "\n");
+        }
         QCOMPARE(netfs_json(*m, "status")["uncached_reads"].toInteger(), 0);
         QVERIFY(netfs_ok(*m, "online"));
         QVERIFY2(m->unmount(), qPrintable(m->error()));
