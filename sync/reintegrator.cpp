@@ -55,6 +55,21 @@ struct Pass {
         }
     };
 
+    // The base `op` is checked against: its object's, as the earlier
+    // operations of this pass left it (a file made here is made by its
+    // store, then linked, before one name goes); the op's own once the
+    // object is gone.
+    BaseVersion base_of(const LoggedOp& op) {
+        auto object = job.replica.object(op.oid);
+        return object ? object->base : op.base;
+    }
+
+    // Whether `on_server` is the local version already: an earlier pass
+    // uploaded it and stopped before its commit.
+    static bool uploaded(const Attr& on_server, const Attr& local) {
+        return S_ISREG(on_server.mode) && on_server.size == local.size && ns(on_server.mtime) == ns(local.mtime);
+    }
+
     // The local attributes of an object (its first name), if it still has one.
     std::optional<Attr> local_attr(std::int64_t oid) {
         for (const std::string& p : job.replica.paths_of(oid))
@@ -264,8 +279,7 @@ struct Pass {
         const Errc g = job.remote.getattr(op.path, now);
         if (g != Errc::ok && g != Errc::not_found)
             return g;
-        // Already there: an earlier pass uploaded it and stopped before its commit.
-        if (g == Errc::ok && S_ISREG(now.mode) && now.size == local->size && ns(now.mtime) == ns(local->mtime))
+        if (g == Errc::ok && uploaded(now, *local))
             return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
         const BaseVersion& base = object->base;
         std::optional<ConflictKind> kind;
@@ -357,7 +371,7 @@ struct Pass {
         if (ge != Errc::ok && ge != Errc::not_found)
             return ge;
         auto object = job.replica.object(op.oid);
-        const BaseVersion base = object ? object->base : op.base;
+        const BaseVersion base = base_of(op);
         // As rename: a change made on the server since the base was taken is
         // one nobody here has seen, so the base stays (a later store or
         // unlink of the object is then a conflict, not an overwrite).
@@ -372,8 +386,7 @@ struct Pass {
                 conflict(ConflictKind::update_delete, op, op.path, {}, local, nullptr);
                 return job.replica.applied(op.seq, op.oid, BaseVersion{});
             }
-            // Already there: an earlier pass uploaded it and stopped before its commit.
-            if (g == Errc::ok && S_ISREG(now.mode) && now.size == local->size && ns(now.mtime) == ns(local->mtime))
+            if (g == Errc::ok && uploaded(now, *local))
                 return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
             std::unique_lock copy_lock(copy_mu, std::defer_lock);
             if (g == Errc::ok)
@@ -428,10 +441,7 @@ struct Pass {
         const bool dir = op.kind == OpKind::rmdir;
         Attr now;
         const Errc g = job.remote.getattr(op.path, now);
-        // As the earlier operations of the object left it (a file made here
-        // is made by its store, then linked, before one name goes).
-        auto object = job.replica.object(op.oid);
-        const BaseVersion base = object ? object->base : op.base;
+        const BaseVersion base = base_of(op);
         if (g == Errc::not_found)
             return job.replica.applied(op.seq, op.oid, dir ? BaseVersion{} : surviving_base(op.oid, op.path, base));
         if (g != Errc::ok)
@@ -463,8 +473,7 @@ struct Pass {
         const Errc gt = job.remote.getattr(op.path2, to);
         if (gt != Errc::ok && gt != Errc::not_found)
             return gt;
-        auto object = job.replica.object(op.oid);
-        const BaseVersion base = object ? object->base : op.base;
+        const BaseVersion base = base_of(op);
         // The same object, maybe changed on the server since.
         auto same_object = [&](const Attr& a) { return base.matches(a) || (base.file_id && base.file_id == a.file_id); };
         if (gf == Errc::not_found) {
@@ -515,8 +524,7 @@ struct Pass {
         }
         if (g != Errc::ok)
             return g;
-        auto object = job.replica.object(op.oid);
-        const BaseVersion base = object ? object->base : op.base;
+        const BaseVersion base = base_of(op);
         if (!base.matches(now)) {
             // Its content changed on the server: the server's version keeps
             // its own attributes, and the base stays (see store).

@@ -530,6 +530,16 @@ std::vector<nfs_argop4> lookup_ops_v4(const std::vector<std::string>& names) {
     return ops;
 }
 
+// Sends `ops` as one NFSv4.0 COMPOUND. Encoded when queued: `ops`, and
+// what its arguments point into, may go once this returns.
+int send_compound_v4(nfs_context* nfs, std::vector<nfs_argop4>& ops, rpc_cb cb, void* d) {
+    COMPOUND4args args{};
+    args.minorversion = 0;
+    args.argarray.argarray_len = static_cast<u_int>(ops.size());
+    args.argarray.argarray_val = ops.data();
+    return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), cb, &args, d);
+}
+
 // Sends `ops` (which put the current file handle) with a GETATTR of
 // kGetattrMask after them, as a raw COMPOUND: libnfs 4.0's stat leaves out
 // the fsid, which file ids need (file_id_on) where the export spans file
@@ -538,12 +548,7 @@ int send_getattr_v4(nfs_context* nfs, std::vector<nfs_argop4>& ops, rpc_cb cb, v
     ops.back().argop = OP_GETATTR;
     ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_len = 2;
     ops.back().nfs_argop4_u.opgetattr.attr_request.bitmap4_val = const_cast<std::uint32_t*>(kGetattrMask);
-    COMPOUND4args args{};
-    args.minorversion = 0;
-    args.argarray.argarray_len = static_cast<u_int>(ops.size());
-    args.argarray.argarray_val = ops.data();
-    // Encoded when queued: `ops` may go after this returns.
-    return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), cb, &args, d);
+    return send_compound_v4(nfs, ops, cb, d);
 }
 
 // The attributes in the answer to send_getattr_v4, and the file's file
@@ -1613,11 +1618,7 @@ public:
                 [names = components_v4(target_, p)](nfs_context* nfs, nfs_cb, void* d) {
                     std::vector<nfs_argop4> ops = lookup_ops_v4(names);
                     ops.back().argop = OP_READLINK;
-                    COMPOUND4args args{};
-                    args.minorversion = 0;
-                    args.argarray.argarray_len = static_cast<u_int>(ops.size());
-                    args.argarray.argarray_val = ops.data();
-                    return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), &Connection::on_compound_reply, &args, d);
+                    return send_compound_v4(nfs, ops, &Connection::on_compound_reply, d);
                 },
                 [&](nfs_context*, int, void* data) {
                     const auto* res = static_cast<const COMPOUND4res*>(data);
@@ -1836,12 +1837,7 @@ public:
                 sa.obj_attributes.attrmask.bitmap4_val = mask;
                 sa.obj_attributes.attr_vals.attrlist4_len = static_cast<u_int>(values.size());
                 sa.obj_attributes.attr_vals.attrlist4_val = values.data();
-                COMPOUND4args args{};
-                args.minorversion = 0;
-                args.argarray.argarray_len = static_cast<u_int>(ops.size());
-                args.argarray.argarray_val = ops.data();
-                // Encoded when queued: `ops` and `values` may go after this returns.
-                return rpc_nfs4_compound_async(nfs_get_rpc_context(nfs), &Connection::on_compound_reply, &args, d);
+                return send_compound_v4(nfs, ops, &Connection::on_compound_reply, d);
             },
             nullptr);
     }

@@ -762,8 +762,7 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     }
     if (!survivor)
         return Errc::ok;
-    if (std::uint64_t keyed = 0; object && !remaining.empty() && cache->find_object(path, keyed) == Errc::ok &&
-                                 keyed == object)
+    if (object && !remaining.empty() && cache_has_at(path, object))
         cache->rename_objects(path, remaining);
     // Its new attributes now: the change expected is this one, not the
     // next one another client makes.
@@ -1001,6 +1000,11 @@ void Engine::Impl::cache_object_of(const std::string& path, const Attr& attr, st
     }
 }
 
+bool Engine::Impl::cache_has_at(const std::string& path, std::uint64_t object) const {
+    std::uint64_t keyed = 0;
+    return cache && cache->find_object(path, keyed) == Errc::ok && keyed == object;
+}
+
 // Records the version our own writes moved the remote to, so that the next
 // change of it is known for another client's. With or without a cache
 // object: one that waits for a later getattr would take a change made
@@ -1110,9 +1114,7 @@ Errc Engine::open(Ino ino, int flags, OpenResult& out) {
             cache_version = node->cache_version;
         }
     }
-    // (Still the cache's object at this path: not moved or dropped since.)
-    if (std::uint64_t keyed = 0; ours && (impl_->cache->find_object(path, keyed) != Errc::ok || keyed != cache_object))
-        ours = false;
+    ours = ours && impl_->cache_has_at(path, cache_object);
     if (!ours) {
         // A version our writes moved the file to may be on its way to the
         // cache still: looked up first, it would be taken for another

@@ -272,6 +272,9 @@ struct Engine::Impl {
     // the version the remote reports (0: no cache, or it failed).
     void cache_object_of(const std::string& path, const Attr& attr, std::uint64_t& object,
                          std::uint64_t& content_version);
+    // Whether the persistent cache's object at `path` is `object` (not moved
+    // or dropped since a node took it).
+    bool cache_has_at(const std::string& path, std::uint64_t object) const;
     // Once every local write is on the remote: takes the version the remote
     // now reports as our own, so the persistent cache keeps what it holds
     // (its granules were stored from those writes). Called without the lock.
