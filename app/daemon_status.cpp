@@ -146,7 +146,10 @@ std::string answer_control_request(const DaemonInfo& daemon, const std::string& 
         } else if (op == "sync") {
             const auto wait = std::chrono::seconds(req.value("timeout_s").toInt(600));
             reply = outcome_json(daemon.sync->sync_now(wait));
-            reply["mode"] = mode_name(daemon.sync->status().mode);
+            const SyncStatus now = daemon.sync->status();
+            reply["mode"] = mode_name(now.mode);
+            // Also those of passes that ran by themselves before this one.
+            reply["conflicts_unresolved"] = qint64(now.conflicts);
         } else if (op == "settings") {
             // Either or both; the reply has the values now in force.
             reply = {{"ok", true}};

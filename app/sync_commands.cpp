@@ -43,7 +43,7 @@ QString when(qint64 ns) {
     return QDateTime::fromMSecsSinceEpoch(ns / 1000000).toString("yyyy-MM-dd HH:mm:ss");
 }
 
-void print_human(const QString& command, const QJsonObject& reply) {
+void print_human(const QString& command, const QJsonObject& reply, const QString& mountpoint) {
     if (command == "online" && !reply["reconnected"].toBool()) {
         std::printf("%s: the server does not answer yet; the mount goes online by itself when it does\n",
                     qPrintable(reply["mode"].toString()));
@@ -55,17 +55,27 @@ void print_human(const QString& command, const QJsonObject& reply) {
                     static_cast<long long>(reply["conflicts"].toInteger()),
                     static_cast<long long>(reply["pending"].toInteger()),
                     reply["error"].toString().isEmpty() ? "" : ": ", qPrintable(reply["error"].toString()));
+        // A pass that ran by itself on reconnecting may have found them.
+        if (const qint64 open = reply["conflicts_unresolved"].toInteger(); open > 0)
+            std::printf("%lld conflict%s to resolve: netfs conflicts %s\n", static_cast<long long>(open),
+                        open == 1 ? "" : "s", qPrintable(mountpoint));
     } else {
         const QJsonArray list = reply["conflicts"].toArray();
         if (list.isEmpty())
             std::puts("no conflicts");
         for (const auto& item : list) {
             const QJsonObject c = item.toObject();
-            std::printf("%s  %s\n  local:  %s  (%lld bytes, %s)\n  server: %s\n", qPrintable(c["kind"].toString()),
-                        qPrintable(c["path"].toString()),
-                        c["copy"].toString().isEmpty() ? "(deleted here)" : qPrintable(c["copy"].toString()),
-                        static_cast<long long>(c["local_size"].toInteger()),
-                        qPrintable(when(c["local_mtime_ns"].toInteger())),
+            // No copy: the local side deleted it, or changed only its name
+            // or attributes (the server's deletion won).
+            const QString local = !c["copy"].toString().isEmpty()
+                                      ? QString("%1  (%2 bytes, %3)")
+                                            .arg(c["copy"].toString())
+                                            .arg(c["local_size"].toInteger())
+                                            .arg(when(c["local_mtime_ns"].toInteger()))
+                                  : c["kind"].toString() == "delete/update" ? QString("(deleted here)")
+                                                                            : QString("(no local copy)");
+            std::printf("%s  %s\n  local:  %s\n  server: %s\n", qPrintable(c["kind"].toString()),
+                        qPrintable(c["path"].toString()), qPrintable(local),
                         c["remote_exists"].toBool()
                             ? qPrintable(QString("%1 bytes, %2").arg(c["remote_size"].toInteger())
                                              .arg(when(c["remote_mtime_ns"].toInteger())))
@@ -322,7 +332,7 @@ int sync_command_main(const QString& command, const QStringList& arguments) {
     if (parser.isSet(json))
         std::fputs(QJsonDocument(reply).toJson(QJsonDocument::Indented).constData(), stdout);
     else if (reply["ok"].toBool() || command == "sync")
-        print_human(command, reply);
+        print_human(command, reply, positional[0]);
     if (!reply["ok"].toBool()) {
         if (command != "sync" || parser.isSet(json))
             std::fprintf(stderr, "netfs: %s\n", qPrintable(reply["error"].toString()));

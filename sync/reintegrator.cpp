@@ -6,13 +6,16 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <ctime>
 #include <deque>
+#include <map>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <system_error>
 #include <thread>
 
@@ -33,6 +36,15 @@ struct Pass {
     // ones this pass read before are stale (it moved the server's file, not
     // ours, when a later rename still named the taken path).
     std::atomic<bool> repathed{false};
+    // Files whose removal here conflicted, by path (guarded by mu). An
+    // editor saves by putting a new file in the old one's place (a
+    // temporary renamed over it; vim's NAME to NAME~, a new NAME, NAME~
+    // removed): when the new one conflicts at that path too, the two are
+    // one update/update.
+    std::map<std::string, Conflict> replaced;
+    // What removals of this pass left on the server for a conflict, and
+    // the directories kept for them (guarded by mu).
+    std::set<std::string> kept;
 
     // The upload buffers of all parallel stores together: many small files
     // in flight at once, but not many large ones' 8 MiB batches.
@@ -108,11 +120,34 @@ struct Pass {
             c.remote_mtime_ns = ns(remote->mtime);
         }
         c.ops = std::string(op_name(op.kind)) + " #" + std::to_string(op.seq);
-        job.replica.add_conflict(c);
-        {
-            std::lock_guard lock(mu);
-            outcome.conflicts++;
+        std::unique_lock lock(mu);
+        if (auto it = replaced.find(path); it != replaced.end() && (kind == ConflictKind::create_create ||
+                                                                    kind == ConflictKind::rename_taken)) {
+            // The new file is the local version of the one removed: one
+            // update/update, not a deletion and a creation.
+            Conflict merged = it->second;
+            replaced.erase(it);
+            lock.unlock();
+            merged.kind = ConflictKind::update_update;
+            merged.copy = c.copy;
+            merged.local_size = c.local_size;
+            merged.local_mtime_ns = c.local_mtime_ns;
+            merged.remote_exists = c.remote_exists;
+            merged.remote_size = c.remote_size;
+            merged.remote_mtime_ns = c.remote_mtime_ns;
+            merged.ops += ", " + c.ops;
+            job.replica.update_conflict(merged);
+            LOG_WARN("conflict (%s) on %s: the server's version stays, the local one is kept as %s",
+                     conflict_name(merged.kind), path.c_str(), copy.c_str());
+            return;
         }
+        lock.unlock();
+        job.replica.add_conflict(c);
+        lock.lock();
+        outcome.conflicts++;
+        if (kind == ConflictKind::delete_update && op.kind == OpKind::unlink)
+            replaced[path] = c;
+        lock.unlock();
         LOG_WARN("conflict (%s) on %s: the server's version stays%s%s", conflict_name(kind), path.c_str(),
                  copy.empty() ? "" : ", the local one is kept as ", copy.c_str());
     }
@@ -448,12 +483,27 @@ struct Pass {
             return g;
         if (!base.matches(now) || S_ISDIR(now.mode) != dir) {
             conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
+            std::lock_guard lock(mu);
+            kept.insert(op.path);
             return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
         }
         const Errc e = dir ? job.remote.rmdir(op.path) : job.remote.unlink(op.path);
         if (e == Errc::not_empty || e == Errc::exists) {
-            // Files were added to it on the server: they stay, and so does it.
-            conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
+            // Files were added to it on the server, or changed there, or
+            // kept by a conflict: they stay, and so does it. Where all of
+            // them are conflicts of this pass, it is no conflict of its own
+            // (`rm -r` of a folder with one file the server changed: that
+            // file's delete/update says it all).
+            std::vector<DirEntry> entries;
+            const bool explained = job.remote.readdir(op.path, entries) == Errc::ok &&
+                                   std::all_of(entries.begin(), entries.end(), [&](const DirEntry& d) {
+                                       std::lock_guard lock(mu);
+                                       return kept.count(join_path(op.path, d.name)) != 0;
+                                   });
+            if (!explained)
+                conflict(ConflictKind::delete_update, op, op.path, {}, std::nullopt, &now);
+            std::lock_guard lock(mu);
+            kept.insert(op.path);
             return job.replica.applied(op.seq, op.oid, BaseVersion::of(now));
         }
         if (e != Errc::ok && e != Errc::not_found)

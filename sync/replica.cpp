@@ -696,6 +696,17 @@ Errc Replica::append(LoggedOp op) {
             add = false;
         } else {
             drop_ops_of(op.oid, {OpKind::store, OpKind::setattr});
+            // Moved aside and then removed, with nothing of it in between (a
+            // save by vim: NAME to NAME~, a new NAME, NAME~ removed): the
+            // server's file is removed where it is there, before anything
+            // takes its name, so that a new file there replaces it (and, if
+            // the server changed it meanwhile, it stays at its own name).
+            if (auto last = last_for(op.oid); op.kind == OpKind::unlink && last && last->kind == OpKind::rename &&
+                                              last->path2 == op.path && !last->base2.exists) {
+                Stmt u = s.prepare("UPDATE oplog SET kind = ?2, path2 = '' WHERE seq = ?1");
+                u.bind(1, last->seq).bind(2, std::int64_t(OpKind::unlink)).run();
+                add = false;
+            }
         }
         break;
     case OpKind::rename: {
@@ -917,6 +928,16 @@ std::optional<Conflict> Replica::conflict_at(const std::string& path) {
         if (c.path == path || c.copy == path)
             return c;
     return std::nullopt;
+}
+
+Errc Replica::update_conflict(const Conflict& c) {
+    std::lock_guard lock(impl_->mu);
+    Stmt q = impl_->prepare("UPDATE conflicts SET kind = ?2, path = ?3, copy = ?4, local_size = ?5, local_mtime_ns = ?6,"
+                            " remote_exists = ?7, remote_size = ?8, remote_mtime_ns = ?9, ops = ?10 WHERE id = ?1");
+    q.bind(1, c.id).bind(2, std::string(conflict_name(c.kind))).bind(3, c.path).bind(4, c.copy)
+        .bind(5, std::int64_t(c.local_size)).bind(6, c.local_mtime_ns).bind(7, c.remote_exists ? 1 : 0)
+        .bind(8, std::int64_t(c.remote_size)).bind(9, c.remote_mtime_ns).bind(10, c.ops);
+    return q.run() ? Errc::ok : Errc::io;
 }
 
 Errc Replica::remove_conflict(std::int64_t id) {

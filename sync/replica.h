@@ -176,6 +176,8 @@ public:
     std::vector<Conflict> conflicts();
     std::optional<Conflict> conflict_at(const std::string& path);
     Errc remove_conflict(std::int64_t id);
+    // What reintegration learnt later of a conflict it recorded (by `c.id`).
+    Errc update_conflict(const Conflict& c);
 
     // ---- pins --------------------------------------------------------------
     Errc set_pin(const std::string& path, bool pinned);

@@ -77,9 +77,16 @@ void ConflictsWindow::reload() {
             continue;
         QStandardItem* path = PathTable::path_item(c.path);
         path->setData(c.id, kIdRole);
-        path->setToolTip(c.copy.isEmpty() ? "my side deleted it" : "my version is at " + c.copy);
+        // No copy: my side deleted it, or changed only its name or
+        // attributes (the server's deletion won).
+        const bool deleted_here = c.kind == "delete/update";
+        path->setToolTip(!c.copy.isEmpty() ? "my version is at " + c.copy
+                         : deleted_here    ? QString("my side deleted it")
+                                           : QString("my side changed only its name or attributes"));
         rows.appendRow({path, new QStandardItem(c.kind),
-                         new QStandardItem(version_text(!c.copy.isEmpty(), c.local_size, c.local_mtime_ns)),
+                         new QStandardItem(c.copy.isEmpty() && !deleted_here
+                                               ? QString("no copy")
+                                               : version_text(!c.copy.isEmpty(), c.local_size, c.local_mtime_ns)),
                          new QStandardItem(version_text(c.remote_exists, c.remote_size, c.remote_mtime_ns)),
                          new QStandardItem(human_time(c.detected_ns))});
     }

@@ -722,7 +722,7 @@ private slots:
     // nothing else is touched.
     void collisions_become_conflicts_with_both_versions_kept() {
         auto m = make_mount();
-        for (const char* name : {"both.txt", "del_here.txt", "del_there.txt", "quiet.txt"})
+        for (const char* name : {"both.txt", "del_here.txt", "del_there.txt", "quiet.txt", "atomic.txt", "vim.txt"})
             QVERIFY(put_text(m->direct(name), QByteArray("original ") + name + "\n"));
         QVERIFY2(m->mount(), qPrintable(m->error()));
         tree(m->mountpoint());  // cache everything
@@ -732,20 +732,36 @@ private slots:
         QCOMPARE(::unlink(qPrintable(m->at("del_here.txt"))), 0);
         QVERIFY(put_text(m->at("del_there.txt"), "local edit of a file the server deletes\n"));
         QVERIFY(put_text(m->at("taken.txt"), "created here\n"));
+        // Editors' saves: a temporary renamed over the file, and vim's
+        // (the file moved to NAME~, a new one written, NAME~ removed).
+        QVERIFY(put_text(m->at(".atomic.txt.tmp"), "saved here\n"));
+        QCOMPARE(::rename(qPrintable(m->at(".atomic.txt.tmp")), qPrintable(m->at("atomic.txt"))), 0);
+        QCOMPARE(::rename(qPrintable(m->at("vim.txt")), qPrintable(m->at("vim.txt~"))), 0);
+        QVERIFY(put_text(m->at("vim.txt"), "saved here\n"));
+        QCOMPARE(::unlink(qPrintable(m->at("vim.txt~"))), 0);
         QThread::msleep(1100);  // a different mtime on the server, even at 1 s resolution
 
         QVERIFY(put_text(m->direct("both.txt"), "server edit\n"));
         QVERIFY(put_text(m->direct("del_here.txt"), "server edit of a file deleted here\n"));
         QVERIFY(QFile::remove(m->direct("del_there.txt")));
         QVERIFY(put_text(m->direct("taken.txt"), "created on the server\n"));
+        QVERIFY(put_text(m->direct("atomic.txt"), "server edit\n"));
+        QVERIFY(put_text(m->direct("vim.txt"), "server edit\n"));
 
         QVERIFY(netfs_ok(*m, "online"));
         const QJsonObject outcome = netfs_json(*m, "sync");
         QCOMPARE(outcome["pending"].toInteger(), 0);
-        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 4);
+        QCOMPARE(outcome["conflicts_unresolved"].toInteger(), 6);
+        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 6);
+        // Told also when the pass that found them ran by itself before.
+        const RunResult again = run(NETFS_BINARY, {"sync", m->mountpoint()}, 30000, m->environment());
+        QCOMPARE(again.exit_code, 0);
+        QVERIFY2(again.out.contains("applied 0, new conflicts 0, pending 0\n6 conflicts to resolve: netfs conflicts "),
+                 qPrintable(again.out));
 
+        // One conflict for each file, an editor's save included.
         const QJsonArray list = netfs_json(*m, "conflicts")["conflicts"].toArray();
-        QCOMPARE(list.size(), 4);
+        QCOMPARE(list.size(), 6);
         QMap<QString, QJsonObject> by_path;
         for (const auto& c : list)
             by_path[c.toObject()["path"].toString()] = c.toObject();
@@ -753,6 +769,8 @@ private slots:
         QCOMPARE(by_path["/del_here.txt"]["kind"].toString(), QString("delete/update"));
         QCOMPARE(by_path["/del_there.txt"]["kind"].toString(), QString("update/delete"));
         QCOMPARE(by_path["/taken.txt"]["kind"].toString(), QString("create/create"));
+        QCOMPARE(by_path["/atomic.txt"]["kind"].toString(), QString("update/update"));
+        QCOMPARE(by_path["/vim.txt"]["kind"].toString(), QString("update/update"));
 
         // The server's versions stay where they were.
         QCOMPARE(text(m->direct("both.txt")), QByteArray("server edit\n"));
@@ -766,9 +784,14 @@ private slots:
         QCOMPARE(text(copy_of("/both.txt")), QByteArray("local edit\n"));
         QCOMPARE(text(copy_of("/del_there.txt")), QByteArray("local edit of a file the server deletes\n"));
         QCOMPARE(text(copy_of("/taken.txt")), QByteArray("created here\n"));
+        for (const char* name : {"atomic.txt", "vim.txt"}) {
+            QCOMPARE(text(m->direct(name)), QByteArray("server edit\n"));
+            QCOMPARE(text(copy_of(QString("/") + name)), QByteArray("saved here\n"));
+        }
         QCOMPARE(by_path["/del_here.txt"]["copy"].toString(), QString());
         QCOMPARE(text(m->direct("quiet.txt")), QByteArray("original quiet.txt\n"));
-        QCOMPARE(QDir(m->backing()).entryList(QDir::Files).size(), 4 + 3);
+        // No temporary or backup name is left.
+        QCOMPARE(QDir(m->backing()).entryList(QDir::Files | QDir::Hidden).size(), 6 + 5);
         // The mount shows all of it too.
         QCOMPARE(text(m->at("both.txt")), QByteArray("server edit\n"));
         QCOMPARE(text(m->at(by_path["/both.txt"]["copy"].toString().mid(1))), QByteArray("local edit\n"));
@@ -783,7 +806,10 @@ private slots:
             return r.exit_code == 0 ? QString() : r.err;
         };
         const QString both_copy = by_path["/both.txt"]["copy"].toString().mid(1);
+        const QString atomic_copy = copy_of("/atomic.txt"), vim_copy = copy_of("/vim.txt");
         QCOMPARE(resolve({"both.txt"}, "local"), QString());
+        QCOMPARE(resolve({"atomic.txt"}, "local"), QString());
+        QCOMPARE(resolve({"vim.txt"}, "remote"), QString());
         QCOMPARE(resolve({by_path["/taken.txt"]["copy"].toString().mid(1)}, "remote"), QString());  // by the copy's name
         QCOMPARE(resolve({"del_there.txt", "del_here.txt"}, "both"), QString());
         QVERIFY(!resolve({"quiet.txt"}, "local").isEmpty());  // no conflict there: an error, nothing done
@@ -795,6 +821,10 @@ private slots:
         QCOMPARE(text(copy_of("/del_there.txt")), QByteArray("local edit of a file the server deletes\n"));
         QCOMPARE(text(m->direct("del_here.txt")), QByteArray("server edit of a file deleted here\n"));
         QCOMPARE(text(m->direct("quiet.txt")), QByteArray("original quiet.txt\n"));
+        QCOMPARE(text(m->direct("atomic.txt")), QByteArray("saved here\n"));
+        QCOMPARE(text(m->direct("vim.txt")), QByteArray("server edit\n"));
+        QVERIFY(!QFileInfo::exists(atomic_copy));
+        QVERIFY(!QFileInfo::exists(vim_copy));
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 

@@ -1792,6 +1792,86 @@ private slots:
     // replayed on our file in its conflicted copy, never on the server's
     // file at the taken name (the pass read its operations before the
     // first one moved them to the copy's name, and moved the server's file).
+    // Editors save by putting a new file in the old one's place: a
+    // temporary renamed over it (gedit, sed -i, most libraries' atomic
+    // save), or vim's NAME to NAME~, a new NAME, NAME~ removed. Each is one
+    // update of NAME: where the server changed it meanwhile, one
+    // update/update conflict with the server's version at NAME and ours in
+    // the copy (before, a deletion and a creation, and vim's left the
+    // server's version at NAME~ and ours at NAME); where it did not, ours
+    // replaces it, with no temporary or backup name left.
+    void an_editors_save_is_one_update() {
+        for (const bool server_changed : {true, false}) {
+            Rig rig;
+            rig.put("/atomic.txt", "original atomic");
+            rig.put("/vim.txt", "original vim");
+            QVERIFY(rig.start());
+            rig.d.rb->go_offline();
+            QCOMPARE(rig.write("/.atomic.txt.tmp", "saved atomic"), Errc::ok);
+            QCOMPARE(rig.d.rb->rename("/.atomic.txt.tmp", "/atomic.txt", 0), Errc::ok);
+            QCOMPARE(rig.d.rb->rename("/vim.txt", "/vim.txt~", 0), Errc::ok);
+            QCOMPARE(rig.write("/vim.txt", "saved vim"), Errc::ok);
+            QCOMPARE(rig.d.rb->unlink("/vim.txt~"), Errc::ok);
+            if (server_changed) {
+                rig.put("/atomic.txt", "server atomic");
+                rig.put("/vim.txt", "server vim");
+            }
+            QCOMPARE(rig.pass().pending, 0u);
+            std::vector<std::string> paths = rig.server_paths();
+            std::sort(paths.begin(), paths.end());
+            const auto conflicts = rig.d.replica->conflicts();
+            if (!server_changed) {
+                QCOMPARE(paths, (std::vector<std::string>{"/atomic.txt", "/vim.txt"}));
+                QCOMPARE(rig.get("/atomic.txt"), Bytes("saved atomic"));
+                QCOMPARE(rig.get("/vim.txt"), Bytes("saved vim"));
+                QVERIFY(conflicts.empty());
+                continue;
+            }
+            QCOMPARE(paths.size(), std::size_t(4));
+            QCOMPARE(conflicts.size(), std::size_t(2));
+            for (const Conflict& c : conflicts) {
+                QCOMPARE(c.kind, ConflictKind::update_update);
+                const std::string name = c.path == "/atomic.txt" ? "atomic" : "vim";
+                QCOMPARE(c.path, "/" + name + ".txt");
+                QCOMPARE(rig.get(c.path), Bytes("server " + name));
+                QVERIFY2(c.copy.starts_with("/" + name + " (conflicted copy "), c.copy.c_str());
+                QCOMPARE(rig.get(c.copy), Bytes("saved " + name));
+                QCOMPARE(c.local_size, std::uint64_t(6 + name.size()));
+                QVERIFY(c.remote_exists);
+            }
+            QVERIFY(conflicts[0].path != conflicts[1].path);
+        }
+    }
+
+    // `rm -r` here of folders the server changed meanwhile: what it
+    // changed or added stays, with its folders. A file it changed is one
+    // delete/update, and the folders kept only for it are no conflicts of
+    // their own; a folder with a file the server added is one.
+    void removing_a_folder_the_server_changed_keeps_its_changes() {
+        Rig rig;
+        for (const char* p : {"/changed/k1", "/changed/k2", "/changed/deep/k3", "/added/h1"})
+            rig.put(p, "original");
+        QVERIFY(rig.start());
+        rig.d.rb->go_offline();
+        for (const char* p : {"/changed/k1", "/changed/k2", "/changed/deep/k3", "/added/h1"})
+            QCOMPARE(rig.d.rb->unlink(p), Errc::ok);
+        for (const char* p : {"/changed/deep", "/changed", "/added"})
+            QCOMPARE(rig.d.rb->rmdir(p), Errc::ok);
+        rig.put("/changed/deep/k3", "changed on the server");
+        rig.put("/added/new", "added on the server");
+        QCOMPARE(rig.pass().pending, 0u);
+        std::vector<std::string> paths = rig.server_paths();
+        std::sort(paths.begin(), paths.end());
+        QCOMPARE(paths, (std::vector<std::string>{"/added", "/added/new", "/changed", "/changed/deep",
+                                                  "/changed/deep/k3"}));
+        QCOMPARE(rig.get("/changed/deep/k3"), Bytes("changed on the server"));
+        std::map<std::string, ConflictKind> conflicts;
+        for (const Conflict& c : rig.d.replica->conflicts())
+            conflicts[c.path] = c.kind;
+        QCOMPARE(conflicts, (std::map<std::string, ConflictKind>{{"/added", ConflictKind::delete_update},
+                                                                 {"/changed/deep/k3", ConflictKind::delete_update}}));
+    }
+
     void a_rename_from_a_taken_name_moves_ours_not_the_servers() {
         Rig rig;
         rig.put("/a.txt", "mine");
