@@ -40,10 +40,14 @@ void print_human(const QJsonObject& s) {
         mode += " (netfs online to reconnect)";
     else if (mode != "connected")
         mode += ", server " + s["server"].toString();
+    // Written but unsent: in memory (the engine's), and in the cache while
+    // disconnected (the log's content, never culled; the limit may be
+    // exceeded by it).
+    const qint64 unsent = s["engine"].toObject()["dirty_bytes"].toInteger() + cache["dirty_bytes"].toInteger();
     std::printf("%s  %s\n  mode: %s   cache: %s   not yet on the server: %s\n"
                 "  pending operations: %lld   conflicts: %lld\n",
                 qPrintable(s["mountpoint"].toString()), qPrintable(s["remote"].toString()), qPrintable(mode),
-                qPrintable(cache_text), qPrintable(bytes(s["engine"].toObject()["dirty_bytes"].toInteger())),
+                qPrintable(cache_text), qPrintable(bytes(unsent)),
                 static_cast<long long>(s["pending_operations"].toInteger()),
                 static_cast<long long>(s["conflicts"].toInteger()));
     const QJsonArray pins = s["pins"].toArray();

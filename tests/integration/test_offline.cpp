@@ -15,6 +15,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QMap>
+#include <QRegularExpression>
 #include <QTest>
 #include <QThread>
 
@@ -168,6 +169,13 @@ private slots:
         QCOMPARE(tree(m->backing()), server_before);  // nothing sent while offline
         const QJsonObject status = netfs_json(*m, "status");
         QVERIFY2(status["pending_operations"].toInteger() > 0, "the changes are logged");
+        // What was written and not sent yet is shown as such: the log's
+        // content in the cache (new.bin, data.bin's rewritten granules).
+        const qint64 unsent = status["cache"].toObject()["dirty_bytes"].toInteger() +
+                              status["engine"].toObject()["dirty_bytes"].toInteger();
+        QVERIFY2(unsent >= (1500 + 300) * 1024, qPrintable(QString::number(unsent)));
+        const RunResult shown = run(NETFS_BINARY, {"status", m->mountpoint()}, 30000, m->environment());
+        QVERIFY2(shown.out.contains(QRegularExpression("not yet on the server: [0-9.]+ MiB")), qPrintable(shown.out));
 
         QVERIFY2(netfs_ok(*m, "online", &err), qPrintable(err));
         const QJsonObject outcome = netfs_json(*m, "sync");
