@@ -24,7 +24,7 @@ constexpr Mapping kMappings[] = {
     {Errc::access, EACCES, "access", "permission denied"},
     {Errc::perm, EPERM, "perm", "operation not permitted"},
     {Errc::name_too_long, ENAMETOOLONG, "name_too_long", "file name too long"},
-    {Errc::no_space, ENOSPC, "no_space", "no space left on the remote"},
+    {Errc::no_space, ENOSPC, "no_space", "no space left"},
     {Errc::read_only, EROFS, "read_only", "read-only file system"},
     {Errc::cross_device, EXDEV, "cross_device", "cross-device link"},
     {Errc::too_many_links, EMLINK, "too_many_links", "too many links"},

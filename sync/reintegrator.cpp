@@ -121,8 +121,9 @@ struct Pass {
         }
         c.ops = std::string(op_name(op.kind)) + " #" + std::to_string(op.seq);
         std::unique_lock lock(mu);
-        if (auto it = replaced.find(path); it != replaced.end() && (kind == ConflictKind::create_create ||
-                                                                    kind == ConflictKind::rename_taken)) {
+        if (auto it = replaced.find(path); it != replaced.end() &&
+                                           (kind == ConflictKind::create_create || kind == ConflictKind::rename_taken) &&
+                                           local && S_ISREG(local->mode) && remote && S_ISREG(remote->mode)) {
             // The new file is the local version of the one removed: one
             // update/update, not a deletion and a creation.
             Conflict merged = it->second;
@@ -136,7 +137,12 @@ struct Pass {
             merged.remote_size = c.remote_size;
             merged.remote_mtime_ns = c.remote_mtime_ns;
             merged.ops += ", " + c.ops;
-            job.replica.update_conflict(merged);
+            if (job.replica.update_conflict(merged) != Errc::ok) {
+                merged.id = 0;  // resolved meanwhile: recorded anew
+                job.replica.add_conflict(merged);
+                std::lock_guard count(mu);
+                outcome.conflicts++;
+            }
             LOG_WARN("conflict (%s) on %s: the server's version stays, the local one is kept as %s",
                      conflict_name(merged.kind), path.c_str(), copy.c_str());
             return;
@@ -145,7 +151,7 @@ struct Pass {
         job.replica.add_conflict(c);
         lock.lock();
         outcome.conflicts++;
-        if (kind == ConflictKind::delete_update && op.kind == OpKind::unlink)
+        if (kind == ConflictKind::delete_update && op.kind == OpKind::unlink && remote && S_ISREG(remote->mode))
             replaced[path] = c;
         lock.unlock();
         LOG_WARN("conflict (%s) on %s: the server's version stays%s%s", conflict_name(kind), path.c_str(),
@@ -353,7 +359,14 @@ struct Pass {
             repathed = true;
             return job.replica.applied(op.seq, op.oid, BaseVersion::of(after));
         }
-        if (job.replica.object(op.oid)->content_gen != generation) {
+        if (job.replica.pending_for(op.oid) == 0 && job.replica.paths_of(op.oid).empty()) {
+            // Made here and removed here while it was uploading (its
+            // operations went with it): what was just sent goes too.
+            if (Errc u = job.remote.unlink(target); u != Errc::ok && u != Errc::not_found)
+                return u;
+            return Errc::ok;
+        }
+        if (auto now_object = job.replica.object(op.oid); now_object && now_object->content_gen != generation) {
             // Written again while uploading: the newer content goes next pass.
             return job.replica.set_base(op.oid, BaseVersion::of(after));
         }
@@ -475,8 +488,29 @@ struct Pass {
     Errc remove(const LoggedOp& op) {  // unlink, rmdir
         const bool dir = op.kind == OpKind::rmdir;
         Attr now;
-        const Errc g = job.remote.getattr(op.path, now);
+        Errc g = job.remote.getattr(op.path, now);
         const BaseVersion base = base_of(op);
+        if (g == Errc::not_found && !dir && !op.path2.empty()) {
+            // Moved aside here before it was removed (Replica::append joins
+            // the two): a pass that sent the move and stopped before
+            // recording it left the file at the second name.
+            Attr moved;
+            const Errc gm = job.remote.getattr(op.path2, moved);
+            if (gm != Errc::ok && gm != Errc::not_found)
+                return gm;
+            // The move changed its ctime (and so, on some servers, its
+            // change attribute): its id, size and mtime say it is the file.
+            if (gm == Errc::ok && (base.matches(moved) || (base.file_id && base.file_id == moved.file_id &&
+                                                           base.size == moved.size && base.mtime_ns == ns(moved.mtime)))) {
+                LoggedOp at_second = op;
+                at_second.path = op.path2;
+                at_second.path2.clear();
+                at_second.base = BaseVersion::of(moved);
+                if (job.replica.object(op.oid))
+                    job.replica.set_base(op.oid, at_second.base);
+                return remove(at_second);
+            }
+        }
         if (g == Errc::not_found)
             return job.replica.applied(op.seq, op.oid, dir ? BaseVersion{} : surviving_base(op.oid, op.path, base));
         if (g != Errc::ok)
@@ -708,6 +742,14 @@ SyncOutcome reintegrate(const Reintegration& job) {
         return pass.outcome;
     }
     std::vector<LoggedOp> ops = job.replica.pending();
+    // Local changes go on while the pass runs: the operations it holds are
+    // not rewritten under it, until it ends.
+    struct Thaw {
+        Replica& replica;
+        ~Thaw() { replica.freeze_through(0); }
+    } thaw{job.replica};
+    if (!ops.empty())
+        job.replica.freeze_through(ops.back().seq);
     pass.progress.ops_total = ops.size();
     for (const LoggedOp& op : ops)
         if (op.kind == OpKind::store)
@@ -744,6 +786,8 @@ SyncOutcome reintegrate(const Reintegration& job) {
                 if (later.seq > done)
                     rest.push_back(std::move(later));
             ops = std::move(rest);
+            if (!ops.empty())
+                job.replica.freeze_through(ops.back().seq);
             i = 0;
         }
     }

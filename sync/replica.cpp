@@ -196,6 +196,11 @@ struct Replica::Impl {
     }
     int checkpointed_at = 0;  // the log's length at the last checkpoint
 
+    // Operations a reintegration pass has read and may be applying: they
+    // are not rewritten (a pass records an operation as applied by its
+    // seq, and would drop a rewritten row with what was added to it).
+    std::int64_t frozen_through = 0;
+
     bool begin() { return depth++ > 0 || run("BEGIN IMMEDIATE"); }
     bool commit() {
         if (--depth > 0)
@@ -701,9 +706,12 @@ Errc Replica::append(LoggedOp op) {
             // server's file is removed where it is there, before anything
             // takes its name, so that a new file there replaces it (and, if
             // the server changed it meanwhile, it stays at its own name).
+            // The row keeps the rename's target in path2: a pass that sent
+            // the rename and stopped before recording it left the file there.
             if (auto last = last_for(op.oid); op.kind == OpKind::unlink && last && last->kind == OpKind::rename &&
-                                              last->path2 == op.path && !last->base2.exists) {
-                Stmt u = s.prepare("UPDATE oplog SET kind = ?2, path2 = '' WHERE seq = ?1");
+                                              last->path2 == op.path && !last->base2.exists &&
+                                              last->seq > s.frozen_through) {
+                Stmt u = s.prepare("UPDATE oplog SET kind = ?2 WHERE seq = ?1");
                 u.bind(1, last->seq).bind(2, std::int64_t(OpKind::unlink)).run();
                 add = false;
             }
@@ -716,7 +724,7 @@ Errc Replica::append(LoggedOp op) {
             LoggedOp last = read_op(q);
             q.reset();
             if (last.kind == OpKind::rename && last.oid == op.oid && last.path2 == op.path && !op.base2.exists &&
-                !last.base2.exists) {
+                !last.base2.exists && last.seq > s.frozen_through) {
                 if (last.path == op.path2) {
                     Stmt d = s.prepare("DELETE FROM oplog WHERE seq = ?1");  // moved back: nothing happened
                     d.bind(1, last.seq).run();
@@ -731,7 +739,7 @@ Errc Replica::append(LoggedOp op) {
     }
     case OpKind::setattr: {
         // Repeated chmod/utimens: the last values of each field win.
-        if (auto last = last_for(op.oid); last && last->kind == OpKind::setattr) {
+        if (auto last = last_for(op.oid); last && last->kind == OpKind::setattr && last->seq > s.frozen_through) {
             SetAttr merged = last->attrs;
             const std::uint32_t m = op.attrs.mask;
             if (m & SetAttr::kMode)
@@ -773,6 +781,11 @@ Errc Replica::append(LoggedOp op) {
         }
     }
     return s.commit() ? Errc::ok : Errc::io;
+}
+
+void Replica::freeze_through(std::int64_t seq) {
+    std::lock_guard lock(impl_->mu);
+    impl_->frozen_through = seq;
 }
 
 Errc Replica::set_content(std::int64_t oid, std::uint64_t content) {
@@ -932,12 +945,16 @@ std::optional<Conflict> Replica::conflict_at(const std::string& path) {
 
 Errc Replica::update_conflict(const Conflict& c) {
     std::lock_guard lock(impl_->mu);
+    if (c.id == 0)
+        return Errc::not_found;
     Stmt q = impl_->prepare("UPDATE conflicts SET kind = ?2, path = ?3, copy = ?4, local_size = ?5, local_mtime_ns = ?6,"
                             " remote_exists = ?7, remote_size = ?8, remote_mtime_ns = ?9, ops = ?10 WHERE id = ?1");
     q.bind(1, c.id).bind(2, std::string(conflict_name(c.kind))).bind(3, c.path).bind(4, c.copy)
         .bind(5, std::int64_t(c.local_size)).bind(6, c.local_mtime_ns).bind(7, c.remote_exists ? 1 : 0)
         .bind(8, std::int64_t(c.remote_size)).bind(9, c.remote_mtime_ns).bind(10, c.ops);
-    return q.run() ? Errc::ok : Errc::io;
+    if (!q.run())
+        return Errc::io;
+    return sqlite3_changes(impl_->db) ? Errc::ok : Errc::not_found;  // resolved meanwhile
 }
 
 Errc Replica::remove_conflict(std::int64_t id) {
@@ -968,11 +985,12 @@ bool Replica::is_pinned(const std::string& path) {
     return false;
 }
 
-std::vector<LocalObject> Replica::content_not_needed() {
+std::vector<LocalObject> Replica::content_not_needed(std::int64_t only) {
     std::lock_guard lock(impl_->mu);
     Stmt q = impl_->prepare(sql("SELECT oid, content, content_gen, @BASE FROM replica_objects WHERE content != 0 AND"
-                                " oid NOT IN (SELECT oid FROM oplog WHERE kind = " +
+                                " (?1 = 0 OR oid = ?1) AND oid NOT IN (SELECT oid FROM oplog WHERE kind = " +
                                 std::to_string(int(OpKind::store)) + ")"));
+    q.bind(1, only);
     std::vector<LocalObject> out;
     while (q.step() == SQLITE_ROW) {
         LocalObject o;

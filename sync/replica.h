@@ -151,6 +151,9 @@ public:
 
     // ---- reintegration ---------------------------------------------------
     std::vector<LoggedOp> pending(std::size_t limit = SIZE_MAX);
+    // A pass has read the operations up to `seq` (0: none): the log's
+    // optimisations leave them as they are, and add new ones instead.
+    void freeze_through(std::int64_t seq);
     std::uint64_t pending_count();
     std::uint64_t pending_for(std::int64_t oid);
     // `seq` reached the server: it leaves the log and its object's base
@@ -176,7 +179,8 @@ public:
     std::vector<Conflict> conflicts();
     std::optional<Conflict> conflict_at(const std::string& path);
     Errc remove_conflict(std::int64_t id);
-    // What reintegration learnt later of a conflict it recorded (by `c.id`).
+    // What reintegration learnt later of a conflict it recorded (by `c.id`;
+    // not_found when it is gone).
     Errc update_conflict(const Conflict& c);
 
     // ---- pins --------------------------------------------------------------
@@ -185,8 +189,8 @@ public:
     bool is_pinned(const std::string& path);
 
     // Oids with local content that no pending op needs (safe to drop once
-    // no handle has them open).
-    std::vector<LocalObject> content_not_needed();
+    // no handle has them open); only `only`'s, when not 0.
+    std::vector<LocalObject> content_not_needed(std::int64_t only = 0);
     Errc clear_content(std::int64_t oid);
 
     // Durability of local changes: FULL while disconnected (each op is on

@@ -190,10 +190,18 @@ private:
     void release() {
         if (!held_)
             return;
-        std::lock_guard lock(owner_.mu_);
-        if (--owner_.open_local_[oid_] == 0)
-            owner_.open_local_.erase(oid_);
-        held_ = false;
+        bool last = false;
+        {
+            std::lock_guard lock(owner_.mu_);
+            if (--owner_.open_local_[oid_] == 0) {
+                owner_.open_local_.erase(oid_);
+                last = true;
+            }
+            held_ = false;
+        }
+        // Removed while open: its content is freed once the last handle goes.
+        if (last && owner_.replica_->paths_of(oid_).empty())
+            owner_.drop_unneeded_content(oid_);
     }
 
     ReplicaBackend& owner_;
@@ -834,7 +842,13 @@ Errc ReplicaBackend::unlink(const std::string& path) {
     Replica::Transaction tx(*replica_);
     if (Errc e = log_removal(*n); e != Errc::ok)
         return tx.finish(e);
-    return tx.finish(replica_->remove_name(path));
+    if (Errc e = tx.finish(replica_->remove_name(path)); e != Errc::ok)
+        return e;
+    // Its last name gone, what it had written here is nobody's: the space
+    // is free at once (on a full disk, removing files is how room is made).
+    if (replica_->paths_of(n->oid).empty())
+        drop_unneeded_content(n->oid);
+    return Errc::ok;
 }
 
 Errc ReplicaBackend::log_removal(const Name& name) {
@@ -1524,8 +1538,8 @@ Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
 
 // ---- the sync thread --------------------------------------------------------
 
-void ReplicaBackend::drop_unneeded_content() {
-    for (const LocalObject& o : replica_->content_not_needed()) {
+void ReplicaBackend::drop_unneeded_content(std::int64_t only) {
+    for (const LocalObject& o : replica_->content_not_needed(only)) {
         {
             std::lock_guard lock(mu_);
             if (open_local_.count(o.oid))

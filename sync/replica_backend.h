@@ -247,7 +247,9 @@ private:
     void pin_loop();
     SyncOutcome reintegrate_once();
     std::int64_t last_conflict_id();
-    void drop_unneeded_content();
+    // Frees the local content no pending operation needs (only `only`'s,
+    // when not 0).
+    void drop_unneeded_content(std::int64_t only = 0);
 
     std::shared_ptr<Backend> remote_;  // guarded by mu_
     Connect connect_;

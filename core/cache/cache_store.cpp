@@ -34,6 +34,10 @@ constexpr int kSchemaVersion = 2;
 // two syncs its create cost.
 constexpr std::size_t kInlineRecord = 8 << 10;
 constexpr std::uint64_t kNonceBlock = 4096;         // nonces reserved per metadata write
+// Free space kept on the cache's filesystem when data written while
+// disconnected fills it: room for the databases' journals, so that files
+// can still be removed and reintegration can record its progress.
+constexpr std::uint64_t kDirtyReserve = 16 << 20;
 
 std::int64_t ns(const timespec& t) { return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
 
@@ -163,7 +167,7 @@ struct CacheStore::Impl {
     std::size_t store_batch(std::span<const CacheStore::Put> puts, Errc& error, bool later) {
         Impl& s = *this;
         if (!s.run("BEGIN IMMEDIATE")) {
-            error = Errc::io;
+            error = s.db_error();
             return 0;
         }
         auto abort = [&](Errc e) {
@@ -242,7 +246,7 @@ struct CacheStore::Impl {
             s.cull_locked();
         }
         if (!ok || !s.run("COMMIT"))
-            return abort(Errc::io);
+            return abort(s.db_error());
         s.pending_objects.clear();
         return placed.size();
     }
@@ -253,9 +257,10 @@ struct CacheStore::Impl {
 
     // Drops least recently used clean granules of unpinned objects until
     // the records fit the size limit (down to 90% of it) and the backing
-    // filesystem is back above the run mark; frees their space by punching
-    // holes after the rows are gone. Runs inside the caller's transaction.
-    void cull_locked() {
+    // filesystem is back above the run mark (and `want_free`, when asked
+    // for more); frees their space by punching holes after the rows are
+    // gone. Runs inside the caller's transaction.
+    void cull_locked(std::uint64_t want_free = 0) {
         std::uint64_t goal = UINT64_MAX;  // bytes of records to keep at most
         const std::uint64_t limit = options.size_limit;
         if (limit && stored_bytes > limit) {
@@ -266,7 +271,9 @@ struct CacheStore::Impl {
                 goal = limit / 10 * 9;
         }
         FreeSpace space = free_space();
-        if (space.total && space.free < space.total / 100 * options.free_cull_percent) {
+        const std::uint64_t cull_below = std::max(space.total / 100 * options.free_cull_percent, want_free);
+        const std::uint64_t run_to = std::max(space.total / 100 * options.free_run_percent, want_free);
+        if (space.total && space.free < cull_below) {
             Stmt live = statements.get("SELECT coalesce(sum(length), 0) FROM granules");
             stored_bytes = live.step() == SQLITE_ROW ? std::uint64_t(live.col(0)) : stored_bytes;
             live.reset();
@@ -277,8 +284,8 @@ struct CacheStore::Impl {
             space.free += dead.step() == SQLITE_ROW ? std::uint64_t(dead.col(0)) : 0;
             dead.reset();
         }
-        if (space.total && space.free < space.total / 100 * options.free_cull_percent) {
-            const std::uint64_t need = space.total / 100 * options.free_run_percent - space.free;
+        if (space.total && space.free < cull_below) {
+            const std::uint64_t need = run_to - space.free;
             goal = std::min(goal, stored_bytes > need ? stored_bytes - need : 0);
         }
         if (goal == UINT64_MAX || stored_bytes <= goal)
@@ -316,6 +323,7 @@ struct CacheStore::Impl {
     }
     std::uint64_t page_size = 4096;  // the database's, read at open
     bool paused = false;  // below the stop mark: no new caching
+    bool full = false;    // down to the reserve: dirty data refused
     // Frees the space of dead records (committed deletions) by punching
     // holes, then forgets them; packs left with nothing live are deleted.
     // Called after every commit that may have removed rows, outside any
@@ -517,6 +525,19 @@ struct CacheStore::Impl {
     // A statement of every transaction (BEGIN, COMMIT), prepared once. Not
     // a PRAGMA that sets something: SQLite applies those while preparing,
     // so a prepared one would do nothing when run again.
+    // What was stored later made durable: a synced commit, the data first
+    // (on_commit), then the log. The space of records dropped before it
+    // can be freed after it (reclaim).
+    bool sync_rows() {
+        if (!rows_unsynced) {
+            sync_unsynced_packs();
+            return true;
+        }
+        const std::uint64_t n = nonce_reserved;
+        return meta_put("nonce_next", &n, sizeof n);
+    }
+    // The last statement's failure as an error: a full disk is ENOSPC.
+    Errc db_error() const { return (sqlite3_errcode(db) & 0xff) == SQLITE_FULL ? Errc::no_space : Errc::io; }
     bool run(const char* sql) {
         Stmt q = statements.get(sql);
         const int rc = q.ok() ? q.step() : SQLITE_ERROR;
@@ -1015,8 +1036,12 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
     std::lock_guard lock(s.mu);
     // Below the stop mark the backing filesystem is nearly full: new
     // caching pauses (reads go to the remote) until culling or the user
-    // makes room. Dirty data is never refused: it has nowhere else to go.
-    const auto space = s.free_space();
+    // makes room. Dirty data (written while disconnected) goes on down to
+    // a reserve, where it is refused with ENOSPC as a full local disk
+    // would refuse it: the reserve keeps room for the databases, so that
+    // removing files still works (and frees space) and reintegration can
+    // record its progress.
+    auto space = s.free_space();
     const bool below_stop = space.total && space.free < space.total / 100 * s.options.free_stop_percent;
     if (below_stop != s.paused) {
         s.paused = below_stop;
@@ -1025,8 +1050,37 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
                  s.options.dir.c_str());
     }
     bool all_dirty = true;
-    for (const Put& p : puts)
+    std::uint64_t bytes = 0;
+    for (const Put& p : puts) {
         all_dirty &= p.dirty;
+        bytes += p.plain.size();  // at most what its records take, and a bit
+    }
+    auto short_of_reserve = [&] { return space.total && space.free < kDirtyReserve + bytes + bytes / 16; };
+    if (all_dirty && short_of_reserve()) {
+        // Clean granules go first: they are copies of the server's data.
+        if (s.run("BEGIN IMMEDIATE")) {
+            s.cull_locked(kDirtyReserve + bytes + bytes / 16);
+            if (!s.run("COMMIT"))
+                s.run("ROLLBACK");
+        }
+        s.sync_rows();  // so that the culled records' space is freed now
+        s.reclaim();
+        space = s.free_space();
+        if (short_of_reserve()) {
+            if (!s.full) {
+                s.full = true;
+                LOG_ERROR("cache: %s is full: changes made while disconnected are refused (no space left on "
+                          "device) until files are removed from the mount or its disk has room",
+                          s.options.dir.c_str());
+            }
+            error = Errc::no_space;
+            return 0;
+        }
+    }
+    if (s.full && space.free >= 2 * kDirtyReserve + bytes) {  // (not at every batch around the mark)
+        s.full = false;
+        LOG_INFO("cache: %s has room again for changes made while disconnected", s.options.dir.c_str());
+    }
     if (below_stop && !all_dirty) {
         // Still make room, or caching would stay paused for good.
         if (s.run("BEGIN IMMEDIATE")) {
@@ -1067,14 +1121,8 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
 Errc CacheStore::sync_data() {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    if (!s.rows_unsynced) {
-        s.sync_unsynced_packs();
-        return Errc::ok;
-    }
-    // A synced commit: the data first (Impl::on_commit), then the log.
-    const std::uint64_t n = s.nonce_reserved;
-    if (!s.meta_put("nonce_next", &n, sizeof n))
-        return Errc::io;
+    if (!s.sync_rows())
+        return s.db_error();
     s.reclaim();
     return Errc::ok;
 }

@@ -736,6 +736,7 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     std::string remaining;
     std::shared_ptr<Node> survivor;
     std::uint64_t file_id = 0;
+    std::shared_ptr<BackendFile> orphan;
     {
         std::lock_guard lock(mu);
         std::shared_ptr<Node> node;
@@ -745,6 +746,19 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         if (auto p = node_locked(parent)) {
             p->attr_expiry = {};
             p->names_removed = Clock::now();
+        }
+        // Its last name gone and no handle open: what it still had to write
+        // back (a write the remote refused, a full disk) is of a file nobody
+        // can reach any more. Not retried, and not reported lost at unmount.
+        if (node && !directory && is_regular(node->type) && node->links.empty() && node->open_count == 0 &&
+            node->attr.nlink <= 1 && !node->data.dirty.empty()) {
+            LOG_INFO("%s removed: its %llu bytes not written back are dropped", path.c_str(),
+                     static_cast<unsigned long long>(node->data.dirty.bytes()));
+            dirty_bytes -= node->data.dirty.remove(0, UINT64_MAX);
+            node->data.orphaned = true;
+            changed.notify_all();  // flushes waiting on it
+            if (node->data.writing.empty())
+                orphan = std::move(node->data.writeback_file);  // kept only to retry those (else: the last write's end)
         }
         // One of its hard links: the file lives on under the others, its
         // content unchanged (ctime moved), and what the cache holds of it
@@ -760,6 +774,9 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
             object = cache ? node->cache_object : 0;
         }
     }
+    if (orphan && orphan.use_count() == 1)
+        orphan->close();  // the remote (the replica offline) frees what it kept for the file
+    orphan.reset();
     if (!survivor)
         return Errc::ok;
     if (object && !remaining.empty() && cache_has_at(path, object))

@@ -58,8 +58,11 @@ struct FileData {
     Errc last_error = Errc::ok;
 
     // A writable handle for writeback. Kept while dirty data exists even if
-    // every opener has gone (a failed writeback is retried, never dropped).
+    // every opener has gone (a failed writeback is retried, never dropped) ...
     std::shared_ptr<BackendFile> writeback_file;
+    // ... unless the file lost its last name with no handle open: nobody
+    // can reach its bytes, so a failed write is not retried.
+    bool orphaned = false;
 
     // Disconnected, a write through a handle tied to the server failed: the
     // backend is to keep the file locally (Impl::keep_locally_locked).

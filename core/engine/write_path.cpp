@@ -280,11 +280,15 @@ void Engine::Impl::start_writeback_locked(const std::shared_ptr<Node>& node, IoP
                     }
                 }
                 const bool keep = may_keep && is_transient(err) && backend->changes_stay_local();  // (not under mu)
+                std::shared_ptr<BackendFile> orphan;  // released after mu, with the remote's own locks
                 std::lock_guard lock(mu);
                 FileData& d = node->data;
                 d.writing.remove(s, e);
                 writing_bytes -= len;
-                if (err != Errc::ok) {
+                if (d.orphaned) {
+                    if (d.writing.empty())
+                        orphan = std::move(d.writeback_file);
+                } else if (err != Errc::ok) {
                     if (d.dirty.empty() && d.writing.empty())
                         d.dirty_since = Clock::now();
                     dirty_bytes += d.dirty.add(s, std::min(e, std::max(d.size, s)));

@@ -7,6 +7,8 @@
 #include "tests/support/mount_fixture.h"
 #include "tests/support/test_remote.h"
 
+#include <sys/mount.h>
+
 #include <QDir>
 #include <QDirIterator>
 #include <QElapsedTimer>
@@ -728,6 +730,69 @@ private slots:
     // Both sides change the same things: every collision is a conflict, the
     // server's version stays in place, the local one sits beside it, and
     // nothing else is touched.
+    // The cache's disk fills up while disconnected: writes fail with ENOSPC
+    // (never EIO), as on a full local disk, and what was acknowledged
+    // stays. Files can still be made small and removed, removing one makes
+    // room, and once connected everything acknowledged reaches the server;
+    // the removed file's unsent bytes are not reported lost at unmount.
+    void a_full_cache_disk_refuses_offline_writes_with_enospc() {
+        auto m = make_mount();
+        QVERIFY(QDir().mkpath(m->cache_dir()));
+        QCOMPARE(::mount("tmpfs", qPrintable(m->cache_dir()), "tmpfs", 0, "size=48m"), 0);
+        struct Unmount {
+            QByteArray dir;
+            ~Unmount() { ::umount2(dir.constData(), MNT_DETACH); }
+        } unmount_cache{m->cache_dir().toLocal8Bit()};
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        QVERIFY(netfs_ok(*m, "offline"));
+
+        const auto first = random_bytes(8 << 20, 21);
+        QVERIFY(write_file(m->at("first.bin"), first));
+        {
+            const int fd = ::open(qPrintable(m->at("first.bin")), O_RDONLY);
+            QVERIFY(fd >= 0);
+            QCOMPARE(::fsync(fd), 0);
+            ::close(fd);
+        }
+        // 64 MiB into what is left of 48: refused on the way, with ENOSPC.
+        int error = 0;
+        std::uint64_t written = 0;
+        {
+            const int fd = ::open(qPrintable(m->at("big.bin")), O_WRONLY | O_CREAT, 0644);
+            QVERIFY(fd >= 0);
+            const auto chunk = random_bytes(1 << 20, 22);
+            for (int i = 0; i < 64 && !error; ++i) {
+                if (::write(fd, chunk.data(), chunk.size()) != ssize_t(chunk.size()))
+                    error = errno;
+                else
+                    written += chunk.size();
+            }
+            if (!error && ::fsync(fd) != 0)
+                error = errno;
+            if (::close(fd) != 0 && !error)
+                error = errno;
+        }
+        QVERIFY2(error == ENOSPC, qPrintable(QString("after %1 MiB: %2").arg(written >> 20).arg(strerror(error))));
+        // The acknowledged file reads back; small changes and removals work.
+        QVERIFY(drop_kernel_pages(m->at("first.bin")));
+        QVERIFY(read_file(m->at("first.bin")) == first);
+        QVERIFY(put_text(m->at("note.txt"), "written on a full disk\n"));
+        QCOMPARE(::unlink(qPrintable(m->at("big.bin"))), 0);
+        // Its space is free again (once a write of it under way ends).
+        auto unsent = [&] { return netfs_json(*m, "status")["cache"].toObject()["dirty_bytes"].toInteger(); };
+        QTRY_VERIFY_WITH_TIMEOUT(unsent() < (16 << 20), 5000);
+
+        QVERIFY(netfs_ok(*m, "online"));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QVERIFY(read_file(m->direct("first.bin")) == first);
+        QCOMPARE(text(m->direct("note.txt")), QByteArray("written on a full disk\n"));
+        QVERIFY(!QFileInfo::exists(m->direct("big.bin")));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+        QVERIFY2(!m->log().contains("are lost"), qPrintable(m->log().right(2000)));
+    }
+
     void collisions_become_conflicts_with_both_versions_kept() {
         auto m = make_mount();
         for (const char* name : {"both.txt", "del_here.txt", "del_there.txt", "quiet.txt", "atomic.txt", "vim.txt"})

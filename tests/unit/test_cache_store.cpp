@@ -377,6 +377,54 @@ private slots:
         }
     }
 
+    // Data written while disconnected has nowhere else to go: it may fill
+    // the disk further than cache fills, past the stop mark and at the
+    // cost of clean granules, but not the last 16 MiB. There it is refused
+    // with ENOSPC (never EIO), everything taken before reads back, and the
+    // reserve leaves room to remove files, after which writes go on.
+    void dirty_data_fills_the_disk_down_to_a_reserve() {
+        SmallDisk disk;
+        QVERIFY(disk.mounted);
+        {
+            auto s = open_store(disk.options(1));
+            std::uint64_t clean = 0, dirty = 0, cv = 0;
+            QCOMPARE(s->object("/clean", version(1, 1), clean, cv), Errc::ok);
+            QCOMPARE(s->object("/dirty", version(1, 1), dirty, cv), Errc::ok);
+            for (std::uint64_t i = 0; i < 20; ++i)
+                QCOMPARE(s->put(clean, i, random_bytes(256 << 10, unsigned(1000 + i)), false), Errc::ok);
+            std::uint64_t taken = 0;
+            Errc e = Errc::ok;
+            for (; taken < 400; ++taken) {  // 100 MiB into a 64 MiB filesystem
+                const auto bytes = random_bytes(256 << 10, unsigned(taken));
+                const CacheStore::Put put{dirty, taken, bytes, true, 0};
+                s->put_many({&put, 1}, e, CacheStore::Sync::later);
+                if (e != Errc::ok)
+                    break;
+            }
+            QCOMPARE(e, Errc::no_space);
+            qInfo("%llu MiB of dirty data taken", static_cast<unsigned long long>(taken / 4));
+            QVERIFY2(taken >= 4 * 36, qPrintable(QString::number(taken)));  // clean data made room
+            QCOMPARE(s->sync_data(), Errc::ok);
+            struct statvfs sv;
+            QCOMPARE(::statvfs(disk.fs.constData(), &sv), 0);
+            QVERIFY2(sv.f_bavail * sv.f_frsize >= (12u << 20), qPrintable(QString::number(sv.f_bavail * sv.f_frsize)));
+            for (std::uint64_t i = 0; i < taken; ++i) {
+                std::vector<std::byte> back;
+                QCOMPARE(s->get(dirty, i, back), Errc::ok);
+                QVERIFY(back == random_bytes(256 << 10, unsigned(i)));
+            }
+            // Removing a file frees its space; writes are taken again.
+            QCOMPARE(s->drop_object(dirty), Errc::ok);
+            QCOMPARE(s->sync_data(), Errc::ok);
+            std::uint64_t again = 0;
+            QCOMPARE(s->object("/again", version(1, 1), again, cv), Errc::ok);
+            const auto bytes = random_bytes(256 << 10, 7);
+            const CacheStore::Put put{again, 0, bytes, true, 0};
+            s->put_many({&put, 1}, e, CacheStore::Sync::later);
+            QCOMPARE(e, Errc::ok);
+        }
+    }
+
     // Deferred puts (cache fills) free the space of what they cull only at
     // the next synced commit (the daemon makes one every 500 ms): until
     // then, culled records count as free, or each put would cull as much

@@ -184,7 +184,14 @@ public:
         std::lock_guard lock(mu_);
         calls_ = 0;
         at_ = at;
+        on_.reset();
         action_ = std::move(action);
+    }
+    // Just before the first call of `op` instead.
+    void arm_on(Op op, std::function<void()> action) {
+        arm(UINT64_MAX, std::move(action));
+        std::lock_guard lock(mu_);
+        on_ = op;
     }
     void disarm() { arm(UINT64_MAX, {}); }
     // What the connection reports: a network remote says unreachable once it
@@ -193,12 +200,15 @@ public:
     ConnectionState connection_state() const override {
         return down_ ? ConnectionState::unreachable : ConnectionState::connected;
     }
-    Errc before(Op, const std::string&, std::size_t&) override {
+    Errc before(Op op, const std::string&, std::size_t&) override {
         std::function<void()> run;
         {
             std::lock_guard lock(mu_);
-            if (calls_++ == at_)
-                run = action_;
+            if (calls_++ == at_ || (on_ && *on_ == op)) {
+                run = std::move(action_);
+                action_ = {};
+                on_.reset();
+            }
         }
         if (run)
             run();
@@ -209,6 +219,7 @@ private:
     std::mutex mu_;
     std::uint64_t calls_ = 0;
     std::uint64_t at_ = UINT64_MAX;
+    std::optional<Op> on_;
     std::function<void()> action_;
     std::atomic<bool> down_{false};
 };
@@ -1519,6 +1530,7 @@ public:
     }
     bool exists(const std::string& path) const { return fs::exists(fs::symlink_status(root_ + path)); }
     void remove_tree(const std::string& path) { fs::remove_all(root_ + path); }
+    void move(const std::string& from, const std::string& to) { fs::rename(root_ + from, root_ + to); }
     std::vector<std::string> server_paths() const {
         std::vector<std::string> out;
         for (const auto& e : fs::recursive_directory_iterator(root_))
@@ -1841,6 +1853,67 @@ private slots:
             }
             QVERIFY(conflicts[0].path != conflicts[1].path);
         }
+    }
+
+    // vim's save joins the move aside and the removal into one removal of
+    // the first name. A pass that sent the move and stopped before
+    // recording it (an outage, a kill) left the file at the second name:
+    // the removal finds it there (it stayed on the server before).
+    void a_move_aside_sent_before_an_outage_is_still_removed() {
+        Rig rig;
+        rig.put("/vim.txt", "original");
+        QVERIFY(rig.start());
+        rig.d.rb->go_offline();
+        QCOMPARE(rig.d.rb->rename("/vim.txt", "/vim.txt~", 0), Errc::ok);
+        rig.move("/vim.txt", "/vim.txt~");  // what the cut-short pass did
+        QCOMPARE(rig.write("/vim.txt", "saved"), Errc::ok);
+        QCOMPARE(rig.d.rb->unlink("/vim.txt~"), Errc::ok);
+        QCOMPARE(rig.pass().pending, 0u);
+        QCOMPARE(rig.server_paths(), std::vector<std::string>{"/vim.txt"});
+        QCOMPARE(rig.get("/vim.txt"), Bytes("saved"));
+        QVERIFY(rig.d.replica->conflicts().empty());
+    }
+
+    // Changes made here while a pass runs are logged, and the log's
+    // optimisations leave the operations the pass holds alone: the pass
+    // records an operation by its seq, and a rename turned into a removal
+    // under it was recorded as done once the rename was (the file stayed
+    // on the server under its new name).
+    void a_removal_made_while_its_move_is_reintegrated_is_not_lost() {
+        Rig rig;
+        rig.put("/a.txt", "original");
+        QVERIFY(rig.start());
+        rig.d.rb->go_offline();
+        QCOMPARE(rig.d.rb->rename("/a.txt", "/b.txt", 0), Errc::ok);
+        ReplicaBackend* rb = rig.d.rb.get();
+        Errc removed = Errc::invalid;
+        rig.d.tap->arm_on(Op::rename, [rb, &removed] { removed = rb->unlink("/b.txt"); });
+        rig.pass();
+        rig.d.tap->disarm();
+        QCOMPARE(removed, Errc::ok);
+        for (int i = 0; i < 3 && rig.d.replica->pending_count() != 0; ++i)
+            rig.pass();
+        QCOMPARE(rig.d.replica->pending_count(), 0u);
+        QCOMPARE(rig.server_paths(), std::vector<std::string>{});
+        QVERIFY(rig.d.replica->conflicts().empty());
+    }
+
+    // A file made here and removed here while a pass uploads it: its
+    // operations go with it, and what the pass had sent goes too.
+    void a_file_removed_while_it_is_uploaded_does_not_stay_on_the_server() {
+        Rig rig;
+        QVERIFY(rig.start());
+        rig.d.rb->go_offline();
+        QCOMPARE(rig.write("/n.txt", "made here"), Errc::ok);
+        ReplicaBackend* rb = rig.d.rb.get();
+        Errc removed = Errc::invalid;
+        rig.d.tap->arm_on(Op::rename, [rb, &removed] { removed = rb->unlink("/n.txt"); });  // the upload's
+        rig.pass();
+        rig.d.tap->disarm();
+        QCOMPARE(removed, Errc::ok);
+        QCOMPARE(rig.d.replica->pending_count(), 0u);
+        QCOMPARE(rig.server_paths(), std::vector<std::string>{});
+        QVERIFY(rig.d.replica->conflicts().empty());
     }
 
     // `rm -r` here of folders the server changed meanwhile: what it
