@@ -137,7 +137,7 @@ struct Pass {
             merged.remote_size = c.remote_size;
             merged.remote_mtime_ns = c.remote_mtime_ns;
             merged.ops += ", " + c.ops;
-            if (job.replica.update_conflict(merged) != Errc::ok) {
+            if (job.replica.update_conflict(merged) == Errc::not_found) {
                 merged.id = 0;  // resolved meanwhile: recorded anew
                 job.replica.add_conflict(merged);
                 std::lock_guard count(mu);
@@ -741,15 +741,13 @@ SyncOutcome reintegrate(const Reintegration& job) {
         pass.outcome.pending = job.replica.pending_count();
         return pass.outcome;
     }
-    std::vector<LoggedOp> ops = job.replica.pending();
     // Local changes go on while the pass runs: the operations it holds are
     // not rewritten under it, until it ends.
     struct Thaw {
         Replica& replica;
         ~Thaw() { replica.freeze_through(0); }
     } thaw{job.replica};
-    if (!ops.empty())
-        job.replica.freeze_through(ops.back().seq);
+    std::vector<LoggedOp> ops = job.replica.pending(SIZE_MAX, true);
     pass.progress.ops_total = ops.size();
     for (const LoggedOp& op : ops)
         if (op.kind == OpKind::store)
@@ -782,12 +780,10 @@ SyncOutcome reintegrate(const Reintegration& job) {
             // Carry on with the later operations as the log has them now.
             const std::int64_t done = ops[end - 1].seq;
             std::vector<LoggedOp> rest;
-            for (LoggedOp& later : job.replica.pending())
+            for (LoggedOp& later : job.replica.pending(SIZE_MAX, true))
                 if (later.seq > done)
                     rest.push_back(std::move(later));
             ops = std::move(rest);
-            if (!ops.empty())
-                job.replica.freeze_through(ops.back().seq);
             i = 0;
         }
     }

@@ -800,13 +800,15 @@ Errc Replica::bump_content(std::int64_t oid) {
     return q.bind(1, oid).run() ? Errc::ok : Errc::io;
 }
 
-std::vector<LoggedOp> Replica::pending(std::size_t limit) {
+std::vector<LoggedOp> Replica::pending(std::size_t limit, bool freeze) {
     std::lock_guard lock(impl_->mu);
     Stmt q = impl_->prepare(std::string("SELECT ") + kOpColumns + " FROM oplog ORDER BY seq LIMIT ?1");
     q.bind(1, limit == SIZE_MAX ? std::int64_t(-1) : std::int64_t(limit));
     std::vector<LoggedOp> out;
     while (q.step() == SQLITE_ROW)
         out.push_back(read_op(q));
+    if (freeze && !out.empty())
+        impl_->frozen_through = out.back().seq;  // read and frozen in one step: no append between
     return out;
 }
 

@@ -150,9 +150,10 @@ public:
     static std::uint64_t local_file_id(std::int64_t oid) { return (1ull << 62) | std::uint64_t(oid); }
 
     // ---- reintegration ---------------------------------------------------
-    std::vector<LoggedOp> pending(std::size_t limit = SIZE_MAX);
-    // A pass has read the operations up to `seq` (0: none): the log's
+    // The log in order. `freeze`: for a reintegration pass, which may be
+    // applying any of them until it ends (freeze_through(0)): the log's
     // optimisations leave them as they are, and add new ones instead.
+    std::vector<LoggedOp> pending(std::size_t limit = SIZE_MAX, bool freeze = false);
     void freeze_through(std::int64_t seq);
     std::uint64_t pending_count();
     std::uint64_t pending_for(std::int64_t oid);

@@ -27,6 +27,18 @@ timespec now_ts() {
 // Local content lives in the cache under a key no remote path can have.
 std::string content_key(std::int64_t oid) { return "local:" + std::to_string(oid); }
 
+// A new local copy that fails (a full disk, a granule that cannot be read)
+// is not left behind: its granules are dirty, never culled, and nothing
+// would ever free them. Disarmed once the replica records the copy.
+struct DropUnlessRecorded {
+    CacheStore* cache;
+    std::uint64_t content;
+    ~DropUnlessRecorded() {
+        if (cache)
+            cache->drop_object(content);
+    }
+};
+
 } // namespace
 
 const char* mode_name(SyncMode mode) {
@@ -190,18 +202,15 @@ private:
     void release() {
         if (!held_)
             return;
-        bool last = false;
-        {
-            std::lock_guard lock(owner_.mu_);
-            if (--owner_.open_local_[oid_] == 0) {
-                owner_.open_local_.erase(oid_);
-                last = true;
-            }
-            held_ = false;
+        std::lock_guard lock(owner_.mu_);
+        if (--owner_.open_local_[oid_] == 0) {
+            owner_.open_local_.erase(oid_);
+            // Removed while open: its content is freed once the last handle
+            // goes, by the sync thread (this may run under the engine's lock).
+            owner_.drop_soon_.push_back(oid_);
+            owner_.wake_.notify_all();
         }
-        // Removed while open: its content is freed once the last handle goes.
-        if (last && owner_.replica_->paths_of(oid_).empty())
-            owner_.drop_unneeded_content(oid_);
+        held_ = false;
     }
 
     ReplicaBackend& owner_;
@@ -845,9 +854,11 @@ Errc ReplicaBackend::unlink(const std::string& path) {
     if (Errc e = tx.finish(replica_->remove_name(path)); e != Errc::ok)
         return e;
     // Its last name gone, what it had written here is nobody's: the space
-    // is free at once (on a full disk, removing files is how room is made).
-    if (replica_->paths_of(n->oid).empty())
-        drop_unneeded_content(n->oid);
+    // is freed at once (on a full disk, removing files is how room is
+    // made), by the sync thread, between reintegration passes.
+    std::lock_guard lock(mu_);
+    drop_soon_.push_back(n->oid);
+    wake_.notify_all();
     return Errc::ok;
 }
 
@@ -1197,6 +1208,7 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
         return Errc::io;
     if (Errc e = new_content(name.oid, content); e != Errc::ok)
         return e;
+    DropUnlessRecorded abandon{cache_.get(), content};
     const std::uint64_t granule = cache_->granule_size();
     const std::uint64_t count = truncate ? 0 : (name.attr.size + granule - 1) / granule;
     if (count) {
@@ -1237,7 +1249,10 @@ Errc ReplicaBackend::ensure_content(const Name& name, bool truncate, std::uint64
         a.mtime = a.ctime = now_ts();
         replica_->set_attr(name.path, a);
     }
-    return tx.finish(log_store(name));
+    if (Errc e = tx.finish(log_store(name)); e != Errc::ok)
+        return e;
+    abandon.cache = nullptr;
+    return Errc::ok;
 }
 
 // The engine's view of a file whose writes went to the server before the
@@ -1269,15 +1284,7 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
     if (fresh)
         if (Errc e = new_content(n->oid, content); e != Errc::ok)
             return e;
-    // A copy that fails is not left behind (its granules are dirty: never culled).
-    struct Abandon {
-        CacheStore* cache;
-        std::uint64_t content;
-        ~Abandon() {
-            if (cache)
-                cache->drop_object(content);
-        }
-    } abandon{fresh ? cache_.get() : nullptr, content};
+    DropUnlessRecorded abandon{fresh ? cache_.get() : nullptr, content};
     const std::uint64_t granule = cache_->granule_size();
     if (Errc e = put_granules(content, (size + granule - 1) / granule,
                               [&](std::uint64_t index, std::vector<std::byte>& bytes) {
@@ -1539,6 +1546,8 @@ Errc ReplicaBackend::resize_content(std::int64_t oid, std::uint64_t size) {
 // ---- the sync thread --------------------------------------------------------
 
 void ReplicaBackend::drop_unneeded_content(std::int64_t only) {
+    if (only && !replica_->paths_of(only).empty())
+        return;  // named again (a link made meanwhile)
     for (const LocalObject& o : replica_->content_not_needed(only)) {
         {
             std::lock_guard lock(mu_);
@@ -1595,7 +1604,20 @@ void ReplicaBackend::sync_loop() {
     auto next_connect = std::chrono::steady_clock::now();
     std::unique_lock lock(mu_);
     while (!stopping_) {
-        wake_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_ || sync_asked_; });
+        // Every 500 ms, or when asked. Content of files removed here is
+        // freed as soon as they go, here: never during a pass (which may
+        // be uploading it) nor under another thread's locks.
+        const auto tick = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+        for (;;) {
+            wake_.wait_until(lock, tick, [&] { return stopping_ || sync_asked_ || !drop_soon_.empty(); });
+            for (std::vector<std::int64_t> drop = std::exchange(drop_soon_, {}); !drop.empty(); drop.pop_back()) {
+                lock.unlock();
+                drop_unneeded_content(drop.back());
+                lock.lock();
+            }
+            if (stopping_ || sync_asked_ || std::chrono::steady_clock::now() >= tick)
+                break;
+        }
         if (stopping_)
             break;
         // Offline changes committed without a sync reach the disk within

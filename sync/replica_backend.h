@@ -272,6 +272,9 @@ private:
     // Local content made by keep_unsent (oid -> content): it holds all a
     // handle tied to the server wrote, so that handle may continue on it.
     std::map<std::int64_t, std::uint64_t> kept_;
+    // Objects whose last name or last local handle went: their content is
+    // freed by the sync thread (guarded by mu_).
+    std::vector<std::int64_t> drop_soon_;
     std::mutex attr_record_mu_;
     std::map<std::string, std::uint64_t> attr_changes_;  // guarded by attr_record_mu_; see attr_changes()
     std::uint64_t attr_changes_epoch_ = 0;              // counts forgotten (guarded by attr_record_mu_)

@@ -312,14 +312,19 @@ struct CacheStore::Impl {
     // the file grows, so they count as free, or culling small records would
     // never seem to free anything and go on until none were left.
     FreeSpace free_space() {
-        struct statvfs sv;
-        if (::statvfs(options.dir.c_str(), &sv) != 0)
-            return {};
-        FreeSpace out{std::uint64_t(sv.f_bavail) * sv.f_frsize, std::uint64_t(sv.f_blocks) * sv.f_frsize};
+        FreeSpace out = disk_space();
         Stmt pages = statements.get("PRAGMA freelist_count");  // read when run, not when prepared
         if (pages.step() == SQLITE_ROW)
             out.free += std::uint64_t(pages.col(0)) * page_size;
         return out;
+    }
+    // The backing filesystem's room alone: what pack files, the journals
+    // and the replica's database can use.
+    FreeSpace disk_space() const {
+        struct statvfs sv;
+        if (::statvfs(options.dir.c_str(), &sv) != 0)
+            return {};
+        return {std::uint64_t(sv.f_bavail) * sv.f_frsize, std::uint64_t(sv.f_blocks) * sv.f_frsize};
     }
     std::uint64_t page_size = 4096;  // the database's, read at open
     bool paused = false;  // below the stop mark: no new caching
@@ -1041,7 +1046,7 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
     // would refuse it: the reserve keeps room for the databases, so that
     // removing files still works (and frees space) and reintegration can
     // record its progress.
-    auto space = s.free_space();
+    const auto space = s.free_space();
     const bool below_stop = space.total && space.free < space.total / 100 * s.options.free_stop_percent;
     if (below_stop != s.paused) {
         s.paused = below_stop;
@@ -1055,7 +1060,9 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
         all_dirty &= p.dirty;
         bytes += p.plain.size();  // at most what its records take, and a bit
     }
-    auto short_of_reserve = [&] { return space.total && space.free < kDirtyReserve + bytes + bytes / 16; };
+    // (The disk itself: the database's free pages are no room for packs.)
+    auto disk = s.disk_space();
+    auto short_of_reserve = [&] { return disk.total && disk.free < kDirtyReserve + bytes + bytes / 16; };
     if (all_dirty && short_of_reserve()) {
         // Clean granules go first: they are copies of the server's data.
         if (s.run("BEGIN IMMEDIATE")) {
@@ -1065,7 +1072,7 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
         }
         s.sync_rows();  // so that the culled records' space is freed now
         s.reclaim();
-        space = s.free_space();
+        disk = s.disk_space();
         if (short_of_reserve()) {
             if (!s.full) {
                 s.full = true;
@@ -1077,7 +1084,7 @@ std::size_t CacheStore::put_many(std::span<const Put> puts, Errc& error, Sync sy
             return 0;
         }
     }
-    if (s.full && space.free >= 2 * kDirtyReserve + bytes) {  // (not at every batch around the mark)
+    if (s.full && disk.free >= 2 * kDirtyReserve + bytes) {  // (not at every batch around the mark)
         s.full = false;
         LOG_INFO("cache: %s has room again for changes made while disconnected", s.options.dir.c_str());
     }

@@ -747,19 +747,8 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
             p->attr_expiry = {};
             p->names_removed = Clock::now();
         }
-        // Its last name gone and no handle open: what it still had to write
-        // back (a write the remote refused, a full disk) is of a file nobody
-        // can reach any more. Not retried, and not reported lost at unmount.
-        if (node && !directory && is_regular(node->type) && node->links.empty() && node->open_count == 0 &&
-            node->attr.nlink <= 1 && !node->data.dirty.empty()) {
-            LOG_INFO("%s removed: its %llu bytes not written back are dropped", path.c_str(),
-                     static_cast<unsigned long long>(node->data.dirty.bytes()));
-            dirty_bytes -= node->data.dirty.remove(0, UINT64_MAX);
-            node->data.orphaned = true;
-            changed.notify_all();  // flushes waiting on it
-            if (node->data.writing.empty())
-                orphan = std::move(node->data.writeback_file);  // kept only to retry those (else: the last write's end)
-        }
+        if (node && !directory)
+            orphan = orphan_if_unreachable_locked(*node, path);
         // One of its hard links: the file lives on under the others, its
         // content unchanged (ctime moved), and what the cache holds of it
         // under the name removed moves to one that stays. git writes every
@@ -774,9 +763,7 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
             object = cache ? node->cache_object : 0;
         }
     }
-    if (orphan && orphan.use_count() == 1)
-        orphan->close();  // the remote (the replica offline) frees what it kept for the file
-    orphan.reset();
+    close_orphan(std::move(orphan));
     if (!survivor)
         return Errc::ok;
     if (object && !remaining.empty() && cache_has_at(path, object))
@@ -831,6 +818,28 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
     return true;
 }
 
+std::shared_ptr<BackendFile> Engine::Impl::orphan_if_unreachable_locked(Node& node, const std::string& path) {
+    // Its last name gone and no handle open: what it still had to write
+    // back (a write the remote refused, a full disk) is of a file nobody
+    // can reach any more. Not retried, and not reported lost at unmount.
+    if (!is_regular(node.type) || !node.links.empty() || node.open_count > 0 || node.attr.nlink > 1 ||
+        node.data.dirty.empty())
+        return nullptr;
+    LOG_INFO("%s removed: its %llu bytes not written back are dropped", path.c_str(),
+             static_cast<unsigned long long>(node.data.dirty.bytes()));
+    dirty_bytes -= node.data.dirty.remove(0, UINT64_MAX);
+    node.data.orphaned = true;  // until a handle is opened on it again
+    changed.notify_all();       // flushes waiting on it
+    if (!node.data.writing.empty())
+        return nullptr;  // the last write to end lets the handle go
+    return std::move(node.data.writeback_file);  // kept only to retry those
+}
+
+void Engine::Impl::close_orphan(std::shared_ptr<BackendFile> file) {
+    if (file && file.use_count() == 1)
+        file->close();  // the remote (the replica offline) frees what it kept for the file
+}
+
 void Engine::Impl::remove_set_aside(const std::shared_ptr<Node>& node) {
     std::string path;
     std::pair<Ino, std::string> link;
@@ -845,8 +854,13 @@ void Engine::Impl::remove_set_aside(const std::shared_ptr<Node>& node) {
     if (Errc e = backend->unlink(path); e != Errc::ok && e != Errc::not_found)
         LOG_WARN("cannot remove %s, the remote copy of a file unlinked while open: %s", path.c_str(),
                  std::string(describe(e)).c_str());
-    std::lock_guard lock(mu);
-    unlink_name_locked(link.first, link.second);
+    std::shared_ptr<BackendFile> orphan;
+    {
+        std::lock_guard lock(mu);
+        unlink_name_locked(link.first, link.second);
+        orphan = orphan_if_unreachable_locked(*node, path);
+    }
+    close_orphan(std::move(orphan));
 }
 
 Errc Engine::unlink(Ino parent, std::string_view name) { return impl_->remove_name(parent, name, false); }
@@ -1047,6 +1061,7 @@ OpenFile* Engine::Impl::make_open_file_locked(const std::shared_ptr<Node>& node,
                             (flags & O_DIRECT) != 0 || options.direct_io,
                             node->data.error_seq, Readahead(options.readahead_max)};
     node->open_count++;
+    node->data.orphaned = false;  // reachable again (an open that raced the unlink of its last name)
     if (of->writable && !node->data.writeback_file)
         node->data.writeback_file = of->file;
     return of;

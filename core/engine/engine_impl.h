@@ -186,6 +186,11 @@ struct Engine::Impl {
     // stale on unlink: renames it aside to a hidden name instead (true).
     bool rename_aside_if_open(Ino parent, const std::string& name, const std::string& path);
     // At the last close of a file renamed aside: removes it from the remote.
+    // A file that lost its last name with no handle open drops what it
+    // had not written back; returns its writeback handle to close (outside
+    // mu: close_orphan), if no write of it is under way.
+    std::shared_ptr<BackendFile> orphan_if_unreachable_locked(Node& node, const std::string& path);
+    static void close_orphan(std::shared_ptr<BackendFile> file);
     void remove_set_aside(const std::shared_ptr<Node>& node);
     // After a failed RPC: for a transient error while attempts or time are
     // left (max_retries attempts, or for network remotes until retry_timeout
