@@ -1005,10 +1005,14 @@ std::vector<LocalObject> Replica::content_not_needed(std::int64_t only) {
     return out;
 }
 
-Errc Replica::clear_content(std::int64_t oid) {
+Errc Replica::clear_content(std::int64_t oid, std::uint64_t content) {
     std::lock_guard lock(impl_->mu);
-    Stmt q = impl_->prepare("UPDATE replica_objects SET content = 0 WHERE oid = ?1");
-    return q.bind(1, oid).run() ? Errc::ok : Errc::io;
+    // Only while still not needed: a store logged since keeps it.
+    Stmt q = impl_->prepare("UPDATE replica_objects SET content = 0 WHERE oid = ?1 AND content = ?2 AND oid NOT IN"
+                            " (SELECT oid FROM oplog WHERE kind = " + std::to_string(int(OpKind::store)) + ")");
+    if (!q.bind(1, oid).bind(2, std::int64_t(content)).run())
+        return Errc::io;
+    return sqlite3_changes(impl_->db) ? Errc::ok : Errc::busy;
 }
 
 } // namespace netfs

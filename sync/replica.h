@@ -192,7 +192,7 @@ public:
     // Oids with local content that no pending op needs (safe to drop once
     // no handle has them open); only `only`'s, when not 0.
     std::vector<LocalObject> content_not_needed(std::int64_t only = 0);
-    Errc clear_content(std::int64_t oid);
+    Errc clear_content(std::int64_t oid, std::uint64_t content);  // busy: needed again meanwhile
 
     // Durability of local changes: FULL while disconnected (each op is on
     // disk before its call returns), NORMAL while connected (the namespace

@@ -248,6 +248,10 @@ ReplicaBackend::~ReplicaBackend() {
 
 void ReplicaBackend::start(std::chrono::milliseconds pin_refresh) {
     pin_refresh_ = pin_refresh;
+    // Content of files removed before a crash, freed by the sync thread.
+    for (const LocalObject& o : replica_->content_not_needed())
+        if (replica_->paths_of(o.oid).empty())
+            drop_soon_.push_back(o.oid);
     thread_ = std::thread([this] { sync_loop(); });
     pin_thread_ = std::thread([this] { pin_loop(); });
     list_thread_ = std::thread([this] { list_loop(); });
@@ -268,6 +272,14 @@ void ReplicaBackend::stop() {
         pin_thread_.join();
     if (list_thread_.joinable())
         list_thread_.join();
+    // Content of files removed since (the last handles go at unmount).
+    std::vector<std::int64_t> drop;
+    {
+        std::lock_guard lock(mu_);
+        drop = std::exchange(drop_soon_, {});
+    }
+    for (std::int64_t oid : drop)
+        drop_unneeded_content(oid);
     // An unmount leaves every change on disk. Called again (from the
     // destructor) after the final writeback, which may have written local
     // content and logged changes: the hook that syncs the cache's data
@@ -848,13 +860,15 @@ Errc ReplicaBackend::unlink(const std::string& path) {
         return unknown(path);
     if (S_ISDIR(n->attr.mode))
         return Errc::is_dir;
-    Replica::Transaction tx(*replica_);
-    if (Errc e = log_removal(*n); e != Errc::ok)
-        return tx.finish(e);
-    if (Errc e = tx.finish(replica_->remove_name(path)); e != Errc::ok)
-        return e;
+    {
+        Replica::Transaction tx(*replica_);  // (holds the replica's lock until it goes: never under mu_)
+        if (Errc e = log_removal(*n); e != Errc::ok)
+            return tx.finish(e);
+        if (Errc e = tx.finish(replica_->remove_name(path)); e != Errc::ok)
+            return e;
+    }
     // Its last name gone, what it had written here is nobody's: the space
-    // is freed at once (on a full disk, removing files is how room is
+    // is freed right away (on a full disk, removing files is how room is
     // made), by the sync thread, between reintegration passes.
     std::lock_guard lock(mu_);
     drop_soon_.push_back(n->oid);
@@ -1303,19 +1317,21 @@ Errc ReplicaBackend::keep_unsent(std::int64_t oid, const Attr& base, std::uint64
     a.size = size;
     a.blocks = (size + 511) / 512;
     a.mtime = a.ctime = mtime;
-    Replica::Transaction tx(*replica_);
-    // With changes logged already, their base is the server's version (the
-    // engine's attributes are then the local ones).
-    if (replica_->pending_for(n->oid) == 0)
-        if (Errc e = replica_->set_base(n->oid, BaseVersion::of(base)); e != Errc::ok)
+    {
+        Replica::Transaction tx(*replica_);  // (holds the replica's lock until it goes: never under mu_)
+        // With changes logged already, their base is the server's version (the
+        // engine's attributes are then the local ones).
+        if (replica_->pending_for(n->oid) == 0)
+            if (Errc e = replica_->set_base(n->oid, BaseVersion::of(base)); e != Errc::ok)
+                return tx.finish(e);
+        // (A new generation: a reintegration that uploaded the old bytes sends these.)
+        if (Errc e = fresh ? replica_->set_content(n->oid, content) : replica_->bump_content(n->oid); e != Errc::ok)
             return tx.finish(e);
-    // (A new generation: a reintegration that uploaded the old bytes sends these.)
-    if (Errc e = fresh ? replica_->set_content(n->oid, content) : replica_->bump_content(n->oid); e != Errc::ok)
-        return tx.finish(e);
-    if (Errc e = replica_->set_attr(path, a); e != Errc::ok)
-        return tx.finish(e);
-    if (Errc e = tx.finish(log_store(*n)); e != Errc::ok)
-        return e;
+        if (Errc e = replica_->set_attr(path, a); e != Errc::ok)
+            return tx.finish(e);
+        if (Errc e = tx.finish(log_store(*n)); e != Errc::ok)
+            return e;
+    }
     abandon.cache = nullptr;
     std::lock_guard state(mu_);
     kept_[n->oid] = content;
@@ -1549,13 +1565,13 @@ void ReplicaBackend::drop_unneeded_content(std::int64_t only) {
     if (only && !replica_->paths_of(only).empty())
         return;  // named again (a link made meanwhile)
     for (const LocalObject& o : replica_->content_not_needed(only)) {
+        std::lock_guard lock(content_mu_);  // no local copy is made or logged meanwhile
         {
-            std::lock_guard lock(mu_);
+            std::lock_guard state(mu_);
             if (open_local_.count(o.oid))
                 continue;
         }
-        std::lock_guard lock(content_mu_);
-        if (replica_->clear_content(o.oid) == Errc::ok) {
+        if (replica_->clear_content(o.oid, o.content) == Errc::ok) {
             cache_->drop_object(o.content);
             std::lock_guard state(mu_);
             kept_.erase(o.oid);
