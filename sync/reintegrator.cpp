@@ -126,17 +126,13 @@ struct Pass {
                                            local && S_ISREG(local->mode) && remote && S_ISREG(remote->mode)) {
             // The new file is the local version of the one removed: one
             // update/update, not a deletion and a creation.
-            Conflict merged = it->second;
+            // This record, both versions as they are now, under the removal's.
+            Conflict merged = c;
+            merged.kind = ConflictKind::update_update;
+            merged.id = it->second.id;
+            merged.ops = it->second.ops + ", " + c.ops;
             replaced.erase(it);
             lock.unlock();
-            merged.kind = ConflictKind::update_update;
-            merged.copy = c.copy;
-            merged.local_size = c.local_size;
-            merged.local_mtime_ns = c.local_mtime_ns;
-            merged.remote_exists = c.remote_exists;
-            merged.remote_size = c.remote_size;
-            merged.remote_mtime_ns = c.remote_mtime_ns;
-            merged.ops += ", " + c.ops;
             if (job.replica.update_conflict(merged) == Errc::not_found) {
                 merged.id = 0;  // resolved meanwhile: recorded anew
                 job.replica.add_conflict(merged);
