@@ -45,6 +45,16 @@ struct Pass {
     // What removals of this pass left on the server for a conflict, and
     // the directories kept for them (guarded by mu).
     std::set<std::string> kept;
+    // Files this pass found already removed from the server when it came to
+    // remove them (guarded by mu). A new file put in the same place after
+    // the removal (an editor's save, as above) is the local update of one
+    // the server deleted: an update/delete, as a store of the file itself
+    // would be, not a creation that quietly brings it back.
+    std::set<std::string> vanished;
+    bool take_vanished(const std::string& path) {
+        std::lock_guard lock(mu);
+        return vanished.erase(path) != 0;
+    }
 
     // The upload buffers of all parallel stores together: many small files
     // in flight at once, but not many large ones' 8 MiB batches.
@@ -326,6 +336,8 @@ struct Pass {
             kind = ConflictKind::update_update;
         else if (!base.exists && g == Errc::ok)
             kind = ConflictKind::create_create;
+        else if (!base.exists && S_ISREG(local->mode) && take_vanished(op.path))
+            kind = ConflictKind::update_delete;
         std::unique_lock copy_lock(copy_mu, std::defer_lock);
         if (kind)
             copy_lock.lock();
@@ -507,8 +519,13 @@ struct Pass {
                 return remove(at_second);
             }
         }
-        if (g == Errc::not_found)
+        if (g == Errc::not_found) {
+            if (!dir && base.exists) {
+                std::lock_guard lock(mu);
+                vanished.insert(op.path);
+            }
             return job.replica.applied(op.seq, op.oid, dir ? BaseVersion{} : surviving_base(op.oid, op.path, base));
+        }
         if (g != Errc::ok)
             return g;
         if (!base.matches(now) || S_ISDIR(now.mode) != dir) {
@@ -566,6 +583,9 @@ struct Pass {
         std::string at = op.path2;
         if (gt == Errc::ok && !(op.base2.exists && op.base2.matches(to))) {
             kind = ConflictKind::rename_taken;
+            at = free_copy_path(op.path2);
+        } else if (gt == Errc::not_found && S_ISREG(from.mode) && take_vanished(op.path2)) {
+            kind = ConflictKind::update_delete;
             at = free_copy_path(op.path2);
         }
         Errc e = job.remote.rename(op.path, at, 0);

@@ -795,7 +795,8 @@ private slots:
 
     void collisions_become_conflicts_with_both_versions_kept() {
         auto m = make_mount();
-        for (const char* name : {"both.txt", "del_here.txt", "del_there.txt", "quiet.txt", "atomic.txt", "vim.txt"})
+        for (const char* name :
+             {"both.txt", "del_here.txt", "del_there.txt", "quiet.txt", "atomic.txt", "vim.txt", "vim_gone.txt"})
             QVERIFY(put_text(m->direct(name), QByteArray("original ") + name + "\n"));
         QVERIFY2(m->mount(), qPrintable(m->error()));
         tree(m->mountpoint());  // cache everything
@@ -812,6 +813,9 @@ private slots:
         QCOMPARE(::rename(qPrintable(m->at("vim.txt")), qPrintable(m->at("vim.txt~"))), 0);
         QVERIFY(put_text(m->at("vim.txt"), "saved here\n"));
         QCOMPARE(::unlink(qPrintable(m->at("vim.txt~"))), 0);
+        QCOMPARE(::rename(qPrintable(m->at("vim_gone.txt")), qPrintable(m->at("vim_gone.txt~"))), 0);
+        QVERIFY(put_text(m->at("vim_gone.txt"), "saved here\n"));
+        QCOMPARE(::unlink(qPrintable(m->at("vim_gone.txt~"))), 0);
         QThread::msleep(1100);  // a different mtime on the server, even at 1 s resolution
 
         QVERIFY(put_text(m->direct("both.txt"), "server edit\n"));
@@ -820,21 +824,22 @@ private slots:
         QVERIFY(put_text(m->direct("taken.txt"), "created on the server\n"));
         QVERIFY(put_text(m->direct("atomic.txt"), "server edit\n"));
         QVERIFY(put_text(m->direct("vim.txt"), "server edit\n"));
+        QVERIFY(QFile::remove(m->direct("vim_gone.txt")));
 
         QVERIFY(netfs_ok(*m, "online"));
         const QJsonObject outcome = netfs_json(*m, "sync");
         QCOMPARE(outcome["pending"].toInteger(), 0);
-        QCOMPARE(outcome["conflicts_unresolved"].toInteger(), 6);
-        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 6);
+        QCOMPARE(outcome["conflicts_unresolved"].toInteger(), 7);
+        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 7);
         // Told also when the pass that found them ran by itself before.
         const RunResult again = run(NETFS_BINARY, {"sync", m->mountpoint()}, 30000, m->environment());
         QCOMPARE(again.exit_code, 0);
-        QVERIFY2(again.out.contains("applied 0, new conflicts 0, pending 0\n6 conflicts to resolve: netfs conflicts "),
+        QVERIFY2(again.out.contains("applied 0, new conflicts 0, pending 0\n7 conflicts to resolve: netfs conflicts "),
                  qPrintable(again.out));
 
         // One conflict for each file, an editor's save included.
         const QJsonArray list = netfs_json(*m, "conflicts")["conflicts"].toArray();
-        QCOMPARE(list.size(), 6);
+        QCOMPARE(list.size(), 7);
         QMap<QString, QJsonObject> by_path;
         for (const auto& c : list)
             by_path[c.toObject()["path"].toString()] = c.toObject();
@@ -844,11 +849,13 @@ private slots:
         QCOMPARE(by_path["/taken.txt"]["kind"].toString(), QString("create/create"));
         QCOMPARE(by_path["/atomic.txt"]["kind"].toString(), QString("update/update"));
         QCOMPARE(by_path["/vim.txt"]["kind"].toString(), QString("update/update"));
+        QCOMPARE(by_path["/vim_gone.txt"]["kind"].toString(), QString("update/delete"));
 
         // The server's versions stay where they were.
         QCOMPARE(text(m->direct("both.txt")), QByteArray("server edit\n"));
         QCOMPARE(text(m->direct("del_here.txt")), QByteArray("server edit of a file deleted here\n"));
         QVERIFY(!QFileInfo::exists(m->direct("del_there.txt")));
+        QVERIFY(!QFileInfo::exists(m->direct("vim_gone.txt")));
         QCOMPARE(text(m->direct("taken.txt")), QByteArray("created on the server\n"));
         // The local ones beside them, named as users of sync clients expect.
         auto copy_of = [&](const QString& path) { return m->direct(by_path[path]["copy"].toString().mid(1)); };
@@ -857,6 +864,7 @@ private slots:
         QCOMPARE(text(copy_of("/both.txt")), QByteArray("local edit\n"));
         QCOMPARE(text(copy_of("/del_there.txt")), QByteArray("local edit of a file the server deletes\n"));
         QCOMPARE(text(copy_of("/taken.txt")), QByteArray("created here\n"));
+        QCOMPARE(text(copy_of("/vim_gone.txt")), QByteArray("saved here\n"));
         for (const char* name : {"atomic.txt", "vim.txt"}) {
             QCOMPARE(text(m->direct(name)), QByteArray("server edit\n"));
             QCOMPARE(text(copy_of(QString("/") + name)), QByteArray("saved here\n"));
@@ -864,7 +872,7 @@ private slots:
         QCOMPARE(by_path["/del_here.txt"]["copy"].toString(), QString());
         QCOMPARE(text(m->direct("quiet.txt")), QByteArray("original quiet.txt\n"));
         // No temporary or backup name is left.
-        QCOMPARE(QDir(m->backing()).entryList(QDir::Files | QDir::Hidden).size(), 6 + 5);
+        QCOMPARE(QDir(m->backing()).entryList(QDir::Files | QDir::Hidden).size(), 6 + 6);
         // The mount shows all of it too.
         QCOMPARE(text(m->at("both.txt")), QByteArray("server edit\n"));
         QCOMPARE(text(m->at(by_path["/both.txt"]["copy"].toString().mid(1))), QByteArray("local edit\n"));
@@ -885,6 +893,8 @@ private slots:
         QCOMPARE(resolve({"vim.txt"}, "remote"), QString());
         QCOMPARE(resolve({by_path["/taken.txt"]["copy"].toString().mid(1)}, "remote"), QString());  // by the copy's name
         QCOMPARE(resolve({"del_there.txt", "del_here.txt"}, "both"), QString());
+        const QString vim_gone_copy = copy_of("/vim_gone.txt");
+        QCOMPARE(resolve({"vim_gone.txt"}, "local"), QString());
         QVERIFY(!resolve({"quiet.txt"}, "local").isEmpty());  // no conflict there: an error, nothing done
         QCOMPARE(netfs_json(*m, "conflicts")["conflicts"].toArray().size(), 0);
         QCOMPARE(text(m->direct("both.txt")), QByteArray("local edit\n"));
@@ -898,6 +908,8 @@ private slots:
         QCOMPARE(text(m->direct("vim.txt")), QByteArray("server edit\n"));
         QVERIFY(!QFileInfo::exists(atomic_copy));
         QVERIFY(!QFileInfo::exists(vim_copy));
+        QCOMPARE(text(m->direct("vim_gone.txt")), QByteArray("saved here\n"));  // brought back, as chosen
+        QVERIFY(!QFileInfo::exists(vim_gone_copy));
         QVERIFY2(m->unmount(), qPrintable(m->error()));
     }
 

@@ -1811,9 +1811,13 @@ private slots:
     // update/update conflict with the server's version at NAME and ours in
     // the copy (before, a deletion and a creation, and vim's left the
     // server's version at NAME~ and ours at NAME); where it did not, ours
-    // replaces it, with no temporary or backup name left.
+    // replaces it, with no temporary or backup name left. Where the server
+    // deleted it, an update/delete, as an edit in place would be: ours in
+    // the copy, nothing at NAME (before, the save quietly brought it back).
     void an_editors_save_is_one_update() {
-        for (const bool server_changed : {true, false}) {
+        for (const char* server : {"changed", "deleted", "untouched"}) {
+            const bool server_changed = server == std::string("changed");
+            const bool server_deleted = server == std::string("deleted");
             Rig rig;
             rig.put("/atomic.txt", "original atomic");
             rig.put("/vim.txt", "original vim");
@@ -1828,10 +1832,28 @@ private slots:
                 rig.put("/atomic.txt", "server atomic");
                 rig.put("/vim.txt", "server vim");
             }
+            if (server_deleted) {
+                rig.remove_tree("/atomic.txt");
+                rig.remove_tree("/vim.txt");
+            }
             QCOMPARE(rig.pass().pending, 0u);
             std::vector<std::string> paths = rig.server_paths();
             std::sort(paths.begin(), paths.end());
             const auto conflicts = rig.d.replica->conflicts();
+            if (server_deleted) {
+                QCOMPARE(paths.size(), std::size_t(2));
+                QCOMPARE(conflicts.size(), std::size_t(2));
+                for (const Conflict& c : conflicts) {
+                    QCOMPARE(c.kind, ConflictKind::update_delete);
+                    const std::string name = c.path == "/atomic.txt" ? "atomic" : "vim";
+                    QCOMPARE(c.path, "/" + name + ".txt");
+                    QVERIFY2(c.copy.starts_with("/" + name + " (conflicted copy "), c.copy.c_str());
+                    QCOMPARE(rig.get(c.copy), Bytes("saved " + name));
+                    QVERIFY(!c.remote_exists);
+                }
+                QVERIFY(conflicts[0].path != conflicts[1].path);
+                continue;
+            }
             if (!server_changed) {
                 QCOMPARE(paths, (std::vector<std::string>{"/atomic.txt", "/vim.txt"}));
                 QCOMPARE(rig.get("/atomic.txt"), Bytes("saved atomic"));
