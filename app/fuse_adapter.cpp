@@ -163,10 +163,10 @@ void on_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
     fuse_reply_none(req);
 }
 
-void on_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void on_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Engine& engine = engine_of(req);
     Attr attr;
-    Errc e = engine.getattr(ino, attr);
+    Errc e = engine.getattr(ino, attr, fi ? fi->fh : 0);
     if (e != Errc::ok)
         return reply_error(req, e);
     const struct stat st = to_stat(adapter_of(req).options(), ino, attr);

@@ -503,7 +503,7 @@ Errc Engine::path_of(Ino ino, std::string& path) {
     return path.empty() ? Errc::not_found : Errc::ok;
 }
 
-Errc Engine::getattr(Ino ino, Attr& out) {
+Errc Engine::getattr(Ino ino, Attr& out, std::uint64_t handle) {
     std::string path;
     std::shared_ptr<BackendFile> file;
     {
@@ -516,7 +516,7 @@ Errc Engine::getattr(Ino ino, Attr& out) {
             return Errc::ok;
         }
         path = impl_->path_locked(*node);
-        file = node->data.writeback_file;
+        file = handle ? reinterpret_cast<OpenFile*>(handle)->file : node->data.writeback_file;
     }
     Attr attr;
     const auto asked = Clock::now();
@@ -530,9 +530,10 @@ Errc Engine::getattr(Ino ino, Attr& out) {
     if (e != Errc::ok) {
         if (e == Errc::not_found)
             node->name_seen = {};  // the next lookup asks the remote
-        if (e == Errc::not_found && !path.empty() && Clock::now() >= node->attr_expiry &&
-            node->open_count > 0) {
-            out = impl_->view_locked(*node);  // unlinked by someone else; still open here
+        if (e == Errc::not_found && Clock::now() >= node->attr_expiry && node->open_count > 0) {
+            // Unlinked, here or by someone else, and still open here (the
+            // kernel asks before it reads such a file, too).
+            out = impl_->view_locked(*node);
             return Errc::ok;
         }
         return e;
@@ -781,6 +782,13 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     return Errc::ok;
 }
 
+// The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
+static std::string aside_name(Ino ino) {
+    char aside[48];
+    std::snprintf(aside, sizeof aside, ".netfs-unlinked-%016llx", static_cast<unsigned long long>(ino));
+    return aside;
+}
+
 bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, const std::string& path) {
     if (limits.open_files_survive_unlink)
         return false;
@@ -792,9 +800,7 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
         if (!node || node->open_count == 0 || node->links.size() != 1)
             return false;  // not open here, or another name keeps it alive
     }
-    // The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
-    char aside[48];
-    std::snprintf(aside, sizeof aside, ".netfs-unlinked-%016llx", static_cast<unsigned long long>(node->ino));
+    const std::string aside = aside_name(node->ino);
     const auto aside_of = [&aside](const std::string& p) { return p.substr(0, p.rfind('/') + 1) + aside; };
     std::string where = path, aside_path = aside_of(path);
     if (at_most_once([&] { return backend->rename(where, aside_path, 0); },
@@ -807,7 +813,7 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
     std::lock_guard lock(mu);
     by_name.erase(std::pair<Ino, std::string>(parent, name));
     std::replace(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name),
-                 std::pair<Ino, std::string>(parent, std::string(aside)));
+                 std::pair<Ino, std::string>(parent, aside));
     by_name[{parent, aside}] = node->ino;
     node->silly = true;
     node->attr_expiry = {};
@@ -845,11 +851,20 @@ void Engine::Impl::remove_set_aside(const std::shared_ptr<Node>& node) {
     std::pair<Ino, std::string> link;
     {
         std::lock_guard lock(mu);
-        if (!node->silly || node->open_count > 0 || node->links.empty())
+        if (!node->silly || node->open_count > 0)
             return;
         node->silly = false;
-        link = node->links.front();
-        path = path_locked(*node);
+        // Only the name it was set aside under goes: one it was given since
+        // (renamed back, linked) is a name someone wants.
+        const auto aside = std::find_if(node->links.begin(), node->links.end(),
+                                        [&](const auto& l) { return l.second == aside_name(node->ino); });
+        if (aside == node->links.end())
+            return;
+        link = *aside;
+        Errc e;
+        path = child_path_locked(link.first, link.second, e);
+        if (e != Errc::ok)
+            return;
     }
     if (Errc e = backend->unlink(path); e != Errc::ok && e != Errc::not_found)
         LOG_WARN("cannot remove %s, the remote copy of a file unlinked while open: %s", path.c_str(),

@@ -130,7 +130,9 @@ public:
     // Namespace.
     Errc lookup(Ino parent, std::string_view name, Entry& out);
     void forget(Ino ino, std::uint64_t nlookup);
-    Errc getattr(Ino ino, Attr& out);
+    // `handle` (0: none) is an open handle of the file the caller has (an
+    // fstat): the answer for a file whose last name is gone here.
+    Errc getattr(Ino ino, Attr& out, std::uint64_t handle = 0);
     Errc setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr& out);
     Errc readlink(Ino ino, std::string& target);
     Errc mknod(const Caller& caller, Ino parent, std::string_view name, std::uint32_t mode,

@@ -389,6 +389,36 @@ private slots:
         QCOMPARE(QDir(m_->backing()).entryList(QDir::Files | QDir::Hidden).filter("tmp").size(), 0);
     }
 
+    // NFS handles go stale when the file goes: the mount keeps an open
+    // file's data under a hidden name until its last close, as the
+    // kernel's client does. A user who renames that file back to a name of
+    // their own keeps it: the last close removes the hidden name only.
+    void a_set_aside_file_renamed_back_is_kept() {
+        const auto data = random_bytes(5000, 18);
+        QVERIFY(write_file(m_->at("precious"), data));
+        int fd = ::open(b(m_->at("precious")).constData(), O_RDONLY);
+        QVERIFY(fd >= 0);
+        auto closed = qScopeGuard([&] { ::close(fd); });
+        QCOMPARE(::unlink(b(m_->at("precious")).constData()), 0);
+        const QStringList aside =
+            QDir(m_->mountpoint()).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-");
+        QVERIFY2(aside.size() == (remote_is_nfs() ? 1 : 0), qPrintable(aside.join(' ')));
+        if (!aside.isEmpty())
+            QCOMPARE(::rename(b(m_->at(aside[0])).constData(), b(m_->at("rescued")).constData()), 0);
+        char buf[16];
+        QCOMPARE(err_of([&] { return int(::pread(fd, buf, sizeof buf, 0)); }), 0);
+        QVERIFY(std::memcmp(buf, data.data(), sizeof buf) == 0);
+        closed.dismiss();
+        QCOMPARE(::close(fd), 0);
+        QTest::qWait(500);  // FUSE tells the daemon of the last close after close(2) returned
+        if (!aside.isEmpty()) {
+            QVERIFY(read_file(m_->at("rescued")) == data);
+            QVERIFY(read_file(m_->direct("rescued")) == data);
+            QCOMPARE(::unlink(b(m_->at("rescued")).constData()), 0);
+        }
+        QCOMPARE(QDir(m_->backing()).entryList(QDir::Files | QDir::Hidden).filter(".netfs-").size(), 0);
+    }
+
     void statfs_reports_the_remote() {
         struct statvfs through, behind;
         QCOMPARE(::statvfs(b(m_->mountpoint()).constData(), &through), 0);
