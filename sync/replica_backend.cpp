@@ -1013,22 +1013,7 @@ Errc ReplicaBackend::setattr(const std::string& path, const SetAttr& change, Att
         n = replica_->name(path);
     }
     Attr a = n->attr;
-    const timespec now = now_ts();
-    if (change.mask & SetAttr::kMode)
-        a.mode = (a.mode & S_IFMT) | (change.mode & 07777);
-    if (change.mask & SetAttr::kUid)
-        a.uid = change.uid;
-    if (change.mask & SetAttr::kGid)
-        a.gid = change.gid;
-    if (change.mask & SetAttr::kAtime)
-        a.atime = change.atime;
-    if (change.mask & SetAttr::kAtimeNow)
-        a.atime = now;
-    if (change.mask & SetAttr::kMtime)
-        a.mtime = change.mtime;
-    if (change.mask & SetAttr::kMtimeNow)
-        a.mtime = now;
-    a.ctime = now;
+    change.apply_to(a);
     const std::uint32_t meta = change.mask & ~SetAttr::kSize;
     Replica::Transaction tx(*replica_);
     if (meta) {

@@ -20,6 +20,8 @@
 
 #include "core/errors.h"
 
+#include <sys/stat.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
@@ -117,6 +119,28 @@ struct SetAttr {
     std::uint64_t size = 0;
     timespec atime{};
     timespec mtime{};
+
+    // The change made to `a` as a local file system makes it, now (the
+    // size aside: that is content).
+    void apply_to(Attr& a) const {
+        timespec now{};
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (mask & kMode)
+            a.mode = (a.mode & S_IFMT) | (mode & 07777);
+        if (mask & kUid)
+            a.uid = uid;
+        if (mask & kGid)
+            a.gid = gid;
+        if (mask & kAtime)
+            a.atime = atime;
+        if (mask & kAtimeNow)
+            a.atime = now;
+        if (mask & kMtime)
+            a.mtime = mtime;
+        if (mask & kMtimeNow)
+            a.mtime = now;
+        a.ctime = now;
+    }
 };
 
 // What the remote prefers and allows. Constant for the life of the backend.

@@ -516,7 +516,14 @@ Errc Engine::getattr(Ino ino, Attr& out, std::uint64_t handle) {
             return Errc::ok;
         }
         path = impl_->path_locked(*node);
-        file = handle ? reinterpret_cast<OpenFile*>(handle)->file : node->data.writeback_file;
+        if (path.empty() && node->open_count > 0) {
+            // Unlinked here and still open: only our handles see it, and
+            // the node has what they did (a remote asked through one would
+            // not know a chmod made since: see setattr).
+            out = impl_->view_locked(*node);
+            return Errc::ok;
+        }
+        file = handle ? impl_->handle_of(handle)->file : node->data.writeback_file;
     }
     Attr attr;
     const auto asked = Clock::now();
@@ -531,9 +538,7 @@ Errc Engine::getattr(Ino ino, Attr& out, std::uint64_t handle) {
         if (e == Errc::not_found)
             node->name_seen = {};  // the next lookup asks the remote
         if (e == Errc::not_found && Clock::now() >= node->attr_expiry && node->open_count > 0) {
-            // Unlinked, here or by someone else, and still open here (the
-            // kernel asks before it reads such a file, too).
-            out = impl_->view_locked(*node);
+            out = impl_->view_locked(*node);  // unlinked by someone else; still open here
             return Errc::ok;
         }
         return e;
@@ -560,8 +565,19 @@ Errc Engine::setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr&
         return impl_->truncate(node, change.size, file, path, change, out);
     if (change.mask & SetAttr::kSize)
         return S_ISDIR(node->type) ? Errc::is_dir : Errc::invalid;
-    if (path.empty())
-        return Errc::not_found;
+    if (path.empty()) {
+        // Its last name is gone here, and it is open (fchmod, futimens):
+        // no remote call can reach it by path any more, and it goes at its
+        // last close. The change holds for the handles, as on a local disk.
+        std::lock_guard lock(impl_->mu);
+        if (node->open_count == 0)
+            return Errc::not_found;
+        change.apply_to(node->attr);
+        if (node->data.size_is_local && (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)))
+            node->data.local_mtime = node->attr.mtime;
+        out = impl_->view_locked(*node);
+        return Errc::ok;
+    }
     Attr attr;
     Errc e = impl_->idempotent([&] { return impl_->backend->setattr(path, change, attr); });
     if (e != Errc::ok)

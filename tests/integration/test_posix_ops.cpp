@@ -380,6 +380,16 @@ private slots:
         struct stat st;
         QCOMPARE(::fstat(fd, &st), 0);
         QCOMPARE(st.st_size, 2003);
+        // Its attributes change as on a local disk, though no name reaches it.
+        QCOMPARE(::fchmod(fd, 0600), 0);
+        const timespec times[2] = {{1000, 0}, {2000, 0}};
+        QCOMPARE(::futimens(fd, times), 0);
+        QCOMPARE(::fstat(fd, &st), 0);
+        QCOMPARE(st.st_mode & 07777, 0600u);
+        QCOMPARE(st.st_mtim.tv_sec, 2000);
+        QCOMPARE(::ftruncate(fd, 1500), 0);
+        QCOMPARE(::fstat(fd, &st), 0);
+        QCOMPARE(st.st_size, 1500);
         QCOMPARE(::fsync(fd), 0);
         QCOMPARE(::close(fd), 0);
         // Where the remote kept it under another name meanwhile (NFS), it goes
