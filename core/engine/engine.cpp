@@ -805,15 +805,19 @@ static std::string aside_name(Ino ino) {
     return aside;
 }
 
-bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, const std::string& path) {
-    if (limits.open_files_survive_unlink)
+bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, const std::string& path,
+                                        std::string* aside_path_out) {
+    // A remote whose changes stay local (disconnected) keeps a file's
+    // content by its names: with none left, its handles would have nothing
+    // to read or write through.
+    if (limits.open_files_survive_unlink && !backend->changes_stay_local())
         return false;
     std::shared_ptr<Node> node;
     {
         std::lock_guard lock(mu);
         auto it = by_name.find(std::pair<Ino, std::string>(parent, name));
         node = it == by_name.end() ? nullptr : node_locked(it->second);
-        if (!node || node->open_count == 0 || node->links.size() != 1)
+        if (!node || !is_regular(node->type) || node->open_count == 0 || node->links.size() != 1)
             return false;  // not open here, or another name keeps it alive
     }
     const std::string aside = aside_name(node->ino);
@@ -837,7 +841,37 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
         p->attr_expiry = {};
         p->names_removed = Clock::now();
     }
+    if (aside_path_out)
+        *aside_path_out = aside_path;
     return true;
+}
+
+void Engine::Impl::put_back_set_aside(Ino parent, const std::string& name, const std::string& path,
+                                      const std::string& aside_path) {
+    if (Errc e = backend->rename(aside_path, path, RENAME_NOREPLACE); e != Errc::ok) {
+        // It stays under the hidden name, where it is found, not removed.
+        LOG_WARN("%s could not be put back from %s (%s): it is there", path.c_str(), aside_path.c_str(),
+                 std::string(describe(e)).c_str());
+        std::lock_guard lock(mu);
+        if (auto it = by_name.find(std::pair<Ino, std::string>(parent, aside_path.substr(aside_path.rfind('/') + 1)));
+            it != by_name.end())
+            if (auto node = node_locked(it->second))
+                node->silly = false;
+        return;
+    }
+    std::lock_guard lock(mu);
+    const std::pair<Ino, std::string> hidden(parent, aside_path.substr(aside_path.rfind('/') + 1));
+    auto it = by_name.find(hidden);
+    if (it == by_name.end())
+        return;
+    auto node = node_locked(it->second);
+    by_name.erase(it);
+    if (!node)
+        return;
+    std::replace(node->links.begin(), node->links.end(), hidden, std::pair<Ino, std::string>(parent, name));
+    by_name[{parent, name}] = node->ino;
+    node->silly = false;
+    node->attr_expiry = {};
 }
 
 std::shared_ptr<BackendFile> Engine::Impl::orphan_if_unreachable_locked(Node& node, const std::string& path) {
@@ -907,6 +941,12 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
     std::string to = impl_->new_child_path(new_parent, new_name, e);
     if (e != Errc::ok)
         return e;
+    // A file open here that the rename replaces is set aside first, as an
+    // unlink of it would be (its handles read on, as the kernel's NFS
+    // client has them), and put back if the rename fails.
+    std::string aside;
+    const bool set_aside =
+        flags == 0 && from != to && impl_->rename_aside_if_open(new_parent, std::string(new_name), to, &aside);
     e = impl_->at_most_once([&] { return impl_->backend->rename(from, to, flags); },
                             [&] {
                                 if (Errc r = impl_->renew_child_path(parent, name, from); r != Errc::ok)
@@ -914,6 +954,8 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
                                 return impl_->renew_child_path(new_parent, new_name, to);
                             });
     if (e != Errc::ok) {
+        if (set_aside)
+            impl_->put_back_set_aside(new_parent, std::string(new_name), to, aside);
         impl_->doubt_names(parent);
         impl_->doubt_names(new_parent);
         return e == Errc::not_supported && flags ? Errc::invalid : e;  // renameat2(2): not this flag

@@ -183,8 +183,13 @@ struct Engine::Impl {
     // unlink or rmdir of (parent, name).
     Errc remove_name(Ino parent, std::string_view name, bool directory);
     // When (parent, name) is a file open here and the remote's handles go
-    // stale on unlink: renames it aside to a hidden name instead (true).
-    bool rename_aside_if_open(Ino parent, const std::string& name, const std::string& path);
+    // stale on unlink (or a rename over it): renames it aside to a hidden
+    // name instead (true), which `aside_path` gets.
+    bool rename_aside_if_open(Ino parent, const std::string& name, const std::string& path,
+                              std::string* aside_path = nullptr);
+    // Undoes that, for a rename over the file that then failed.
+    void put_back_set_aside(Ino parent, const std::string& name, const std::string& path,
+                            const std::string& aside_path);
     // At the last close of a file renamed aside: removes it from the remote.
     // A file that lost its last name with no handle open drops what it
     // had not written back; returns its writeback handle to close (outside

@@ -18,6 +18,7 @@
 #include <QJsonObject>
 #include <QMap>
 #include <QRegularExpression>
+#include <QScopeGuard>
 #include <QTest>
 #include <QThread>
 
@@ -789,6 +790,76 @@ private slots:
         QVERIFY(read_file(m->direct("first.bin")) == first);
         QCOMPARE(text(m->direct("note.txt")), QByteArray("written on a full disk\n"));
         QVERIFY(!QFileInfo::exists(m->direct("big.bin")));
+        QVERIFY2(m->unmount(), qPrintable(m->error()));
+        QVERIFY2(!m->log().contains("are lost"), qPrintable(m->log().right(2000)));
+    }
+
+    // A file removed, or replaced by a rename over it, while a program has
+    // it open: its handles read and write on as on a local disk, while
+    // disconnected too (the file has no name left to keep its local copy
+    // by; the mount keeps it under a hidden one until the last close, as
+    // the kernel's NFS client does). Once connected the server has the
+    // removal and the new version, and nothing hidden.
+    void open_files_removed_or_replaced_offline_read_on() {
+        auto m = make_mount();
+        const auto original = random_bytes((1 << 20) + 777, 41);
+        QVERIFY(write_file(m->direct("removed.bin"), original));
+        QVERIFY(put_text(m->direct("replaced.txt"), "version 1\n"));
+        QVERIFY2(m->mount(), qPrintable(m->error()));
+        tree(m->mountpoint());  // cache everything
+        QVERIFY(netfs_ok(*m, "offline"));
+
+        const int removed = ::open(qPrintable(m->at("removed.bin")), O_RDWR);
+        QVERIFY(removed >= 0);
+        const int replaced = ::open(qPrintable(m->at("replaced.txt")), O_RDONLY);
+        QVERIFY(replaced >= 0);
+        auto closed = qScopeGuard([&] {
+            ::close(removed);
+            ::close(replaced);
+        });
+        QCOMPARE(::pwrite(removed, "edit", 4, 100), ssize_t(4));
+        QCOMPARE(::unlink(qPrintable(m->at("removed.bin"))), 0);
+        QVERIFY(!QFileInfo::exists(m->at("removed.bin")));
+        QVERIFY(put_text(m->at(".replaced.txt.tmp"), "version 2\n"));
+        QCOMPARE(::rename(qPrintable(m->at(".replaced.txt.tmp")), qPrintable(m->at("replaced.txt"))), 0);
+
+        QCOMPARE(::ftruncate(removed, 500000), 0);
+        QCOMPARE(::pwrite(removed, "tail", 4, 600000), ssize_t(4));
+        QCOMPARE(::fsync(removed), 0);
+        struct stat st;
+        QCOMPARE(::fstat(removed, &st), 0);
+        QCOMPARE(st.st_size, 600004);
+        std::vector<std::byte> back(600004);
+        QCOMPARE(::pread(removed, back.data(), back.size(), 0), ssize_t(back.size()));
+        std::vector<std::byte> expected(original.begin(), original.begin() + 500000);
+        std::memcpy(expected.data() + 100, "edit", 4);
+        expected.resize(600000);
+        for (char c : std::string("tail"))
+            expected.push_back(std::byte(c));
+        QVERIFY(back == expected);
+        char old[32] = {};
+        QCOMPARE(::pread(replaced, old, sizeof old, 0), ssize_t(10));
+        QCOMPARE(QByteArray(old), QByteArray("version 1\n"));
+        QCOMPARE(text(m->at("replaced.txt")), QByteArray("version 2\n"));
+        closed.dismiss();
+        QCOMPARE(::close(removed), 0);
+        QCOMPARE(::close(replaced), 0);
+        // Their hidden names go at the last close (FUSE tells the daemon after close(2) returned).
+        auto hidden = [](const QString& dir) {
+            return QDir(dir).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-");
+        };
+        QTRY_COMPARE_WITH_TIMEOUT(hidden(m->mountpoint()).size(), 0, 5000);
+        auto unsent = [&] { return netfs_json(*m, "status")["cache"].toObject()["dirty_bytes"].toInteger(); };
+        QTRY_COMPARE_WITH_TIMEOUT(unsent(), qint64(10), 5000);  // version 2 alone
+
+        QVERIFY(netfs_ok(*m, "online"));
+        const QJsonObject outcome = netfs_json(*m, "sync");
+        QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
+        QCOMPARE(outcome["pending"].toInteger(), 0);
+        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 0);
+        QVERIFY(!QFileInfo::exists(m->direct("removed.bin")));
+        QCOMPARE(text(m->direct("replaced.txt")), QByteArray("version 2\n"));
+        QCOMPARE(hidden(m->backing()), QStringList());
         QVERIFY2(m->unmount(), qPrintable(m->error()));
         QVERIFY2(!m->log().contains("are lost"), qPrintable(m->log().right(2000)));
     }

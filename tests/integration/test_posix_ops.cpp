@@ -436,6 +436,41 @@ private slots:
         QCOMPARE(QDir(m_->backing()).entryList(QDir::Files | QDir::Hidden).filter(".netfs-").size(), 0);
     }
 
+    // An editor's atomic save (a new file renamed over the old) while
+    // another program reads the old one: that program reads on, the old
+    // content whole, and nothing is left behind once it closes.
+    void a_file_replaced_while_open_reads_on() {
+        const auto old_data = random_bytes((2 << 20) + 300, 19);
+        QVERIFY(write_file(m_->direct("config"), old_data));  // nothing of it cached on this side
+        const int fd = ::open(b(m_->at("config")).constData(), O_RDONLY);
+        QVERIFY(fd >= 0);
+        auto closed = qScopeGuard([&] { ::close(fd); });
+        const auto new_data = random_bytes(1000, 20);
+        QVERIFY(write_file(m_->at(".config.tmp"), new_data));
+        QCOMPARE(::rename(b(m_->at(".config.tmp")).constData(), b(m_->at("config")).constData()), 0);
+        QVERIFY(read_file(m_->at("config")) == new_data);
+        std::vector<std::byte> back(old_data.size() + 1);
+        ssize_t got = 0;
+        for (ssize_t n; (n = ::pread(fd, back.data() + got, back.size() - got, got)) > 0;)
+            got += n;
+        QCOMPARE(got, ssize_t(old_data.size()));
+        back.resize(got);
+        QVERIFY(back == old_data);
+        closed.dismiss();
+        QCOMPARE(::close(fd), 0);
+        QTRY_COMPARE_WITH_TIMEOUT(
+            QDir(m_->backing()).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-").size(), 0, 5000);
+        QVERIFY(read_file(m_->direct("config")) == new_data);
+        // A rename that fails leaves the open file where it was.
+        const int again = ::open(b(m_->at("config")).constData(), O_RDONLY);
+        QVERIFY(again >= 0);
+        QCOMPARE(err_of([&] { return ::rename(b(m_->at("missing")).constData(), b(m_->at("config")).constData()); }),
+                 ENOENT);
+        QCOMPARE(::close(again), 0);
+        QVERIFY(read_file(m_->at("config")) == new_data);
+        QCOMPARE(QDir(m_->mountpoint()).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-").size(), 0);
+    }
+
     void statfs_reports_the_remote() {
         struct statvfs through, behind;
         QCOMPARE(::statvfs(b(m_->mountpoint()).constData(), &through), 0);

@@ -4,10 +4,12 @@
 // through RecordingBackend; faults injected by the FaultyBackend wrapper.
 #include "core/backend/remote_url.h"
 #include "core/cache/cache_store.h"
+#include "core/backend/wrapped_backend.h"
 #include "core/engine/engine.h"
 #include "tests/support/mount_fixture.h"
 #include "tests/support/recording_backend.h"
 
+#include <QDir>
 #include <QFile>
 #include <QTemporaryDir>
 #include <QElapsedTimer>
@@ -46,6 +48,19 @@ void put_file(const QString& path, const std::vector<std::byte>& data) {
     QCOMPARE(f.write(reinterpret_cast<const char*>(data.data()), qint64(data.size())), qint64(data.size()));
 }
 
+// The remote's handles go stale when their file goes, as NFS's do: the
+// engine sets an open file aside rather than remove or replace it.
+class HandlesGoStale : public netfs::WrappedBackend {
+public:
+    using WrappedBackend::WrappedBackend;
+    Errc before(netfs::Op, const std::string&, std::size_t&) override { return Errc::ok; }
+    BackendLimits limits() const override {
+        BackendLimits l = WrappedBackend::limits();
+        l.open_files_survive_unlink = false;
+        return l;
+    }
+};
+
 // One engine over a temporary directory, with its RPCs recorded.
 struct Rig {
     QTemporaryDir dir;
@@ -54,7 +69,7 @@ struct Rig {
     QString faults_path;
 
     explicit Rig(const QString& query = "rsize=65536&wsize=65536&max_in_flight=4", EngineOptions options = {},
-                 const QString& remote_dir = {}) {
+                 const QString& remote_dir = {}, bool handles_go_stale = false) {
         faults_path = dir.path() + "/faults";
         QFile(faults_path).open(QIODevice::WriteOnly);
         QDir().mkdir(dir.path() + "/remote");
@@ -67,6 +82,8 @@ struct Rig {
             qFatal("open_remote: %s", message.c_str());
         options.writeback_interval = std::chrono::milliseconds(200);
         options.retry_backoff = std::chrono::milliseconds(1);
+        if (handles_go_stale)
+            backend = std::make_unique<HandlesGoStale>(std::move(backend));
         engine = std::make_unique<Engine>(std::make_unique<RecordingBackend>(std::move(backend), log), options);
         if (engine->start() != Errc::ok)
             qFatal("engine start failed");
@@ -368,6 +385,40 @@ private slots:
         rig.engine->releasedir(dir);
         QCOMPARE(looks_up("x", e), 1);
         QCOMPARE(e.ino, Ino(0));
+    }
+
+    // A rename over a file open here sets that file aside first (its
+    // handles would go stale); when the rename then fails, the file is put
+    // back under its name, and its last close removes nothing.
+    void a_failed_rename_over_an_open_file_puts_it_back() {
+        Rig rig("rsize=65536&wsize=65536&max_in_flight=4", {}, {}, true);
+        const auto data = random_bytes(70000, 21);
+        put_file(rig.remote("config"), data);
+        put_file(rig.remote("incoming"), random_bytes(10, 22));
+        Ino ino = 0;
+        const auto h = rig.open("config", O_RDONLY, &ino);
+        QVERIFY(h);
+        rig.set_faults("rename io path=incoming\n");
+        QCOMPARE(rig.engine->rename(kRootIno, "incoming", kRootIno, "config", 0), Errc::io);
+        QVERIFY(file_bytes(rig.remote("config")) == data);
+        QCOMPARE(QDir(rig.remote_root).entryList(QDir::Files | QDir::Hidden).filter(".netfs-").size(), 0);
+        Entry e;
+        QCOMPARE(rig.engine->lookup(kRootIno, "config", e), Errc::ok);
+        QCOMPARE(e.ino, ino);
+        QVERIFY(rig.read(h, 0, data.size()) == data);
+        rig.engine->release(0, h);
+        QVERIFY(file_bytes(rig.remote("config")) == data);  // not removed at the last close
+
+        // Without the fault it is replaced, and the open handle reads on.
+        const auto h2 = rig.open("config", O_RDONLY);
+        QVERIFY(h2);
+        rig.set_faults("");
+        QCOMPARE(rig.engine->rename(kRootIno, "incoming", kRootIno, "config", 0), Errc::ok);
+        QVERIFY(file_bytes(rig.remote("config")) == random_bytes(10, 22));
+        QCOMPARE(QDir(rig.remote_root).entryList(QDir::Files | QDir::Hidden).filter(".netfs-").size(), 1);
+        QVERIFY(rig.read(h2, 0, data.size()) == data);
+        rig.engine->release(0, h2);
+        QCOMPARE(QDir(rig.remote_root).entryList(QDir::Files | QDir::Hidden).filter(".netfs-").size(), 0);
     }
 
     void second_read_is_served_from_folios() {
