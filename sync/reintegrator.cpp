@@ -45,11 +45,16 @@ struct Pass {
     // What removals of this pass left on the server for a conflict, and
     // the directories kept for them (guarded by mu).
     std::set<std::string> kept;
-    // Files this pass found already removed from the server when it came to
-    // remove them (guarded by mu). A new file put in the same place after
-    // the removal (an editor's save, as above) is the local update of one
-    // the server deleted: an update/delete, as a store of the file itself
-    // would be, not a creation that quietly brings it back.
+    // Removals that are half of an editor's save: vim's (the row keeps the
+    // backup name) and a rename over the file (logged right before it).
+    // Set before the pass runs.
+    std::set<std::int64_t> editor_saves;
+    // Files an editor's save removed that the server had removed already
+    // (guarded by mu). The new file put in the same place is the local
+    // update of one the server deleted: an update/delete, as a store of
+    // the file itself would be, not a creation that quietly brings it
+    // back. (A removal and a new file at the path otherwise, `make clean;
+    // make` while the server did the same, is no conflict.)
     std::set<std::string> vanished;
     bool take_vanished(const std::string& path) {
         std::lock_guard lock(mu);
@@ -313,6 +318,8 @@ struct Pass {
     }
 
     Errc store(const LoggedOp& op) {
+        if (is_set_aside(op.path))
+            return job.replica.applied(op.seq, op.oid, base_of(op));  // written after its removal: nobody's
         auto object = job.replica.object(op.oid);
         auto local = local_attr(op.oid);
         // Nothing left to send (a file made here and never written has no
@@ -520,7 +527,7 @@ struct Pass {
             }
         }
         if (g == Errc::not_found) {
-            if (!dir && base.exists) {
+            if (!dir && base.exists && editor_saves.count(op.seq)) {
                 std::lock_guard lock(mu);
                 vanished.insert(op.path);
             }
@@ -563,6 +570,16 @@ struct Pass {
     }
 
     Errc rename(const LoggedOp& op) {
+        if (is_set_aside(op.path2) && !is_set_aside(op.path)) {
+            // Removed (or replaced) here while open: the engine keeps it
+            // under a hidden name until its last close. On the server that
+            // is its removal, checked against its base like any other: a
+            // version changed there stays, as a delete/update.
+            LoggedOp removal = op;
+            removal.kind = OpKind::unlink;
+            removal.path2.clear();
+            return remove(removal);
+        }
         Attr from, to;
         const Errc gf = job.remote.getattr(op.path, from);
         if (gf != Errc::ok && gf != Errc::not_found)
@@ -764,6 +781,15 @@ SyncOutcome reintegrate(const Reintegration& job) {
         ~Thaw() { replica.freeze_through(0); }
     } thaw{job.replica};
     std::vector<LoggedOp> ops = job.replica.pending(SIZE_MAX, true);
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        const LoggedOp& op = ops[i];
+        const bool removal = op.kind == OpKind::unlink || (op.kind == OpKind::rename && is_set_aside(op.path2));
+        const bool vim = op.kind == OpKind::unlink && !op.path2.empty() && !is_set_aside(op.path2);
+        const bool renamed_over = i + 1 < ops.size() && ops[i + 1].kind == OpKind::rename &&
+                                  ops[i + 1].path2 == op.path && ops[i + 1].seq == op.seq + 1;
+        if (removal && (vim || renamed_over))
+            pass.editor_saves.insert(op.seq);
+    }
     pass.progress.ops_total = ops.size();
     for (const LoggedOp& op : ops)
         if (op.kind == OpKind::store)

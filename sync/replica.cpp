@@ -286,6 +286,14 @@ struct Replica::Impl {
         auto existing = name_locked(path);
         if (existing && has_pending(existing->oid))
             return existing->oid;  // the local view wins until reintegrated
+        if (!existing) {
+            // Moved or removed here, not reintegrated yet: a listing or a
+            // stat that started before that change would bring it back.
+            Stmt q = prepare("SELECT 1 FROM oplog WHERE path = ?1 OR path2 = ?1 LIMIT 1");
+            q.bind(1, path);
+            if (q.step() == SQLITE_ROW)
+                return 0;
+        }
         if (existing && same_attr(existing->attr, attr) && existing->target == target) {
             // Seen as before (every open and stat online says so): nothing
             // to write, unless the base moved on its own (reintegration).

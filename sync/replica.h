@@ -112,8 +112,9 @@ public:
 
     // ---- what was seen on the server (connected) ------------------------
     // Records attributes of `path` (and creates its row). Keeps local
-    // changes: a path with pending operations is not overwritten. Returns
-    // the name's object id.
+    // changes: a path with pending operations is not overwritten, nor made
+    // again when they moved or removed it. Returns the name's object id
+    // (0: not recorded).
     std::int64_t saw(const std::string& path, const Attr& attr, const std::string& target = {});
     // Records a directory's whole listing: children not in it are removed
     // (unless they have pending operations), and it is marked listed.

@@ -248,6 +248,15 @@ ReplicaBackend::~ReplicaBackend() {
 
 void ReplicaBackend::start(std::chrono::milliseconds pin_refresh) {
     pin_refresh_ = pin_refresh;
+    // Files removed while open and set aside offline when the daemon
+    // stopped without their last close (a crash, a kill): their handles
+    // went with it, and so do they now (the log joins the two into a
+    // removal of the first name). Pending operations mean disconnected.
+    for (const LoggedOp& op : replica_->pending())
+        if (op.kind == OpKind::rename && is_set_aside(op.path2) && replica_->name(op.path2))
+            if (Errc e = unlink(op.path2); e != Errc::ok)
+                LOG_WARN("%s: cannot remove %s, a file removed while open before a crash (%s)",
+                         description_.c_str(), op.path2.c_str(), std::string(netfs::describe(e)).c_str());
     // Content of files removed before a crash, freed by the sync thread.
     for (const LocalObject& o : replica_->content_not_needed())
         if (replica_->paths_of(o.oid).empty())

@@ -29,6 +29,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace netfs {
@@ -142,6 +143,16 @@ struct SetAttr {
         a.ctime = now;
     }
 };
+
+// A file open here that is removed, or replaced by a rename, where its
+// handles would lose it (an NFS server's go stale; offline, its local copy
+// is kept by name) is renamed aside to this prefix and its inode number,
+// and removed at its last close (the engine). Such a name is nobody's file.
+inline constexpr std::string_view kSetAsidePrefix = ".netfs-unlinked-";
+inline bool is_set_aside(std::string_view path) {
+    const auto slash = path.rfind('/');
+    return path.substr(slash == std::string_view::npos ? 0 : slash + 1).starts_with(kSetAsidePrefix);
+}
 
 // What the remote prefers and allows. Constant for the life of the backend.
 struct BackendLimits {

@@ -516,8 +516,8 @@ Errc Engine::getattr(Ino ino, Attr& out, std::uint64_t handle) {
             return Errc::ok;
         }
         path = impl_->path_locked(*node);
-        if (path.empty() && node->open_count > 0) {
-            // Unlinked here and still open: only our handles see it, and
+        if (path.empty() && node->open_count > 0 && node->removed_here) {
+            // Removed here and still open: only our handles see it, and
             // the node has what they did (a remote asked through one would
             // not know a chmod made since: see setattr).
             out = impl_->view_locked(*node);
@@ -528,8 +528,10 @@ Errc Engine::getattr(Ino ino, Attr& out, std::uint64_t handle) {
     Attr attr;
     const auto asked = Clock::now();
     Errc e = path.empty() ? Errc::not_found : impl_->idempotent([&] { return impl_->backend->getattr(path, attr); });
-    if (e == Errc::not_found && file)
-        e = impl_->idempotent([&] { return file->getattr(attr); });  // open but unlinked
+    // Open but unlinked elsewhere, or its name forgotten here: its handle
+    // may still reach it (else, below, the node's view).
+    if (e == Errc::not_found && file && impl_->idempotent([&] { return file->getattr(attr); }) == Errc::ok)
+        e = Errc::ok;
     std::lock_guard lock(impl_->mu);
     auto node = impl_->node_locked(ino);
     if (!node)
@@ -570,8 +572,8 @@ Errc Engine::setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr&
         // no remote call can reach it by path any more, and it goes at its
         // last close. The change holds for the handles, as on a local disk.
         std::lock_guard lock(impl_->mu);
-        if (node->open_count == 0)
-            return Errc::not_found;
+        if (node->open_count == 0 || !node->removed_here)
+            return Errc::not_found;  // (only forgotten here: it is somewhere on the remote)
         change.apply_to(node->attr);
         if (node->data.size_is_local && (change.mask & (SetAttr::kMtime | SetAttr::kMtimeNow)))
             node->data.local_mtime = node->attr.mtime;
@@ -736,11 +738,25 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     return Errc::ok;
 }
 
+// The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
+static std::string aside_name(Ino ino) {
+    char number[24];
+    std::snprintf(number, sizeof number, "%016llx", static_cast<unsigned long long>(ino));
+    return std::string(kSetAsidePrefix) + number;
+}
+
 Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory) {
     Errc e;
     std::string path = new_child_path(parent, name, e);
     if (e != Errc::ok)
         return e;
+    if (!directory) {
+        std::lock_guard lock(mu);
+        auto it = by_name.find(std::pair<Ino, std::string>(parent, std::string(name)));
+        auto node = it == by_name.end() ? nullptr : node_locked(it->second);
+        if (node && node->set_aside_in == parent && node->open_count > 0 && name == aside_name(node->ino))
+            return Errc::busy;  // still open: it goes at its last close (as the kernel's NFS client answers)
+    }
     if (!directory && rename_aside_if_open(parent, std::string(name), path))
         return Errc::ok;
     e = at_most_once([&] { return directory ? backend->rmdir(path) : backend->unlink(path); },
@@ -760,6 +776,8 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         if (auto it = by_name.find(std::pair<Ino, std::string>(parent, std::string(name))); it != by_name.end())
             node = node_locked(it->second);
         unlink_name_locked(parent, std::string(name));
+        if (node && node->links.empty())
+            node->removed_here = true;
         if (auto p = node_locked(parent)) {
             p->attr_expiry = {};
             p->names_removed = Clock::now();
@@ -798,13 +816,6 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
     return Errc::ok;
 }
 
-// The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
-static std::string aside_name(Ino ino) {
-    char aside[48];
-    std::snprintf(aside, sizeof aside, ".netfs-unlinked-%016llx", static_cast<unsigned long long>(ino));
-    return aside;
-}
-
 bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, const std::string& path,
                                         std::string* aside_path_out) {
     // A remote whose changes stay local (disconnected) keeps a file's
@@ -819,6 +830,8 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
         node = it == by_name.end() ? nullptr : node_locked(it->second);
         if (!node || !is_regular(node->type) || node->open_count == 0 || node->links.size() != 1)
             return false;  // not open here, or another name keeps it alive
+        if (node->set_aside_in == parent && name == aside_name(node->ino))
+            return false;  // set aside already (remove_name refuses that)
     }
     const std::string aside = aside_name(node->ino);
     const auto aside_of = [&aside](const std::string& p) { return p.substr(0, p.rfind('/') + 1) + aside; };
@@ -835,7 +848,7 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
     std::replace(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name),
                  std::pair<Ino, std::string>(parent, aside));
     by_name[{parent, aside}] = node->ino;
-    node->silly = true;
+    node->set_aside_in = parent;
     node->attr_expiry = {};
     if (auto p = node_locked(parent)) {
         p->attr_expiry = {};
@@ -849,14 +862,16 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
 void Engine::Impl::put_back_set_aside(Ino parent, const std::string& name, const std::string& path,
                                       const std::string& aside_path) {
     if (Errc e = backend->rename(aside_path, path, RENAME_NOREPLACE); e != Errc::ok) {
-        // It stays under the hidden name, where it is found, not removed.
-        LOG_WARN("%s could not be put back from %s (%s): it is there", path.c_str(), aside_path.c_str(),
+        if (e == Errc::exists)
+            return;  // the rename was made after all (its answer lost): the file goes at its last close
+        // Else it stays under the hidden name, where it can be found: never removed.
+        LOG_WARN("%s could not be put back from %s (%s): it stays there", path.c_str(), aside_path.c_str(),
                  std::string(describe(e)).c_str());
         std::lock_guard lock(mu);
         if (auto it = by_name.find(std::pair<Ino, std::string>(parent, aside_path.substr(aside_path.rfind('/') + 1)));
             it != by_name.end())
             if (auto node = node_locked(it->second))
-                node->silly = false;
+                node->set_aside_in = 0;
         return;
     }
     std::lock_guard lock(mu);
@@ -870,7 +885,7 @@ void Engine::Impl::put_back_set_aside(Ino parent, const std::string& name, const
         return;
     std::replace(node->links.begin(), node->links.end(), hidden, std::pair<Ino, std::string>(parent, name));
     by_name[{parent, name}] = node->ino;
-    node->silly = false;
+    node->set_aside_in = 0;
     node->attr_expiry = {};
 }
 
@@ -901,13 +916,13 @@ void Engine::Impl::remove_set_aside(const std::shared_ptr<Node>& node) {
     std::pair<Ino, std::string> link;
     {
         std::lock_guard lock(mu);
-        if (!node->silly || node->open_count > 0)
+        if (!node->set_aside_in || node->open_count > 0)
             return;
-        node->silly = false;
         // Only the name it was set aside under goes: one it was given since
-        // (renamed back, linked) is a name someone wants.
-        const auto aside = std::find_if(node->links.begin(), node->links.end(),
-                                        [&](const auto& l) { return l.second == aside_name(node->ino); });
+        // (renamed back, moved, linked) is a name someone wants.
+        const std::pair<Ino, std::string> hidden(node->set_aside_in, aside_name(node->ino));
+        node->set_aside_in = 0;
+        const auto aside = std::find(node->links.begin(), node->links.end(), hidden);
         if (aside == node->links.end())
             return;
         link = *aside;
@@ -986,8 +1001,11 @@ Errc Engine::rename(Ino parent, std::string_view name, Ino new_parent, std::stri
         if (target)
             by_name[src] = target->ino;
     } else {
-        if (target && target != moved)
+        if (target && target != moved) {
             impl_->unlink_name_locked(new_parent, std::string(new_name));
+            if (target->links.empty())
+                target->removed_here = true;
+        }
         if (moved) {
             by_name.erase(src);
             std::replace(moved->links.begin(), moved->links.end(), src, dst);

@@ -130,8 +130,8 @@ public:
     // Namespace.
     Errc lookup(Ino parent, std::string_view name, Entry& out);
     void forget(Ino ino, std::uint64_t nlookup);
-    // `handle` (0: none) is an open handle of the file the caller has (an
-    // fstat): the answer for a file whose last name is gone here.
+    // `handle` (0: none) is the open handle the kernel asks through (before
+    // a read, a seek), which still reaches a file whose name is gone.
     Errc getattr(Ino ino, Attr& out, std::uint64_t handle = 0);
     Errc setattr(Ino ino, const SetAttr& change, std::uint64_t handle, Attr& out);
     Errc readlink(Ino ino, std::string& target);

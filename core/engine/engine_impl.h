@@ -106,9 +106,13 @@ struct Node {
 
     FileData data;  // regular files only
     bool forgotten = false;  // no longer in the node table: folios still filling are dropped when done
-    // Unlinked while open on a remote whose handles would go stale: renamed
-    // aside to this name (in links), removed at the last close.
-    bool silly = false;
+    // Unlinked (or replaced) while open where its handles would lose it:
+    // renamed aside in this directory (0: not) to aside_name(ino), which
+    // is in links, and removed at the last close.
+    Ino set_aside_in = 0;
+    // Its last name was removed by this mount (an unlink, a rename over
+    // it), not only forgotten: changes to it are its handles' alone.
+    bool removed_here = false;
 };
 
 struct OpenFile {

@@ -805,9 +805,18 @@ private slots:
         const auto original = random_bytes((1 << 20) + 777, 41);
         QVERIFY(write_file(m->direct("removed.bin"), original));
         QVERIFY(put_text(m->direct("replaced.txt"), "version 1\n"));
+        QVERIFY(put_text(m->direct("held.txt"), "original\n"));
         QVERIFY2(m->mount(), qPrintable(m->error()));
         tree(m->mountpoint());  // cache everything
         QVERIFY(netfs_ok(*m, "offline"));
+        // Open still when the mount reconnects, and changed on the server
+        // meanwhile: the server's version stays (delete/update).
+        const int held = ::open(qPrintable(m->at("held.txt")), O_RDONLY);
+        QVERIFY(held >= 0);
+        auto held_closed = qScopeGuard([&] { ::close(held); });
+        QCOMPARE(::unlink(qPrintable(m->at("held.txt"))), 0);
+        QThread::msleep(1100);  // a different mtime on the server, even at 1 s resolution
+        QVERIFY(put_text(m->direct("held.txt"), "server edit\n"));
 
         const int removed = ::open(qPrintable(m->at("removed.bin")), O_RDWR);
         QVERIFY(removed >= 0);
@@ -848,7 +857,7 @@ private slots:
         auto hidden = [](const QString& dir) {
             return QDir(dir).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-");
         };
-        QTRY_COMPARE_WITH_TIMEOUT(hidden(m->mountpoint()).size(), 0, 5000);
+        QTRY_COMPARE_WITH_TIMEOUT(hidden(m->mountpoint()).size(), 1, 5000);  // held.txt's
         auto unsent = [&] { return netfs_json(*m, "status")["cache"].toObject()["dirty_bytes"].toInteger(); };
         QTRY_COMPARE_WITH_TIMEOUT(unsent(), qint64(10), 5000);  // version 2 alone
 
@@ -856,9 +865,20 @@ private slots:
         const QJsonObject outcome = netfs_json(*m, "sync");
         QVERIFY2(outcome["ok"].toBool(), qPrintable(sync_failure(*m, outcome)));
         QCOMPARE(outcome["pending"].toInteger(), 0);
-        QCOMPARE(netfs_json(*m, "status")["conflicts"].toInteger(), 0);
+        const QJsonArray conflicts = netfs_json(*m, "conflicts")["conflicts"].toArray();
+        QCOMPARE(conflicts.size(), 1);
+        QCOMPARE(conflicts[0].toObject()["path"].toString(), QString("/held.txt"));
+        QCOMPARE(conflicts[0].toObject()["kind"].toString(), QString("delete/update"));
         QVERIFY(!QFileInfo::exists(m->direct("removed.bin")));
         QCOMPARE(text(m->direct("replaced.txt")), QByteArray("version 2\n"));
+        QCOMPARE(text(m->direct("held.txt")), QByteArray("server edit\n"));
+        QCOMPARE(hidden(m->backing()), QStringList());
+        QCOMPARE(::pread(held, old, sizeof old, 0), ssize_t(9));  // still the version it opened
+        QCOMPARE(QByteArray(old, 9), QByteArray("original\n"));
+        held_closed.dismiss();
+        QCOMPARE(::close(held), 0);
+        QTRY_COMPARE_WITH_TIMEOUT(hidden(m->mountpoint()).size(), 0, 5000);
+        QCOMPARE(text(m->direct("held.txt")), QByteArray("server edit\n"));  // its last close removed nothing there
         QCOMPARE(hidden(m->backing()), QStringList());
         QVERIFY2(m->unmount(), qPrintable(m->error()));
         QVERIFY2(!m->log().contains("are lost"), qPrintable(m->log().right(2000)));
