@@ -49,6 +49,17 @@ struct Pass {
     // backup name) and a rename over the file (logged right before it).
     // Set before the pass runs.
     std::set<std::int64_t> editor_saves;
+    void find_editor_saves(const std::vector<LoggedOp>& ops) {
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            const LoggedOp& op = ops[i];
+            const bool removal = op.kind == OpKind::unlink || (op.kind == OpKind::rename && is_set_aside(op.path2));
+            const bool vim = op.kind == OpKind::unlink && !op.path2.empty() && !is_set_aside(op.path2);
+            const bool renamed_over = i + 1 < ops.size() && ops[i + 1].kind == OpKind::rename &&
+                                      ops[i + 1].path2 == op.path && ops[i + 1].seq == op.seq + 1;
+            if (removal && (vim || renamed_over))
+                editor_saves.insert(op.seq);
+        }
+    }
     // Files an editor's save removed that the server had removed already
     // (guarded by mu). The new file put in the same place is the local
     // update of one the server deleted: an update/delete, as a store of
@@ -781,15 +792,7 @@ SyncOutcome reintegrate(const Reintegration& job) {
         ~Thaw() { replica.freeze_through(0); }
     } thaw{job.replica};
     std::vector<LoggedOp> ops = job.replica.pending(SIZE_MAX, true);
-    for (std::size_t i = 0; i < ops.size(); ++i) {
-        const LoggedOp& op = ops[i];
-        const bool removal = op.kind == OpKind::unlink || (op.kind == OpKind::rename && is_set_aside(op.path2));
-        const bool vim = op.kind == OpKind::unlink && !op.path2.empty() && !is_set_aside(op.path2);
-        const bool renamed_over = i + 1 < ops.size() && ops[i + 1].kind == OpKind::rename &&
-                                  ops[i + 1].path2 == op.path && ops[i + 1].seq == op.seq + 1;
-        if (removal && (vim || renamed_over))
-            pass.editor_saves.insert(op.seq);
-    }
+    pass.find_editor_saves(ops);
     pass.progress.ops_total = ops.size();
     for (const LoggedOp& op : ops)
         if (op.kind == OpKind::store)
@@ -826,6 +829,7 @@ SyncOutcome reintegrate(const Reintegration& job) {
                 if (later.seq > done)
                     rest.push_back(std::move(later));
             ops = std::move(rest);
+            pass.find_editor_saves(ops);
             i = 0;
         }
     }

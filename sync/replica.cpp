@@ -498,7 +498,7 @@ void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& e
     }
     std::sort(listed.begin(), listed.end());
     for (const std::string& p : present)
-        if (!std::binary_search(listed.begin(), listed.end(), p) && !s.has_pending_under(p))
+        if (!std::binary_search(listed.begin(), listed.end(), p) && !s.has_pending_under(p) && !is_set_aside(p))
             s.remove_under(p, true);
     Stmt mark = s.prepare("UPDATE replica_names SET listed = 1 WHERE path = ?1");
     mark.bind(1, dir).run();
@@ -508,7 +508,9 @@ void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& e
 void Replica::saw_gone(const std::string& path) {
     Impl& s = *impl_;
     std::lock_guard lock(s.mu);
-    if (!s.has_pending_under(path))
+    // A file set aside while disconnected is not on the server (its
+    // removal was sent): its handles keep it here until the last close.
+    if (!s.has_pending_under(path) && !is_set_aside(path))
         s.remove_under(path, true);
 }
 

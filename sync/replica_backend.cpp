@@ -688,6 +688,11 @@ Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
             visited(path);
         } else if (e == Errc::not_found) {
             replica_->saw_gone(path);
+            // Set aside while disconnected and still open: here alone (see saw_gone).
+            if (auto n = is_set_aside(path) ? replica_->name(path) : std::nullopt) {
+                out = n->attr;
+                return Errc::ok;
+            }
         }
         if (!lost(e))
             return e;
@@ -859,8 +864,15 @@ Errc ReplicaBackend::link(const std::string& existing, const std::string& path, 
 Errc ReplicaBackend::unlink(const std::string& path) {
     if (auto r = online()) {
         const Errc e = r->unlink(path);
-        if (e == Errc::ok || e == Errc::not_found)
+        if (e == Errc::ok || e == Errc::not_found) {
             replica_->saw_gone(path);
+            if (is_set_aside(path))  // its last close: kept here until now (saw_gone)
+                if (auto n = replica_->name(path); n && replica_->remove_name(path) == Errc::ok) {
+                    std::lock_guard lock(mu_);
+                    drop_soon_.push_back(n->oid);
+                    wake_.notify_all();
+                }
+        }
         if (!lost(e))
             return e;
     }

@@ -151,7 +151,13 @@ struct SetAttr {
 inline constexpr std::string_view kSetAsidePrefix = ".netfs-unlinked-";
 inline bool is_set_aside(std::string_view path) {
     const auto slash = path.rfind('/');
-    return path.substr(slash == std::string_view::npos ? 0 : slash + 1).starts_with(kSetAsidePrefix);
+    const std::string_view name = path.substr(slash == std::string_view::npos ? 0 : slash + 1);
+    if (!name.starts_with(kSetAsidePrefix) || name.size() != kSetAsidePrefix.size() + 16)
+        return false;
+    for (const char c : name.substr(kSetAsidePrefix.size()))
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    return true;
 }
 
 // What the remote prefers and allows. Constant for the life of the backend.

@@ -226,8 +226,11 @@ std::shared_ptr<Node> Engine::Impl::intern_locked(Ino parent, const std::string&
         if (node && attr.nlink == 1 &&
             std::find(node->links.begin(), node->links.end(), std::pair<Ino, std::string>(parent, name)) ==
                 node->links.end()) {
-            for (const auto& [dir, old_name] : std::vector(node->links))
-                unlink_name_locked(dir, old_name);
+            // (Not the hidden name of a file set aside here: the server's
+            // file is another node now, and its handles keep this one.)
+            if (!node->set_aside_in)
+                for (const auto& [dir, old_name] : std::vector(node->links))
+                    unlink_name_locked(dir, old_name);
             node.reset();  // a node of its own (the old one may be gone by now)
         }
     }
@@ -403,12 +406,30 @@ void Engine::Impl::invalidate_kernel_cache(Ino ino, std::uint64_t offset, std::u
 
 // ---- namespace operations -------------------------------------------------
 
+// The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
+static std::string aside_name(Ino ino) {
+    char number[24];
+    std::snprintf(number, sizeof number, "%016llx", static_cast<unsigned long long>(ino));
+    return std::string(kSetAsidePrefix) + number;
+}
+
+
 Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
     Errc e;
     std::string path;
     {
         std::lock_guard lock(impl_->mu);
         path = impl_->child_path_locked(parent, name, e);
+        // Set aside here and still open: ours until its last close, which
+        // removes it (while disconnected, and after, no server has it).
+        const auto it = impl_->by_name.find(std::pair<Ino, std::string>(parent, std::string(name)));
+        if (auto node = it == impl_->by_name.end() ? nullptr : impl_->node_locked(it->second);
+            e == Errc::ok && node && node->set_aside_in == parent && node->open_count > 0 &&
+            name == aside_name(node->ino)) {
+            node->nlookup++;
+            impl_->fill_entry_locked(*node, out);
+            return Errc::ok;
+        }
     }
     if (e != Errc::ok)
         return e;
@@ -625,9 +646,13 @@ Errc Engine::Impl::finish_create(const Caller& caller, Ino parent, const std::st
     return Errc::ok;
 }
 
-std::string Engine::Impl::new_child_path(Ino parent, std::string_view name, Errc& e) {
+std::string Engine::Impl::new_child_path(Ino parent, std::string_view name, Errc& e, bool set_aside_ok) {
     if (options.read_only) {
         e = Errc::read_only;
+        return {};
+    }
+    if (!set_aside_ok && is_set_aside(name) && backend->changes_stay_local()) {
+        e = Errc::perm;
         return {};
     }
     std::lock_guard lock(mu);
@@ -706,6 +731,8 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     std::string from;
     if (Errc pe = impl_->path_of(ino, from); pe != Errc::ok)
         return pe;
+    if (is_set_aside(from) && impl_->backend->changes_stay_local())
+        return Errc::perm;  // see new_child_path
     Attr attr;
     e = impl_->at_most_once([&] { return impl_->backend->link(from, to, attr); },
                             [&] {
@@ -738,16 +765,9 @@ Errc Engine::link(Ino ino, Ino new_parent, std::string_view new_name, Entry& out
     return Errc::ok;
 }
 
-// The kernel's NFS client calls these .nfsXXXX; ours say whose they are.
-static std::string aside_name(Ino ino) {
-    char number[24];
-    std::snprintf(number, sizeof number, "%016llx", static_cast<unsigned long long>(ino));
-    return std::string(kSetAsidePrefix) + number;
-}
-
 Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory) {
     Errc e;
-    std::string path = new_child_path(parent, name, e);
+    std::string path = new_child_path(parent, name, e, true);
     if (e != Errc::ok)
         return e;
     if (!directory) {
@@ -862,9 +882,9 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
 void Engine::Impl::put_back_set_aside(Ino parent, const std::string& name, const std::string& path,
                                       const std::string& aside_path) {
     if (Errc e = backend->rename(aside_path, path, RENAME_NOREPLACE); e != Errc::ok) {
-        if (e == Errc::exists)
-            return;  // the rename was made after all (its answer lost): the file goes at its last close
-        // Else it stays under the hidden name, where it can be found: never removed.
+        // It stays under the hidden name, where it can be found: never
+        // removed (taken meanwhile, the name may hold the rename's file
+        // after all, its answer lost, or another client's).
         LOG_WARN("%s could not be put back from %s (%s): it stays there", path.c_str(), aside_path.c_str(),
                  std::string(describe(e)).c_str());
         std::lock_guard lock(mu);

@@ -281,8 +281,12 @@ struct Engine::Impl {
     // engine, not per backend: each remote says "unreachable" after its own
     // fashion (nfs:// after two failed reconnects, sftp:// after the timeout).
     std::atomic<bool> gave_up{false};
-    // The path of a new child, refusing on a read-only mount.
-    std::string new_child_path(Ino parent, std::string_view name, Errc& error);
+    // The path of a new child (or one to rename or link), refusing on a
+    // read-only mount. While changes stay local, a name of the form the
+    // engine sets open files aside under is refused (EPERM) unless
+    // `set_aside_ok` (a removal): reintegration takes a move to such a
+    // name for a removal, and never sends what is under one.
+    std::string new_child_path(Ino parent, std::string_view name, Errc& error, bool set_aside_ok = false);
     OpenFile* make_open_file_locked(const std::shared_ptr<Node>& node, std::unique_ptr<BackendFile> file,
                                     int flags);
     // The persistent cache's object for a file being opened, checked against

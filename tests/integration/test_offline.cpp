@@ -829,6 +829,22 @@ private slots:
         QCOMPARE(::pwrite(removed, "edit", 4, 100), ssize_t(4));
         QCOMPARE(::unlink(qPrintable(m->at("removed.bin"))), 0);
         QVERIFY(!QFileInfo::exists(m->at("removed.bin")));
+        // Offline, the hidden names are the mount's own: the log sends a
+        // move to one as a removal, and never what is under one.
+        const QStringList set_aside =
+            QDir(m->mountpoint()).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-");
+        QCOMPARE(set_aside.size(), 2);  // held.txt's and removed.bin's
+        for (const QString& name : set_aside) {
+            errno = 0;
+            QCOMPARE(::rename(qPrintable(m->at(name)), qPrintable(m->at("rescued"))), -1);
+            QCOMPARE(errno, EPERM);
+        }
+        QVERIFY(put_text(m->at("mine.txt"), "mine\n"));
+        errno = 0;
+        QCOMPARE(::rename(qPrintable(m->at("mine.txt")), qPrintable(m->at(".netfs-unlinked-0123456789abcdef"))), -1);
+        QCOMPARE(errno, EPERM);
+        QCOMPARE(::open(qPrintable(m->at(".netfs-unlinked-00000000000000ff")), O_CREAT | O_WRONLY, 0644), -1);
+        QCOMPARE(errno, EPERM);
         QVERIFY(put_text(m->at(".replaced.txt.tmp"), "version 2\n"));
         QCOMPARE(::rename(qPrintable(m->at(".replaced.txt.tmp")), qPrintable(m->at("replaced.txt"))), 0);
 
@@ -858,8 +874,9 @@ private slots:
             return QDir(dir).entryList(QDir::Files | QDir::Hidden).filter(".netfs-unlinked-");
         };
         QTRY_COMPARE_WITH_TIMEOUT(hidden(m->mountpoint()).size(), 1, 5000);  // held.txt's
+        const QString held_aside = hidden(m->mountpoint()).value(0);
         auto unsent = [&] { return netfs_json(*m, "status")["cache"].toObject()["dirty_bytes"].toInteger(); };
-        QTRY_COMPARE_WITH_TIMEOUT(unsent(), qint64(10), 5000);  // version 2 alone
+        QTRY_COMPARE_WITH_TIMEOUT(unsent(), qint64(10 + 5), 5000);  // version 2 and mine.txt alone
 
         QVERIFY(netfs_ok(*m, "online"));
         const QJsonObject outcome = netfs_json(*m, "sync");
@@ -873,11 +890,19 @@ private slots:
         QCOMPARE(text(m->direct("replaced.txt")), QByteArray("version 2\n"));
         QCOMPARE(text(m->direct("held.txt")), QByteArray("server edit\n"));
         QCOMPARE(hidden(m->backing()), QStringList());
+        QCOMPARE(text(m->direct("mine.txt")), QByteArray("mine\n"));
+        // A listing and a stat of the server, which lacks it, leave it to its
+        // handle (connected, the listing is the server's).
+        QCOMPARE(hidden(m->mountpoint()).size(), 0);
+        struct stat hidden_st;
+        QCOMPARE(::stat(qPrintable(m->at(held_aside)), &hidden_st), 0);
+        QCOMPARE(hidden_st.st_size, 9);
+        QCOMPARE(::posix_fadvise(held, 0, 0, POSIX_FADV_DONTNEED), 0);
         QCOMPARE(::pread(held, old, sizeof old, 0), ssize_t(9));  // still the version it opened
         QCOMPARE(QByteArray(old, 9), QByteArray("original\n"));
         held_closed.dismiss();
         QCOMPARE(::close(held), 0);
-        QTRY_COMPARE_WITH_TIMEOUT(hidden(m->mountpoint()).size(), 0, 5000);
+        QTRY_VERIFY_WITH_TIMEOUT(!QFileInfo::exists(m->at(held_aside)), 5000);
         QCOMPARE(text(m->direct("held.txt")), QByteArray("server edit\n"));  // its last close removed nothing there
         QCOMPARE(hidden(m->backing()), QStringList());
         QVERIFY2(m->unmount(), qPrintable(m->error()));

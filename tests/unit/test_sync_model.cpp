@@ -1960,12 +1960,21 @@ private slots:
             QCOMPARE(c.kind, ConflictKind::delete_update);
             QCOMPARE(c.path, std::string("/u.txt"));
             if (!crash) {
-                // The last closes, connected now: nothing on the server goes
-                // (the server has no such names: not found, which the engine
-                // takes as done).
+                // Still open here, connected: a listing or a stat of the
+                // server, which lacks them, leaves them to their handles.
+                std::vector<DirEntry> listing;
+                QCOMPARE(rig.d.rb->readdir("/", listing), Errc::ok);
+                Attr attr;
+                rig.d.rb->getattr(hidden_t, attr);
+                QVERIFY(rig.d.replica->name(hidden_t));
+                QVERIFY(rig.d.replica->name(hidden_u));
+                // The last closes: nothing on the server goes (the server has
+                // no such names: not found, which the engine takes as done),
+                // and the names go here.
                 for (const std::string& hidden : {hidden_t, hidden_u}) {
                     const Errc e = rig.d.rb->unlink(hidden);
                     QVERIFY2(e == Errc::ok || e == Errc::not_found, describe(e).data());
+                    QVERIFY(!rig.d.replica->name(hidden));
                 }
             }
             QCOMPARE(rig.pass().pending, 0u);
