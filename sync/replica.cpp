@@ -172,6 +172,8 @@ struct Replica::Impl {
     // zero: everything committed is on disk).
     std::chrono::steady_clock::time_point unsynced_since{};
     std::function<void()> before_sync;  // Replica::set_before_sync
+    std::function<bool(const std::string&)> keep_name;  // Replica::set_keep_name
+    bool kept(const std::string& path) const { return keep_name && keep_name(path); }
     bool relaxed_commit = false;        // the commit under way does not sync
     bool forced_sync = false;           // flush(): this commit syncs, in any mode
 
@@ -459,6 +461,11 @@ Errc Replica::flush() {
     return ok ? Errc::ok : Errc::io;
 }
 
+void Replica::set_keep_name(std::function<bool(const std::string&)> keep_name) {
+    std::lock_guard lock(impl_->mu);
+    impl_->keep_name = std::move(keep_name);
+}
+
 void Replica::set_before_sync(std::function<void()> before_sync) {
     std::lock_guard lock(impl_->mu);
     impl_->before_sync = std::move(before_sync);
@@ -498,7 +505,7 @@ void Replica::saw_listing(const std::string& dir, const std::vector<DirEntry>& e
     }
     std::sort(listed.begin(), listed.end());
     for (const std::string& p : present)
-        if (!std::binary_search(listed.begin(), listed.end(), p) && !s.has_pending_under(p) && !is_set_aside(p))
+        if (!std::binary_search(listed.begin(), listed.end(), p) && !s.has_pending_under(p) && !s.kept(p))
             s.remove_under(p, true);
     Stmt mark = s.prepare("UPDATE replica_names SET listed = 1 WHERE path = ?1");
     mark.bind(1, dir).run();
@@ -510,7 +517,7 @@ void Replica::saw_gone(const std::string& path) {
     std::lock_guard lock(s.mu);
     // A file set aside while disconnected is not on the server (its
     // removal was sent): its handles keep it here until the last close.
-    if (!s.has_pending_under(path) && !is_set_aside(path))
+    if (!s.has_pending_under(path) && !s.kept(path))
         s.remove_under(path, true);
 }
 

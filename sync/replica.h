@@ -234,6 +234,10 @@ public:
     // data (CacheStore::Sync::later) must be on disk before rows of the
     // same log that point at it.
     void set_before_sync(std::function<void()> before_sync);
+    // Names that what is seen on the server must not remove (saw_listing,
+    // saw_gone): a file set aside here while disconnected, which its open
+    // handles still reach. Called under the replica's lock.
+    void set_keep_name(std::function<bool(const std::string&)> keep_name);
     // flush() when a change committed without a sync is older than `age`.
     Errc flush_older_than(std::chrono::milliseconds age);
 

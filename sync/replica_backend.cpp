@@ -239,11 +239,20 @@ ReplicaBackend::ReplicaBackend(std::unique_ptr<Backend> remote, Connect connect,
     // shares the cache's database and must not sync rows before that data.
     if (cache_)
         replica_->set_before_sync([cache = cache_.get()] { cache->sync_packs(); });
+    replica_->set_keep_name([this](const std::string& path) { return set_aside_here(path); });
+}
+
+bool ReplicaBackend::set_aside_here(const std::string& path) {
+    if (!is_set_aside(path))
+        return false;
+    std::lock_guard lock(aside_mu_);
+    return aside_here_.count(path) != 0;
 }
 
 ReplicaBackend::~ReplicaBackend() {
     stop();
     replica_->set_before_sync({});  // the cache may go first now
+    replica_->set_keep_name({});
 }
 
 void ReplicaBackend::start(std::chrono::milliseconds pin_refresh) {
@@ -689,7 +698,7 @@ Errc ReplicaBackend::getattr(const std::string& path, Attr& out) {
         } else if (e == Errc::not_found) {
             replica_->saw_gone(path);
             // Set aside while disconnected and still open: here alone (see saw_gone).
-            if (auto n = is_set_aside(path) ? replica_->name(path) : std::nullopt) {
+            if (auto n = set_aside_here(path) ? replica_->name(path) : std::nullopt) {
                 out = n->attr;
                 return Errc::ok;
             }
@@ -866,12 +875,17 @@ Errc ReplicaBackend::unlink(const std::string& path) {
         const Errc e = r->unlink(path);
         if (e == Errc::ok || e == Errc::not_found) {
             replica_->saw_gone(path);
-            if (is_set_aside(path))  // its last close: kept here until now (saw_gone)
+            if (set_aside_here(path)) {  // its last close: kept here until now (saw_gone)
+                {
+                    std::lock_guard lock(aside_mu_);
+                    aside_here_.erase(path);
+                }
                 if (auto n = replica_->name(path); n && replica_->remove_name(path) == Errc::ok) {
                     std::lock_guard lock(mu_);
                     drop_soon_.push_back(n->oid);
                     wake_.notify_all();
                 }
+            }
         }
         if (!lost(e))
             return e;
@@ -887,6 +901,10 @@ Errc ReplicaBackend::unlink(const std::string& path) {
             return tx.finish(e);
         if (Errc e = tx.finish(replica_->remove_name(path)); e != Errc::ok)
             return e;
+    }
+    if (is_set_aside(path)) {
+        std::lock_guard lock(aside_mu_);
+        aside_here_.erase(path);
     }
     // Its last name gone, what it had written here is nobody's: the space
     // is freed right away (on a full disk, removing files is how room is
@@ -984,6 +1002,10 @@ Errc ReplicaBackend::rename(const std::string& from, const std::string& to, unsi
         return tx.finish(e);
     if (Errc e = tx.finish(replica_->move_name(from, to)); e != Errc::ok)
         return e;
+    if (is_set_aside(to)) {
+        std::lock_guard lock(aside_mu_);
+        aside_here_.insert(to);
+    }
     if (cache_)
         cache_->rename_objects(from, to);  // cached content stays readable under the new name
     return Errc::ok;

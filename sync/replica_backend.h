@@ -282,6 +282,13 @@ private:
     std::atomic<std::uint64_t> generation_{0};
     std::atomic<std::uint64_t> uncached_reads_{0};
     std::mutex content_mu_;  // read-modify-write of local content granules
+    // Files set aside while disconnected by this run (the engine's hidden
+    // names of files removed while open), until their last close removes
+    // them: the server does not have them, and only their handles do
+    // (Replica::set_keep_name). A leaf lock.
+    std::mutex aside_mu_;
+    std::set<std::string> aside_here_;
+    bool set_aside_here(const std::string& path);
     std::condition_variable content_cv_;  // a file's local size grew (write_content)
     std::thread thread_;
     // Pinning: its own thread, so a long fetch never holds up reintegration.

@@ -1983,6 +1983,24 @@ private slots:
         }
     }
 
+    // Only the names this run set aside are kept against the server: such
+    // a name of another client's (an NFS mount's file removed while open
+    // there) goes from here when it goes from the server.
+    void another_clients_set_aside_name_goes_with_the_server() {
+        Rig rig;
+        const std::string theirs = "/.netfs-unlinked-00000000000000aa";
+        rig.put(theirs, "open on another client");
+        QVERIFY(rig.start());
+        std::vector<DirEntry> listing;
+        QCOMPARE(rig.d.rb->readdir("/", listing), Errc::ok);
+        QVERIFY(rig.d.replica->name(theirs));
+        rig.remove_tree(theirs);
+        QCOMPARE(rig.d.rb->readdir("/", listing), Errc::ok);
+        QVERIFY(!rig.d.replica->name(theirs));
+        Attr attr;
+        QCOMPARE(rig.d.rb->getattr(theirs, attr), Errc::not_found);
+    }
+
     // vim's save joins the move aside and the removal into one removal of
     // the first name. A pass that sent the move and stopped before
     // recording it (an outage, a kill) left the file at the second name:
