@@ -413,6 +413,12 @@ static std::string aside_name(Ino ino) {
     return std::string(kSetAsidePrefix) + number;
 }
 
+std::shared_ptr<Node> Engine::Impl::open_set_aside_locked(Ino parent, std::string_view name) {
+    const auto it = by_name.find(std::pair<Ino, std::string>(parent, std::string(name)));
+    auto node = it == by_name.end() ? nullptr : node_locked(it->second);
+    return node && node->set_aside_in == parent && node->open_count > 0 && name == aside_name(node->ino) ? node
+                                                                                                        : nullptr;
+}
 
 Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
     Errc e;
@@ -422,10 +428,7 @@ Errc Engine::lookup(Ino parent, std::string_view name, Entry& out) {
         path = impl_->child_path_locked(parent, name, e);
         // Set aside here and still open: ours until its last close, which
         // removes it (while disconnected, and after, no server has it).
-        const auto it = impl_->by_name.find(std::pair<Ino, std::string>(parent, std::string(name)));
-        if (auto node = it == impl_->by_name.end() ? nullptr : impl_->node_locked(it->second);
-            e == Errc::ok && node && node->set_aside_in == parent && node->open_count > 0 &&
-            name == aside_name(node->ino)) {
+        if (auto node = e == Errc::ok ? impl_->open_set_aside_locked(parent, name) : nullptr) {
             node->nlookup++;
             impl_->fill_entry_locked(*node, out);
             return Errc::ok;
@@ -772,9 +775,7 @@ Errc Engine::Impl::remove_name(Ino parent, std::string_view name, bool directory
         return e;
     if (!directory) {
         std::lock_guard lock(mu);
-        auto it = by_name.find(std::pair<Ino, std::string>(parent, std::string(name)));
-        auto node = it == by_name.end() ? nullptr : node_locked(it->second);
-        if (node && node->set_aside_in == parent && node->open_count > 0 && name == aside_name(node->ino))
+        if (open_set_aside_locked(parent, name))
             return Errc::busy;  // still open: it goes at its last close (as the kernel's NFS client answers)
     }
     if (!directory && rename_aside_if_open(parent, std::string(name), path))
@@ -850,7 +851,7 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
         node = it == by_name.end() ? nullptr : node_locked(it->second);
         if (!node || !is_regular(node->type) || node->open_count == 0 || node->links.size() != 1)
             return false;  // not open here, or another name keeps it alive
-        if (node->set_aside_in == parent && name == aside_name(node->ino))
+        if (open_set_aside_locked(parent, name))
             return false;  // set aside already (remove_name refuses that)
     }
     const std::string aside = aside_name(node->ino);
@@ -881,25 +882,23 @@ bool Engine::Impl::rename_aside_if_open(Ino parent, const std::string& name, con
 
 void Engine::Impl::put_back_set_aside(Ino parent, const std::string& name, const std::string& path,
                                       const std::string& aside_path) {
-    if (Errc e = backend->rename(aside_path, path, RENAME_NOREPLACE); e != Errc::ok) {
+    const Errc e = backend->rename(aside_path, path, RENAME_NOREPLACE);
+    std::lock_guard lock(mu);
+    const std::pair<Ino, std::string> hidden(parent, aside_path.substr(aside_path.rfind('/') + 1));
+    auto it = by_name.find(hidden);
+    auto node = it == by_name.end() ? nullptr : node_locked(it->second);
+    if (e != Errc::ok) {
         // It stays under the hidden name, where it can be found: never
         // removed (taken meanwhile, the name may hold the rename's file
         // after all, its answer lost, or another client's).
         LOG_WARN("%s could not be put back from %s (%s): it stays there", path.c_str(), aside_path.c_str(),
                  std::string(describe(e)).c_str());
-        std::lock_guard lock(mu);
-        if (auto it = by_name.find(std::pair<Ino, std::string>(parent, aside_path.substr(aside_path.rfind('/') + 1)));
-            it != by_name.end())
-            if (auto node = node_locked(it->second))
-                node->set_aside_in = 0;
+        if (node)
+            node->set_aside_in = 0;
         return;
     }
-    std::lock_guard lock(mu);
-    const std::pair<Ino, std::string> hidden(parent, aside_path.substr(aside_path.rfind('/') + 1));
-    auto it = by_name.find(hidden);
     if (it == by_name.end())
         return;
-    auto node = node_locked(it->second);
     by_name.erase(it);
     if (!node)
         return;

@@ -194,6 +194,9 @@ struct Engine::Impl {
     // Undoes that, for a rename over the file that then failed.
     void put_back_set_aside(Ino parent, const std::string& name, const std::string& path,
                             const std::string& aside_path);
+    // The file (parent, name) names when that is the hidden name of a file
+    // set aside there and still open (else null).
+    std::shared_ptr<Node> open_set_aside_locked(Ino parent, std::string_view name);
     // At the last close of a file renamed aside: removes it from the remote.
     // A file that lost its last name with no handle open drops what it
     // had not written back; returns its writeback handle to close (outside

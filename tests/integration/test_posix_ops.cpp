@@ -36,6 +36,17 @@ int err_of(F&& call) {
     return call() == -1 ? errno : 0;
 }
 
+// What `fd` reads from offset 0 to its end (up to one byte past `expected`,
+// so that a longer file shows).
+std::vector<std::byte> read_whole(int fd, std::size_t expected) {
+    std::vector<std::byte> back(expected + 1);
+    std::size_t got = 0;
+    for (ssize_t n; (n = ::pread(fd, back.data() + got, back.size() - got, off_t(got))) > 0;)
+        got += std::size_t(n);
+    back.resize(got);
+    return back;
+}
+
 int renameat2_(const QString& from, const QString& to, unsigned flags) {
     return static_cast<int>(
         ::syscall(SYS_renameat2, AT_FDCWD, b(from).constData(), AT_FDCWD, b(to).constData(), flags));
@@ -420,14 +431,7 @@ private slots:
             QCOMPARE(err_of([&] { return ::unlink(b(m_->at(aside[0])).constData()); }), EBUSY);
             QCOMPARE(::rename(b(m_->at(aside[0])).constData(), b(m_->at("rescued")).constData()), 0);
         }
-        // Read through the open handle alone.
-        std::vector<std::byte> back(data.size() + 1);
-        ssize_t got = 0;
-        for (ssize_t n; (n = ::pread(fd, back.data() + got, back.size() - got, got)) > 0;)
-            got += n;
-        QCOMPARE(got, ssize_t(data.size()));
-        back.resize(got);
-        QVERIFY(back == data);
+        QVERIFY(read_whole(fd, data.size()) == data);  // through the open handle alone
         closed.dismiss();
         QCOMPARE(::close(fd), 0);
         QTest::qWait(500);  // FUSE tells the daemon of the last close after close(2) returned
@@ -452,13 +456,7 @@ private slots:
         QVERIFY(write_file(m_->at(".config.tmp"), new_data));
         QCOMPARE(::rename(b(m_->at(".config.tmp")).constData(), b(m_->at("config")).constData()), 0);
         QVERIFY(read_file(m_->at("config")) == new_data);
-        std::vector<std::byte> back(old_data.size() + 1);
-        ssize_t got = 0;
-        for (ssize_t n; (n = ::pread(fd, back.data() + got, back.size() - got, got)) > 0;)
-            got += n;
-        QCOMPARE(got, ssize_t(old_data.size()));
-        back.resize(got);
-        QVERIFY(back == old_data);
+        QVERIFY(read_whole(fd, old_data.size()) == old_data);
         closed.dismiss();
         QCOMPARE(::close(fd), 0);
         QTRY_COMPARE_WITH_TIMEOUT(
